@@ -1,0 +1,244 @@
+"""Writing devices, users and events: what POST /events and POST /devices/refresh-token do.
+
+Both run in one transaction and are safe under concurrency on PostgreSQL: rows that
+are about to change are locked with SELECT ... FOR UPDATE, and inserts that may race
+lean on the unique constraints (tenant + token hash, tenant + app_user_id, tenant +
+event fingerprint) rather than on a check-then-insert.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from devices.models import AppUser, Device, Event, TokenRotation, hash_token
+from tenants.models import Tenant
+
+
+class DeviceError(Exception):
+    """A refresh or registration that cannot be done as asked."""
+
+
+class IdenticalTokens(DeviceError):
+    pass
+
+
+class DeviceNotFound(DeviceError):
+    pass
+
+
+class TokenOwnedByAnotherUser(DeviceError):
+    pass
+
+
+def anonymous_user_id(*, tenant: Tenant, token: str) -> str:
+    """The id of a user the app did not name, derived from the device's first token.
+
+    Deriving it (rather than drawing a random one) makes concurrent first events of one
+    install agree on the same user; after a token rotation the device keeps its user, so
+    the id stays stable for the device.
+    """
+    return "anon_" + hashlib.sha256(f"{tenant.pk}:{token}".encode()).hexdigest()[:24]
+
+
+def event_fingerprint(*, tenant: Tenant, app_user_id: str, device_token: str, event_name: str,
+                      event_time: datetime, session_id: str, params: dict) -> str:
+    """A stable id of an event: the same event sent twice (a retry) gets the same one."""
+    canonical = json.dumps(
+        [tenant.pk, app_user_id, device_token, event_name,
+         event_time.astimezone(timezone.UTC).isoformat(), session_id, params],
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _get_or_create_user(*, tenant: Tenant, app_user_id: str, anonymous: bool = False) -> AppUser:
+    # get_or_create inserts inside a savepoint and re-reads on IntegrityError, which is
+    # what makes concurrent first sightings of one user end with one row.
+    user, _ = AppUser.objects.get_or_create(
+        tenant=tenant, app_user_id=app_user_id, defaults={"is_anonymous": anonymous}
+    )
+    return user
+
+
+def _locked_device(*, tenant: Tenant, token_hash: str) -> Device | None:
+    return (
+        Device.objects.select_for_update(of=("self",))
+        .select_related("user")
+        .filter(tenant=tenant, token_hash=token_hash)
+        .first()
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventInput:
+    event_name: str
+    event_time: datetime
+    device_token: str
+    platform: str
+    push_permission_granted: bool
+    timezone: str
+    language: str
+    country: str
+    session_id: str
+    app_user_id: str = ""
+    params: dict | None = None
+    token_kind: str = Device.TokenKind.REGISTRATION
+
+
+def record_event(*, tenant: Tenant, event: EventInput) -> Event:
+    """Store an event and, in the same transaction, create or update its user and device.
+
+    A new token creates the device; a known token updates it (user, platform, permission,
+    session) and brings it back to life if it had been deactivated. Sending the same
+    event twice stores it once and returns the same fingerprint.
+    """
+    now = timezone.now()
+    params = event.params or {}
+    token_hash = hash_token(event.device_token)
+    with transaction.atomic():
+        device = _locked_device(tenant=tenant, token_hash=token_hash)
+        if event.app_user_id:
+            user = _get_or_create_user(tenant=tenant, app_user_id=event.app_user_id)
+        elif device is not None:
+            user = device.user
+        else:
+            user = _get_or_create_user(
+                tenant=tenant,
+                app_user_id=anonymous_user_id(tenant=tenant, token=event.device_token),
+                anonymous=True,
+            )
+        AppUser.objects.filter(pk=user.pk).update(
+            language=event.language, country=event.country, timezone=event.timezone, last_seen_at=now
+        )
+
+        if device is None:
+            device = _create_device(tenant=tenant, user=user, event=event, now=now)
+        if device.last_seen_at != now:  # an existing row (or one a concurrent request made)
+            device.user = user
+            device.platform = event.platform
+            device.push_permission = event.push_permission_granted
+            device.token_kind = event.token_kind
+            device.last_session_id = event.session_id
+            device.last_seen_at = now
+            if not device.is_active:
+                device.reactivate()
+            device.save()
+
+        fingerprint = event_fingerprint(
+            tenant=tenant, app_user_id=event.app_user_id, device_token=event.device_token,
+            event_name=event.event_name, event_time=event.event_time,
+            session_id=event.session_id, params=params,
+        )
+        stored = Event(
+            tenant=tenant, user=user, device=device, name=event.event_name,
+            occurred_at=event.event_time, session_id=event.session_id, params=params,
+            fingerprint=fingerprint, received_at=now,
+        )
+        try:
+            with transaction.atomic():
+                stored.save()
+        except IntegrityError:
+            # The same event again (a client retry): it is stored already.
+            stored = Event.objects.get(tenant=tenant, fingerprint=fingerprint)
+    return stored
+
+
+def _create_device(*, tenant: Tenant, user: AppUser, event: EventInput, now: datetime) -> Device:
+    """Insert the device, or lock the one a concurrent request inserted a moment ago."""
+    device = Device(
+        tenant=tenant, user=user, token=event.device_token, token_kind=event.token_kind,
+        platform=event.platform, push_permission=event.push_permission_granted,
+        last_session_id=event.session_id, created_at=now, last_seen_at=now, token_updated_at=now,
+    )
+    try:
+        with transaction.atomic():
+            device.save()
+        return device
+    except IntegrityError:
+        return _locked_device(tenant=tenant, token_hash=hash_token(event.device_token))
+
+
+def refresh_token(*, tenant: Tenant, old_token: str, new_token: str,
+                  app_user_id: str = "", platform: str = "") -> Device:
+    """Swap a rotated FCM token in place: the same device row now holds new_token.
+
+    The old token goes into the device's history and can no longer be targeted.
+
+    When another row already holds new_token, it is the same phone seen twice (for
+    instance, the app sent an event with the new token before refreshing). The rule:
+
+    * the requester is the user named by app_user_id, or else the device's own user;
+    * if the row holding new_token belongs to a *known* (not anonymous) user other
+      than a known requester: TokenOwnedByAnotherUser (HTTP 409), nothing changes;
+    * otherwise that row is merged into the old token's row (its events and history
+      move over, it is deleted), and the device belongs to the requester if known,
+      else to the other row's known user, else stays anonymous.
+
+    Repeating a refresh that already happened (a client retry) succeeds again.
+    """
+    if old_token == new_token:
+        raise IdenticalTokens
+    for attempt in range(2):
+        try:
+            with transaction.atomic():
+                return _refresh_token(
+                    tenant=tenant, old_token=old_token, new_token=new_token,
+                    app_user_id=app_user_id, platform=platform,
+                )
+        except IntegrityError:
+            # new_token was registered by a concurrent /events between our read and our
+            # write. Once more, and this time we will see (and lock) that row.
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _refresh_token(*, tenant, old_token, new_token, app_user_id, platform) -> Device:
+    old_hash, new_hash = hash_token(old_token), hash_token(new_token)
+    # Lock both rows in one statement, in primary-key order, so that two refreshes
+    # crossing each other's tokens cannot deadlock.
+    rows = list(
+        Device.objects.select_for_update(of=("self",))
+        .select_related("user")
+        .filter(tenant=tenant, token_hash__in=[old_hash, new_hash])
+        .order_by("pk")
+    )
+    device = next((d for d in rows if d.token_hash == old_hash), None)
+    holder = next((d for d in rows if d.token_hash == new_hash), None)
+
+    if device is None:
+        if holder is not None and holder.rotations.filter(old_token_hash=old_hash).exists():
+            return holder  # this very swap was made already; the client is retrying
+        raise DeviceNotFound
+
+    requester = _get_or_create_user(tenant=tenant, app_user_id=app_user_id) if app_user_id else device.user
+    owner = requester
+    now = timezone.now()
+    if holder is not None:
+        if not holder.user.is_anonymous and not requester.is_anonymous and holder.user_id != requester.pk:
+            raise TokenOwnedByAnotherUser
+        if requester.is_anonymous and not holder.user.is_anonymous:
+            owner = holder.user
+        if holder.last_seen_at > device.last_seen_at:
+            device.push_permission = holder.push_permission
+            device.last_session_id = holder.last_session_id
+        Event.objects.filter(device=holder).update(device=device)
+        TokenRotation.objects.filter(device=holder).update(device=device)
+        holder.delete()
+
+    TokenRotation.objects.create(
+        device=device, old_token=old_token, old_token_hash=old_hash, new_token=new_token, rotated_at=now
+    )
+    device.set_token(new_token)
+    device.user = owner
+    if platform:
+        device.platform = platform
+    if not device.is_active:
+        device.reactivate()
+    device.last_seen_at = now
+    device.save()
+    return device

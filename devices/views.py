@@ -1,0 +1,81 @@
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from devices import services
+from devices.serializers import (
+    EventSerializer,
+    FingerprintSerializer,
+    RefreshTokenSerializer,
+    SuccessSerializer,
+)
+from tenants.api import ApiError
+from tenants.auth import BodyKeyAuthentication
+from tenants.schema import ERROR_RESPONSES
+
+
+class AppEndpoint(APIView):
+    """An endpoint apps call with tenant_id + api_key in the body."""
+
+    authentication_classes = [BodyKeyAuthentication]
+
+
+class EventsView(AppEndpoint):
+    @extend_schema(
+        operation_id="record_event",
+        summary="Record an event; create or update the user and the device",
+        description="One call records the behaviour, upserts the user profile and registers "
+        "or updates the device for push. A fresh install calls only this. Sending the same "
+        "event again stores it once and answers the same fingerprint.",
+        request=EventSerializer,
+        responses={200: FingerprintSerializer, **ERROR_RESPONSES(400, 401, 413, 415)},
+        tags=["app"],
+    )
+    def post(self, request):
+        serializer = EventSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        data.pop("tenant_id"), data.pop("api_key")
+        event = services.record_event(tenant=request.auth.tenant, event=services.EventInput(**data))
+        return Response({"fingerprint": event.fingerprint})
+
+
+class RefreshTokenView(AppEndpoint):
+    @extend_schema(
+        operation_id="refresh_token",
+        summary="Swap a rotated FCM token in place",
+        description="Updates the device that holds old_token to hold new_token: same row, "
+        "no duplicate device, the old token kept in the device's history and no longer "
+        "targeted. When another row already holds new_token for the same user (or for an "
+        "anonymous one), the two are merged. Retrying a swap that already happened "
+        "answers 200 again.",
+        request=RefreshTokenSerializer,
+        responses={
+            200: SuccessSerializer,
+            **ERROR_RESPONSES(400, 401, 413, 415),
+            404: OpenApiResponse(description="No device with old_token."),
+            409: OpenApiResponse(description="new_token is registered to a different user."),
+        },
+        tags=["app"],
+    )
+    def post(self, request):
+        serializer = RefreshTokenSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            services.refresh_token(
+                tenant=request.auth.tenant,
+                old_token=data["old_token"],
+                new_token=data["new_token"],
+                app_user_id=data.get("app_user_id", ""),
+                platform=data.get("platform", ""),
+            )
+        except services.IdenticalTokens:
+            raise ApiError("old_token and new_token must be different.", code="identical_tokens") from None
+        except services.DeviceNotFound:
+            raise ApiError("Device not found for the given old token.", code="device_not_found",
+                           status=404) from None
+        except services.TokenOwnedByAnotherUser:
+            raise ApiError("New token is already registered to a different user.",
+                           code="token_owned_by_another_user", status=409) from None
+        return Response({"success": True})

@@ -1,0 +1,186 @@
+"""The HTTP plumbing every API endpoint shares: body parsing, strict fields and errors.
+
+Every error leaves Herald as ``{"error": "<stable_code>", "detail": "<human text>"}``,
+plus ``"field"`` when one field is to blame, so that clients can branch on
+``error`` and people can read ``detail``.
+"""
+
+import json
+import re
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, fields, parsers
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+
+class ApiError(exceptions.APIException):
+    """A failure a client can act on: an HTTP status, a stable code, a sentence."""
+
+    status_code = 400
+    default_code = "bad_request"
+    default_detail = "The request is not valid."
+
+    def __init__(self, detail=None, *, code=None, status=None, field=None, headers=None):
+        super().__init__(detail, code)
+        self.error_code = code or self.default_code
+        if status is not None:
+            self.status_code = status
+        self.field = field
+        self.headers = headers or {}
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    default_code = "payload_too_large"
+
+
+class LimitedJSONParser(parsers.JSONParser):
+    """A JSON parser that reads at most API_MAX_BODY_BYTES and names what went wrong."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.API_MAX_BODY_BYTES
+        request = (parser_context or {}).get("request")
+        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"The body is larger than {limit} bytes.")
+        raw = stream.read(limit + 1) if stream is not None else b""
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"The body is larger than {limit} bytes.")
+        try:
+            return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(f"The body is not valid JSON: {exc}", code="malformed_json") from None
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def body_object(request) -> dict:
+    """The request body, which must be a JSON object."""
+    data = request.data
+    if not isinstance(data, dict):
+        raise ApiError("The body must be a JSON object.", code="malformed_json")
+    return data
+
+
+# --- Strict fields ---------------------------------------------------------------
+# DRF's own fields coerce: 123 becomes "123", "yes" becomes True. A client that
+# sends the wrong type has a bug it should hear about.
+
+
+class StrictCharField(fields.CharField):
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(fields.BooleanField):
+    default_error_messages = {"not_a_boolean": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("not_a_boolean")
+        return data
+
+
+RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+class RFC3339DateTimeField(fields.DateTimeField):
+    """An RFC 3339 timestamp that must carry its offset: 2026-11-23T10:00:00+03:00."""
+
+    default_error_messages = {
+        "not_rfc3339": "Must be an RFC 3339 timestamp with an offset, e.g. 2026-11-23T10:00:00+03:00.",
+    }
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str) or not RFC3339.match(value):
+            self.fail("not_rfc3339")
+        text = value.upper().replace("Z", "+00:00")
+        if "." in text:  # Python keeps microseconds; RFC 3339 allows nanoseconds.
+            head, _, tail = text.partition(".")
+            digits = re.match(r"\d+", tail).group()
+            text = f"{head}.{digits[:6].ljust(6, '0')}{tail[len(digits):]}"
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            self.fail("not_rfc3339")
+
+
+# --- Errors -------------------------------------------------------------------------
+
+
+def exception_handler(exc, context):
+    """Turn every API exception into Herald's JSON error body."""
+    if isinstance(exc, Http404):
+        exc = ApiError("Not found.", code="not_found", status=404)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if not isinstance(exc, exceptions.APIException):
+        return None
+
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None) is not None:
+        headers["Retry-After"] = str(int(exc.wait))
+    headers.update(getattr(exc, "headers", {}) or {})
+
+    if isinstance(exc, ApiError):
+        body = {"error": exc.error_code, "detail": str(exc.detail)}
+        if exc.field:
+            body["field"] = exc.field
+    elif isinstance(exc, exceptions.ValidationError):
+        body = _validation_body(exc.detail)
+    else:
+        body = {"error": _CODES.get(type(exc), exc.default_code), "detail": _text(exc.detail)}
+
+    set_rollback()
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+_CODES = {
+    exceptions.ParseError: "malformed_json",
+    exceptions.NotAuthenticated: "unauthorized",
+    exceptions.AuthenticationFailed: "unauthorized",
+    exceptions.PermissionDenied: "forbidden",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "rate_limited",
+}
+
+
+def _text(detail) -> str:
+    if isinstance(detail, list):
+        return " ".join(_text(d) for d in detail)
+    if isinstance(detail, dict):
+        return " ".join(f"{k}: {_text(v)}" for k, v in detail.items())
+    return str(detail)
+
+
+def _validation_body(detail) -> dict:
+    """Name the first field at fault; list every problem under "errors"."""
+    if not isinstance(detail, dict):
+        return {"error": "invalid_request", "detail": _text(detail)}
+    field, problems = next(iter(detail.items()))
+    first = problems[0] if isinstance(problems, list) and problems else problems
+    missing = getattr(first, "code", None) in ("required", "null")
+    if field in ("non_field_errors", "__all__"):
+        return {"error": "invalid_request", "detail": _text(problems), "errors": detail}
+    return {
+        "error": "missing_field" if missing else "invalid_field",
+        "detail": f"{field}: {_text(first if isinstance(first, (str, dict)) else problems)}",
+        "field": field,
+        "errors": detail,
+    }

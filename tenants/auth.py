@@ -1,0 +1,69 @@
+"""Turning a request into a tenant.
+
+App endpoints carry ``tenant_id`` and ``api_key`` in the JSON body, as SmartAppPush's
+do; server endpoints carry a server key in ``X-Server-Key`` or
+``Authorization: Bearer``. Either way the caller gets back the ApiKey (and through it
+the Tenant) or a 401 that does not say which half was wrong.
+"""
+
+from rest_framework import authentication, exceptions, permissions
+
+from tenants.api import body_object
+from tenants.models import ApiKey, hash_key
+
+INVALID = "Invalid tenant_id or api_key."
+
+
+def find_key(raw_key: str) -> ApiKey | None:
+    """The active key with this value, or None (revoked, unknown, or tenant inactive)."""
+    if not raw_key or len(raw_key) > 200:
+        return None
+    return ApiKey.objects.active().select_related("tenant").filter(key_hash=hash_key(raw_key)).first()
+
+
+class BodyKeyAuthentication(authentication.BaseAuthentication):
+    """``tenant_id`` + ``api_key`` in the JSON body. App and server keys both work."""
+
+    def authenticate(self, request):
+        data = body_object(request)
+        tenant_id, raw_key = data.get("tenant_id"), data.get("api_key")
+        if not isinstance(tenant_id, str) or not isinstance(raw_key, str) or not tenant_id or not raw_key:
+            raise exceptions.NotAuthenticated("tenant_id and api_key are required.")
+        key = find_key(raw_key)
+        if key is None or key.tenant.tenant_id != tenant_id:
+            raise exceptions.AuthenticationFailed(INVALID)
+        key.touch()
+        return (None, key)
+
+    def authenticate_header(self, request):
+        return 'Body realm="herald", fields="tenant_id api_key"'
+
+
+class ServerKeyAuthentication(authentication.BaseAuthentication):
+    """A server key in ``X-Server-Key`` or ``Authorization: Bearer``."""
+
+    def authenticate(self, request):
+        raw_key = request.headers.get("X-Server-Key", "")
+        if not raw_key:
+            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() == "bearer":
+                raw_key = value.strip()
+        if not raw_key:
+            raise exceptions.NotAuthenticated("Send a server key in the X-Server-Key header.")
+        key = find_key(raw_key)
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid server key.")
+        key.touch()
+        return (None, key)
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="herald"'
+
+
+class IsServerKey(permissions.BasePermission):
+    """App keys ship inside apps, so they may not send pushes or read messages."""
+
+    message = "This endpoint needs a server key; app keys may only record events, opens and tokens."
+
+    def has_permission(self, request, view):
+        return request.auth is not None and request.auth.kind == ApiKey.Kind.SERVER

@@ -1,0 +1,135 @@
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+# last_used_at is a hint for humans, not an audit log: write it at most this
+# often per key so that a busy key does not turn every request into an UPDATE.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+class Tenant(models.Model):
+    """An app or customer: its own keys, devices, Firebase credentials and messages."""
+
+    name = models.CharField(max_length=200)
+    tenant_id = models.CharField(
+        "tenant ID",
+        max_length=64,
+        unique=True,
+        validators=[RegexValidator(r"^[A-Za-z0-9_.-]+$", "Letters, digits, '_', '.' and '-' only.")],
+        help_text="The public identifier apps send as tenant_id.",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.tenant_id})"
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True, tenant__is_active=True)
+
+
+def hash_key(raw_key: str) -> str:
+    """SHA-256 of a key. Keys carry 256 random bits, so a fast hash is enough."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    """A credential of one tenant. Only its hash is stored; the key is shown once."""
+
+    class Kind(models.TextChoices):
+        APP = "app", "App key (ships inside apps)"
+        SERVER = "server", "Server key (secret, can send pushes)"
+
+    PREFIXES = {Kind.APP: "hrld_app_", Kind.SERVER: "hrld_srv_"}
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    # The first characters of the key, so people can tell keys apart.
+    prefix = models.CharField(max_length=20, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, editable=False
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["tenant", "-created_at"]
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind__in=["app", "server"]), name="api_key_kind_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @classmethod
+    def generate(cls, *, tenant: Tenant, name: str, kind: str, created_by=None) -> tuple["ApiKey", str]:
+        """Create a key and return it with the raw key, which is never available again."""
+        raw = cls.PREFIXES[kind] + secrets.token_urlsafe(32)
+        key = cls.objects.create(
+            tenant=tenant,
+            name=name,
+            kind=kind,
+            key_hash=hash_key(raw),
+            prefix=raw[: len(cls.PREFIXES[kind]) + 6],
+            created_by=created_by,
+        )
+        return key, raw
+
+    def revoke(self) -> None:
+        ApiKey.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.refresh_from_db(fields=["revoked_at"])
+
+    def touch(self) -> None:
+        """Record a use, at most once per LAST_USED_RESOLUTION, with one conditional UPDATE."""
+        now = timezone.now()
+        if self.last_used_at and now - self.last_used_at < LAST_USED_RESOLUTION:
+            return
+        ApiKey.objects.filter(pk=self.pk).filter(
+            models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+        ).update(last_used_at=now)
+        self.last_used_at = now
+
+
+class Membership(models.Model):
+    """A staff user's role within one tenant. Superusers need none: they see every tenant."""
+
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "Viewer"
+        EDITOR = "editor", "Editor"
+        ADMIN = "admin", "Tenant admin"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "tenant"], name="membership_unique_user_tenant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} – {self.tenant} ({self.get_role_display()})"
