@@ -94,14 +94,14 @@ class Device(models.Model):
     def __str__(self) -> str:
         return f"{self.get_platform_display()} …{self.token[-12:]}"
 
+    def save(self, *args, **kwargs):
+        self.token_hash = hash_token(self.token)
+        super().save(*args, **kwargs)
+
     def set_token(self, token: str) -> None:
         self.token = token
         self.token_hash = hash_token(token)
         self.token_updated_at = tz.now()
-
-    def save(self, *args, **kwargs):
-        self.token_hash = hash_token(self.token)
-        super().save(*args, **kwargs)
 
     def deactivate(self, *, reason: str) -> bool:
         """Stop targeting this device. Returns whether it was active (one conditional UPDATE)."""
@@ -131,6 +131,9 @@ class TokenRotation(models.Model):
     class Meta:
         ordering = ["-rotated_at", "-id"]
         indexes = [models.Index(fields=["rotated_at"], name="rotation_time_idx")]
+
+    def __str__(self) -> str:
+        return f"…{self.old_token[-12:]} → …{self.new_token[-12:]}"
 
 
 class Event(models.Model):

@@ -1,9 +1,13 @@
 """Writing devices, users and events: what POST /events and POST /devices/refresh-token do.
 
-Both run in one transaction and are safe under concurrency on PostgreSQL: rows that
-are about to change are locked with SELECT ... FOR UPDATE, and inserts that may race
-lean on the unique constraints (tenant + token hash, tenant + app_user_id, tenant +
-event fingerprint) rather than on a check-then-insert.
+Both run in one transaction and are safe under concurrency on PostgreSQL. Every
+transaction first takes a transaction-scoped advisory lock on each token it touches, in
+one global order, so that work on one token is serialised and two requests can never
+hold each other's locks (row locks alone deadlocked when a refresh and an event raced to
+put the same new token into the unique index). Inserts that may still race (one user
+named by two devices, a retried event) lean on the unique constraints (tenant +
+app_user_id, tenant + event fingerprint) rather than on a check-then-insert. SQLite
+needs no more: its IMMEDIATE transactions (see settings) admit one writer at a time.
 """
 
 import hashlib
@@ -11,7 +15,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from devices.models import AppUser, Device, Event, TokenRotation, hash_token
@@ -64,6 +68,19 @@ def _get_or_create_user(*, tenant: Tenant, app_user_id: str, anonymous: bool = F
     return user
 
 
+def _lock_tokens(*, tenant: Tenant, token_hashes: list[str]) -> None:
+    """Serialise transactions that touch the same tokens (PostgreSQL advisory locks)."""
+    if connection.vendor != "postgresql":
+        return
+    keys = sorted({
+        int.from_bytes(hashlib.sha256(f"{tenant.pk}:{h}".encode()).digest()[:8], "big", signed=True)
+        for h in token_hashes
+    })
+    with connection.cursor() as cursor:
+        for key in keys:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
 def _locked_device(*, tenant: Tenant, token_hash: str) -> Device | None:
     return (
         Device.objects.select_for_update(of=("self",))
@@ -100,6 +117,7 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
     params = event.params or {}
     token_hash = hash_token(event.device_token)
     with transaction.atomic():
+        _lock_tokens(tenant=tenant, token_hashes=[token_hash])
         device = _locked_device(tenant=tenant, token_hash=token_hash)
         if event.app_user_id:
             user = _get_or_create_user(tenant=tenant, app_user_id=event.app_user_id)
@@ -182,25 +200,16 @@ def refresh_token(*, tenant: Tenant, old_token: str, new_token: str,
     """
     if old_token == new_token:
         raise IdenticalTokens
-    for attempt in range(2):
-        try:
-            with transaction.atomic():
-                return _refresh_token(
-                    tenant=tenant, old_token=old_token, new_token=new_token,
-                    app_user_id=app_user_id, platform=platform,
-                )
-        except IntegrityError:
-            # new_token was registered by a concurrent /events between our read and our
-            # write. Once more, and this time we will see (and lock) that row.
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+    with transaction.atomic():
+        return _refresh_token(
+            tenant=tenant, old_token=old_token, new_token=new_token,
+            app_user_id=app_user_id, platform=platform,
+        )
 
 
 def _refresh_token(*, tenant, old_token, new_token, app_user_id, platform) -> Device:
     old_hash, new_hash = hash_token(old_token), hash_token(new_token)
-    # Lock both rows in one statement, in primary-key order, so that two refreshes
-    # crossing each other's tokens cannot deadlock.
+    _lock_tokens(tenant=tenant, token_hashes=[old_hash, new_hash])
     rows = list(
         Device.objects.select_for_update(of=("self",))
         .select_related("user")

@@ -19,6 +19,15 @@ class AppEndpoint(APIView):
 
     authentication_classes = [BodyKeyAuthentication]
 
+    def initial(self, request, *args, **kwargs):
+        # The credentials are in the body, so a wrong method must be refused before they
+        # are looked for: a GET deserves 405, not 401.
+        if request.method.lower() not in self.http_method_names or not hasattr(
+            self, request.method.lower()
+        ):
+            self.http_method_not_allowed(request)
+        super().initial(request, *args, **kwargs)
+
 
 class EventsView(AppEndpoint):
     @extend_schema(

@@ -9,6 +9,17 @@ from rest_framework.test import APIClient
 from tenants.models import ApiKey, Tenant
 
 
+def pytest_sessionstart(session):
+    # CI's second pass names Redis; a Redis that does not answer must fail the run.
+    if os.environ.get("HERALD_REQUIRE_REDIS") == "1":
+        import redis
+
+        url = os.environ.get("REDIS_URL", "")
+        if not url:
+            raise pytest.UsageError("HERALD_REQUIRE_REDIS=1 but REDIS_URL is not set")
+        redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+
+
 def pytest_collection_modifyitems(config, items):
     # Tests that need PostgreSQL skip on SQLite, except where the run demands PostgreSQL
     # (CI's second pass): there a skip would hide a missing service, so it fails.
@@ -20,6 +31,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres" in item.keywords and not os.environ.get("DATABASE_URL", "").startswith("postgres"):
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)"))
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings):
+    # The manifest storage needs collectstatic first; tests render pages without it.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 @pytest.fixture

@@ -1,0 +1,111 @@
+"""Run Herald with a demo tenant: web server, background worker and FCM sandbox."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from tenants.models import ApiKey, Membership, Tenant
+
+DEMO_TENANT = "demo"
+
+
+class Command(BaseCommand):
+    help = "Set up a demo tenant with keys and an admin login, then run the web server and a worker."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--setup-only", action="store_true", help="set up, print, and exit")
+
+    def handle(self, *args, port, host, setup_only, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        app_key, server_key, password = self.set_up()
+        base = f"http://{host}:{port}"
+        self.print_welcome(base=base, app_key=app_key, server_key=server_key, password=password)
+        if not setup_only:
+            self.run_processes(host=host, port=port)
+
+    @transaction.atomic
+    def set_up(self) -> tuple[str, str, str]:
+        tenant, _ = Tenant.objects.get_or_create(
+            tenant_id=DEMO_TENANT, defaults={"name": "Demo App"}
+        )
+        # Keys are shown once, so each demo run issues fresh ones and retires the last.
+        tenant.api_keys.filter(name__startswith="demo ", revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+        _, app_key = ApiKey.generate(tenant=tenant, name="demo app key", kind=ApiKey.Kind.APP)
+        _, server_key = ApiKey.generate(tenant=tenant, name="demo server key", kind=ApiKey.Kind.SERVER)
+
+        password = os.environ.get("HERALD_DEMO_PASSWORD", "herald-demo")
+        user, created = get_user_model().objects.get_or_create(
+            username="admin", defaults={"is_staff": True, "is_superuser": True}
+        )
+        if created:
+            user.set_password(password)
+            user.save()
+        Membership.objects.get_or_create(user=user, tenant=tenant, defaults={"role": "admin"})
+        return app_key, server_key, password if created else "(unchanged since the first demo run)"
+
+    def print_welcome(self, *, base, app_key, server_key, password):
+        w = self.stdout.write
+        w(self.style.SUCCESS("\nHerald demo is set up.\n"))
+        w(f"  Admin:        {base}/admin/   user: admin   password: {password}")
+        w(f"  API docs:     {base}/api/docs/")
+        w(f"  tenant_id:    {DEMO_TENANT}")
+        w(f"  App key:      {app_key}")
+        w(f"  Server key:   {server_key}")
+        w("\nRegister a device:\n")
+        w(f"""  curl -s {base}/events -H 'Content-Type: application/json' -d '{{
+    "tenant_id": "{DEMO_TENANT}", "api_key": "{app_key}",
+    "app_user_id": "user_123", "event_name": "app_opened",
+    "event_time": "2026-11-23T10:15:00+03:00", "device_token": "demo-token-1",
+    "platform": "android", "push_permission_granted": true,
+    "timezone": "Europe/Istanbul", "language": "tr", "country": "TR",
+    "session_id": "sess-1", "params": {{"screen": "home"}}}}'
+""")
+        w("Rotate its token:\n")
+        w(f"""  curl -s {base}/devices/refresh-token -H 'Content-Type: application/json' -d '{{
+    "tenant_id": "{DEMO_TENANT}", "api_key": "{app_key}",
+    "old_token": "demo-token-1", "new_token": "demo-token-2", "platform": "android"}}'
+""")
+
+    def run_processes(self, *, host, port):
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        commands = {
+            "web": [*manage, "runserver", f"{host}:{port}", "--noreload"],
+            "worker": [*manage, "db_worker"] if settings.TASK_BACKEND == "database" else None,
+        }
+        children = {name: subprocess.Popen(cmd) for name, cmd in commands.items() if cmd}
+        self.stdout.write(f"Running {', '.join(children)}. Press Ctrl-C to stop.\n")
+
+        def stop(*_):
+            for child in children.values():
+                if child.poll() is None:
+                    child.terminate()
+            for child in children.values():
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            sys.exit(0)
+
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while all(child.poll() is None for child in children.values()):
+                time.sleep(0.5)
+            dead = [name for name, child in children.items() if child.poll() is not None]
+            self.stderr.write(f"{', '.join(dead)} stopped; shutting the demo down.")
+        except KeyboardInterrupt:
+            pass
+        stop()
