@@ -1,6 +1,10 @@
 # Herald's two front doors: `make demo` and `make test`. Both build their own venv.
-# Python 3.13: python3.13 if it is on PATH, else pyenv's 3.13.0.
-PYTHON_313 := $(shell command -v python3.13 2>/dev/null || echo "env PYENV_VERSION=3.13.0 python3")
+# Python 3.13: pyenv's 3.13.0 (the machine's python3 is older), else a python3.13 on PATH.
+IS_313 := -c 'import sys; assert sys.version_info[:2] == (3, 13)'
+PYTHON_313 := $(shell \
+	if env PYENV_VERSION=3.13.0 python3 $(IS_313) 2>/dev/null; then echo "env PYENV_VERSION=3.13.0 python3"; \
+	elif python3.13 $(IS_313) 2>/dev/null; then echo python3.13; \
+	else echo "no-python-3.13-found"; fi)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
@@ -10,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@if ! $(PY) -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then \
+	@if ! $(PY) $(IS_313) 2>/dev/null; then \
 		rm -rf $(VENV) && $(PYTHON_313) -m venv $(VENV); fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e . --group test
