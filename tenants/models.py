@@ -7,6 +7,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from tenants.encryption import decrypt
+
 # last_used_at is a hint for humans, not an audit log: write it at most this
 # often per key so that a busy key does not turn every request into an UPDATE.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -133,3 +135,71 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} – {self.tenant} ({self.get_role_display()})"
+
+
+class FirebaseCredential(models.Model):
+    """A tenant's Firebase service account, which Herald signs FCM access-token requests with.
+
+    Everything but the private key is shown in the admin; the private key is stored
+    encrypted (see ``tenants.encryption``) and never leaves Herald again. Upload one
+    with ``tenants.credentials.set_credentials``.
+    """
+
+    tenant = models.OneToOneField(
+        Tenant, on_delete=models.CASCADE, related_name="firebase_credential"
+    )
+    project_id = models.CharField("project ID", max_length=100)
+    client_email = models.CharField(max_length=254)
+    private_key_id = models.CharField("key ID", max_length=100, blank=True)
+    token_uri = models.CharField("token URI", max_length=500)
+    encrypted_private_key = models.TextField(editable=False)
+    uploaded_at = models.DateTimeField(default=timezone.now, editable=False)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        editable=False,
+        related_name="+",
+    )
+    last_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_check_ok = models.BooleanField(null=True, editable=False)
+    last_check_message = models.TextField(blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "Firebase credential"
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(project_id="")
+                & ~models.Q(client_email="")
+                & ~models.Q(token_uri="")
+                & ~models.Q(encrypted_private_key=""),
+                name="firebase_credential_complete",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id} ({self.client_email})"
+
+    def service_account_info(self) -> dict:
+        """The service-account JSON as Google issued it, private key decrypted.
+
+        Raises ``tenants.encryption.InvalidToken`` when no configured key decrypts it
+        (HERALD_ENCRYPTION_KEYS or SECRET_KEY changed without keeping the old one).
+        """
+        return {
+            "type": "service_account",
+            "project_id": self.project_id,
+            "private_key_id": self.private_key_id,
+            "private_key": decrypt(self.encrypted_private_key),
+            "client_email": self.client_email,
+            "token_uri": self.token_uri,
+        }
+
+    def record_check(self, *, ok: bool, message: str) -> None:
+        """Remember the outcome of a credential check, without touching the key."""
+        now = timezone.now()
+        FirebaseCredential.objects.filter(pk=self.pk).update(
+            last_checked_at=now, last_check_ok=ok, last_check_message=message
+        )
+        self.last_checked_at, self.last_check_ok, self.last_check_message = now, ok, message

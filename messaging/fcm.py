@@ -1,0 +1,679 @@
+"""FCM HTTP v1: the only module in Herald that talks to Google.
+
+It builds google-auth credentials from a tenant's service account, keeps one access
+token per credential (shared by every thread, refreshed when google-auth considers
+it stale, i.e. 3m45s before it expires), sends one message per request over a pool
+of keep-alive connections, and turns every outcome into a message name or an
+``FcmError`` that says what happened and whether trying again can help.
+
+    client = client_for_tenant(tenant)
+    message = build_message(target=FcmTarget(token=device.token), title="Hi", body="…", data={})
+    try:
+        name = client.send(message)
+    except FcmError as error:
+        if error.unregistered: device.deactivate(reason=error.code)
+        elif not error.permanent: retry later, no sooner than error.retry_after
+
+URLs: the token endpoint is the service account's ``token_uri`` (``FCM_TOKEN_URL``
+overrides it), the API base is ``FCM_API_URL``; both point at the sandbox in the demo.
+"""
+
+import email.utils
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import google.auth.exceptions
+import google.auth.transport.requests
+import requests
+from django.conf import settings
+from google.oauth2 import service_account
+from requests.adapters import HTTPAdapter
+
+from tenants.credentials import (
+    ADC_ENVIRONMENT_VARIABLE,
+    InvalidServiceAccount,
+    application_default_service_account,
+)
+from tenants.encryption import InvalidToken
+from tenants.models import FirebaseCredential, Tenant
+
+logger = logging.getLogger(__name__)
+
+SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",)
+MAX_TTL_SECONDS = 28 * 24 * 3600  # FCM keeps a message at most 4 weeks
+# Priority at or above this is urgent: Android HIGH, APNs 10, Web Push "high".
+HIGH_PRIORITY_FROM = 7
+# The topic a credential check addresses; validate_only means nobody receives it.
+CHECK_TOPIC = "herald-credential-check"
+
+
+# --- Errors ------------------------------------------------------------------------
+
+# Worth trying again later (with backoff, honouring retry_after). Everything else is
+# permanent: the same request would fail the same way.
+RETRYABLE_CODES = frozenset(
+    {"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL", "TIMEOUT", "CONNECTION_ERROR"}
+)
+# The device's token is dead for this tenant: stop targeting it.
+UNREGISTERED_CODES = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
+
+# When FCM's body names no errorCode (proxies, auth failures, wrong project), the
+# HTTP status decides. A bare 404 is NOT_FOUND, never UNREGISTERED: a wrong project
+# or URL must not look like every device being gone.
+_CODE_FOR_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "QUOTA_EXCEEDED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "UNAVAILABLE",
+}
+
+
+class FcmError(Exception):
+    """A send (or token fetch) that did not produce a message.
+
+    ``code`` is FCM's errorCode (UNREGISTERED, SENDER_ID_MISMATCH, INVALID_ARGUMENT,
+    QUOTA_EXCEEDED, UNAVAILABLE, INTERNAL, THIRD_PARTY_AUTH_ERROR), else the API's
+    status (UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND), else a local one: TIMEOUT,
+    CONNECTION_ERROR, CONFIGURATION.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        detail: str = "",
+        *,
+        status: int | None = None,
+        permanent: bool | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+        self.status = status
+        self.permanent = _is_permanent(code, status) if permanent is None else permanent
+        self.retry_after = retry_after
+
+    @property
+    def unregistered(self) -> bool:
+        """The device must be deactivated: its token is gone or belongs to another project."""
+        return self.code in UNREGISTERED_CODES
+
+    def __reduce__(self):  # task backends pickle exceptions; keep every field
+        return (
+            _rebuild_error,
+            (self.code, self.detail, self.status, self.permanent, self.retry_after),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"FcmError(code={self.code!r}, status={self.status!r}, permanent={self.permanent!r}, "
+            f"retry_after={self.retry_after!r}, detail={self.detail!r})"
+        )
+
+
+def _rebuild_error(code, detail, status, permanent, retry_after) -> FcmError:
+    return FcmError(code, detail, status=status, permanent=permanent, retry_after=retry_after)
+
+
+def _is_permanent(code: str, status: int | None) -> bool:
+    if code in RETRYABLE_CODES:
+        return False
+    if code == "UNSPECIFIED_ERROR":  # FCM knows nothing more; trust the status
+        return status is not None and status < 500 and status != 429
+    return True
+
+
+def error_from_response(response: requests.Response) -> FcmError:
+    """Turn a non-200 answer from FCM into an FcmError, reading errorCode from details."""
+    status = response.status_code
+    code = message = None
+    api_status = None
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict):
+        message = error.get("message") if isinstance(error.get("message"), str) else None
+        api_status = error.get("status") if isinstance(error.get("status"), str) else None
+        for detail in error.get("details") or ():
+            if (
+                isinstance(detail, dict)
+                and str(detail.get("@type", "")).endswith("google.firebase.fcm.v1.FcmError")
+                and isinstance(detail.get("errorCode"), str)
+            ):
+                code = detail["errorCode"]
+                break
+    if code is None:
+        code = _CODE_FOR_STATUS.get(status) or api_status
+    if code is None:
+        code = "INTERNAL" if status >= 500 else f"HTTP_{status}"
+    detail = message or f"HTTP {status} {response.reason or ''}".strip()
+    return FcmError(
+        code,
+        detail[:1000],
+        status=status,
+        retry_after=_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+# --- Messages ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FcmTarget:
+    """Where a message goes: exactly one of a registration token, an FID, a topic, a condition."""
+
+    token: str | None = None
+    fid: str | None = None
+    topic: str | None = None
+    condition: str | None = None
+
+    def __post_init__(self):
+        given = [name for name in ("token", "fid", "topic", "condition") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(
+                "An FcmTarget names exactly one of token, fid, topic or condition, "
+                f"not {len(given)}."
+            )
+
+    def as_fields(self) -> dict[str, str]:
+        """The target as Message fields, e.g. {"token": "…"}."""
+        if self.token:
+            return {"token": self.token}
+        if self.fid:
+            return {"fid": self.fid}
+        if self.topic:
+            # FCM wants the bare name; "/topics/news" is the legacy spelling.
+            return {"topic": self.topic.removeprefix("/topics/")}
+        return {"condition": self.condition}
+
+
+def build_message(
+    *,
+    target: FcmTarget,
+    title: str,
+    body: str,
+    data: dict[str, str],
+    image: str = "",
+    click_link: str = "",
+    priority: int = 5,
+    ttl_seconds: int | None = None,
+    collapse_key: str = "",
+    data_only: bool = True,
+    android_channel: str = "",
+    sound: str = "",
+    badge: int | None = None,
+    analytics_label: str = "",
+) -> dict:
+    """The FCM v1 Message (the value of "message") for one of Herald's pushes.
+
+    Data-only (the default, what SmartAppPush apps expect): title, body, image,
+    click_link, channel_id, sound and badge travel as strings in ``data`` beside the
+    caller's keys, and the app draws the notification. With ``data_only=False`` FCM
+    draws it from a ``notification`` block and the platform options.
+
+    Priority 1–10: 7 and above is urgent (Android HIGH, APNs 10, Web Push Urgency
+    high); below is NORMAL / 5 / normal. A data-only push reaches iOS as a background
+    push, which Apple requires to carry apns-priority 5 whatever the priority.
+
+    TTL becomes android.ttl ("3600s"), apns-expiration (a UNIX time) and the Web Push
+    TTL header. ``click_link`` goes to data["click_link"] and, when it is HTTPS (FCM
+    accepts nothing else there), to webpush.fcm_options.link.
+    """
+    if not 1 <= priority <= 10:
+        raise ValueError(f"priority must be 1–10, not {priority}.")
+    if ttl_seconds is not None and not 0 <= ttl_seconds <= MAX_TTL_SECONDS:
+        raise ValueError(f"ttl_seconds must be 0–{MAX_TTL_SECONDS} (4 weeks), not {ttl_seconds}.")
+    bad = [key for key, value in data.items() if not isinstance(key, str) or not isinstance(value, str)]
+    if bad:
+        raise TypeError(f"FCM data values must be strings; not so for {', '.join(map(str, bad))}.")
+    urgent = priority >= HIGH_PRIORITY_FROM
+
+    payload = dict(data)
+    if data_only:
+        extras = {
+            "title": title,
+            "body": body,
+            "image": image,
+            "channel_id": android_channel,
+            "sound": sound,
+            "badge": "" if badge is None else str(badge),
+        }
+        payload.update({key: value for key, value in extras.items() if value})
+    if click_link:
+        payload["click_link"] = click_link
+
+    message: dict = {**target.as_fields()}
+    if not data_only:
+        notification = {"title": title, "body": body, "image": image}
+        message["notification"] = {key: value for key, value in notification.items() if value}
+    if payload:
+        message["data"] = payload
+
+    android: dict = {"priority": "HIGH" if urgent else "NORMAL"}
+    if ttl_seconds is not None:
+        android["ttl"] = f"{ttl_seconds}s"
+    if collapse_key:
+        android["collapse_key"] = collapse_key
+    if not data_only:
+        android_notification = {"channel_id": android_channel, "sound": sound}
+        android_notification = {k: v for k, v in android_notification.items() if v}
+        if badge is not None:
+            android_notification["notification_count"] = badge
+        if android_notification:
+            android["notification"] = android_notification
+    message["android"] = android
+
+    apns_headers: dict[str, str] = {}
+    if data_only:
+        # A push without an alert is a background push: Apple insists on priority 5.
+        apns_headers.update({"apns-push-type": "background", "apns-priority": "5"})
+        aps: dict = {"content-available": 1}
+    else:
+        apns_headers.update({"apns-push-type": "alert", "apns-priority": "10" if urgent else "5"})
+        aps = {}
+        if sound:
+            aps["sound"] = sound
+        if badge is not None:
+            aps["badge"] = badge
+        if image:
+            aps["mutable-content"] = 1  # lets a notification service extension attach it
+    if ttl_seconds is not None:
+        # An absolute UNIX time; 0 means "deliver now or never", as TTL 0 does on FCM.
+        apns_headers["apns-expiration"] = (
+            "0" if ttl_seconds == 0 else str(int(datetime.now(UTC).timestamp()) + ttl_seconds)
+        )
+    if collapse_key:
+        apns_headers["apns-collapse-id"] = collapse_key
+    apns: dict = {"headers": apns_headers}
+    if aps:
+        apns["payload"] = {"aps": aps}
+    if image and not data_only:
+        apns["fcm_options"] = {"image": image}
+    message["apns"] = apns
+
+    webpush_headers = {"Urgency": "high" if urgent else "normal"}
+    if ttl_seconds is not None:
+        webpush_headers["TTL"] = str(ttl_seconds)
+    if collapse_key:
+        webpush_headers["Topic"] = collapse_key[:32]
+    webpush: dict = {"headers": webpush_headers}
+    if click_link.startswith("https://"):
+        webpush["fcm_options"] = {"link": click_link}
+    message["webpush"] = webpush
+
+    if analytics_label:
+        message["fcm_options"] = {"analytics_label": analytics_label}
+    return message
+
+
+# --- The client ----------------------------------------------------------------------
+
+
+class _TokenRequest(google.auth.transport.requests.Request):
+    """google-auth's requests transport, with our timeout instead of its 120 seconds."""
+
+    def __init__(self, session: requests.Session, timeout: float):
+        super().__init__(session)
+        self._timeout = timeout
+
+    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
+        return super().__call__(
+            url, method=method, body=body, headers=headers, timeout=timeout or self._timeout, **kwargs
+        )
+
+
+class FcmClient:
+    """Sends messages for one service account. Thread-safe; share one per credential.
+
+    ``pool_size`` is the number of keep-alive connections kept to FCM: make it at least
+    the number of threads that send at once, or surplus connections are opened and
+    thrown away.
+    """
+
+    def __init__(
+        self,
+        *,
+        service_account_info: dict,
+        api_url: str | None = None,
+        pool_size: int = 32,
+        timeout: float = 10.0,
+    ):
+        info = dict(service_account_info)
+        if getattr(settings, "FCM_TOKEN_URL", ""):
+            info["token_uri"] = settings.FCM_TOKEN_URL
+        project_id = info.get("project_id")
+        if not isinstance(project_id, str) or not project_id:
+            raise FcmError("CONFIGURATION", "The service account has no project_id.", permanent=True)
+        try:
+            self._credentials = service_account.Credentials.from_service_account_info(
+                info, scopes=SCOPES
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FcmError(
+                "CONFIGURATION", f"The service account is not usable: {exc}", permanent=True
+            ) from None
+        self.project_id: str = project_id
+        self.client_email: str = info.get("client_email", "")
+        self.token_uri: str = info["token_uri"]
+        self.api_url: str = (api_url or settings.FCM_API_URL).rstrip("/")
+        self.send_url = f"{self.api_url}/v1/projects/{quote(project_id, safe='')}/messages:send"
+        self.timeout = timeout
+        self.token_fetches = 0
+
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        # Read the environment's proxy and CA settings once, not on every send (requests
+        # otherwise re-reads os.environ and ~/.netrc per request, a measurable cost).
+        self._session.proxies = requests.utils.get_environ_proxies(self.send_url)
+        self._session.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
+        self._session.trust_env = False
+        # Tokens come once an hour, from another host: a plain session is enough.
+        self._token_request = _TokenRequest(requests.Session(), timeout)
+        self._token_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<FcmClient {self.project_id} as {self.client_email}>"
+
+    def close(self) -> None:
+        self._session.close()
+        self._token_request.session.close()
+
+    # Tokens ----------------------------------------------------------------------
+
+    def access_token(self, *, fresh: bool = False) -> str:
+        """The current access token, fetched only when google-auth says it is stale.
+
+        ``fresh=True`` fetches a new one regardless (credential checks use it).
+        """
+        with self._token_lock:
+            if fresh or not self._credentials.valid:
+                self._fetch_token()
+            return self._credentials.token
+
+    def _replace_rejected_token(self, rejected: str) -> str:
+        with self._token_lock:
+            # Another thread may have replaced it already; one fetch serves them all.
+            if self._credentials.token == rejected:
+                self._fetch_token()
+            return self._credentials.token
+
+    def _fetch_token(self) -> None:
+        self.token_fetches += 1
+        try:
+            # refresh(), not before_request(): the latter also starts google-auth's
+            # regional-access-boundary lookups, extra calls FCM does not need.
+            self._credentials.refresh(self._token_request)
+        except google.auth.exceptions.RefreshError as exc:
+            retryable = bool(getattr(exc, "retryable", False))
+            raise FcmError(
+                "UNAVAILABLE" if retryable else "UNAUTHENTICATED",
+                f"The token endpoint {self.token_uri} refused the service account "
+                f"{self.client_email}: {exc.args[0] if exc.args else exc}",
+                permanent=not retryable,
+            ) from exc
+        except google.auth.exceptions.TransportError as exc:
+            cause = exc.args[0] if exc.args else exc
+            code = "TIMEOUT" if isinstance(cause, requests.Timeout) else "CONNECTION_ERROR"
+            raise FcmError(
+                code, f"Could not get an access token from {self.token_uri}: {cause}"
+            ) from exc
+        logger.debug("New FCM access token for %s", self.client_email)
+
+    # Sending ---------------------------------------------------------------------
+
+    def send(self, message: dict, *, validate_only: bool = False) -> str:
+        """Send one Message; return its name, "projects/{project}/messages/{id}".
+
+        ``validate_only`` has FCM check the message without delivering it. Raises
+        FcmError for every failure, network ones included. A 401 (our token was
+        rejected) fetches a new token and tries once more.
+        """
+        body: dict = {"message": message}
+        if validate_only:
+            body["validate_only"] = True
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+        token = self.access_token()
+        response = self._post(payload, token)
+        if response.status_code == 200:
+            return self._message_name(response)
+        error = error_from_response(response)
+        if error.code == "UNAUTHENTICATED":
+            response = self._post(payload, self._replace_rejected_token(token))
+            if response.status_code == 200:
+                return self._message_name(response)
+            error = error_from_response(response)
+        raise error
+
+    def _post(self, payload: bytes, token: str) -> requests.Response:
+        try:
+            return self._session.post(
+                self.send_url,
+                data=payload,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json; charset=UTF-8",
+                },
+                timeout=self.timeout,
+            )
+        except requests.ConnectTimeout as exc:
+            raise FcmError("TIMEOUT", f"Could not connect to {self.api_url} within {self.timeout}s.") from exc
+        except requests.Timeout as exc:
+            raise FcmError(
+                "TIMEOUT",
+                f"{self.api_url} did not answer within {self.timeout}s; the message may or "
+                "may not have been delivered.",
+            ) from exc
+        except requests.RequestException as exc:
+            raise FcmError("CONNECTION_ERROR", f"{self.api_url}: {exc}") from exc
+
+    @staticmethod
+    def _message_name(response: requests.Response) -> str:
+        try:
+            name = response.json()["name"]
+        except (ValueError, KeyError, TypeError):
+            name = None
+        if not isinstance(name, str):
+            raise FcmError("INTERNAL", "FCM answered 200 without a message name.", status=200)
+        return name
+
+
+# --- Per-tenant clients ----------------------------------------------------------------
+
+# tenant pk -> (fingerprint of the credential it was built from, client). One client
+# per credential means one access token and one connection pool per credential.
+_clients: dict[int, tuple[tuple, FcmClient]] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for_tenant(tenant: Tenant) -> FcmClient:
+    """The shared FcmClient for a tenant's credential (or, lacking one, for ADC).
+
+    Costs one small query to notice a replaced credential; call it once per batch of
+    sends, not per message. Raises FcmError(code="CONFIGURATION", permanent=True) when
+    there is no usable credential.
+    """
+    credential = (
+        FirebaseCredential.objects.filter(tenant_id=tenant.pk).defer("encrypted_private_key").first()
+    )
+    if credential is not None:
+        fingerprint: tuple = ("stored", credential.pk, credential.uploaded_at, credential.private_key_id)
+    else:
+        path = os.environ.get(ADC_ENVIRONMENT_VARIABLE, "")
+        if not path:
+            raise _no_credential(tenant)
+        try:
+            changed = os.stat(path).st_mtime_ns
+        except OSError:
+            changed = None
+        fingerprint = ("adc", path, changed)
+    # Settings are part of the key so that tests overriding them get a fresh client.
+    fingerprint += (settings.FCM_API_URL, settings.FCM_TOKEN_URL)
+
+    with _clients_lock:
+        cached = _clients.get(tenant.pk)
+    if cached and cached[0] == fingerprint:
+        return cached[1]
+
+    client = FcmClient(
+        service_account_info=_service_account_info(tenant=tenant, credential=credential),
+        pool_size=settings.FCM_HTTP_POOL_SIZE,
+        timeout=settings.FCM_HTTP_TIMEOUT,
+    )
+    with _clients_lock:
+        cached = _clients.get(tenant.pk)
+        if cached and cached[0] == fingerprint:
+            client.close()  # another thread built one first: share its token
+            return cached[1]
+        _clients[tenant.pk] = (fingerprint, client)
+    return client
+
+
+def _service_account_info(*, tenant: Tenant, credential: FirebaseCredential | None) -> dict:
+    if credential is not None:
+        try:
+            return credential.service_account_info()
+        except InvalidToken:
+            raise FcmError(
+                "CONFIGURATION",
+                f"The Firebase credential of tenant {tenant.tenant_id} cannot be decrypted: "
+                "HERALD_ENCRYPTION_KEYS (or SECRET_KEY) changed without keeping the old key. "
+                "Restore it, or upload the service-account key again.",
+                permanent=True,
+            ) from None
+    try:
+        info = application_default_service_account()
+    except InvalidServiceAccount as exc:
+        raise FcmError("CONFIGURATION", str(exc), permanent=True) from None
+    if info is None:
+        raise _no_credential(tenant)
+    return info
+
+
+def _no_credential(tenant: Tenant) -> FcmError:
+    return FcmError(
+        "CONFIGURATION",
+        f"Tenant {tenant.tenant_id} has no Firebase credential and {ADC_ENVIRONMENT_VARIABLE} "
+        "is not set. Upload the service-account key (Firebase console > Project settings > "
+        "Service accounts > Generate new private key).",
+        permanent=True,
+    )
+
+
+def forget_clients() -> None:
+    """Drop every cached client and close its connections (tests, settings changes)."""
+    with _clients_lock:
+        clients = [client for _, client in _clients.values()]
+        _clients.clear()
+    for client in clients:
+        client.close()
+
+
+# --- Checking a credential -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CredentialCheck:
+    """What a credential check found, in words a tenant admin can act on."""
+
+    ok: bool
+    project_id: str
+    message: str
+    source: str  # "stored" or "GOOGLE_APPLICATION_CREDENTIALS"
+
+
+def check_credentials(*, tenant: Tenant) -> CredentialCheck:
+    """Prove a tenant's credential works: get a fresh token, then a validate_only send.
+
+    The test message goes to a topic with validate_only, so nothing is delivered.
+    The outcome is recorded on the stored credential (last check) and returned.
+    """
+    credential = FirebaseCredential.objects.filter(tenant_id=tenant.pk).first()
+    source = "stored" if credential is not None else ADC_ENVIRONMENT_VARIABLE
+    project_id = credential.project_id if credential is not None else ""
+    try:
+        info = _service_account_info(tenant=tenant, credential=credential)
+        project_id = info["project_id"]
+        # A fresh client, not the shared one: a cached token would hide a revoked key.
+        client = FcmClient(service_account_info=info, pool_size=1, timeout=settings.FCM_HTTP_TIMEOUT)
+    except FcmError as error:
+        ok, message = False, error.detail
+    else:
+        try:
+            ok, message = _check(client)
+        finally:
+            client.close()
+    if credential is not None:
+        credential.record_check(ok=ok, message=message)
+    return CredentialCheck(ok=ok, project_id=project_id, message=message, source=source)
+
+
+def _check(client: FcmClient) -> tuple[bool, str]:
+    project, who = client.project_id, client.client_email
+    try:
+        client.access_token(fresh=True)
+    except FcmError as error:
+        if error.code == "UNAUTHENTICATED":
+            return False, (
+                f"Google refused the key of {who}: {error.detail}. The key may have been deleted "
+                "or disabled, or this server's clock is wrong. Generate a new key under Project "
+                "settings > Service accounts and upload it."
+            )
+        return False, f"Could not get an access token from {client.token_uri}: {error.detail}"
+    message = build_message(
+        target=FcmTarget(topic=CHECK_TOPIC),
+        title="Herald credential check",
+        body="Sent with validate_only: nobody receives this.",
+        data={},
+    )
+    try:
+        client.send(message, validate_only=True)
+    except FcmError as error:
+        if error.code in ("PERMISSION_DENIED", "NOT_FOUND"):
+            return False, (
+                f"Got an access token as {who}, but FCM refused to send for project "
+                f"{project!r} ({error.code}: {error.detail}). Check that the Firebase Cloud "
+                "Messaging API is enabled for the project and that this service account "
+                "belongs to it."
+            )
+        return False, (
+            f"Got an access token as {who}, but FCM rejected a test message for project "
+            f"{project!r}: {error.code}: {error.detail}"
+        )
+    return True, (
+        f"Works: got an access token as {who} and FCM accepted a test message for project "
+        f"{project!r} (validate_only, nothing was delivered)."
+    )

@@ -1,0 +1,16 @@
+"""The sandbox's own URLconf, served by ``manage.py fcm_sandbox`` (never by Herald's)."""
+
+from django.urls import path
+
+from messaging.sandbox import views
+
+app_name = "sandbox"
+urlpatterns = [
+    path("token", views.token, name="token"),
+    path("v1/projects/<str:project>/messages:send", views.send, name="send"),
+    path("", views.inbox, name="inbox"),
+    path("inbox.json", views.inbox_json, name="inbox-json"),
+    path("status", views.status, name="status"),
+]
+
+handler404 = "messaging.sandbox.views.not_found"
