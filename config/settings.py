@@ -4,6 +4,7 @@ With no environment at all Herald runs on a SQLite file beside manage.py, queues
 background work in the same database, and talks to Google's real FCM endpoints.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -32,6 +33,9 @@ INSTALLED_APPS = [
     "tenants",
     "devices",
     "messaging",
+    # The built-in FCM sandbox (label fcm_sandbox): served only by `manage.py fcm_sandbox`,
+    # never by Herald's own URLconf, so installing it exposes nothing.
+    "messaging.sandbox",
 ]
 
 MIDDLEWARE = [
@@ -78,6 +82,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # A file, not memory, so that tests can hand the database to real worker processes;
+    # one per test run, so that concurrent runs in one checkout do not meet.
+    DATABASES["default"].setdefault("TEST", {}).setdefault(
+        "NAME", str(BASE_DIR / "var" / f"test-{os.getpid()}.sqlite3")
+    )
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
@@ -107,6 +116,17 @@ if TASK_BACKEND == "rq":
     INSTALLED_APPS.append("django_rq")
     RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600}}
 
+# --- Cache (rate limits) ----------------------------------------------------------
+# With Redis, rate limits are shared by every web process; without, each keeps its own.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+         "KEY_PREFIX": "herald"}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 # --- API ----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
@@ -132,6 +152,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+# SmartAppPush allows 100 requests/s per IP on /developer/push; so does Herald by default.
+DEVELOPER_PUSH_RATE = env.str("DEVELOPER_PUSH_RATE", default="100/s")
 # The largest JSON body the API reads, in bytes; larger ones get 413.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 
@@ -142,6 +164,26 @@ FCM_TOKEN_URL = env.str("FCM_TOKEN_URL", default="")
 # Key that encrypts service-account private keys at rest (Fernet, comma-separated
 # for rotation: the first encrypts, all decrypt). Derived from SECRET_KEY when unset.
 HERALD_ENCRYPTION_KEYS = env.list("HERALD_ENCRYPTION_KEYS", default=[])
+# Keep-alive connections per FCM client: at least the number of threads sending at once.
+FCM_HTTP_POOL_SIZE = env.int("FCM_HTTP_POOL_SIZE", default=32)
+# Seconds to wait for FCM (connect, then each read) before a send fails with TIMEOUT.
+FCM_HTTP_TIMEOUT = env.float("FCM_HTTP_TIMEOUT", default=10.0)
+# Where `manage.py fcm_sandbox` listens by default and where `sandbox_credentials`
+# points a tenant's token_uri. Set FCM_API_URL to the same URL to send to the sandbox.
+FCM_SANDBOX_URL = env.str("FCM_SANDBOX_URL", default="http://127.0.0.1:9099").rstrip("/")
+
+# --- Delivery ------------------------------------------------------------------
+# Devices per fan-out chunk, and concurrent FCM requests per chunk.
+FANOUT_CHUNK_SIZE = env.int("FANOUT_CHUNK_SIZE", default=500)
+SEND_CONCURRENCY = env.int("SEND_CONCURRENCY", default=32)
+# A worker's claim on a chunk of deliveries; when a worker dies, its claim runs out and
+# another worker picks the deliveries up.
+DELIVERY_CLAIM_SECONDS = env.int("DELIVERY_CLAIM_SECONDS", default=300)
+DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=6)
+# Send results are written every this many deliveries, so a crash loses little bookkeeping.
+DELIVERY_RESULT_BATCH = env.int("DELIVERY_RESULT_BATCH", default=100)
+# herald_beat resumes due work nobody has picked up for this long.
+DELIVERY_RECOVERY_GRACE_SECONDS = env.int("DELIVERY_RECOVERY_GRACE_SECONDS", default=30)
 
 # --- Devices ------------------------------------------------------------------
 # Devices not seen for this many days are deactivated by the hygiene task

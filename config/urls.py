@@ -3,10 +3,17 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from devices import views as device_views
+from messaging import views as messaging_views
 
 urlpatterns = [
     path("events", device_views.EventsView.as_view(), name="events"),
     path("devices/refresh-token", device_views.RefreshTokenView.as_view(), name="refresh-token"),
+    path("pushes/opened", messaging_views.PushOpenedView.as_view(), name="pushes-opened"),
+    path("developer/push", messaging_views.DeveloperPushView.as_view(), name="developer-push"),
+    path("api/v1/messages", messaging_views.MessageListView.as_view(), name="messages"),
+    path("api/v1/messages/<int:pk>", messaging_views.MessageDetailView.as_view(), name="message"),
+    path("api/v1/messages/<int:pk>/cancel", messaging_views.MessageCancelView.as_view(),
+         name="message-cancel"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),

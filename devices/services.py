@@ -13,7 +13,7 @@ needs no more: its IMMEDIATE transactions (see settings) admit one writer at a t
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -251,3 +251,21 @@ def _refresh_token(*, tenant, old_token, new_token, app_user_id, platform) -> De
     device.last_seen_at = now
     device.save()
     return device
+
+
+def deactivate_devices(*, device_ids: list[int], reason: str) -> int:
+    """Stop targeting these devices (FCM said their tokens are dead). One UPDATE."""
+    if not device_ids:
+        return 0
+    return Device.objects.filter(pk__in=device_ids, is_active=True).update(
+        is_active=False, deactivated_at=timezone.now(), deactivation_reason=reason[:64]
+    )
+
+
+def deactivate_stale_devices(*, tenant: Tenant | None = None, days: int) -> int:
+    """Deactivate devices not seen for `days` days; FCM expires such tokens anyway."""
+    cutoff = timezone.now() - timedelta(days=days)
+    devices = Device.objects.filter(is_active=True, last_seen_at__lt=cutoff)
+    if tenant is not None:
+        devices = devices.filter(tenant=tenant)
+    return devices.update(is_active=False, deactivated_at=timezone.now(), deactivation_reason="STALE")

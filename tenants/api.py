@@ -14,7 +14,6 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from rest_framework import exceptions, fields, parsers
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
 
 
 class ApiError(exceptions.APIException):
@@ -122,6 +121,9 @@ class RFC3339DateTimeField(fields.DateTimeField):
 
 def exception_handler(exc, context):
     """Turn every API exception into Herald's JSON error body."""
+    # Imported here: rest_framework.views imports this module's parser at class creation.
+    from rest_framework.views import set_rollback
+
     if isinstance(exc, Http404):
         exc = ApiError("Not found.", code="not_found", status=404)
     elif isinstance(exc, DjangoPermissionDenied):

@@ -1,12 +1,16 @@
 """Fixtures every test can use: a tenant with keys, and a JSON client for the API."""
 
 import os
+from pathlib import Path
 
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
 from tenants.models import ApiKey, Tenant
+
+# The SQLite test database is a file here (see settings), so worker subprocesses can open it.
+(Path(__file__).resolve().parent.parent / "var").mkdir(exist_ok=True)
 
 
 def pytest_sessionstart(session):
@@ -21,16 +25,18 @@ def pytest_sessionstart(session):
 
 
 def pytest_collection_modifyitems(config, items):
-    # Tests that need PostgreSQL skip on SQLite, except where the run demands PostgreSQL
-    # (CI's second pass): there a skip would hide a missing service, so it fails.
-    if os.environ.get("HERALD_REQUIRE_POSTGRES") == "1":
-        url = os.environ.get("DATABASE_URL", "")
-        if not url.startswith(("postgres://", "postgresql://", "pgsql://")):
-            raise pytest.UsageError("HERALD_REQUIRE_POSTGRES=1 but DATABASE_URL is not PostgreSQL")
-        return
+    # Tests that need PostgreSQL or Redis skip without them, except where the run demands
+    # the service (CI's second pass): there a skip would hide a missing service, so the
+    # run fails instead.
+    on_postgres = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+    if os.environ.get("HERALD_REQUIRE_POSTGRES") == "1" and not on_postgres:
+        raise pytest.UsageError("HERALD_REQUIRE_POSTGRES=1 but DATABASE_URL is not PostgreSQL")
+    has_redis = bool(os.environ.get("REDIS_URL"))
     for item in items:
-        if "postgres" in item.keywords and not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        if "postgres" in item.keywords and not on_postgres:
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)"))
+        if "redis" in item.keywords and not has_redis:
+            item.add_marker(pytest.mark.skip(reason="needs Redis (set REDIS_URL)"))
 
 
 @pytest.fixture(autouse=True)

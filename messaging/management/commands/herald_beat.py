@@ -1,0 +1,43 @@
+"""Herald's clock: starts due scheduled messages, recovers stalled work, prunes stale devices."""
+
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+from django.utils import timezone
+
+from devices.services import deactivate_stale_devices
+from messaging.services import recover_stalled
+
+log = logging.getLogger("herald.beat")
+
+
+class Command(BaseCommand):
+    help = (
+        "Run Herald's periodic work: start scheduled messages that are due, resume deliveries "
+        "whose worker died, close finished messages, and once a day deactivate stale devices. "
+        "Run one beside the workers."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--interval", type=float, default=15.0, help="seconds between passes")
+        parser.add_argument("--once", action="store_true", help="one pass, then exit")
+
+    def handle(self, *args, interval, once, **options):
+        last_hygiene = None
+        while True:
+            close_old_connections()
+            counts = recover_stalled()
+            if counts:
+                log.info("recovered stalled work %s", counts)
+            if last_hygiene is None or timezone.now() - last_hygiene > timedelta(days=1):
+                stale = deactivate_stale_devices(days=settings.DEVICE_STALE_AFTER_DAYS)
+                if stale:
+                    log.info("deactivated %d stale devices", stale)
+                last_hygiene = timezone.now()
+            if once:
+                return
+            time.sleep(interval)

@@ -1,0 +1,440 @@
+"""Sending pushes: creating messages, fanning them out to deliveries, sending, retrying.
+
+The Delivery table is the source of truth, never a task queue: a task only nudges work
+that the rows describe. A delivery is claimed by a worker for DELIVERY_CLAIM_SECONDS
+with one conditional UPDATE, sent, and recorded in bulk as results arrive. A worker
+that dies leaves its claims to run out; `recover_stalled` (run by `manage.py
+herald_beat`) nudges such work again, and a delivery marked sent is never sent again.
+"""
+
+import logging
+import random
+import secrets
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max, Min, Q
+from django.utils import timezone
+
+from devices.models import Device
+from devices.services import deactivate_devices
+from messaging import fcm
+from messaging.models import Audience, Delivery, Message
+from messaging.selectors import message_devices
+from tenants.models import Tenant
+
+log = logging.getLogger("herald.delivery")
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+DEDUPE_WINDOW = timedelta(minutes=10)
+
+
+class MessagingError(Exception):
+    """A message that cannot be created or changed as asked."""
+
+
+class NotCancellable(MessagingError):
+    pass
+
+
+class NoTargetableDevice(MessagingError):
+    pass
+
+
+@dataclass(kw_only=True)
+class MessageInput:
+    title: str
+    body: str
+    image_url: str = ""
+    click_link: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+    priority: int = 5
+    data_only: bool = True
+    options: dict = field(default_factory=dict)
+    audience: str = Audience.ALL
+    audience_params: dict = field(default_factory=dict)
+    schedule_at: datetime | None = None
+    ttl_seconds: int | None = None
+    dry_run: bool = False
+
+
+def create_message(*, tenant: Tenant, spec: MessageInput, source: str = Message.Source.API,
+                   created_by=None, idempotency_key: str = "", idempotency_window=IDEMPOTENCY_WINDOW,
+                   send: bool = True) -> tuple[Message, bool]:
+    """Create a message and (unless `send` is False: a draft) schedule or start sending it.
+
+    With an idempotency key, a message created with the same key within the window is
+    returned instead, with created=False. Returns (message, created).
+    """
+    now = timezone.now()
+    fields = {k: v for k, v in vars(spec).items() if v is not None}
+    with transaction.atomic():
+        if idempotency_key:
+            earlier = Message.objects.select_for_update().filter(
+                tenant=tenant, idempotency_key=idempotency_key).first()
+            if earlier is not None:
+                if earlier.created_at >= now - idempotency_window:
+                    return earlier, False
+                earlier.idempotency_key = None  # expired: the key is free again
+                earlier.save(update_fields=["idempotency_key"])
+        message = Message(tenant=tenant, source=source, created_by=created_by, created_at=now,
+                          idempotency_key=idempotency_key or None, **fields)
+        try:
+            with transaction.atomic():
+                message.save()
+        except IntegrityError:
+            # A concurrent request with the same key won the insert.
+            return Message.objects.get(tenant=tenant, idempotency_key=idempotency_key), False
+        if send:
+            _start(message)
+    return message, True
+
+
+def send_message(*, message: Message) -> Message:
+    """Send (or schedule) a draft."""
+    with transaction.atomic():
+        locked = Message.objects.select_for_update().get(pk=message.pk)
+        if locked.status != Message.Status.DRAFT:
+            raise MessagingError(f"Only a draft can be sent; this message is {locked.get_status_display()}.")
+        _start(locked)
+    return locked
+
+
+def _start(message: Message) -> None:
+    from messaging import tasks
+
+    now = timezone.now()
+    scheduled = message.schedule_at is not None and message.schedule_at > now
+    message.status = Message.Status.SCHEDULED if scheduled else Message.Status.SENDING
+    message.started_at = None if scheduled else now
+    message.save(update_fields=["status", "started_at"])
+    run_after = message.schedule_at if scheduled else None
+    transaction.on_commit(lambda: tasks.enqueue_fan_out(message.pk, run_after=run_after))
+
+
+def cancel_message(*, message: Message) -> Message:
+    """Cancel a draft, scheduled or sending message. Deliveries already sent stay sent;
+    deliveries a worker is sending right now finish; the rest fail as CANCELLED."""
+    now = timezone.now()
+    with transaction.atomic():
+        changed = Message.objects.filter(pk=message.pk, status__in=Message.CANCELLABLE).update(
+            status=Message.Status.CANCELLED, cancelled_at=now, completed_at=now)
+        if not changed:
+            message.refresh_from_db()
+            raise NotCancellable(f"A {message.get_status_display().lower()} message cannot be cancelled.")
+        cancelled = message.deliveries.unfinished().filter(
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+        ).update(status=Delivery.Status.FAILED, error_code="CANCELLED",
+                 error_detail="The message was cancelled.", claimed_until=None, claim="")
+        Message.objects.filter(pk=message.pk).update(failed_count=F("failed_count") + cancelled)
+    message.refresh_from_db()
+    return message
+
+
+def send_developer_push(*, tenant: Tenant, app_user_id: str, spec: MessageInput,
+                        dedupe_key: str = "") -> tuple[Message, int]:
+    """POST /developer/push: every targetable device of one user. A dedupe_key repeated
+    within ten minutes returns the first message and sends nothing. Returns (message,
+    devices targeted)."""
+    spec.audience, spec.audience_params = Audience.USERS, {"app_user_ids": [app_user_id]}
+    count = message_devices(Message(tenant=tenant, audience=spec.audience,
+                                    audience_params=spec.audience_params)).count()
+    key = f"dedupe:{dedupe_key}" if dedupe_key else ""
+    if key:
+        earlier = Message.objects.filter(tenant=tenant, idempotency_key=key,
+                                         created_at__gte=timezone.now() - DEDUPE_WINDOW).first()
+        if earlier is not None:
+            return earlier, earlier.targeted_count or count
+    if count == 0:
+        raise NoTargetableDevice
+    message, _ = create_message(tenant=tenant, spec=spec, source=Message.Source.DEVELOPER_PUSH,
+                                idempotency_key=key, idempotency_window=DEDUPE_WINDOW)
+    return message, count
+
+
+# --- Fan-out ----------------------------------------------------------------------
+
+
+def fan_out(*, message_id: int) -> None:
+    """Turn a message into deliveries, a chunk of devices at a time, and queue their sending.
+
+    Streams device ids by primary key (memory stays flat however large the audience)
+    and inserts deliveries with ON CONFLICT DO NOTHING, so running it again after a
+    crash finishes the job without duplicating anything.
+    """
+    from messaging import tasks
+
+    now = timezone.now()
+    message = Message.objects.select_related("tenant").get(pk=message_id)
+    if message.status == Message.Status.SCHEDULED:
+        if message.schedule_at and message.schedule_at > now + timedelta(seconds=1):
+            return  # early (a clock skew or a re-scheduled message); herald_beat will come back
+        if not Message.objects.filter(pk=message.pk, status=Message.Status.SCHEDULED).update(
+                status=Message.Status.SENDING, started_at=now):
+            return
+        message.status, message.started_at = Message.Status.SENDING, now
+    if message.status != Message.Status.SENDING or message.fanned_out_at:
+        return
+
+    if message.audience in (Audience.TOPIC, Audience.CONDITION):
+        _, created = Delivery.objects.get_or_create(message=message, device=None)
+        Message.objects.filter(pk=message.pk).update(targeted_count=1)
+        tasks.enqueue_send(message.pk)
+    else:
+        chunk = settings.FANOUT_CHUNK_SIZE
+        devices = message_devices(message).order_by("pk").values_list("pk", flat=True)
+        last = 0
+        while True:
+            ids = list(devices.filter(pk__gt=last)[:chunk])
+            if not ids:
+                break
+            last = ids[-1]
+            existing = message.deliveries.filter(device_id__gte=ids[0], device_id__lte=last).count()
+            Delivery.objects.bulk_create(
+                [Delivery(message_id=message.pk, device_id=i, next_attempt_at=now) for i in ids],
+                ignore_conflicts=True,
+            )
+            Message.objects.filter(pk=message.pk).update(
+                targeted_count=F("targeted_count") + len(ids) - existing)
+            tasks.enqueue_send(message.pk, first_device_id=ids[0], last_device_id=last)
+    Message.objects.filter(pk=message.pk).update(fanned_out_at=timezone.now())
+    log.info("fan-out done", extra={"message_id": message.pk})
+    finalize_if_done(message_id=message.pk)
+
+
+# --- Sending ----------------------------------------------------------------------
+
+
+def send_deliveries(*, message_id: int, first_device_id: int | None = None,
+                    last_device_id: int | None = None) -> None:
+    """Send the due deliveries of a message (within a device-id range, if given).
+
+    Claims up to a chunk at a time until none is left, sends each chunk with bounded
+    concurrency over the pooled FCM client, and records results in bulk.
+    """
+    message = Message.objects.select_related("tenant").get(pk=message_id)
+    try:
+        client = fcm.client_for_tenant(message.tenant)
+    except fcm.FcmError as exc:
+        _fail_unsent(message, code=exc.code, detail=exc.detail)
+        return
+    while True:
+        message.refresh_from_db(fields=["status"])
+        if message.status != Message.Status.SENDING:
+            return
+        deliveries = _claim(message, first_device_id, last_device_id)
+        if not deliveries:
+            break
+        _send_chunk(message, client, deliveries)
+    _schedule_retries(message, first_device_id, last_device_id)
+    finalize_if_done(message_id=message.pk)
+
+
+def _claim(message, first_device_id, last_device_id) -> list[Delivery]:
+    now = timezone.now()
+    token = secrets.token_hex(16)
+    due = message.deliveries.unfinished().filter(next_attempt_at__lte=now).filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    if first_device_id is not None:
+        due = due.filter(device_id__gte=first_device_id, device_id__lte=last_device_id)
+    ids = list(due.order_by("device_id").values_list("pk", flat=True)[: settings.FANOUT_CHUNK_SIZE])
+    if not ids:
+        return []
+    # The conditional UPDATE is the claim: of two workers racing for a row, one matches.
+    Delivery.objects.filter(pk__in=ids).unfinished().filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    ).update(claim=token, claimed_until=now + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS))
+    return list(Delivery.objects.filter(claim=token).select_related("device"))
+
+
+def _template(message: Message) -> dict:
+    o = message.options or {}
+    return fcm.build_message(
+        target=fcm.FcmTarget(token="-"), title=message.title, body=message.body,
+        data=dict(message.data or {}), image=message.image_url, click_link=message.click_link,
+        priority=message.priority, ttl_seconds=message.ttl_seconds,
+        collapse_key=o.get("collapse_key", ""), data_only=message.data_only,
+        android_channel=o.get("android_channel", ""), sound=o.get("sound", ""),
+        badge=o.get("badge"), analytics_label=o.get("analytics_label", ""),
+    )
+
+
+def _payload(message: Message, template: dict, delivery: Delivery) -> dict:
+    payload = {k: v for k, v in template.items() if k not in ("token", "fid", "topic", "condition")}
+    payload["data"] = {**template.get("data", {}), "tracking_token": delivery.tracking_token}
+    device = delivery.device
+    if device is None:
+        if message.audience == Audience.TOPIC:
+            payload["topic"] = message.audience_params["topic"]
+        else:
+            payload["condition"] = message.audience_params["condition"]
+    elif device.token_kind == Device.TokenKind.FID:
+        payload["fid"] = device.token
+    else:
+        payload["token"] = device.token
+    return payload
+
+
+def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
+    template = _template(message)
+    outcomes: list[tuple[Delivery, str | None, fcm.FcmError | None]] = []
+    lock = threading.Lock()
+
+    def send_one(delivery: Delivery):
+        if delivery.device_id is None and message.audience not in (Audience.TOPIC, Audience.CONDITION):
+            return delivery, None, fcm.FcmError(code="DEVICE_GONE", status=None, permanent=True,
+                                                retry_after=None, detail="The device was removed.")
+        try:
+            return delivery, client.send(_payload(message, template, delivery),
+                                         validate_only=message.dry_run), None
+        except fcm.FcmError as exc:
+            return delivery, None, exc
+
+    workers = min(settings.SEND_CONCURRENCY, len(deliveries))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in as_completed([pool.submit(send_one, d) for d in deliveries]):
+            with lock:
+                outcomes.append(future.result())
+                if len(outcomes) >= settings.DELIVERY_RESULT_BATCH:
+                    _record(message, outcomes)
+                    outcomes = []
+    if outcomes:
+        _record(message, outcomes)
+
+
+def _backoff(attempts: int, error: fcm.FcmError) -> float:
+    """Exponential backoff with full jitter; Retry-After wins; QUOTA_EXCEEDED waits a minute or more."""
+    delay = random.uniform(0, min(3600, 10 * 2 ** attempts))
+    floor = 60.0 if error.code == "QUOTA_EXCEEDED" else 1.0
+    return max(error.retry_after or 0.0, delay, floor)
+
+
+def _record(message: Message, outcomes) -> None:
+    """Write a batch of send results: a few bulk statements, whatever the batch size."""
+    now = timezone.now()
+    sent, failed, retrying, dead_devices = [], [], [], {}
+    for delivery, name, error in outcomes:
+        delivery.attempts += 1
+        delivery.claim, delivery.claimed_until = "", None
+        if error is None:
+            delivery.status, delivery.sent_at, delivery.fcm_message_name = Delivery.Status.SENT, now, name
+            delivery.error_code = delivery.error_detail = ""
+            sent.append(delivery)
+            continue
+        delivery.error_code, delivery.error_detail = error.code, error.detail[:2000]
+        retry_at = now + timedelta(seconds=_backoff(delivery.attempts, error))
+        if (not error.permanent and delivery.attempts < settings.DELIVERY_MAX_ATTEMPTS
+                and retry_at < message.deadline):
+            delivery.status, delivery.next_attempt_at = Delivery.Status.RETRYING, retry_at
+            retrying.append(delivery)
+        else:
+            delivery.status = Delivery.Status.FAILED
+            failed.append(delivery)
+            if error.unregistered and delivery.device_id:
+                dead_devices.setdefault(error.code, []).append(delivery.device_id)
+    fields = ["status", "attempts", "claim", "claimed_until", "sent_at", "fcm_message_name",
+              "error_code", "error_detail", "next_attempt_at"]
+    with transaction.atomic():
+        Delivery.objects.bulk_update(sent + failed + retrying, fields, batch_size=500)
+        Message.objects.filter(pk=message.pk).update(
+            sent_count=F("sent_count") + len(sent), failed_count=F("failed_count") + len(failed))
+        for code, device_ids in dead_devices.items():
+            deactivate_devices(device_ids=device_ids, reason=code)
+    if failed or retrying:
+        log.info("delivery batch", extra={
+            "message_id": message.pk, "sent": len(sent), "failed": len(failed),
+            "retrying": len(retrying), "errors": dict(Counter(d.error_code for d in failed + retrying))})
+
+
+def _schedule_retries(message: Message, first_device_id, last_device_id) -> None:
+    from messaging import tasks
+
+    pending = message.deliveries.unfinished()
+    if first_device_id is not None:
+        pending = pending.filter(device_id__gte=first_device_id, device_id__lte=last_device_id)
+    soonest = pending.aggregate(at=Min("next_attempt_at"))["at"]
+    if soonest is not None:
+        tasks.enqueue_send(message.pk, first_device_id=first_device_id,
+                           last_device_id=last_device_id, run_after=soonest)
+
+
+def _fail_unsent(message: Message, *, code: str, detail: str) -> None:
+    with transaction.atomic():
+        failed = message.deliveries.unfinished().update(
+            status=Delivery.Status.FAILED, error_code=code, error_detail=detail[:2000],
+            claim="", claimed_until=None)
+        Message.objects.filter(pk=message.pk).update(failed_count=F("failed_count") + failed,
+                                                     error=detail[:2000])
+    finalize_if_done(message_id=message.pk)
+
+
+def finalize_if_done(*, message_id: int) -> None:
+    """Close a sending message once it is fanned out and no delivery is left to send."""
+    message = Message.objects.get(pk=message_id)
+    if message.status != Message.Status.SENDING or not message.fanned_out_at:
+        return
+    if message.deliveries.unfinished().exists():
+        return
+    if message.failed_count == 0:
+        status = Message.Status.COMPLETED
+    elif message.sent_count == 0:
+        status = Message.Status.FAILED
+    else:
+        status = Message.Status.COMPLETED_WITH_FAILURES
+    Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
+        status=status, completed_at=timezone.now())
+
+
+# --- Opens, hygiene, recovery --------------------------------------------------------
+
+
+def record_open(*, tenant: Tenant, tracking_token: str) -> bool:
+    """Mark a delivery opened, once. Returns False when no such delivery is in the tenant."""
+    delivery = Delivery.objects.filter(tracking_token=tracking_token, message__tenant=tenant).only(
+        "pk", "message_id").first()
+    if delivery is None:
+        return False
+    with transaction.atomic():
+        if Delivery.objects.filter(pk=delivery.pk, opened_at__isnull=True).update(opened_at=timezone.now()):
+            Message.objects.filter(pk=delivery.message_id).update(opened_count=F("opened_count") + 1)
+    return True
+
+
+def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
+    """Nudge work whose task was lost: a worker died, or the queue lost a job.
+
+    Due scheduled messages start; a fan-out that never finished runs again; due
+    deliveries that nobody has claimed (or whose claim ran out) are queued again.
+    """
+    from messaging import tasks
+
+    now = timezone.now()
+    if grace is None:
+        grace = timedelta(seconds=settings.DELIVERY_RECOVERY_GRACE_SECONDS)
+    counts = Counter()
+    for pk in Message.objects.filter(status=Message.Status.SCHEDULED,
+                                     schedule_at__lte=now - grace).values_list("pk", flat=True):
+        tasks.enqueue_fan_out(pk)
+        counts["scheduled"] += 1
+    for pk in Message.objects.filter(status=Message.Status.SENDING, fanned_out_at__isnull=True,
+                                     started_at__lte=now - grace).values_list("pk", flat=True):
+        tasks.enqueue_fan_out(pk)
+        counts["fan_outs"] += 1
+    stalled = (
+        Delivery.objects.unfinished()
+        .filter(message__status=Message.Status.SENDING, next_attempt_at__lte=now - grace)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .values("message_id").annotate(last=Max("id"))
+    )
+    for row in stalled:
+        tasks.enqueue_send(row["message_id"])
+        counts["messages_resumed"] += 1
+    for pk in Message.objects.filter(status=Message.Status.SENDING,
+                                     fanned_out_at__isnull=False).values_list("pk", flat=True):
+        finalize_if_done(message_id=pk)
+    return dict(counts)

@@ -1,0 +1,42 @@
+"""Background work, through Django's tasks API. Each task is a thin call into services."""
+
+from django.tasks import task
+
+from messaging import services
+
+
+@task()
+def fan_out_message(message_id: int) -> None:
+    services.fan_out(message_id=message_id)
+
+
+@task()
+def send_message_deliveries(message_id: int, first_device_id: int | None = None,
+                            last_device_id: int | None = None) -> None:
+    services.send_deliveries(message_id=message_id, first_device_id=first_device_id,
+                             last_device_id=last_device_id)
+
+
+@task()
+def recover_stalled_work() -> dict:
+    return services.recover_stalled()
+
+
+def _deferred(task_, run_after):
+    """The task to run after `run_after`, or None where the backend cannot defer (the
+    immediate backend of tests): there `herald_beat` picks the work up when it is due."""
+    if run_after is None:
+        return task_
+    if not task_.get_backend().supports_defer:
+        return None
+    return task_.using(run_after=run_after)
+
+
+def enqueue_fan_out(message_id: int, *, run_after=None) -> None:
+    if task_ := _deferred(fan_out_message, run_after):
+        task_.enqueue(message_id)
+
+
+def enqueue_send(message_id: int, *, first_device_id=None, last_device_id=None, run_after=None) -> None:
+    if task_ := _deferred(send_message_deliveries, run_after):
+        task_.enqueue(message_id, first_device_id, last_device_id)

@@ -1,0 +1,173 @@
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, generics, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from devices.views import AppEndpoint
+from messaging import services
+from messaging.models import Message
+from messaging.serializers import (
+    DeveloperPushResponseSerializer,
+    DeveloperPushSerializer,
+    MessageCreateSerializer,
+    MessageDetailSerializer,
+    MessageSerializer,
+    PushOpenedSerializer,
+)
+from tenants.api import ApiError
+from tenants.auth import IsServerKey, ServerKeyAuthentication
+from tenants.models import ApiKey
+from tenants.schema import ERROR_RESPONSES
+
+
+class PerIpThrottle(SimpleRateThrottle):
+    """SmartAppPush's limit on /developer/push: requests per second per client IP."""
+
+    scope = "developer_push"
+
+    def get_rate(self):
+        return settings.DEVELOPER_PUSH_RATE
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class StrictServerKeyAuthentication(ServerKeyAuthentication):
+    """For /developer/push, as on SmartAppPush, anything but a server key is a bad key: 401."""
+
+    def authenticate(self, request):
+        user, key = super().authenticate(request)
+        if key.kind != ApiKey.Kind.SERVER:
+            raise exceptions.AuthenticationFailed("Invalid server key.")
+        return user, key
+
+
+class DeveloperPushView(APIView):
+    authentication_classes = [StrictServerKeyAuthentication]
+    throttle_classes = [PerIpThrottle]
+
+    @extend_schema(
+        operation_id="developer_push",
+        summary="Send a push to one user from a back end",
+        description="Every device of the user with push permission gets it. A dedupe_key "
+        "repeated within 10 minutes does not send again.",
+        request=DeveloperPushSerializer,
+        responses={201: DeveloperPushResponseSerializer, **ERROR_RESPONSES(400, 401, 413, 415, 429),
+                   404: OpenApiResponse(description="No device with push permission for that user.")},
+        tags=["server"],
+    )
+    def post(self, request):
+        serializer = DeveloperPushSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        tenant = request.auth.tenant
+        spec = services.MessageInput(
+            title=data["title"], body=data["body"], data=data.get("extra_data", {}),
+            priority=data["priority"], schedule_at=data.get("schedule_at"),
+        )
+        try:
+            _, count = services.send_developer_push(
+                tenant=tenant, app_user_id=data["app_user_id"], spec=spec,
+                dedupe_key=data.get("dedupe_key", ""))
+        except services.NoTargetableDevice:
+            raise ApiError("No device with push permission for that user.", code="no_targetable_device",
+                           status=404) from None
+        return Response({"push_count": count, "app_user_id": data["app_user_id"],
+                         "app_id": tenant.tenant_id}, status=status.HTTP_201_CREATED)
+
+
+class PushOpenedView(AppEndpoint):
+    @extend_schema(
+        operation_id="push_opened",
+        summary="Report that a push was opened",
+        description="Marks the delivery with this tracking_token opened (once; repeats are "
+        "harmless) and counts toward its message's open rate.",
+        request=PushOpenedSerializer,
+        responses={200: OpenApiResponse(description='{"success": true}'),
+                   **ERROR_RESPONSES(400, 401, 413, 415),
+                   404: OpenApiResponse(description="No delivery with that tracking_token in this tenant.")},
+        tags=["app"],
+    )
+    def post(self, request):
+        serializer = PushOpenedSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if not services.record_open(tenant=request.auth.tenant,
+                                    tracking_token=serializer.validated_data["tracking_token"]):
+            raise ApiError("No push with that tracking_token.", code="delivery_not_found", status=404)
+        return Response({"success": True})
+
+
+class ServerEndpoint:
+    authentication_classes = [ServerKeyAuthentication]
+    permission_classes = [IsServerKey]
+
+
+class MessagePages(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class MessageListView(ServerEndpoint, generics.ListAPIView):
+    serializer_class = MessageSerializer
+    pagination_class = MessagePages
+
+    def get_queryset(self):
+        return Message.objects.for_tenant(self.request.auth.tenant)
+
+    @extend_schema(operation_id="list_messages", summary="List messages, newest first",
+                   responses={200: MessageSerializer(many=True), **ERROR_RESPONSES(401, 403)},
+                   tags=["messages"])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="create_message", summary="Create and send (or schedule) a message",
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                                     description="The same key within 24 hours returns the first message.")],
+        request=MessageCreateSerializer,
+        responses={202: MessageDetailSerializer, 200: MessageDetailSerializer,
+                   **ERROR_RESPONSES(400, 401, 403, 413, 415)},
+        tags=["messages"],
+    )
+    def post(self, request):
+        serializer = MessageCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        audience = dict(data.pop("audience", {}) or {})
+        key = request.headers.get("Idempotency-Key", "")
+        if len(key) > 200:
+            raise ApiError("Idempotency-Key is longer than 200 characters.", code="invalid_header")
+        spec = services.MessageInput(audience=audience.pop("kind", "all"), audience_params=audience,
+                                     **data)
+        message, created = services.create_message(
+            tenant=request.auth.tenant, spec=spec, idempotency_key=f"idem:{key}" if key else "")
+        return Response(MessageDetailSerializer(message).data,
+                        status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+
+
+class MessageDetailView(ServerEndpoint, APIView):
+    @extend_schema(operation_id="get_message", summary="A message: status, counts, error breakdown",
+                   responses={200: MessageDetailSerializer, **ERROR_RESPONSES(401, 403, 404)},
+                   tags=["messages"])
+    def get(self, request, pk):
+        message = get_object_or_404(Message, pk=pk, tenant=request.auth.tenant)
+        return Response(MessageDetailSerializer(message).data)
+
+
+class MessageCancelView(ServerEndpoint, APIView):
+    @extend_schema(operation_id="cancel_message", summary="Cancel a scheduled or sending message",
+                   request=None,
+                   responses={200: MessageDetailSerializer, **ERROR_RESPONSES(401, 403, 404, 409)},
+                   tags=["messages"])
+    def post(self, request, pk):
+        message = get_object_or_404(Message, pk=pk, tenant=request.auth.tenant)
+        try:
+            message = services.cancel_message(message=message)
+        except services.NotCancellable as exc:
+            raise ApiError(str(exc), code="not_cancellable", status=409) from None
+        return Response(MessageDetailSerializer(message).data)

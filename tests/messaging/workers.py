@@ -1,0 +1,48 @@
+"""Real worker processes for tests: the same commands an operator runs, on the test database."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the test database this process is using right now."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    user = s.get("USER") or ""
+    host = s.get("HOST") or "127.0.0.1"
+    return f"postgres://{user}@{host}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+def worker_env(**overrides) -> dict:
+    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"}
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def start(*command: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *command], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run(*command: str, env: dict, timeout: float = 60) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "manage.py"), *command], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def wait_for(condition, *, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
