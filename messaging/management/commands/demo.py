@@ -1,4 +1,4 @@
-"""Run Herald with a demo tenant: web server, background worker and FCM sandbox."""
+"""Run Herald with a demo tenant: web server, background worker, herald_beat and the FCM sandbox."""
 
 import os
 import signal
@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from messaging.sandbox.accounts import provision_tenant
 from tenants.models import ApiKey, Membership, Tenant
 
 DEMO_TENANT = "demo"
@@ -24,22 +25,28 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
         parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--sandbox-port", type=int, default=9099)
         parser.add_argument("--setup-only", action="store_true", help="set up, print, and exit")
 
-    def handle(self, *args, port, host, setup_only, **options):
+    def handle(self, *args, port, host, sandbox_port, setup_only, **options):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
-        app_key, server_key, password = self.set_up()
+        sandbox_url = f"http://{host}:{sandbox_port}"
+        app_key, server_key, password = self.set_up(sandbox_url=sandbox_url)
         base = f"http://{host}:{port}"
-        self.print_welcome(base=base, app_key=app_key, server_key=server_key, password=password)
+        self.print_welcome(base=base, app_key=app_key, server_key=server_key, password=password,
+                           sandbox_url=sandbox_url)
         if not setup_only:
-            self.run_processes(host=host, port=port)
+            self.run_processes(host=host, port=port, sandbox_port=sandbox_port, sandbox_url=sandbox_url)
 
     @transaction.atomic
-    def set_up(self) -> tuple[str, str, str]:
+    def set_up(self, *, sandbox_url: str) -> tuple[str, str, str]:
         tenant, _ = Tenant.objects.get_or_create(
             tenant_id=DEMO_TENANT, defaults={"name": "Demo App"}
         )
+        # The demo tenant's Firebase credential is a service account the sandbox issues,
+        # so pushes really travel FCM's protocol, to the sandbox instead of Google.
+        provision_tenant(tenant=tenant, sandbox_url=sandbox_url)
         # Keys are shown once, so each demo run issues fresh ones and retires the last.
         tenant.api_keys.filter(name__startswith="demo ", revoked_at__isnull=True).update(
             revoked_at=timezone.now()
@@ -57,11 +64,12 @@ class Command(BaseCommand):
         Membership.objects.get_or_create(user=user, tenant=tenant, defaults={"role": "admin"})
         return app_key, server_key, password if created else "(unchanged since the first demo run)"
 
-    def print_welcome(self, *, base, app_key, server_key, password):
+    def print_welcome(self, *, base, app_key, server_key, password, sandbox_url):
         w = self.stdout.write
         w(self.style.SUCCESS("\nHerald demo is set up.\n"))
         w(f"  Admin:        {base}/admin/   user: admin   password: {password}")
         w(f"  API docs:     {base}/api/docs/")
+        w(f"  FCM sandbox:  {sandbox_url}/  (what the virtual devices received)")
         w(f"  tenant_id:    {DEMO_TENANT}")
         w(f"  App key:      {app_key}")
         w(f"  Server key:   {server_key}")
@@ -74,19 +82,30 @@ class Command(BaseCommand):
     "timezone": "Europe/Istanbul", "language": "tr", "country": "TR",
     "session_id": "sess-1", "params": {{"screen": "home"}}}}'
 """)
+        w("Send it a push from a back end:\n")
+        w(f"""  curl -s {base}/developer/push -H 'Content-Type: application/json' \\
+    -H 'X-Server-Key: {server_key}' \\
+    -d '{{"app_user_id": "user_123", "title": "Hello", "body": "From Herald"}}'
+""")
         w("Rotate its token:\n")
         w(f"""  curl -s {base}/devices/refresh-token -H 'Content-Type: application/json' -d '{{
     "tenant_id": "{DEMO_TENANT}", "api_key": "{app_key}",
     "old_token": "demo-token-1", "new_token": "demo-token-2", "platform": "android"}}'
 """)
 
-    def run_processes(self, *, host, port):
+    def run_processes(self, *, host, port, sandbox_port, sandbox_url):
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands = {
+            "sandbox": [*manage, "fcm_sandbox", "--host", host, "--port", str(sandbox_port), "--quiet"],
             "web": [*manage, "runserver", f"{host}:{port}", "--noreload"],
-            "worker": [*manage, "db_worker"] if settings.TASK_BACKEND == "database" else None,
+            "worker": [*manage, "db_worker"] if settings.TASK_BACKEND == "database" else
+                      [*manage, "rqworker", "--job-class", "django_tasks_rq.Job", "--with-scheduler",
+                       "default"],
+            "beat": [*manage, "herald_beat"],
         }
-        children = {name: subprocess.Popen(cmd) for name, cmd in commands.items() if cmd}
+        # Every process sends to the sandbox, not to Google.
+        env = {**os.environ, "FCM_API_URL": sandbox_url, "FCM_SANDBOX_URL": sandbox_url}
+        children = {name: subprocess.Popen(cmd, env=env) for name, cmd in commands.items()}
         self.stdout.write(f"Running {', '.join(children)}. Press Ctrl-C to stop.\n")
 
         def stop(*_):
