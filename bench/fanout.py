@@ -71,8 +71,8 @@ def make_devices(tenant, count: int, *, prefix: str) -> None:
         users = AppUser.objects.bulk_create(
             [AppUser(tenant=tenant, app_user_id=f"{prefix}-u{i}") for i in n])
         Device.objects.bulk_create([
-            Device(tenant=tenant, user=u, token=f"{prefix}-token-{i}", token_hash=hash_token(f"{prefix}-token-{i}"),
-                   platform="android", push_permission=True)
+            Device(tenant=tenant, user=u, token=f"{prefix}-token-{i}",
+                   token_hash=hash_token(f"{prefix}-token-{i}"), platform="android", push_permission=True)
             for i, u in zip(n, users, strict=True)])
 
 
@@ -84,7 +84,8 @@ def queries_per_thousand(tenant) -> float:
     from messaging.services import MessageInput, create_message
 
     make_devices(tenant, 2000, prefix="q")
-    with override_settings(TASKS={"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}):
+    immediate = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+    with override_settings(TASKS=immediate):
         with CaptureQueriesContext(connection) as ctx:
             message, _ = create_message(tenant=tenant, spec=MessageInput(
                 title="Q", body="count", audience="tokens",
@@ -99,7 +100,6 @@ def queries_per_thousand(tenant) -> float:
 
 def run_once(tenant, count: int, *, database_url: str, fcm_url: str, concurrency: int) -> dict:
     from devices.models import Device
-    from messaging.models import Message
     from messaging.services import MessageInput, create_message
 
     Device.objects.filter(tenant=tenant).update(push_permission=False)
@@ -125,7 +125,8 @@ def run_once(tenant, count: int, *, database_url: str, fcm_url: str, concurrency
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", default="10000,100000", help="comma-separated audience sizes")
     parser.add_argument("--database-url", help="default: a fresh SQLite file in a temp dir")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added by the fake FCM")

@@ -14,7 +14,8 @@ class Command(BaseCommand):
         parser.add_argument("tenant", help="the tenant's tenant_id")
         parser.add_argument("--title", required=True)
         parser.add_argument("--body", required=True)
-        parser.add_argument("--data", default="{}", help='JSON object of strings, e.g. \'{"deep_link": "x"}\'')
+        parser.add_argument("--data", default="{}",
+                            help='JSON object of strings, e.g. \'{"deep_link": "x"}\'')
         parser.add_argument("--audience", default='{"kind": "all"}',
                             help='JSON, e.g. \'{"kind": "users", "app_user_ids": ["u1"]}\'')
         parser.add_argument("--priority", type=int, default=5)
