@@ -136,7 +136,14 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "tenants.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["tenants.throttling.PerIpThrottle", "tenants.throttling.PerKeyThrottle"],
+    # Behind a proxy, the client IP is the N-th address from the right of X-Forwarded-For.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=None),
 }
+# Rate limits on every API endpoint ("count/s|min|hour|day"; empty for none). An app key
+# is shared by every install of an app, so its limit is high; one IP is one phone or a NAT.
+RATE_LIMIT_PER_IP = env.str("RATE_LIMIT_PER_IP", default="1200/min")
+RATE_LIMIT_PER_KEY = env.str("RATE_LIMIT_PER_KEY", default="120000/min")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Herald API",
     "DESCRIPTION": (
@@ -151,6 +158,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"PlatformEnum": "devices.models.Platform"},
 }
 # SmartAppPush allows 100 requests/s per IP on /developer/push; so does Herald by default.
 DEVELOPER_PUSH_RATE = env.str("DEVELOPER_PUSH_RATE", default="100/s")
@@ -164,8 +172,9 @@ FCM_TOKEN_URL = env.str("FCM_TOKEN_URL", default="")
 # Key that encrypts service-account private keys at rest (Fernet, comma-separated
 # for rotation: the first encrypts, all decrypt). Derived from SECRET_KEY when unset.
 HERALD_ENCRYPTION_KEYS = env.list("HERALD_ENCRYPTION_KEYS", default=[])
-# Keep-alive connections per FCM client: at least the number of threads sending at once.
-FCM_HTTP_POOL_SIZE = env.int("FCM_HTTP_POOL_SIZE", default=32)
+# Keep-alive connections an FCM client keeps: at least the threads sending at once
+# (SEND_CONCURRENCY). Connections open only as needed, so a generous cap costs nothing.
+FCM_HTTP_POOL_SIZE = env.int("FCM_HTTP_POOL_SIZE", default=128)
 # Seconds to wait for FCM (connect, then each read) before a send fails with TIMEOUT.
 FCM_HTTP_TIMEOUT = env.float("FCM_HTTP_TIMEOUT", default=10.0)
 # Where `manage.py fcm_sandbox` listens by default and where `sandbox_credentials`
@@ -202,11 +211,36 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
+# --- Security --------------------------------------------------------------------
+# HTTPS_ONLY=true for a deployment behind TLS: secure cookies, HSTS, redirects to https.
+HTTPS_ONLY = env.bool("HTTPS_ONLY", default=False)
+SECURE_SSL_REDIRECT = HTTPS_ONLY
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS_ONLY
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS_ONLY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = HTTPS_ONLY
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    # Only behind a proxy that sets the header itself; otherwise clients could forge it.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# --- Logs ------------------------------------------------------------------------------
+# LOG_FORMAT=json writes one JSON object per line, with the fields code passes in
+# `extra` (message ids, counts, error codes); never request bodies or keys.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "tenants.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from devices import views as device_views
 from messaging import views as messaging_views
+from messaging.health import healthz
 
 urlpatterns = [
     path("events", device_views.EventsView.as_view(), name="events"),
@@ -14,6 +15,7 @@ urlpatterns = [
     path("api/v1/messages/<int:pk>", messaging_views.MessageDetailView.as_view(), name="message"),
     path("api/v1/messages/<int:pk>/cancel", messaging_views.MessageCancelView.as_view(),
          name="message-cancel"),
+    path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),

@@ -1,10 +1,8 @@
-from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from devices.views import AppEndpoint
@@ -20,35 +18,23 @@ from messaging.serializers import (
 )
 from tenants.api import ApiError
 from tenants.auth import IsServerKey, ServerKeyAuthentication
-from tenants.models import ApiKey
 from tenants.schema import ERROR_RESPONSES
+from tenants.throttling import DeveloperPushThrottle, PerIpThrottle, PerKeyThrottle
 
 
-class PerIpThrottle(SimpleRateThrottle):
-    """SmartAppPush's limit on /developer/push: requests per second per client IP."""
+class IsServerKeyOr401(IsServerKey):
+    """On /developer/push, as on SmartAppPush, anything but a server key is a bad key: 401."""
 
-    scope = "developer_push"
-
-    def get_rate(self):
-        return settings.DEVELOPER_PUSH_RATE
-
-    def get_cache_key(self, request, view):
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
-
-
-class StrictServerKeyAuthentication(ServerKeyAuthentication):
-    """For /developer/push, as on SmartAppPush, anything but a server key is a bad key: 401."""
-
-    def authenticate(self, request):
-        user, key = super().authenticate(request)
-        if key.kind != ApiKey.Kind.SERVER:
+    def has_permission(self, request, view):
+        if not super().has_permission(request, view):
             raise exceptions.AuthenticationFailed("Invalid server key.")
-        return user, key
+        return True
 
 
 class DeveloperPushView(APIView):
-    authentication_classes = [StrictServerKeyAuthentication]
-    throttle_classes = [PerIpThrottle]
+    authentication_classes = [ServerKeyAuthentication]
+    permission_classes = [IsServerKeyOr401]
+    throttle_classes = [DeveloperPushThrottle, PerIpThrottle, PerKeyThrottle]
 
     @extend_schema(
         operation_id="developer_push",

@@ -6,6 +6,7 @@ plus ``"field"`` when one field is to blame, so that clients can branch on
 """
 
 import json
+import logging
 import re
 from datetime import datetime
 
@@ -14,6 +15,8 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from rest_framework import exceptions, fields, parsers
 from rest_framework.response import Response
+
+log = logging.getLogger("herald.api")
 
 
 class ApiError(exceptions.APIException):
@@ -148,6 +151,15 @@ def exception_handler(exc, context):
         body = {"error": _CODES.get(type(exc), exc.default_code), "detail": _text(exc.detail)}
 
     set_rollback()
+    request = context.get("request")
+    key = getattr(request, "_auth", None)
+    # What happened and to whom, never what was sent: bodies carry keys and tokens.
+    log.info("api error", extra={
+        "status": exc.status_code, "error": body["error"], "field": body.get("field"),
+        "path": getattr(request, "path", None), "method": getattr(request, "method", None),
+        "tenant": key.tenant.tenant_id if key is not None else None,
+        "key_prefix": key.prefix if key is not None else None,
+    })
     return Response(body, status=exc.status_code, headers=headers)
 
 

@@ -44,6 +44,7 @@ class BodyKeyScheme(OpenApiAuthenticationExtension):
 
 class ServerKeyScheme(OpenApiAuthenticationExtension):
     target_class = "tenants.auth.ServerKeyAuthentication"
+    match_subclasses = True
     name = "serverKey"
 
     def get_security_definition(self, auto_schema):

@@ -9,6 +9,9 @@ from rest_framework.test import APIClient
 
 from tenants.models import ApiKey, Tenant
 
+# The FCM sandbox's fixtures (fcm_sandbox, sandbox_service_account, sandbox_credential, …).
+pytest_plugins = ["messaging.sandbox.testing"]
+
 # The SQLite test database is a file here (see settings), so worker subprocesses can open it.
 (Path(__file__).resolve().parent.parent / "var").mkdir(exist_ok=True)
 
@@ -37,6 +40,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)"))
         if "redis" in item.keywords and not has_redis:
             item.add_marker(pytest.mark.skip(reason="needs Redis (set REDIS_URL)"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    # Every test comes from 127.0.0.1: rate-limit counters must not carry over.
+    from django.core.cache import cache
+
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 import pytest
-from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -12,11 +11,6 @@ from messaging.models import Message
 pytestmark = pytest.mark.usefixtures("immediate_tasks")
 
 LATER = (timezone.now() + timedelta(days=1)).isoformat()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    cache.clear()
 
 
 def push(client, **body):
