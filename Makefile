@@ -7,9 +7,10 @@ PYTHON_313 := $(shell \
 	else echo "no-python-3.13-found"; fi)
 VENV := .venv
 PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test lint bench clean
 
 install: $(STAMP)
 
@@ -24,8 +25,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) manage.py demo
 
+# Browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "Installing Debian's chromium for the browser tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
 # Lint, then the whole suite. DATABASE_URL / REDIS_URL choose the services.
-test: install lint
+test: install browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
