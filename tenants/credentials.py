@@ -53,7 +53,8 @@ def parse_service_account(raw: bytes | str) -> dict:
         if len(raw) > MAX_FILE_BYTES:
             raise InvalidServiceAccount(
                 f"The file is larger than {MAX_FILE_BYTES // 1024} KB, far too large for a "
-                "service-account key. " + WHERE_TO_GET_IT, code="too_large"
+                "service-account key. " + WHERE_TO_GET_IT,
+                code="too_large",
             )
         try:
             raw = raw.decode("utf-8-sig")
@@ -69,7 +70,7 @@ def parse_service_account(raw: bytes | str) -> dict:
         )
     if not text:
         raise InvalidServiceAccount("The file is empty. " + WHERE_TO_GET_IT, code="empty")
-    if not text.startswith("{"):
+    if not text.startswith(("{", "[")):
         raise InvalidServiceAccount(_describe_non_json(text), code=_non_json_code(text))
     try:
         data = json.loads(text)
@@ -96,9 +97,13 @@ def parse_service_account(raw: bytes | str) -> dict:
         )
     kind = data.get("type")
     if kind != "service_account":
-        what = f"a {kind!r} credential" if isinstance(kind, str) and kind else "not a service-account key (no \"type\")"
+        what = (
+            f"a {kind!r} credential"
+            if isinstance(kind, str) and kind
+            else 'not a service-account key (no "type")'
+        )
         raise InvalidServiceAccount(
-            f"This is {what}; Herald needs a key of type \"service_account\". " + WHERE_TO_GET_IT,
+            f'This is {what}; Herald needs a key of type "service_account". ' + WHERE_TO_GET_IT,
             code="wrong_type",
         )
 
@@ -120,9 +125,7 @@ def parse_service_account(raw: bytes | str) -> dict:
     token_uri = data["token_uri"].strip()
     parts = urlsplit(token_uri)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidServiceAccount(
-            f"token_uri {token_uri!r} is not an http(s) URL.", code="invalid_field"
-        )
+        raise InvalidServiceAccount(f"token_uri {token_uri!r} is not an http(s) URL.", code="invalid_field")
     key_id = data.get("private_key_id") or ""
     if not isinstance(key_id, str):
         raise InvalidServiceAccount("private_key_id must be a string.", code="invalid_field")
@@ -161,9 +164,7 @@ def _looks_like_server_key(text: str) -> bool:
     if " " in value or "\n" in value:
         return False
     # FCM legacy server keys ("AAAA…:APA91b…"), GCM-era API keys ("AIza…").
-    return (":APA91" in value and value.startswith("AAAA")) or (
-        value.startswith("AIza") and len(value) == 39
-    )
+    return (":APA91" in value and value.startswith("AAAA")) or (value.startswith("AIza") and len(value) == 39)
 
 
 def _describe_non_json(text: str) -> str:
@@ -184,9 +185,7 @@ def _describe_non_json(text: str) -> str:
             "messages. " + WHERE_TO_GET_IT
         )
     if text.isdigit():
-        return (
-            "This looks like a sender ID (project number), not a credential. " + WHERE_TO_GET_IT
-        )
+        return "This looks like a sender ID (project number), not a credential. " + WHERE_TO_GET_IT
     return "The file is not JSON. " + WHERE_TO_GET_IT
 
 

@@ -39,9 +39,7 @@ _HKDF_INFO = b"herald/tenants/firebase-credential/fernet/v1"
 
 def derive_key(secret: str) -> bytes:
     """The Fernet key Herald derives from a Django SECRET_KEY."""
-    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO).derive(
-        secret.encode()
-    )
+    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO).derive(secret.encode())
     return base64.urlsafe_b64encode(raw)
 
 

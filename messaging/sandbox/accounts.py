@@ -36,9 +36,11 @@ def create_service_account(
     """
     pem = private_key_pem or generate_private_key_pem()
     key = serialization.load_pem_private_key(pem.encode(), password=None)
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     email = client_email or f"firebase-adminsdk-sandbox@{project_id}.iam.gserviceaccount.com"
     key_id = secrets.token_hex(20)
     SandboxServiceAccount.objects.create(

@@ -78,7 +78,9 @@ def verify_assertion(assertion: str, *, token_urls: set[str]) -> SandboxServiceA
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise OAuthError("invalid_grant", "Invalid JWT: the assertion is not a signed JWT.")
     if header.get("alg") != "RS256":
-        raise OAuthError("invalid_grant", f"Invalid JWT: unsupported signing algorithm {header.get('alg')!r}.")
+        raise OAuthError(
+            "invalid_grant", f"Invalid JWT: unsupported signing algorithm {header.get('alg')!r}."
+        )
 
     issuer = payload.get("iss")
     accounts = SandboxServiceAccount.objects.filter(client_email=issuer if isinstance(issuer, str) else "")
@@ -95,13 +97,20 @@ def verify_assertion(assertion: str, *, token_urls: set[str]) -> SandboxServiceA
     audience = payload.get("aud")
     allowed = {url.rstrip("/") for url in (*GOOGLE_AUDIENCES, *token_urls, account.token_uri)}
     if not isinstance(audience, str) or audience.rstrip("/") not in allowed:
-        raise OAuthError("invalid_grant", f"Invalid JWT: Failed audience check. The audience in the JWT is {audience!r}.")
+        raise OAuthError(
+            "invalid_grant", f"Invalid JWT: Failed audience check. The audience in the JWT is {audience!r}."
+        )
 
     now = time.time()
     issued, expires = payload.get("iat"), payload.get("exp")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (issued, expires)):
         raise OAuthError("invalid_grant", SHORT_LIVED)
-    if issued > now + CLOCK_SKEW or expires < now - CLOCK_SKEW or expires - issued > MAX_LIFETIME or expires <= issued:
+    if (
+        issued > now + CLOCK_SKEW
+        or expires < now - CLOCK_SKEW
+        or expires - issued > MAX_LIFETIME
+        or expires <= issued
+    ):
         raise OAuthError("invalid_grant", SHORT_LIVED)
 
     scopes = set(str(payload.get("scope") or "").split())

@@ -26,9 +26,7 @@ MAX_PAYLOAD_BYTES = 4096
 MAX_TTL_SECONDS = 28 * 24 * 3600
 
 _DURATION = re.compile(r"^(-?)(\d{1,12})(\.\d{1,9})?s$")
-_DATETIME = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
-)
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 _TOPIC = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,900}$")
 _ANALYTICS_LABEL = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,50}$")
 _CONDITION_TOPIC = re.compile(r"'([^']*)'\s+in\s+topics")
@@ -100,9 +98,7 @@ def _object(value, schema_name: str, path: str, violations: list) -> dict:
     """Validate a JSON object against a named schema; return it with camelCase keys."""
     schema = schemas()[schema_name]
     if not isinstance(value, dict):
-        violations.append(
-            (path, f"Invalid value{_at(path)} ({_type_name(schema_name)}), {_show(value)}")
-        )
+        violations.append((path, f"Invalid value{_at(path)} ({_type_name(schema_name)}), {_show(value)}"))
         return {}
     properties = schema.get("properties", {})
     result: dict = {}
@@ -118,8 +114,11 @@ def _object(value, schema_name: str, path: str, violations: list) -> dict:
         child_path = f"{path}.{key}" if path else key
         if name in seen:
             violations.append(
-                (child_path, f'Invalid JSON payload received. Duplicate value for field "{key}"'
-                 f"{_at(path)}: already set as \"{seen[name]}\".")
+                (
+                    child_path,
+                    f'Invalid JSON payload received. Duplicate value for field "{key}"'
+                    f'{_at(path)}: already set as "{seen[name]}".',
+                )
             )
             continue
         seen[name] = key
@@ -128,8 +127,11 @@ def _object(value, schema_name: str, path: str, violations: list) -> dict:
         if schema_name == "Message" and name in TARGETS:
             if target_set is not None:
                 violations.append(
-                    (child_path, "Invalid JSON payload received. Oneof field 'target' is already "
-                     f"set. Cannot set '{key}'")
+                    (
+                        child_path,
+                        "Invalid JSON payload received. Oneof field 'target' is already "
+                        f"set. Cannot set '{key}'",
+                    )
                 )
                 continue
             target_set = name
@@ -161,7 +163,9 @@ def _value(value, spec: dict, path: str, violations: list):
         result = {}
         for index, (key, item) in enumerate(value.items()):
             if item is None and entry.get("type") != "any":
-                violations.append((f"{path}[{index}].value", f"Invalid value at '{path}[{index}].value', null"))
+                violations.append(
+                    (f"{path}[{index}].value", f"Invalid value at '{path}[{index}].value', null")
+                )
                 continue
             result[key] = _value(item, entry, f"{path}[{index}].value", violations)
         return result
@@ -169,8 +173,10 @@ def _value(value, spec: dict, path: str, violations: list):
         if not isinstance(value, list):
             violations.append((path, f"Invalid value at '{path}' (repeated), {_show(value)}"))
             return []
-        return [_value(item, spec.get("items", {"type": "any"}), f"{path}[{i}]", violations)
-                for i, item in enumerate(value)]
+        return [
+            _value(item, spec.get("items", {"type": "any"}), f"{path}[{i}]", violations)
+            for i, item in enumerate(value)
+        ]
     if kind == "string":
         return _string(value, spec, path, violations)
     if kind == "boolean":
@@ -209,13 +215,19 @@ def _string(value, spec: dict, path: str, violations: list):
     fmt = spec.get("format")
     if fmt == "google-duration" and not _DURATION.match(value):
         violations.append(
-            (path, f"Invalid value at '{path}' (type.googleapis.com/google.protobuf.Duration), "
-             f"Field '{path}', Illegal duration format; duration must end with 's'")
+            (
+                path,
+                f"Invalid value at '{path}' (type.googleapis.com/google.protobuf.Duration), "
+                f"Field '{path}', Illegal duration format; duration must end with 's'",
+            )
         )
     elif fmt == "google-datetime" and not _DATETIME.match(value):
         violations.append(
-            (path, f"Invalid value at '{path}' (type.googleapis.com/google.protobuf.Timestamp), "
-             f"Field '{path}', Invalid time format: {value}")
+            (
+                path,
+                f"Invalid value at '{path}' (type.googleapis.com/google.protobuf.Timestamp), "
+                f"Field '{path}', Invalid time format: {value}",
+            )
         )
     return value
 
@@ -287,12 +299,18 @@ def check_message(message: dict) -> None:
 
     labels = [
         ("message.fcm_options.analytics_label", (message.get("fcmOptions") or {}).get("analyticsLabel")),
-        ("message.android.fcm_options.analytics_label",
-         ((message.get("android") or {}).get("fcmOptions") or {}).get("analyticsLabel")),
-        ("message.apns.fcm_options.analytics_label",
-         ((message.get("apns") or {}).get("fcmOptions") or {}).get("analyticsLabel")),
-        ("message.webpush.fcm_options.analytics_label",
-         ((message.get("webpush") or {}).get("fcmOptions") or {}).get("analyticsLabel")),
+        (
+            "message.android.fcm_options.analytics_label",
+            ((message.get("android") or {}).get("fcmOptions") or {}).get("analyticsLabel"),
+        ),
+        (
+            "message.apns.fcm_options.analytics_label",
+            ((message.get("apns") or {}).get("fcmOptions") or {}).get("analyticsLabel"),
+        ),
+        (
+            "message.webpush.fcm_options.analytics_label",
+            ((message.get("webpush") or {}).get("fcmOptions") or {}).get("analyticsLabel"),
+        ),
     ]
     for field, label in labels:
         if label is not None and not _ANALYTICS_LABEL.match(label):

@@ -10,6 +10,7 @@ not Herald, so sessions, CSRF and host checks do not apply.
 """
 
 import logging
+import socket
 import threading
 
 from django.core.handlers.exception import convert_exception_to_response
@@ -81,9 +82,41 @@ class _RequestHandler(WSGIRequestHandler):
 class _Server(ThreadedWSGIServer):
     request_queue_size = 128  # many senders connect at once
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.open_sockets: set = set()
+        self._sockets_lock = threading.Lock()
+
+    def get_request(self):
+        sock, address = super().get_request()
+        with self._sockets_lock:
+            self.open_sockets.add(sock)
+        return sock, address
+
+    def close_request(self, request):
+        with self._sockets_lock:
+            self.open_sockets.discard(request)
+        super().close_request(request)
+
+    def hang_up(self) -> None:
+        """End idle keep-alive connections, so that their threads (and DB connections) end."""
+        with self._sockets_lock:
+            sockets = list(self.open_sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
 
 class SandboxServer:
-    """The sandbox on a local port, in a background thread (or the foreground)."""
+    """The sandbox on a local port, in a background thread (or the foreground).
+
+    ``port=0`` picks a free port (read it back from ``.port`` or ``.url``).
+    ``close_connections`` closes the serving thread's database connections after every
+    request: right for tests, whose database must not stay in use after them; the
+    long-running command turns it off and keeps Django's usual connection reuse.
+    """
 
     def __init__(
         self,
@@ -91,7 +124,7 @@ class SandboxServer:
         host: str = "127.0.0.1",
         port: int = 0,
         quiet: bool = False,
-        close_connections: bool = False,
+        close_connections: bool = True,
     ):
         self.host, self.port = host, port
         self.quiet = quiet
@@ -155,6 +188,7 @@ class SandboxServer:
             self._httpd.server_close()
             if not self.handler.wait_idle(wait):
                 logger.warning("FCM sandbox stopped with requests still in flight")
+            self._httpd.hang_up()
             self._httpd = None
         for conn in self._shared:
             conn.dec_thread_sharing()

@@ -1,8 +1,7 @@
 """Pytest fixtures for tests that talk to the FCM sandbox over real HTTP.
 
-Make them available to a test module (or a conftest) by importing them::
-
-    from messaging.sandbox.testing import fcm_sandbox, sandbox_credential  # noqa: F401
+tests/conftest.py loads this module as a plugin (``pytest_plugins``), so every test
+can ask for them.
 
 The sandbox's threads serve DB-backed views, so a test using ``fcm_sandbox`` runs as a
 transactional test (like pytest-django's ``live_server``): data it creates is
@@ -46,7 +45,7 @@ def fcm_sandbox(transactional_db, settings, local_network_only):
     """The sandbox on a free port of 127.0.0.1, fresh state, FCM_API_URL pointing at it."""
     state.configure()
     forget_clients()
-    server = SandboxServer(quiet=True, close_connections=True).start()
+    server = SandboxServer(quiet=True).start()
     settings.FCM_API_URL = server.url
     settings.FCM_TOKEN_URL = ""
     try:

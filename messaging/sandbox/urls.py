@@ -11,6 +11,7 @@ urlpatterns = [
     path("", views.inbox, name="inbox"),
     path("inbox.json", views.inbox_json, name="inbox-json"),
     path("status", views.status, name="status"),
+    path("favicon.ico", views.no_icon),
 ]
 
 handler404 = "messaging.sandbox.views.not_found"

@@ -92,15 +92,30 @@ def _bad_request(violations: list[tuple[str, str]], *, error_code: str | None = 
 FAULTS = [
     ("sandbox-unregistered", 404, "NOT_FOUND", "UNREGISTERED", "Requested entity was not found."),
     ("sandbox-sender-mismatch", 403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH", "SenderId mismatch"),
-    ("sandbox-invalid", 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT",
-     "The registration token is not a valid FCM registration token"),
-    ("sandbox-quota", 429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED",
-     "Quota exceeded: too many messages to this device."),
+    (
+        "sandbox-invalid",
+        400,
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "The registration token is not a valid FCM registration token",
+    ),
+    (
+        "sandbox-quota",
+        429,
+        "RESOURCE_EXHAUSTED",
+        "QUOTA_EXCEEDED",
+        "Quota exceeded: too many messages to this device.",
+    ),
     ("sandbox-unavailable-once", 503, "UNAVAILABLE", "UNAVAILABLE", "The service is currently unavailable."),
     ("sandbox-unavailable", 503, "UNAVAILABLE", "UNAVAILABLE", "The service is currently unavailable."),
     ("sandbox-internal", 500, "INTERNAL", "INTERNAL", "Internal error encountered."),
-    ("sandbox-third-party-auth", 401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR",
-     "Auth error from APNS or Web Push Service"),
+    (
+        "sandbox-third-party-auth",
+        401,
+        "UNAUTHENTICATED",
+        "THIRD_PARTY_AUTH_ERROR",
+        "Auth error from APNS or Web Push Service",
+    ),
 ]
 _QUOTA = re.compile(r"^sandbox-quota(?:-(\d+))?")
 _SLOW = re.compile(r"^sandbox-slow(?:-(\d+))?")
@@ -127,8 +142,12 @@ def _fault(project: str, target_kind: str, target: str) -> JsonResponse | None:
             headers["Retry-After"] = "30"
         details = []
         if code == "INVALID_ARGUMENT":
-            details = [{"@type": BAD_REQUEST, "fieldViolations": [
-                {"field": f"message.{target_kind}", "description": message}]}]
+            details = [
+                {
+                    "@type": BAD_REQUEST,
+                    "fieldViolations": [{"field": f"message.{target_kind}", "description": message}],
+                }
+            ]
         return google_error(http, status, message, error_code=code, details=details, headers=headers)
     return None
 
@@ -140,9 +159,7 @@ def _fault(project: str, target_kind: str, target: str) -> JsonResponse | None:
 def token(request: HttpRequest) -> JsonResponse:
     """OAuth 2.0 token endpoint: a signed service-account JWT in, a bearer token out."""
     if request.method != "POST":
-        return JsonResponse(
-            {"error": "invalid_request", "error_description": "Use POST."}, status=405
-        )
+        return JsonResponse({"error": "invalid_request", "error_description": "Use POST."}, status=405)
     grant_type = request.POST.get("grant_type", "")
     if grant_type != JWT_BEARER:
         return JsonResponse(
@@ -172,7 +189,10 @@ def _urls_of(request: HttpRequest) -> set[str]:
     # The URL as the client addressed it (Host header), without Django's host check:
     # the sandbox answers to whatever name it is reached by.
     scheme = "https" if request.is_secure() else "http"
-    hosts = {request.META.get("HTTP_HOST", ""), f"{request.META.get('SERVER_NAME')}:{request.META.get('SERVER_PORT')}"}
+    hosts = {
+        request.META.get("HTTP_HOST", ""),
+        f"{request.META.get('SERVER_NAME')}:{request.META.get('SERVER_PORT')}",
+    }
     return {f"{scheme}://{host}{request.path}" for host in hosts if host}
 
 
@@ -187,10 +207,14 @@ def send(request: HttpRequest, project: str) -> JsonResponse:
 
     scheme, _, bearer = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() != "bearer" or not bearer.strip():
-        return _unauthenticated("Request is missing required authentication credential.", "CREDENTIALS_MISSING")
+        return _unauthenticated(
+            "Request is missing required authentication credential.", "CREDENTIALS_MISSING"
+        )
     grant, expired = state.grant(bearer.strip())
     if grant is None:
-        return _unauthenticated("Request had invalid authentication credentials.", "ACCESS_TOKEN_TYPE_UNSUPPORTED")
+        return _unauthenticated(
+            "Request had invalid authentication credentials.", "ACCESS_TOKEN_TYPE_UNSUPPORTED"
+        )
     if expired:
         return _unauthenticated("Request had invalid authentication credentials.", "ACCESS_TOKEN_EXPIRED")
     if grant.project_id != project:
@@ -199,9 +223,17 @@ def send(request: HttpRequest, project: str) -> JsonResponse:
             "PERMISSION_DENIED",
             f"Permission 'cloudmessaging.messages.create' denied on resource "
             f"'//cloudresourcemanager.googleapis.com/projects/{project}' (or it may not exist).",
-            details=[{"@type": ERROR_INFO, "reason": "IAM_PERMISSION_DENIED", "domain": "cloudresourcemanager.googleapis.com",
-                      "metadata": {"permission": "cloudmessaging.messages.create",
-                                   "resource": f"projects/{project}"}}],
+            details=[
+                {
+                    "@type": ERROR_INFO,
+                    "reason": "IAM_PERMISSION_DENIED",
+                    "domain": "cloudresourcemanager.googleapis.com",
+                    "metadata": {
+                        "permission": "cloudmessaging.messages.create",
+                        "resource": f"projects/{project}",
+                    },
+                }
+            ],
         )
 
     try:
@@ -223,7 +255,9 @@ def send(request: HttpRequest, project: str) -> JsonResponse:
         return failure
     random_failure = state.random_failure()
     if random_failure == 503:
-        return google_error(503, "UNAVAILABLE", "The service is currently unavailable.", error_code="UNAVAILABLE")
+        return google_error(
+            503, "UNAVAILABLE", "The service is currently unavailable.", error_code="UNAVAILABLE"
+        )
     if random_failure == 500:
         return google_error(500, "INTERNAL", "Internal error encountered.", error_code="INTERNAL")
 
@@ -284,16 +318,15 @@ def inbox_json(request: HttpRequest) -> JsonResponse:
     """
     target = request.GET.get("token", "")
     if not target:
-        return JsonResponse({"error": "missing_token", "detail": "Pass ?token=<registration token or FID>."}, status=400)
+        return JsonResponse(
+            {"error": "missing_token", "detail": "Pass ?token=<registration token or FID>."}, status=400
+        )
     try:
         after = int(request.GET.get("after", "0"))
         limit = max(1, min(int(request.GET.get("limit", "100")), 1000))
     except ValueError:
         return JsonResponse({"error": "invalid_field", "detail": "after and limit are integers."}, status=400)
-    rows = (
-        SandboxMessage.objects.filter(target_hash=hash_target(target), id__gt=after)
-        .order_by("id")[:limit]
-    )
+    rows = SandboxMessage.objects.filter(target_hash=hash_target(target), id__gt=after).order_by("id")[:limit]
     return JsonResponse({"token": target, "messages": [row.as_json() for row in rows]})
 
 
@@ -307,3 +340,7 @@ def status(request: HttpRequest) -> JsonResponse:
             "messages_stored": SandboxMessage.objects.count(),
         }
     )
+
+
+def no_icon(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(status=204)

@@ -6,36 +6,30 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
-import requests
+import urllib3
 from django.core.management import CommandError, call_command
 
 from messaging import fcm
 from messaging.fcm import FcmClient, FcmError, FcmTarget, build_message, check_credentials, client_for_tenant
 from messaging.sandbox.accounts import create_service_account
 from messaging.sandbox.models import SandboxMessage
-from messaging.sandbox.testing import (  # noqa: F401
-    fcm_sandbox,
-    local_network_only,
-    sandbox_credential,
-    sandbox_private_key,
-    sandbox_service_account,
-)
 from tenants.credentials import set_credentials
 from tenants.models import FirebaseCredential
 
 
 def message(token="device-token-1", **options):
-    return build_message(target=FcmTarget(token=token), title="Hello", body="World", data={"k": "v"}, **options)
+    return build_message(
+        target=FcmTarget(token=token), title="Hello", body="World", data={"k": "v"}, **options
+    )
 
 
 def connections_opened(client: FcmClient) -> int:
     """TCP connections the client's send pool has opened so far."""
-    pools = client._session.get_adapter(client.send_url).poolmanager.pools
-    return sum(pools[key].num_connections for key in pools.keys())
+    return client._http.connection_from_url(client.send_url).num_connections
 
 
 @pytest.fixture
@@ -208,7 +202,11 @@ def test_it_turns_each_fcm_error_into_an_fcm_error(
 
     error = caught.value
     assert (error.code, error.status, error.permanent, error.unregistered, error.retry_after) == (
-        code, status, permanent, unregistered, retry_after,
+        code,
+        status,
+        permanent,
+        unregistered,
+        retry_after,
     )
     assert error.detail
     # A third-party auth error is not about our token: no new token is fetched.
@@ -240,12 +238,18 @@ def test_an_unreachable_fcm_is_a_retryable_connection_error(sandbox_service_acco
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         closed_port = unused.getsockname()[1]
-    client = FcmClient(service_account_info=sandbox_service_account, api_url=f"http://127.0.0.1:{closed_port}")
+    client = FcmClient(
+        service_account_info=sandbox_service_account, api_url=f"http://127.0.0.1:{closed_port}"
+    )
 
     with pytest.raises(FcmError) as caught:
         client.send(message())
 
-    assert (caught.value.code, caught.value.status, caught.value.permanent) == ("CONNECTION_ERROR", None, False)
+    assert (caught.value.code, caught.value.status, caught.value.permanent) == (
+        "CONNECTION_ERROR",
+        None,
+        False,
+    )
     client.close()
 
 
@@ -263,44 +267,77 @@ def test_an_unreachable_token_endpoint_is_a_retryable_connection_error(sandbox_s
     client.close()
 
 
-def fake_response(status, body=None, headers=None) -> requests.Response:
-    response = requests.Response()
-    response.status_code = status
-    response._content = body if isinstance(body, bytes) else json.dumps(body).encode() if body else b""
-    response.headers.update(headers or {})
-    return response
+def fake_response(status, body=None, headers=None) -> urllib3.HTTPResponse:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body else b""
+    return urllib3.HTTPResponse(body=raw, status=status, headers=headers or {}, preload_content=True)
 
 
 @pytest.mark.parametrize(
     ("status", "body", "code", "permanent", "unregistered"),
     [
-        (404, {"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}, "NOT_FOUND", True, False),
-        (403, {"error": {"code": 403, "message": "No", "status": "PERMISSION_DENIED"}}, "PERMISSION_DENIED",
-         True, False),
-        (401, {"error": {"code": 401, "message": "No", "status": "UNAUTHENTICATED"}}, "UNAUTHENTICATED",
-         True, False),
+        (
+            404,
+            {"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}},
+            "NOT_FOUND",
+            True,
+            False,
+        ),
+        (
+            403,
+            {"error": {"code": 403, "message": "No", "status": "PERMISSION_DENIED"}},
+            "PERMISSION_DENIED",
+            True,
+            False,
+        ),
+        (
+            401,
+            {"error": {"code": 401, "message": "No", "status": "UNAUTHENTICATED"}},
+            "UNAUTHENTICATED",
+            True,
+            False,
+        ),
         (429, None, "QUOTA_EXCEEDED", False, False),
         (502, b"<html>Bad Gateway</html>", "UNAVAILABLE", False, False),
         (503, None, "UNAVAILABLE", False, False),
         (500, b"oops", "INTERNAL", False, False),
         (507, None, "INTERNAL", False, False),
         (413, b"too big", "HTTP_413", True, False),
-        (400, {"error": {"code": 400, "status": "INVALID_ARGUMENT", "details": [
-            {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNSPECIFIED_ERROR"}]}},
-         "UNSPECIFIED_ERROR", True, False),
+        (
+            400,
+            {
+                "error": {
+                    "code": 400,
+                    "status": "INVALID_ARGUMENT",
+                    "details": [
+                        {
+                            "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                            "errorCode": "UNSPECIFIED_ERROR",
+                        }
+                    ],
+                }
+            },
+            "UNSPECIFIED_ERROR",
+            True,
+            False,
+        ),
     ],
 )
 def test_without_an_fcm_error_code_the_http_status_decides(status, body, code, permanent, unregistered):
     error = fcm.error_from_response(fake_response(status, body))
 
     assert (error.code, error.status, error.permanent, error.unregistered) == (
-        code, status, permanent, unregistered,
+        code,
+        status,
+        permanent,
+        unregistered,
     )
 
 
 def test_retry_after_may_be_an_http_date():
     when = datetime.now(UTC) + timedelta(seconds=120)
-    error = fcm.error_from_response(fake_response(503, None, {"Retry-After": format_datetime(when, usegmt=True)}))
+    error = fcm.error_from_response(
+        fake_response(503, None, {"Retry-After": format_datetime(when, usegmt=True)})
+    )
 
     assert 110 <= error.retry_after <= 120
 
@@ -311,14 +348,23 @@ def test_an_fcm_error_survives_pickling_with_every_field():
     copy = pickle.loads(pickle.dumps(error))
 
     assert (copy.code, copy.detail, copy.status, copy.permanent, copy.retry_after) == (
-        "QUOTA_EXCEEDED", "slow down", 429, False, 61.0,
+        "QUOTA_EXCEEDED",
+        "slow down",
+        429,
+        False,
+        61.0,
     )
 
 
 def test_an_fcm_error_can_be_made_with_keywords_only():
     error = FcmError(code="DEVICE_GONE", status=None, permanent=True, retry_after=None, detail="gone")
 
-    assert (error.code, error.permanent, error.unregistered, str(error)) == ("DEVICE_GONE", True, False, "DEVICE_GONE: gone")
+    assert (error.code, error.permanent, error.unregistered, str(error)) == (
+        "DEVICE_GONE",
+        True,
+        False,
+        "DEVICE_GONE: gone",
+    )
 
 
 # --- Building messages ---------------------------------------------------------------------
@@ -335,14 +381,21 @@ def test_a_target_names_exactly_one_recipient():
 
 def test_a_message_is_data_only_by_default_with_title_and_body_in_data():
     built = build_message(
-        target=FcmTarget(token="t"), title="Sale", body="50% off", data={"deep_link": "app://sale"},
-        image="https://img.example/a.png", click_link="https://shop.example/sale",
+        target=FcmTarget(token="t"),
+        title="Sale",
+        body="50% off",
+        data={"deep_link": "app://sale"},
+        image="https://img.example/a.png",
+        click_link="https://shop.example/sale",
     )
 
     assert "notification" not in built
     assert built["data"] == {
-        "deep_link": "app://sale", "title": "Sale", "body": "50% off",
-        "image": "https://img.example/a.png", "click_link": "https://shop.example/sale",
+        "deep_link": "app://sale",
+        "title": "Sale",
+        "body": "50% off",
+        "image": "https://img.example/a.png",
+        "click_link": "https://shop.example/sale",
     }
     assert built["webpush"]["fcm_options"] == {"link": "https://shop.example/sale"}
     # iOS gets a background push, which Apple wants at priority 5.
@@ -352,24 +405,43 @@ def test_a_message_is_data_only_by_default_with_title_and_body_in_data():
 
 def test_a_notification_message_lets_the_system_draw_it():
     built = build_message(
-        target=FcmTarget(token="t"), title="Sale", body="50% off", data={}, data_only=False,
-        image="https://img.example/a.png", android_channel="promo", sound="default", badge=3,
+        target=FcmTarget(token="t"),
+        title="Sale",
+        body="50% off",
+        data={},
+        data_only=False,
+        image="https://img.example/a.png",
+        android_channel="promo",
+        sound="default",
+        badge=3,
         analytics_label="sale_2026",
     )
 
     assert built["notification"] == {"title": "Sale", "body": "50% off", "image": "https://img.example/a.png"}
     assert "data" not in built
-    assert built["android"]["notification"] == {"channel_id": "promo", "sound": "default", "notification_count": 3}
+    assert built["android"]["notification"] == {
+        "channel_id": "promo",
+        "sound": "default",
+        "notification_count": 3,
+    }
     assert built["apns"]["payload"]["aps"] == {"sound": "default", "badge": 3, "mutable-content": 1}
     assert built["apns"]["headers"]["apns-push-type"] == "alert"
     assert built["fcm_options"] == {"analytics_label": "sale_2026"}
 
 
-@pytest.mark.parametrize(("priority", "android", "apns", "urgency"), [
-    (1, "NORMAL", "5", "normal"), (6, "NORMAL", "5", "normal"), (7, "HIGH", "10", "high"), (10, "HIGH", "10", "high"),
-])
+@pytest.mark.parametrize(
+    ("priority", "android", "apns", "urgency"),
+    [
+        (1, "NORMAL", "5", "normal"),
+        (6, "NORMAL", "5", "normal"),
+        (7, "HIGH", "10", "high"),
+        (10, "HIGH", "10", "high"),
+    ],
+)
 def test_priority_seven_and_above_is_urgent(priority, android, apns, urgency):
-    built = build_message(target=FcmTarget(token="t"), title="a", body="b", data={}, priority=priority, data_only=False)
+    built = build_message(
+        target=FcmTarget(token="t"), title="a", body="b", data={}, priority=priority, data_only=False
+    )
 
     assert built["android"]["priority"] == android
     assert built["apns"]["headers"]["apns-priority"] == apns
@@ -378,8 +450,9 @@ def test_priority_seven_and_above_is_urgent(priority, android, apns, urgency):
 
 def test_ttl_and_collapse_key_reach_every_platform():
     before = int(datetime.now(UTC).timestamp())
-    built = build_message(target=FcmTarget(token="t"), title="a", body="b", data={}, ttl_seconds=3600,
-                          collapse_key="score")
+    built = build_message(
+        target=FcmTarget(token="t"), title="a", body="b", data={}, ttl_seconds=3600, collapse_key="score"
+    )
 
     assert built["android"]["ttl"] == "3600s"
     assert built["android"]["collapse_key"] == "score"
@@ -389,7 +462,9 @@ def test_ttl_and_collapse_key_reach_every_platform():
 
 
 def test_a_click_link_that_is_not_https_stays_in_data_only():
-    built = build_message(target=FcmTarget(token="t"), title="a", body="b", data={}, click_link="myapp://inbox")
+    built = build_message(
+        target=FcmTarget(token="t"), title="a", body="b", data={}, click_link="myapp://inbox"
+    )
 
     assert built["data"]["click_link"] == "myapp://inbox"
     assert "fcm_options" not in built["webpush"]
@@ -407,16 +482,33 @@ def test_build_message_refuses_what_fcm_would_refuse():
 @pytest.mark.parametrize("data_only", [True, False])
 def test_every_option_builds_a_message_the_sandbox_accepts(fcm_client, data_only):
     built = build_message(
-        target=FcmTarget(token="t"), title="Sale", body="50% off", data={"k": "v"}, image="https://i.example/a.png",
-        click_link="https://shop.example", priority=9, ttl_seconds=0, collapse_key="c", data_only=data_only,
-        android_channel="promo", sound="default", badge=2, analytics_label="label-1",
+        target=FcmTarget(token="t"),
+        title="Sale",
+        body="50% off",
+        data={"k": "v"},
+        image="https://i.example/a.png",
+        click_link="https://shop.example",
+        priority=9,
+        ttl_seconds=0,
+        collapse_key="c",
+        data_only=data_only,
+        android_channel="promo",
+        sound="default",
+        badge=2,
+        analytics_label="label-1",
     )
 
     assert fcm_client.send(built).startswith("projects/herald-test/messages/")
 
 
-@pytest.mark.parametrize("target", [FcmTarget(topic="news"), FcmTarget(fid="fid-1"),
-                                    FcmTarget(condition="'news' in topics && !('cats' in topics)")])
+@pytest.mark.parametrize(
+    "target",
+    [
+        FcmTarget(topic="news"),
+        FcmTarget(fid="fid-1"),
+        FcmTarget(condition="'news' in topics && !('cats' in topics)"),
+    ],
+)
 def test_topics_conditions_and_fids_can_be_targets(fcm_client, target):
     assert fcm_client.send(build_message(target=target, title="a", body="b", data={}))
 
@@ -432,10 +524,13 @@ def test_client_for_tenant_shares_one_client_per_credential(sandbox_credential, 
     assert first.send(message())
 
 
-def test_client_for_tenant_notices_a_replaced_credential(sandbox_credential, tenant, fcm_sandbox, sandbox_private_key):
+def test_client_for_tenant_notices_a_replaced_credential(
+    sandbox_credential, tenant, fcm_sandbox, sandbox_private_key
+):
     first = client_for_tenant(tenant)
-    info = create_service_account(project_id="herald-other", token_uri=fcm_sandbox.token_url,
-                                  private_key_pem=sandbox_private_key)
+    info = create_service_account(
+        project_id="herald-other", token_uri=fcm_sandbox.token_url, private_key_pem=sandbox_private_key
+    )
     set_credentials(tenant=tenant, raw=json.dumps(info))
 
     second = client_for_tenant(tenant)
@@ -478,8 +573,9 @@ def test_a_credential_no_key_decrypts_is_a_configuration_error(sandbox_credentia
     assert "cannot be decrypted" in caught.value.detail
 
 
-def test_a_thousand_sends_from_many_threads_use_one_token_and_few_connections(sandbox_credential, tenant,
-                                                                             fcm_sandbox):
+def test_a_thousand_sends_from_many_threads_use_one_token_and_few_connections(
+    sandbox_credential, tenant, fcm_sandbox
+):
     client = client_for_tenant(tenant)
     with ThreadPoolExecutor(max_workers=8) as pool:
         names = list(pool.map(lambda i: client.send(message(f"device-{i}")), range(400)))
@@ -508,12 +604,14 @@ def test_check_credentials_proves_a_working_credential(sandbox_credential, tenan
 def test_check_credentials_explains_a_key_google_refuses(tenant, fcm_sandbox, sandbox_service_account):
     from messaging.sandbox.accounts import generate_private_key_pem
 
-    set_credentials(tenant=tenant, raw=json.dumps({**sandbox_service_account, "private_key": generate_private_key_pem()}))
+    set_credentials(
+        tenant=tenant, raw=json.dumps({**sandbox_service_account, "private_key": generate_private_key_pem()})
+    )
 
     result = check_credentials(tenant=tenant)
 
     assert not result.ok
-    assert "refused the key" in result.message
+    assert "refused the key of" in result.message
     assert "Invalid JWT Signature" in result.message
     assert FirebaseCredential.objects.get(tenant=tenant).last_check_ok is False
 

@@ -21,12 +21,6 @@ from google.oauth2 import service_account
 from messaging.sandbox import schema
 from messaging.sandbox.accounts import generate_private_key_pem
 from messaging.sandbox.models import SandboxMessage, SandboxServiceAccount
-from messaging.sandbox.testing import (  # noqa: F401
-    fcm_sandbox,
-    local_network_only,
-    sandbox_private_key,
-    sandbox_service_account,
-)
 from tenants.models import FirebaseCredential, Tenant
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -41,8 +35,14 @@ def b64(data: bytes) -> str:
 
 def signed_jwt(account: dict, *, key_pem: str | None = None, alg="RS256", **claims) -> str:
     now = int(time.time())
-    payload = {"iss": account["client_email"], "aud": GOOGLE_TOKEN_AUDIENCE, "scope": SCOPE,
-               "iat": now, "exp": now + 3600, **claims}
+    payload = {
+        "iss": account["client_email"],
+        "aud": GOOGLE_TOKEN_AUDIENCE,
+        "scope": SCOPE,
+        "iat": now,
+        "exp": now + 3600,
+        **claims,
+    }
     payload = {k: v for k, v in payload.items() if v is not None}
     header = {"alg": alg, "typ": "JWT", "kid": account["private_key_id"]}
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
@@ -52,7 +52,9 @@ def signed_jwt(account: dict, *, key_pem: str | None = None, alg="RS256", **clai
 
 
 def ask_for_token(sandbox, assertion, grant_type=JWT_BEARER):
-    return requests.post(sandbox.token_url, data={"grant_type": grant_type, "assertion": assertion}, timeout=5)
+    return requests.post(
+        sandbox.token_url, data={"grant_type": grant_type, "assertion": assertion}, timeout=5
+    )
 
 
 @pytest.fixture
@@ -119,14 +121,24 @@ def test_the_token_endpoint_accepts_its_own_url_as_audience(fcm_sandbox, sandbox
     ("claims", "error", "description"),
     [
         ({"aud": "https://example.com/token"}, "invalid_grant", "Failed audience check"),
-        ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}, "invalid_grant", "short-lived token"),
+        (
+            {"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200},
+            "invalid_grant",
+            "short-lived token",
+        ),
         ({"exp": int(time.time()) + 7200}, "invalid_grant", "short-lived token"),
-        ({"scope": "https://www.googleapis.com/auth/devstorage.read_only"}, "invalid_scope", "Invalid OAuth scope"),
+        (
+            {"scope": "https://www.googleapis.com/auth/devstorage.read_only"},
+            "invalid_scope",
+            "Invalid OAuth scope",
+        ),
         ({"scope": None}, "invalid_scope", "Invalid OAuth scope"),
         ({"iss": "stranger@example.iam.gserviceaccount.com"}, "invalid_grant", "account not found"),
     ],
 )
-def test_the_token_endpoint_checks_every_claim(fcm_sandbox, sandbox_service_account, claims, error, description):
+def test_the_token_endpoint_checks_every_claim(
+    fcm_sandbox, sandbox_service_account, claims, error, description
+):
     response = ask_for_token(fcm_sandbox, signed_jwt(sandbox_service_account, **claims))
 
     assert response.status_code == 400
@@ -144,7 +156,9 @@ def test_the_token_endpoint_checks_the_signature(fcm_sandbox, sandbox_service_ac
 
 
 def test_the_token_endpoint_wants_the_jwt_bearer_grant(fcm_sandbox, sandbox_service_account):
-    response = ask_for_token(fcm_sandbox, signed_jwt(sandbox_service_account), grant_type="client_credentials")
+    response = ask_for_token(
+        fcm_sandbox, signed_jwt(sandbox_service_account), grant_type="client_credentials"
+    )
 
     assert response.status_code == 400
     assert response.json()["error"] == "unsupported_grant_type"
@@ -159,8 +173,11 @@ def test_the_token_endpoint_refuses_garbage(fcm_sandbox):
 
 
 def test_a_send_without_a_bearer_token_is_unauthenticated(fcm_sandbox):
-    response = requests.post(f"{fcm_sandbox.url}/v1/projects/herald-test/messages:send",
-                             json={"message": {"token": "t"}}, timeout=5)
+    response = requests.post(
+        f"{fcm_sandbox.url}/v1/projects/herald-test/messages:send",
+        json={"message": {"token": "t"}},
+        timeout=5,
+    )
 
     assert response.status_code == 401
     error = error_of(response)
@@ -181,9 +198,12 @@ def test_a_send_with_an_expired_token_is_unauthenticated(fcm_sandbox, sandbox_se
     fcm_sandbox.state.configure(token_lifetime=0)
     token = ask_for_token(fcm_sandbox, signed_jwt(sandbox_service_account)).json()["access_token"]
 
-    response = requests.post(f"{fcm_sandbox.url}/v1/projects/herald-test/messages:send",
-                             json={"message": {"token": "t"}}, headers={"Authorization": f"Bearer {token}"},
-                             timeout=5)
+    response = requests.post(
+        f"{fcm_sandbox.url}/v1/projects/herald-test/messages:send",
+        json={"message": {"token": "t"}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
 
     assert response.status_code == 401
     assert error_of(response)["details"][0]["reason"] == "ACCESS_TOKEN_EXPIRED"
@@ -218,7 +238,9 @@ def test_an_unregistered_token_gets_googles_exact_error_body(send):
             "code": 404,
             "message": "Requested entity was not found.",
             "status": "NOT_FOUND",
-            "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}],
+            "details": [
+                {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}
+            ],
         }
     }
 
@@ -243,13 +265,19 @@ def test_validate_only_is_accepted_in_both_spellings(send):
 
 
 def test_snake_case_and_camel_case_field_names_are_both_accepted(send):
-    snake = {"token": "d", "fcm_options": {"analytics_label": "a"},
-             "android": {"collapse_key": "c", "notification": {"channel_id": "x", "notification_count": "3"}},
-             "apns": {"fcm_options": {"analytics_label": "a"}, "payload": {"aps": {"content-available": 1}}},
-             "webpush": {"fcm_options": {"link": "https://example.com"}}}
-    camel = {"token": "d", "fcmOptions": {"analyticsLabel": "a"},
-             "android": {"collapseKey": "c", "notification": {"channelId": "x", "notificationCount": 3}},
-             "webpush": {"fcmOptions": {"link": "https://example.com"}}}
+    snake = {
+        "token": "d",
+        "fcm_options": {"analytics_label": "a"},
+        "android": {"collapse_key": "c", "notification": {"channel_id": "x", "notification_count": "3"}},
+        "apns": {"fcm_options": {"analytics_label": "a"}, "payload": {"aps": {"content-available": 1}}},
+        "webpush": {"fcm_options": {"link": "https://example.com"}},
+    }
+    camel = {
+        "token": "d",
+        "fcmOptions": {"analyticsLabel": "a"},
+        "android": {"collapseKey": "c", "notification": {"channelId": "x", "notificationCount": 3}},
+        "webpush": {"fcmOptions": {"link": "https://example.com"}},
+    }
 
     assert send({"message": snake}).status_code == 200
     assert send({"message": camel}).status_code == 200
@@ -261,14 +289,18 @@ def test_an_unknown_field_is_rejected_as_google_does(send):
     response = send({"message": {"token": "d", "priority": "high"}})
 
     assert response.status_code == 400
-    text = 'Invalid JSON payload received. Unknown name "priority" at \'message\': Cannot find field.'
+    text = "Invalid JSON payload received. Unknown name \"priority\" at 'message': Cannot find field."
     assert response.json() == {
         "error": {
             "code": 400,
             "message": text,
             "status": "INVALID_ARGUMENT",
-            "details": [{"@type": "type.googleapis.com/google.rpc.BadRequest",
-                         "fieldViolations": [{"field": "message", "description": text}]}],
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"field": "message", "description": text}],
+                }
+            ],
         }
     }
 
@@ -276,7 +308,10 @@ def test_an_unknown_field_is_rejected_as_google_does(send):
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        ({"token": "d", "android": {"notification": {"colour": "#fff"}}}, 'Unknown name "colour" at \'message.android.notification\''),
+        (
+            {"token": "d", "android": {"notification": {"colour": "#fff"}}},
+            "Unknown name \"colour\" at 'message.android.notification'",
+        ),
         ({"token": "d", "data": {"count": 3}}, "Invalid value at 'message.data[0].value' (TYPE_STRING), 3"),
         ({"token": "d", "android": {"priority": "URGENT"}}, "Invalid value at 'message.android.priority'"),
         ({"token": "d", "android": {"ttl": "3600"}}, "Illegal duration format"),
@@ -327,8 +362,10 @@ def test_what_fcm_cannot_send_is_an_invalid_argument(send, message, expected):
     assert response.status_code == 400
     error = error_of(response)
     assert expected in error["message"]
-    assert error["details"][0] == {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
-                                   "errorCode": "INVALID_ARGUMENT"}
+    assert error["details"][0] == {
+        "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+        "errorCode": "INVALID_ARGUMENT",
+    }
 
 
 def test_a_payload_of_exactly_4096_bytes_is_accepted(send):
@@ -384,8 +421,9 @@ def test_the_inbox_json_lists_what_a_token_received_oldest_first(fcm_sandbox, se
     assert [m["title"] for m in messages] == ["Hello 0", "Hello 1", "Hello 2"]
     assert messages[0]["data"] == {"title": "Hello 0", "body": "b", "n": "0"}
     assert messages[0]["data_only"] is True
-    later = requests.get(f"{fcm_sandbox.url}/inbox.json", params={"token": "phone-1", "after": messages[1]["id"]},
-                         timeout=5).json()["messages"]
+    later = requests.get(
+        f"{fcm_sandbox.url}/inbox.json", params={"token": "phone-1", "after": messages[1]["id"]}, timeout=5
+    ).json()["messages"]
     assert [m["title"] for m in later] == ["Hello 2"]
 
 
@@ -424,8 +462,13 @@ def test_google_auths_authorized_session_gets_a_token_and_sends_through_the_sand
     try:
         response = session.post(
             f"{fcm_sandbox.url}/v1/projects/herald-test/messages:send",
-            json={"message": {"token": "google-auth-device", "notification": {"title": "Hi", "body": "there"},
-                              "android": {"priority": "HIGH", "ttl": "60s"}}},
+            json={
+                "message": {
+                    "token": "google-auth-device",
+                    "notification": {"title": "Hi", "body": "there"},
+                    "android": {"priority": "HIGH", "ttl": "60s"},
+                }
+            },
             timeout=10,
         )
         again = session.post(
@@ -456,8 +499,9 @@ def test_sandbox_credentials_gives_a_tenant_a_key_the_sandbox_trusts(fcm_sandbox
     credential = FirebaseCredential.objects.get(tenant=tenant)
     assert credential.token_uri == f"{fcm_sandbox.url}/token"
     assert credential.project_id == "sandbox-demo"
-    assert SandboxServiceAccount.objects.filter(client_email=credential.client_email,
-                                                key_id=credential.private_key_id).exists()
+    assert SandboxServiceAccount.objects.filter(
+        client_email=credential.client_email, key_id=credential.private_key_id
+    ).exists()
     assert "sandbox-demo" in capsys.readouterr().out
     name = client_for_tenant(tenant).send({"token": "demo-device", "data": {"title": "hi"}})
     assert name.startswith("projects/sandbox-demo/messages/")
@@ -473,7 +517,10 @@ def test_the_fcm_sandbox_command_serves_on_the_given_port(tmp_path):
     manage = Path(__file__).resolve().parents[2] / "manage.py"
     process = subprocess.Popen(
         [sys.executable, str(manage), "fcm_sandbox", "--port", str(port), "--quiet", "--latency-ms", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
     )
     try:
         assert f"FCM sandbox on http://127.0.0.1:{port}" in process.stdout.readline()

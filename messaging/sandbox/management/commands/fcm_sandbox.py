@@ -17,7 +17,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=9099, help="port to listen on (default 9099)")
         parser.add_argument("--latency-ms", type=int, default=0, help="added to every send")
         parser.add_argument(
-            "--failure-rate", type=float, default=0.0,
+            "--failure-rate",
+            type=float,
+            default=0.0,
             help="share of sends (0–1) answered 503 UNAVAILABLE or 500 INTERNAL at random",
         )
         parser.add_argument("--token-lifetime", type=int, default=3600, help="seconds an access token lives")
@@ -30,7 +32,7 @@ class Command(BaseCommand):
         state.configure(
             latency_ms=latency_ms, failure_rate=failure_rate, token_lifetime=token_lifetime, seed=seed
         )
-        server = SandboxServer(host=host, port=port, quiet=quiet)
+        server = SandboxServer(host=host, port=port, quiet=quiet, close_connections=False)
         try:
             server.bind()
         except OSError as exc:

@@ -17,12 +17,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("tenant", help="the tenant's tenant_id")
         parser.add_argument(
-            "--url", default=settings.FCM_SANDBOX_URL,
+            "--url",
+            default=settings.FCM_SANDBOX_URL,
             help=f"the sandbox's base URL (default FCM_SANDBOX_URL, {settings.FCM_SANDBOX_URL})",
         )
         parser.add_argument("--project", default="", help="Firebase project ID (default sandbox-<tenant>)")
         parser.add_argument(
-            "--write-json", metavar="PATH", default="",
+            "--write-json",
+            metavar="PATH",
+            default="",
             help="also save the service-account JSON there (for other clients such as firebase-admin)",
         )
 
