@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--devices", default="10000,100000", help="comma-separated audience sizes")
     parser.add_argument("--database-url", help="default: a fresh SQLite file in a temp dir")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added by the fake FCM")
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--yardstick-messages", type=int, default=20_000)
     parser.add_argument("--no-yardstick", action="store_true")
     args = parser.parse_args()

@@ -188,7 +188,9 @@ FCM_SANDBOX_URL = env.str("FCM_SANDBOX_URL", default="http://127.0.0.1:9099").rs
 # --- Delivery ------------------------------------------------------------------
 # Devices per fan-out chunk, and concurrent FCM requests per chunk.
 FANOUT_CHUNK_SIZE = env.int("FANOUT_CHUNK_SIZE", default=500)
-SEND_CONCURRENCY = env.int("SEND_CONCURRENCY", default=32)
+# FCM answers in 20–100 ms: 128 requests in flight keep one worker near its CPU limit
+# (at 50 ms, 32 in flight would cap it at 640/s; see bench/send_throughput.py).
+SEND_CONCURRENCY = env.int("SEND_CONCURRENCY", default=128)
 # A worker's claim on a chunk of deliveries; when a worker dies, its claim runs out and
 # another worker picks the deliveries up.
 DELIVERY_CLAIM_SECONDS = env.int("DELIVERY_CLAIM_SECONDS", default=300)

@@ -37,9 +37,7 @@ def _redis():
 
 def _tasks():
     if settings.TASK_BACKEND == "database":
-        from django_tasks_db.models import DBTaskResult
-
-        from django_tasks_db.models import get_date_max
+        from django_tasks_db.models import DBTaskResult, get_date_max
 
         ready = DBTaskResult.objects.ready()  # due now: enqueued, and run_after passed
         oldest = ready.order_by("enqueued_at").values_list("enqueued_at", "run_after").first()

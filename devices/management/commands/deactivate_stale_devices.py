@@ -7,7 +7,8 @@ from tenants.models import Tenant
 
 
 class Command(BaseCommand):
-    help = "Deactivate devices not seen for a while (default: DEVICE_STALE_AFTER_DAYS, 270, FCM's own expiry)."
+    help = ("Deactivate devices not seen for a while "
+            "(default: DEVICE_STALE_AFTER_DAYS, 270, FCM's own expiry).")
 
     def add_arguments(self, parser):
         parser.add_argument("--days", type=int, default=None)
