@@ -1,44 +1,207 @@
-from django.contrib import admin
+"""Devices, app users and events in the admin, scoped to the staff member's tenants.
 
-from devices.models import AppUser, Device, Event, TokenRotation
+All three are written by the app-facing API, never by hand: the pages are read-only.
+Editors may deactivate devices (one at a time or in bulk).
+"""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+from django.utils.timesince import timesince
+
+from devices.models import AppUser, Device, Event, hash_token
+from devices.services import deactivate_devices
+from tenants.scoping import Role, TenantScopedAdminMixin, tenant_ids
+
+HISTORY_ROWS = 50
 
 
-class TokenRotationInline(admin.TabularInline):
-    model = TokenRotation
-    extra = 0
-    fields = ["rotated_at", "old_token", "new_token"]
-    readonly_fields = fields
-    can_delete = False
+def staff_reason(request) -> str:
+    return f"staff: {request.user.get_username()}"[:64]
 
-    def has_add_permission(self, request, obj=None):
+
+class DeviceStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("targetable", "Active"), ("no_permission", "Active, no push permission"),
+                ("deactivated", "Deactivated")]
+
+    def queryset(self, request, queryset):
+        match self.value():
+            case "targetable":
+                return queryset.targetable()
+            case "no_permission":
+                return queryset.filter(is_active=True, push_permission=False)
+            case "deactivated":
+                return queryset.filter(is_active=False)
+        return queryset
+
+
+class ReadOnlyScopedAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+    """Rows the API writes: staff look at them (and act through actions), never edit them."""
+
+    add_role = change_role = delete_role = None
+
+    def has_add_permission(self, request, *args):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "tenant", "user", "platform", "push_permission", "is_active",
-                    "last_seen_at", "deactivation_reason"]
-    list_filter = ["tenant", "platform", "is_active", "push_permission"]
+class DeviceAdmin(ReadOnlyScopedAdmin):
+    list_display = ["device_column", "tenant", "user", "platform", "state_column", "last_seen"]
+    list_display_links = ["device_column"]
+    list_filter = ["tenant", "platform", DeviceStateFilter, "deactivation_reason"]
     search_fields = ["token", "user__app_user_id"]
+    search_help_text = "A token (or part of one) or an app user id."
     list_select_related = ["tenant", "user"]
-    readonly_fields = ["tenant", "user", "token", "token_kind", "created_at", "last_seen_at",
-                       "token_updated_at", "deactivated_at", "deactivation_reason", "last_session_id"]
-    inlines = [TokenRotationInline]
+    list_per_page = 50
+    actions = ["deactivate_selected"]
+    fieldsets = [
+        (None, {"fields": ["tenant", "user", "platform", "token", "token_kind"]}),
+        ("State", {"fields": ["is_active", "push_permission", "deactivated_at", "deactivation_reason"]}),
+        ("Times", {"fields": ["created_at", "last_seen_at", "token_updated_at", "last_session_id"],
+                   "classes": ["collapse"]}),
+    ]
+
+    @admin.display(description="device", ordering="pk")
+    def device_column(self, obj):
+        return format_html('<span class="hd-platform hd-platform-{}"></span><span class="hd-code">…{}</span>',
+                           obj.platform, obj.token[-12:])
+
+    @admin.display(description="last seen", ordering="last_seen_at")
+    def last_seen(self, obj):
+        return format_html('<span title="{}">{} ago</span>', obj.last_seen_at,
+                           timesince(obj.last_seen_at, depth=1))
+
+    @admin.display(description="state", ordering="is_active")
+    def state_column(self, obj):
+        if not obj.is_active:
+            return format_html('<span class="hd-chip hd-chip-bad" title="deactivated {}">{}</span>',
+                               obj.deactivated_at, obj.deactivation_reason or "deactivated")
+        if not obj.push_permission:
+            return mark_safe('<span class="hd-chip hd-chip-warn">no permission</span>')
+        return mark_safe('<span class="hd-chip hd-chip-ok">active</span>')
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if len(term) >= 20:
+            # A whole token finds its device through the unique index, however long it is.
+            results |= queryset.filter(token_hash=hash_token(term))
+        return results, may_have_duplicates
+
+    def has_deactivate_permission(self, request, obj=None):
+        return self.has_role(request, Role.EDITOR, obj)
+
+    # --- The device page -----------------------------------------------------------------
+
+    def get_urls(self):
+        return [
+            path("<path:object_id>/deactivate/", self.admin_site.admin_view(self.deactivate_view),
+                 name="devices_device_deactivate"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        device = self.get_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            "device": device,
+            "events": device.events.all()[:HISTORY_ROWS],
+            "event_count": device.events.count(),
+            "rotations": device.rotations.all()[:HISTORY_ROWS],
+            "can_deactivate": device.is_active and self.has_deactivate_permission(request, device),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def deactivate_view(self, request, object_id):
+        device = self.get_object(request, object_id)
+        if not self.has_deactivate_permission(request, device):
+            raise PermissionDenied
+        back = reverse("admin:devices_device_change", args=[device.pk])
+        if request.method == "POST":
+            if device.deactivate(reason=staff_reason(request)):
+                messages.success(request, "The device is deactivated: Herald no longer sends to it.")
+            return HttpResponseRedirect(back)
+        return TemplateResponse(request, "admin/herald/confirm.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Deactivate device",
+            "question": f"Deactivate {device}? Herald stops sending to it until the app registers its "
+                        "token again.",
+            "confirm_label": "Yes, deactivate it", "danger": True, "back": back,
+        })
+
+    @admin.action(description="Deactivate selected devices", permissions=["deactivate"])
+    def deactivate_selected(self, request, queryset):
+        queryset = queryset.filter(is_active=True)
+        editable = set(tenant_ids(request.user, Role.EDITOR))
+        allowed = [pk for pk, tenant in queryset.values_list("pk", "tenant_id") if tenant in editable]
+        if request.POST.get("confirmed") == "yes":
+            count = deactivate_devices(device_ids=allowed, reason=staff_reason(request))
+            self.message_user(request, f"Deactivated {count:,} device(s).", messages.SUCCESS)
+            return None
+        if not allowed:
+            self.message_user(request, "None of the selected devices is active.", messages.WARNING)
+            return None
+        return TemplateResponse(request, "admin/devices/device/deactivate_selected.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta,
+            "title": "Deactivate devices", "ids": allowed, "count": len(allowed),
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })
+
+
+class DeviceInline(admin.TabularInline):
+    model = Device
+    extra = 0
+    fields = ["device_link", "platform", "is_active", "push_permission", "deactivation_reason",
+              "last_seen_at"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return True  # the app user page itself is scoped
+
+    @admin.display(description="device")
+    def device_link(self, obj):
+        return format_html('<a href="{}">…{}</a>', reverse("admin:devices_device_change", args=[obj.pk]),
+                           obj.token[-16:])
 
 
 @admin.register(AppUser)
-class AppUserAdmin(admin.ModelAdmin):
-    list_display = ["app_user_id", "tenant", "is_anonymous", "language", "country", "timezone",
+class AppUserAdmin(ReadOnlyScopedAdmin):
+    list_display = ["app_user_id", "tenant", "device_count", "language", "country", "timezone",
                     "last_seen_at"]
     list_filter = ["tenant", "is_anonymous", "country"]
     search_fields = ["app_user_id"]
+    list_select_related = ["tenant"]
+    inlines = [DeviceInline]
+
+    @admin.display(description="devices")
+    def device_count(self, obj):
+        return obj.devices.count()
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
-    list_display = ["name", "tenant", "user", "occurred_at", "session_id", "fingerprint"]
+class EventAdmin(ReadOnlyScopedAdmin):
+    list_display = ["name", "tenant", "user", "occurred_at", "session_id"]
     list_filter = ["tenant", "name"]
-    search_fields = ["name", "user__app_user_id", "fingerprint"]
+    search_fields = ["name", "user__app_user_id"]
     list_select_related = ["tenant", "user"]
-    readonly_fields = ["tenant", "user", "device", "name", "occurred_at", "received_at",
-                       "session_id", "params", "fingerprint"]
+    date_hierarchy = "occurred_at"
+    fields = ["tenant", "user", "device", "name", "occurred_at", "received_at", "session_id", "params",
+              "fingerprint"]

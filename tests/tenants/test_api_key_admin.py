@@ -34,7 +34,9 @@ def test_creating_a_key_in_the_admin_shows_it_exactly_once(admin_client, tenant)
 def test_revoking_keys_from_the_admin_list(admin_client, tenant, app_key):
     key = ApiKey.objects.get()
 
-    admin_client.post("/admin/tenants/apikey/", {"action": "revoke_keys", "_selected_action": [key.pk]})
+    # The action asks first (see test_admin_keys.py); "confirmed" is its confirmation page's answer.
+    admin_client.post("/admin/tenants/apikey/", {"action": "revoke_keys", "_selected_action": [key.pk],
+                                                 "confirmed": "yes"})
 
     key.refresh_from_db()
     assert key.is_revoked

@@ -1,0 +1,317 @@
+"""Messages in the admin: the list, the composer, the message page and its live progress.
+
+The composer and the message page are custom admin views on MessageAdmin; what they
+do is in `messaging.services` (create, send, cancel) and `messaging.dashboard_services`
+(validate, test push). Tenant scoping and roles come from `tenants.scoping`.
+"""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import formats, timezone
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+from devices.models import Platform
+from messaging import dashboard_services, services
+from messaging.forms import ComposeForm
+from messaging.models import Audience, Delivery, Message
+from messaging.selectors import audience_size, error_breakdown
+from tenants.scoping import Role, TenantScopedAdminMixin, roles_of
+
+admin.site.site_header = "Herald"
+admin.site.site_title = "Herald"
+admin.site.index_title = "Dashboard"
+admin.site.site_url = None  # Herald has no public site to link to
+
+AUDIENCE_FIELDS = {"tenant", "audience", "platforms", "countries", "languages", "app_user_ids", "tokens",
+                   "topic", "condition"}
+FAILURES_PER_PAGE = 25
+
+
+def progress(message: Message) -> dict:
+    """A message's counts as the message page's progress bar shows them."""
+    targeted = message.targeted_count
+    done = message.sent_count + message.failed_count
+
+    def share(n):
+        return round(100 * n / targeted, 1) if targeted else 0
+
+    return {
+        "status": message.status, "status_label": message.get_status_display(), "final": message.is_final,
+        "targeted": targeted, "sent": message.sent_count, "failed": message.failed_count,
+        "pending": message.pending_count, "opened": message.opened_count,
+        "percent_done": 100 if message.is_final and not message.pending_count else share(done),
+        "percent_sent": share(message.sent_count), "percent_failed": share(message.failed_count),
+        "open_rate": round(100 * message.open_rate, 1) if message.open_rate is not None else None,
+    }
+
+
+def describe_audience(audience: str, params: dict) -> str:
+    """An audience in words: "Android and iOS devices in TR", "topic news"."""
+    params = params or {}
+    platforms = [str(Platform(p).label) for p in params.get("platforms", [])]
+    where = []
+    if params.get("countries"):
+        where.append("in " + ", ".join(params["countries"]))
+    if params.get("languages"):
+        where.append("speaking " + ", ".join(params["languages"]))
+    if audience == Audience.TOPIC:
+        return f"Subscribers of topic “{params.get('topic', '')}”"
+    if audience == Audience.CONDITION:
+        return f"FCM condition {params.get('condition', '')}"
+    if audience == Audience.USERS:
+        ids = params.get("app_user_ids", [])
+        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3:,} more" if len(ids) > 3 else "")
+        return f"{len(ids):,} app user{'s' if len(ids) != 1 else ''}: {shown}"
+    if audience == Audience.TOKENS:
+        n = len(params.get("tokens", []))
+        return f"{n:,} device token{'s' if n != 1 else ''}"
+    base = " and ".join(platforms) + " devices" if platforms else "All devices"
+    return " ".join([base, *where])
+
+
+def status_chip(message: Message):
+    return format_html('<span class="hd-chip hd-status-{}">{}</span>', message.status,
+                       message.get_status_display())
+
+
+@admin.register(Message)
+class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+    list_display = ["title_column", "tenant", "status_column", "progress_column"]
+    list_display_links = ["title_column"]
+    list_filter = ["status", "source", "tenant"]
+    search_fields = ["title", "body"]
+    list_select_related = ["tenant"]
+    list_per_page = 50
+    add_role = change_role = Role.EDITOR
+
+    # --- The list ---------------------------------------------------------------------
+
+    @admin.display(description="message", ordering="created_at")
+    def title_column(self, obj):
+        if obj.status == Message.Status.SCHEDULED and obj.schedule_at:
+            when = "scheduled for " + formats.date_format(timezone.localtime(obj.schedule_at), "j M, H:i")
+        else:
+            when = formats.date_format(timezone.localtime(obj.created_at), "j M, H:i")
+        body = obj.body[:90] + ("…" if len(obj.body) > 90 else "")
+        return format_html('<span class="hd-title">{}</span>'
+                           '<span class="hd-sub"><span class="hd-num">{}</span> · {}</span>',
+                           obj.title, when, body)
+
+    @admin.display(description="status", ordering="status")
+    def status_column(self, obj):
+        return status_chip(obj)
+
+    @admin.display(description="delivered · opened")
+    def progress_column(self, obj):
+        p = progress(obj)
+        if not obj.targeted_count:
+            return mark_safe('<span class="hd-muted">—</span>')
+        opened = ""
+        if p["open_rate"] is not None:
+            opened = format_html('<span class="hd-sub">{} % opened</span>',
+                                 formats.number_format(p["open_rate"], 0))
+        return format_html(
+            '<span class="hd-mini-bar" title="{} sent, {} failed, {} pending">'
+            '<span class="hd-bar-sent" style="width:{}%"></span>'
+            '<span class="hd-bar-failed" style="width:{}%"></span></span>'
+            '<span class="hd-num">{} / {}</span>{}',
+            p["sent"], p["failed"], p["pending"], p["percent_sent"], p["percent_failed"],
+            formats.number_format(p["sent"], force_grouping=True),
+            formats.number_format(p["targeted"], force_grouping=True), opened)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_compose": self.has_role(request, Role.EDITOR)}
+        return super().changelist_view(request, extra_context)
+
+    # --- URLs -------------------------------------------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("compose/", view(self.compose_view), name="messaging_message_compose"),
+            path("compose/audience/", view(self.audience_view), name="messaging_message_audience"),
+            path("<path:object_id>/progress/", view(self.progress_view), name="messaging_message_progress"),
+            path("<path:object_id>/cancel/", view(self.cancel_view), name="messaging_message_cancel"),
+            path("<path:object_id>/send/", view(self.send_view), name="messaging_message_send"),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        # Messages are composed, not added as rows.
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        return HttpResponseRedirect(reverse("admin:messaging_message_compose"))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return self.message_view(request, object_id)
+
+    def _message(self, request, object_id, role=Role.VIEWER) -> Message:
+        message = self.get_object(request, object_id)  # 404 outside the user's tenants
+        if not self.has_role(request, role, message):
+            raise PermissionDenied
+        return message
+
+    def _page(self, request, template, title, **context):
+        return TemplateResponse(request, template, {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": title, **context})
+
+    # --- The message page ----------------------------------------------------------------
+
+    def message_view(self, request, object_id):
+        message = self._message(request, object_id)
+        failures = (message.deliveries.filter(status=Delivery.Status.FAILED)
+                    .select_related("device", "device__user").order_by("error_code", "pk"))
+        failure_code = request.GET.get("code", "")
+        if failure_code:
+            failures = failures.filter(error_code=failure_code)
+        page = Paginator(failures, FAILURES_PER_PAGE).get_page(request.GET.get("page"))
+        breakdown = [(code, n, dashboard_services.explain_fcm_error(code))
+                     for code, n in error_breakdown(message).items()]
+        can_edit = self.has_role(request, Role.EDITOR, message)
+        waiting = message.status in (Message.Status.SCHEDULED, Message.Status.DRAFT) or (
+            message.status == Message.Status.CANCELLED and message.started_at is None)
+        audience_now = audience_size(tenant=message.tenant, audience=message.audience,
+                                     params=message.audience_params) if waiting else None
+        return self._page(
+            request, "admin/messaging/message/detail.html", message.title, message=message, original=message,
+            progress=progress(message), breakdown=breakdown, waiting=waiting, audience_now=audience_now,
+            failures=page, failure_code=failure_code,
+            audience_text=describe_audience(message.audience, message.audience_params),
+            can_cancel=can_edit and message.status in Message.CANCELLABLE,
+            can_send=can_edit and message.status == Message.Status.DRAFT,
+            can_compose=can_edit, multi_tenant=len(roles_of(request.user)) > 1,
+            options=message.options or {}, data_pairs=sorted((message.data or {}).items()),
+        )
+
+    def progress_view(self, request, object_id):
+        return JsonResponse(progress(self._message(request, object_id)))
+
+    def _confirm_or_act(self, request, message, *, act, verb, question, done):
+        """GET asks `question`; POST does `act` (a service) and goes back to the message page."""
+        if request.method != "POST":
+            return self._page(request, "admin/messaging/message/confirm.html", f"{verb} “{message.title}”",
+                              message=message, question=question, verb=verb)
+        try:
+            act(message=message)
+        except services.MessagingError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, done)
+        return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[message.pk]))
+
+    def cancel_view(self, request, object_id):
+        message = self._message(request, object_id, Role.EDITOR)
+        if message.status == Message.Status.SENDING:
+            question = ("Cancel this message? Devices that have it already keep it "
+                        f"({message.sent_count:,} so far); nobody else will get it.")
+        else:
+            question = "Cancel this message? It has not gone out, and nobody will get it."
+        return self._confirm_or_act(request, message, act=services.cancel_message, verb="Cancel",
+                                    question=question, done=f"Cancelled “{message.title}”.")
+
+    def send_view(self, request, object_id):
+        message = self._message(request, object_id, Role.EDITOR)
+        size = audience_size(tenant=message.tenant, audience=message.audience, params=message.audience_params)
+        return self._confirm_or_act(request, message, act=services.send_message, verb="Send",
+                                    question=f"Send this draft {audience_phrase(size)} now?",
+                                    done=f"“{message.title}” is on its way.")
+
+    # --- The composer --------------------------------------------------------------------
+
+    def compose_view(self, request):
+        if not self.has_role(request, Role.EDITOR):
+            raise PermissionDenied
+        if request.method != "POST":
+            initial = {}
+            if source := request.GET.get("from"):
+                initial = ComposeForm.initial_from(self._message(request, source))
+            return self._compose_page(request, ComposeForm(user=request.user, initial=initial))
+
+        form = ComposeForm(request.POST, user=request.user)
+        action = request.POST.get("_action", "send")
+        as_json = request.POST.get("_format") == "json"
+        if not form.is_valid():
+            if as_json:
+                return JsonResponse({"ok": False, "summary": "Correct the marked fields first.",
+                                     "errors": {name: [str(e) for e in errors]
+                                                for name, errors in form.errors.items()}})
+            return self._compose_page(request, form)
+
+        tenant, spec = form.cleaned_data["tenant"], form.to_spec()
+        if action in ("validate", "test"):
+            if action == "validate":
+                check = dashboard_services.validate_message(tenant=tenant, spec=spec)
+            elif not form.cleaned_data["test_to"].strip():
+                check = dashboard_services.FcmCheck(ok=False,
+                                                    summary="Enter an app user id or token to test.")
+            else:
+                check = dashboard_services.send_test_push(tenant=tenant, spec=spec,
+                                                          to=form.cleaned_data["test_to"])
+            if as_json:
+                return JsonResponse(check.as_json())
+            return self._compose_page(request, form, check=check, check_action=action)
+
+        size = audience_size(tenant=tenant, audience=spec.audience, params=spec.audience_params)
+        blocked = size == 0 and spec.schedule_at is None
+        if action == "confirm" and not blocked:
+            message, _ = services.create_message(tenant=tenant, spec=spec, source=Message.Source.ADMIN,
+                                                 created_by=request.user)
+            verb = "scheduled" if message.status == Message.Status.SCHEDULED else "is on its way"
+            messages.success(request, f"“{message.title}” {verb}.")
+            return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[message.pk]))
+        question = confirmation(spec, size, tz_name=form.cleaned_data["schedule_tz"])
+        if as_json:
+            return JsonResponse({"ok": True, "size": size, "confirm": question, "blocked": blocked})
+        return self._compose_page(request, form, confirm=question, blocked=blocked)
+
+    def _compose_page(self, request, form, **context):
+        tenants = form.fields["tenant"].queryset
+        return self._page(
+            request, "admin/messaging/message/compose.html", "Compose a push", form=form,
+            tenant_names={str(t.pk): t.name for t in tenants}, single_tenant=tenants.count() == 1,
+            **context)
+
+    def audience_view(self, request):
+        """The size of the audience the composer describes, as JSON: {"size": n, "text": "…"}."""
+        if not self.has_role(request, Role.EDITOR):
+            raise PermissionDenied
+        form = ComposeForm(request.POST if request.method == "POST" else request.GET, user=request.user)
+        form.is_valid()
+        for name, errors in form.errors.items():
+            if name in AUDIENCE_FIELDS:
+                return JsonResponse({"size": None, "ok": False, "text": str(errors[0])})
+        c = form.cleaned_data
+        size = audience_size(tenant=c["tenant"], audience=c["audience"], params=form.audience_params())
+        if size is None:
+            text = "FCM delivers to the topic's subscribers; Herald cannot count them"
+        elif size == 0:
+            text = "No device matches this audience"
+        else:
+            text = f"{size:,} device{'s' if size != 1 else ''} will get it"
+        return JsonResponse({"size": size, "ok": True, "text": text})
+
+
+def audience_phrase(size: int | None) -> str:
+    """"to 1,234 devices", "to every subscriber of the topic" ."""
+    if size is None:
+        return "to every device subscribed to the topic (FCM knows how many; Herald does not)"
+    return f"to {size:,} device{'s' if size != 1 else ''}"
+
+
+def confirmation(spec: services.MessageInput, size: int | None, *, tz_name: str) -> str:
+    """The question the composer asks before it sends or schedules."""
+    if spec.schedule_at is None:
+        if size == 0:
+            return "No device matches this audience right now, so nothing would be sent."
+        return f"Send “{spec.title}” {audience_phrase(size)} now?"
+    local = timezone.localtime(spec.schedule_at, spec.schedule_at.tzinfo)
+    when = formats.date_format(local, "D j M Y, H:i") + f" ({tz_name})"
+    if size is None:
+        return f"Schedule “{spec.title}” for {when}, {audience_phrase(size)}?"
+    return (f"Schedule “{spec.title}” for {when}? It would reach {size:,} device{'s' if size != 1 else ''} "
+            "if sent now; Herald counts the audience again when it goes out.")

@@ -1,0 +1,280 @@
+"""The composer's form: what staff type, turned into a `services.MessageInput`.
+
+The rules match the API's (`messaging.serializers`): the same limits, reserved data
+keys, country and language codes, and FCM's payload size.
+"""
+
+import json
+import re
+import zoneinfo
+from datetime import datetime, timedelta
+
+from django import forms
+from django.utils import timezone
+
+from devices.codes import COUNTRIES, LANGUAGES
+from devices.models import MAX_TOKEN_LENGTH, Platform
+from messaging.models import MAX_TTL, Audience, Message
+from messaging.serializers import FCM_PAYLOAD_LIMIT, RESERVED_DATA_KEYS
+from messaging.services import MessageInput
+from tenants.scoping import Role, tenants_for
+
+TTL_UNITS = [("60", "minutes"), ("3600", "hours"), ("86400", "days"), ("604800", "weeks")]
+# Keys a data-only push fills in from the form's own fields (see fcm.build_message).
+DATA_ONLY_KEYS = {"title", "body", "image", "channel_id", "sound", "badge", "click_link"}
+LABEL_RE = r"^[a-zA-Z0-9\-_.~%]{1,50}$"
+TOPIC_RE = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,900}$")
+MAX_DATA_PAIRS = 50
+
+
+def _time_zones() -> list[tuple[str, str]]:
+    zones = sorted(z for z in zoneinfo.available_timezones() if "/" in z or z == "UTC")
+    return [(z, z.replace("_", " ")) for z in zones]
+
+
+def split_list(text: str) -> list[str]:
+    """Values typed one a line or separated by commas, stripped, blanks and repeats dropped."""
+    seen = {}
+    for value in re.split(r"[\n,]", text or ""):
+        if value.strip():
+            seen.setdefault(value.strip(), None)
+    return list(seen)
+
+
+class ComposeForm(forms.Form):
+    tenant = forms.ModelChoiceField(queryset=None, empty_label=None)
+    title = forms.CharField(max_length=200, widget=forms.TextInput(attrs={
+        "placeholder": "Your order is on its way", "autocomplete": "off"}))
+    body = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={
+        "rows": 3, "placeholder": "Arriving today between 2 and 4 pm."}))
+    image_url = forms.URLField(label="Image URL", required=False, max_length=1000, assume_scheme="https",
+                               widget=forms.URLInput(attrs={"placeholder": "https://…/picture.jpg"}))
+    click_link = forms.URLField(label="Link opened on click", required=False, max_length=1000,
+                                assume_scheme="https",
+                                widget=forms.URLInput(attrs={"placeholder": "https://… or myapp://…"}))
+
+    data_only = forms.TypedChoiceField(
+        label="Kind", coerce=lambda v: v == "1", initial="1", widget=forms.RadioSelect,
+        choices=[("1", "Data-only: the app draws the notification"),
+                 ("0", "Notification: the phone or browser draws it")])
+    priority = forms.TypedChoiceField(
+        coerce=int, initial=5,
+        choices=[(i, f"{i} · {'high, delivered at once' if i >= 7 else 'normal, may wait for the device'}")
+                 for i in range(10, 0, -1)])
+    android_channel = forms.CharField(label="Android channel", max_length=100, required=False)
+    sound = forms.CharField(max_length=100, required=False, widget=forms.TextInput(
+        attrs={"placeholder": "default"}))
+    badge = forms.IntegerField(min_value=0, max_value=99999, required=False,
+                               help_text="The number on the app icon (iOS).")
+    collapse_key = forms.CharField(max_length=100, required=False,
+                                   help_text="A newer push with the same key replaces an undelivered one.")
+    analytics_label = forms.RegexField(LABEL_RE, max_length=50, required=False, error_messages={
+        "invalid": "Letters, digits and - _ . ~ % only, up to 50."})
+
+    audience = forms.ChoiceField(initial=Audience.ALL, widget=forms.RadioSelect, choices=[
+        (Audience.ALL, "Everyone"),
+        (Audience.FILTER, "Platform, country, language"),
+        (Audience.USERS, "App users"),
+        (Audience.TOKENS, "Device tokens"),
+        (Audience.TOPIC, "FCM topic"),
+        (Audience.CONDITION, "FCM condition"),
+    ])
+    platforms = forms.MultipleChoiceField(choices=Platform.choices, required=False,
+                                          widget=forms.CheckboxSelectMultiple)
+    countries = forms.CharField(required=False, help_text="ISO codes, comma-separated: TR, DE",
+                                widget=forms.TextInput(attrs={"placeholder": "TR, DE"}))
+    languages = forms.CharField(required=False, help_text="ISO codes, comma-separated: tr, en",
+                                widget=forms.TextInput(attrs={"placeholder": "tr, en"}))
+    app_user_ids = forms.CharField(label="App user ids", required=False, help_text="One a line.",
+                                   widget=forms.Textarea(attrs={"rows": 3}))
+    tokens = forms.CharField(required=False, help_text="FCM registration tokens, one a line.",
+                             widget=forms.Textarea(attrs={"rows": 3}))
+    topic = forms.CharField(required=False, max_length=900,
+                            widget=forms.TextInput(attrs={"placeholder": "news"}))
+    condition = forms.CharField(required=False, max_length=1000, widget=forms.TextInput(
+        attrs={"placeholder": "'news' in topics && 'tr' in topics"}))
+
+    when = forms.ChoiceField(initial="now", widget=forms.RadioSelect,
+                             choices=[("now", "Send now"), ("later", "Schedule")])
+    schedule_at = forms.CharField(label="Date and time", required=False,
+                                  widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    schedule_tz = forms.ChoiceField(label="Time zone", initial="UTC", choices=_time_zones)
+    ttl_value = forms.IntegerField(label="Expires after", min_value=0, initial=4)
+    ttl_unit = forms.ChoiceField(choices=TTL_UNITS, initial="604800")
+
+    test_to = forms.CharField(label="Test device", required=False, max_length=MAX_TOKEN_LENGTH,
+                              widget=forms.TextInput(attrs={"placeholder": "app user id or FCM token"}))
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.fields["tenant"].queryset = tenants_for(user, Role.EDITOR)
+        if self.fields["tenant"].queryset.count() == 1:
+            self.fields["tenant"].widget = forms.HiddenInput()
+            self.fields["tenant"].initial = self.fields["tenant"].queryset.get().pk
+        self.data_pairs: list[tuple[str, str]] = self._read_pairs()
+        self.data_errors: list[str] = []
+
+    def _read_pairs(self) -> list[tuple[str, str]]:
+        if not self.is_bound:
+            return list((self.initial.get("data") or {}).items())
+        keys, values = self.data.getlist("data_key"), self.data.getlist("data_value")
+        return [(k, v) for k, v in zip(keys, values, strict=False) if k.strip() or v.strip()]
+
+    # --- Field rules ------------------------------------------------------------------
+
+    def clean_countries(self):
+        codes = [c.upper() for c in split_list(self.cleaned_data["countries"])]
+        if bad := [c for c in codes if c not in COUNTRIES]:
+            raise forms.ValidationError(f"Not ISO 3166-1 country codes: {', '.join(bad)}.")
+        return codes
+
+    def clean_languages(self):
+        codes = [c.lower() for c in split_list(self.cleaned_data["languages"])]
+        if bad := [c for c in codes if c not in LANGUAGES]:
+            raise forms.ValidationError(f"Not ISO 639-1 language codes: {', '.join(bad)}.")
+        return codes
+
+    def clean_app_user_ids(self):
+        ids = split_list(self.cleaned_data["app_user_ids"])
+        if len(ids) > 10000:
+            raise forms.ValidationError("At most 10,000 app users at a time.")
+        return ids
+
+    def clean_tokens(self):
+        tokens = [t for t in re.split(r"\s+", self.cleaned_data["tokens"]) if t]
+        if len(tokens) > 1000:
+            raise forms.ValidationError("At most 1,000 tokens at a time.")
+        return list(dict.fromkeys(tokens))
+
+    def clean_topic(self):
+        topic = self.cleaned_data["topic"].strip().removeprefix("/topics/")
+        if topic and not TOPIC_RE.match(topic):
+            raise forms.ValidationError("A topic name has letters, digits and - _ . ~ % only.")
+        return topic
+
+    def clean(self):
+        cleaned = super().clean()
+        self._clean_data_pairs(cleaned)
+        audience = cleaned.get("audience")
+        needs = {Audience.USERS: "app_user_ids", Audience.TOKENS: "tokens", Audience.TOPIC: "topic",
+                 Audience.CONDITION: "condition"}.get(audience)
+        if needs and not cleaned.get(needs) and needs not in self.errors:
+            self.add_error(needs, "Required for this audience.")
+        if audience == Audience.FILTER and not any(cleaned.get(f) for f in ("platforms", "countries",
+                                                                              "languages")):
+            self.add_error("platforms", "Choose at least one platform, country or language.")
+
+        if "ttl_value" in cleaned and "ttl_unit" in cleaned:
+            ttl = cleaned["ttl_value"] * int(cleaned["ttl_unit"])
+            if ttl > MAX_TTL.total_seconds():
+                self.add_error("ttl_value", "FCM keeps a push at most 4 weeks.")
+            cleaned["ttl_seconds"] = ttl
+
+        cleaned["schedule"] = None
+        if cleaned.get("when") == "later" and cleaned.get("schedule_tz"):
+            self._clean_schedule(cleaned)
+
+        if "title" in cleaned and "body" in cleaned:
+            size = len(json.dumps({"title": cleaned["title"], "body": cleaned["body"],
+                                   **cleaned.get("data", {})}, ensure_ascii=False).encode())
+            if size > FCM_PAYLOAD_LIMIT - 100:
+                self.add_error("body", f"Title, body and data come to {size:,} bytes; "
+                                       "FCM allows about 4,000.")
+        return cleaned
+
+    def _clean_data_pairs(self, cleaned):
+        data = {}
+        for key, value in self.data_pairs:
+            key = key.strip()
+            if not key:
+                self.data_errors.append(f"The value {value[:40]!r} has no key.")
+            elif key in RESERVED_DATA_KEYS or key.startswith(("google.", "gcm.")):
+                self.data_errors.append(f"{key!r} is reserved by FCM or Herald; choose another key.")
+            elif cleaned.get("data_only", True) and key in DATA_ONLY_KEYS:
+                self.data_errors.append(
+                    f"{key!r} is filled in from the form in a data-only push; choose another key.")
+            elif key in data:
+                self.data_errors.append(f"{key!r} appears twice.")
+            data[key] = value
+        if len(self.data_pairs) > MAX_DATA_PAIRS:
+            self.data_errors.append(f"At most {MAX_DATA_PAIRS} data pairs.")
+        if self.data_errors:
+            self.add_error(None, "Data: " + " ".join(self.data_errors))
+        cleaned["data"] = data
+
+    def _clean_schedule(self, cleaned):
+        raw = (cleaned.get("schedule_at") or "").strip()
+        if not raw:
+            self.add_error("schedule_at", "Choose when to send it.")
+            return
+        try:
+            naive = datetime.fromisoformat(raw)
+        except ValueError:
+            self.add_error("schedule_at", "Enter a date and time like 2026-11-24 09:30.")
+            return
+        when = naive.replace(tzinfo=zoneinfo.ZoneInfo(cleaned["schedule_tz"]))
+        if when <= timezone.now() + timedelta(seconds=30):
+            self.add_error("schedule_at", "That time has passed; choose one in the future or send now.")
+            return
+        if when > timezone.now() + timedelta(days=366):
+            self.add_error("schedule_at", "Schedule at most a year ahead.")
+            return
+        cleaned["schedule"] = when
+
+    # --- Results ------------------------------------------------------------------------
+
+    def audience_params(self) -> dict:
+        """The audience parameters as `messaging.selectors` and `Message.audience_params` take them."""
+        c = self.cleaned_data
+        kind = c["audience"]
+        if kind == Audience.FILTER:
+            params = {"platforms": c.get("platforms"), "countries": c.get("countries"),
+                      "languages": c.get("languages")}
+        elif kind == Audience.USERS:
+            params = {"app_user_ids": c.get("app_user_ids")}
+        elif kind == Audience.TOKENS:
+            params = {"tokens": c.get("tokens")}
+        elif kind == Audience.TOPIC:
+            params = {"topic": c.get("topic")}
+        elif kind == Audience.CONDITION:
+            params = {"condition": c.get("condition")}
+        else:
+            params = {}
+        return {k: v for k, v in params.items() if v}
+
+    def to_spec(self) -> MessageInput:
+        c = self.cleaned_data
+        options = {"android_channel": c.get("android_channel"), "sound": c.get("sound"),
+                   "badge": c.get("badge"), "collapse_key": c.get("collapse_key"),
+                   "analytics_label": c.get("analytics_label")}
+        return MessageInput(
+            title=c["title"], body=c["body"], image_url=c.get("image_url", ""),
+            click_link=c.get("click_link", ""), data=c.get("data", {}), priority=c["priority"],
+            data_only=c["data_only"], options={k: v for k, v in options.items() if v not in ("", None)},
+            audience=c["audience"], audience_params=self.audience_params(),
+            schedule_at=c.get("schedule"), ttl_seconds=c.get("ttl_seconds"),
+        )
+
+    @classmethod
+    def initial_from(cls, message: Message) -> dict:
+        """Initial values that compose a copy of `message`."""
+        p, o = message.audience_params or {}, message.options or {}
+        ttl, unit = message.ttl_seconds, "60"
+        for value, _ in reversed(TTL_UNITS):
+            if ttl and ttl % int(value) == 0:
+                unit = value
+                break
+        return {
+            "tenant": message.tenant_id, "title": message.title, "body": message.body,
+            "image_url": message.image_url, "click_link": message.click_link, "data": message.data or {},
+            "data_only": "1" if message.data_only else "0", "priority": message.priority,
+            "android_channel": o.get("android_channel", ""), "sound": o.get("sound", ""),
+            "badge": o.get("badge"), "collapse_key": o.get("collapse_key", ""),
+            "analytics_label": o.get("analytics_label", ""), "audience": message.audience,
+            "platforms": p.get("platforms", []), "countries": ", ".join(p.get("countries", [])),
+            "languages": ", ".join(p.get("languages", [])),
+            "app_user_ids": "\n".join(p.get("app_user_ids", [])), "tokens": "\n".join(p.get("tokens", [])),
+            "topic": p.get("topic", ""), "condition": p.get("condition", ""),
+            "ttl_value": ttl // int(unit), "ttl_unit": unit,
+        }
