@@ -1,4 +1,4 @@
-"""Run Herald with a demo tenant: web server, background worker, herald_beat and the FCM sandbox."""
+"""Run Herald with a demo tenant: web server, worker, herald_beat, the FCM sandbox and virtual devices."""
 
 import os
 import signal
@@ -27,8 +27,10 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--sandbox-port", type=int, default=9099)
         parser.add_argument("--setup-only", action="store_true", help="set up, print, and exit")
+        parser.add_argument("--devices", type=int, default=40,
+                            help="virtual apps the device simulator runs (0: none)")
 
-    def handle(self, *args, port, host, sandbox_port, setup_only, **options):
+    def handle(self, *args, port, host, sandbox_port, setup_only, devices, **options):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         sandbox_url = f"http://{host}:{sandbox_port}"
@@ -37,7 +39,8 @@ class Command(BaseCommand):
         self.print_welcome(base=base, app_key=app_key, server_key=server_key, password=password,
                            sandbox_url=sandbox_url)
         if not setup_only:
-            self.run_processes(host=host, port=port, sandbox_port=sandbox_port, sandbox_url=sandbox_url)
+            self.run_processes(host=host, port=port, sandbox_port=sandbox_port, sandbox_url=sandbox_url,
+                               app_key=app_key, server_key=server_key, devices=devices)
 
     @transaction.atomic
     def set_up(self, *, sandbox_url: str) -> tuple[str, str, str]:
@@ -93,7 +96,7 @@ class Command(BaseCommand):
     "old_token": "demo-token-1", "new_token": "demo-token-2", "platform": "android"}}'
 """)
 
-    def run_processes(self, *, host, port, sandbox_port, sandbox_url):
+    def run_processes(self, *, host, port, sandbox_port, sandbox_url, app_key, server_key, devices):
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands = {
             "sandbox": [*manage, "fcm_sandbox", "--host", host, "--port", str(sandbox_port), "--quiet"],
@@ -103,8 +106,22 @@ class Command(BaseCommand):
                        "default"],
             "beat": [*manage, "herald_beat"],
         }
-        # Every process sends to the sandbox, not to Google.
-        env = {**os.environ, "FCM_API_URL": sandbox_url, "FCM_SANDBOX_URL": sandbox_url}
+        if devices:
+            # Virtual apps over HTTP, and a virtual back end pushing to them, so the dashboard
+            # shows devices, rotations, deliveries and opens within a minute. They stop by
+            # themselves after an hour; the demo carries on without them.
+            local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            commands["devices"] = [
+                *manage, "simulate_devices", "--tenant", DEMO_TENANT, "--devices", str(devices),
+                "--base-url", f"http://{local}:{port}", "--sandbox-url", f"http://{local}:{sandbox_port}",
+                "--app-key", app_key, "--server-key", server_key, "--duration", "3600",
+                "--ramp-up", "10", "--push-every", "5", "--campaign-every", "60", "--wait", "60",
+            ]
+        optional = {"devices"}  # may finish on its own without stopping the demo
+        # Every process sends to the sandbox, not to Google; the virtual devices all come
+        # from this machine's address, so its per-IP limit is raised for the demo.
+        env = {"RATE_LIMIT_PER_IP": "100000/min", **os.environ, "FCM_API_URL": sandbox_url,
+               "FCM_SANDBOX_URL": sandbox_url}
         children = {name: subprocess.Popen(cmd, env=env) for name, cmd in commands.items()}
         self.stdout.write(f"Running {', '.join(children)}. Press Ctrl-C to stop.\n")
 
@@ -121,9 +138,10 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         try:
-            while all(child.poll() is None for child in children.values()):
+            while all(child.poll() is None for name, child in children.items() if name not in optional):
                 time.sleep(0.5)
-            dead = [name for name, child in children.items() if child.poll() is not None]
+            dead = [name for name, child in children.items()
+                    if name not in optional and child.poll() is not None]
             self.stderr.write(f"{', '.join(dead)} stopped; shutting the demo down.")
         except KeyboardInterrupt:
             pass
