@@ -14,6 +14,17 @@ from tenants.auth import BodyKeyAuthentication
 from tenants.schema import ERROR_RESPONSES
 
 
+# App endpoints are called from browsers too (web push). Their credentials travel in the
+# body, never in cookies, so any origin may call them: CORS with "*" exposes nothing.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Expose-Headers": "Retry-After",
+    "Access-Control-Max-Age": "86400",
+}
+
+
 class AppEndpoint(APIView):
     """An endpoint apps call with tenant_id + api_key in the body."""
 
@@ -21,12 +32,24 @@ class AppEndpoint(APIView):
 
     def initial(self, request, *args, **kwargs):
         # The credentials are in the body, so a wrong method must be refused before they
-        # are looked for: a GET deserves 405, not 401.
+        # are looked for: a GET deserves 405, not 401; a CORS preflight has no body at all.
         if request.method.lower() not in self.http_method_names or not hasattr(
             self, request.method.lower()
         ):
             self.http_method_not_allowed(request)
+        if request.method == "OPTIONS":
+            return
         super().initial(request, *args, **kwargs)
+
+    @extend_schema(exclude=True)
+    def options(self, request, *args, **kwargs):
+        return Response(status=204)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for header, value in CORS_HEADERS.items():
+            response[header] = value
+        return response
 
 
 class EventsView(AppEndpoint):
