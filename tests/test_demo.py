@@ -4,6 +4,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -55,7 +56,8 @@ def demo(tmp_path):
         wait_until(lambda: requests.get(f"{base}/api/schema/", timeout=2).ok, 60, "the web server")
         wait_until(lambda: requests.get(f"http://127.0.0.1:{sandbox_port}/status", timeout=2).ok, 60,
                    "the sandbox")
-        yield {"base": base, "sandbox": f"http://127.0.0.1:{sandbox_port}", **keys, "process": process}
+        yield {"base": base, "sandbox": f"http://127.0.0.1:{sandbox_port}", **keys, "process": process,
+               "database": tmp_path / "demo.sqlite3"}
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -99,3 +101,17 @@ def test_the_demo_registers_a_device_delivers_a_push_and_rotates_the_token(demo)
         "new_token": "demo-token-2", "platform": "android"})
     assert rotated.json() == {"success": True}
     assert requests.get(f"{base}/admin/login/", timeout=5).status_code == 200
+
+
+def test_the_demos_virtual_devices_fill_the_dashboard_within_a_minute(demo):
+    def count(sql):
+        with sqlite3.connect(demo["database"], timeout=10) as db:
+            return db.execute(sql).fetchone()[0]
+
+    def alive():
+        return (count("SELECT COUNT(*) FROM devices_device") >= 20
+                and count("SELECT COUNT(*) FROM devices_tokenrotation") >= 1
+                and count("SELECT COUNT(*) FROM messaging_delivery WHERE status = 'sent'") >= 1
+                and count("SELECT COALESCE(SUM(opened_count), 0) FROM messaging_message") >= 1)
+
+    wait_until(alive, 60, "devices, rotations, deliveries and opens from the simulator")
