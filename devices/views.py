@@ -13,7 +13,6 @@ from tenants.api import ApiError
 from tenants.auth import BodyKeyAuthentication
 from tenants.schema import ERROR_RESPONSES
 
-
 # App endpoints are called from browsers too (web push). Their credentials travel in the
 # body, never in cookies, so any origin may call them: CORS with "*" exposes nothing.
 CORS_HEADERS = {

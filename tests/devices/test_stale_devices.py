@@ -46,3 +46,13 @@ def test_the_period_is_configurable(device_seen):
 def test_an_unknown_tenant_is_an_error(db):
     with pytest.raises(CommandError, match="No tenant"):
         call_command("deactivate_stale_devices", "--tenant", "ghost")
+
+
+def test_herald_beat_queues_token_hygiene(device_seen, settings):
+    settings.TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+    old = device_seen("old", 300)
+
+    call_command("herald_beat", "--once")
+
+    old.refresh_from_db()
+    assert (old.is_active, old.deactivation_reason) == (False, "STALE")

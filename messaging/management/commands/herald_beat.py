@@ -4,12 +4,11 @@ import logging
 import time
 from datetime import timedelta
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from django.utils import timezone
 
-from devices.services import deactivate_stale_devices
+from devices.tasks import deactivate_stale_devices_task
 from messaging.services import recover_stalled
 
 log = logging.getLogger("herald.beat")
@@ -18,7 +17,8 @@ log = logging.getLogger("herald.beat")
 class Command(BaseCommand):
     help = (
         "Run Herald's periodic work: start scheduled messages that are due, resume deliveries "
-        "whose worker died, close finished messages, and once a day deactivate stale devices. "
+        "whose worker died, close finished messages, and once a day queue the deactivation of "
+        "stale devices. "
         "Run one beside the workers."
     )
 
@@ -34,9 +34,7 @@ class Command(BaseCommand):
             if counts:
                 log.info("recovered stalled work %s", counts)
             if last_hygiene is None or timezone.now() - last_hygiene > timedelta(days=1):
-                stale = deactivate_stale_devices(days=settings.DEVICE_STALE_AFTER_DAYS)
-                if stale:
-                    log.info("deactivated %d stale devices", stale)
+                deactivate_stale_devices_task.enqueue()
                 last_hygiene = timezone.now()
             if once:
                 return
