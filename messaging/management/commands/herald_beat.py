@@ -29,7 +29,6 @@ class Command(BaseCommand):
     def handle(self, *args, interval, once, **options):
         last_hygiene = None
         while True:
-            close_old_connections()
             counts = recover_stalled()
             if counts:
                 log.info("recovered stalled work %s", counts)
@@ -39,3 +38,5 @@ class Command(BaseCommand):
             if once:
                 return
             time.sleep(interval)
+            # As between two requests: drop connections the database closed meanwhile.
+            close_old_connections()
