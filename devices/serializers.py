@@ -13,6 +13,23 @@ def _time_zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+def holds_nul(value) -> bool:
+    """Whether a JSON value has U+0000 in any string, keys included: PostgreSQL's text and
+    jsonb cannot store it. Iterative, so that deep nesting cannot exhaust the stack."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _token_field(**kwargs):
     return StrictCharField(max_length=MAX_TOKEN_LENGTH, trim_whitespace=False, **kwargs)
 
@@ -46,6 +63,11 @@ class EventSerializer(AppCredentialsSerializer):
         choices=Device.TokenKind.choices, required=False, default=Device.TokenKind.REGISTRATION,
         help_text="Herald extension: `fid` when device_token is a Firebase installation ID.",
     )
+
+    def validate_params(self, value: dict) -> dict:
+        if holds_nul(value):
+            raise serializers.ValidationError("Null characters are not allowed.")
+        return value
 
     def validate_timezone(self, value: str) -> str:
         if value not in _time_zones():

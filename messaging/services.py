@@ -194,7 +194,9 @@ def fan_out(*, message_id: int) -> None:
             if not ids:
                 break
             last = ids[-1]
-            existing = message.deliveries.filter(device_id__gte=ids[0], device_id__lte=last).count()
+            # Deliveries an interrupted run made for these very devices (not for the id range:
+            # a device there may have stopped being targetable since, and is not in `ids`).
+            existing = message.deliveries.filter(device_id__in=ids).count()
             Delivery.objects.bulk_create(
                 [Delivery(message_id=message.pk, device_id=i, next_attempt_at=now) for i in ids],
                 ignore_conflicts=True,
@@ -286,6 +288,9 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
     lock = threading.Lock()
 
     def send_one(delivery: Delivery):
+        if delivery.claimed_until is not None and timezone.now() >= delivery.claimed_until:
+            # This worker stalled past its claim; another may be sending the delivery now.
+            return None
         if delivery.device_id is None and message.audience not in (Audience.TOPIC, Audience.CONDITION):
             return delivery, None, fcm.FcmError(code="DEVICE_GONE", status=None, permanent=True,
                                                 retry_after=None, detail="The device was removed.")
@@ -297,12 +302,22 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
 
     workers = min(settings.SEND_CONCURRENCY, len(deliveries))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in as_completed([pool.submit(send_one, d) for d in deliveries]):
-            with lock:
-                outcomes.append(future.result())
-                if len(outcomes) >= settings.DELIVERY_RESULT_BATCH:
-                    _record(message, outcomes)
-                    outcomes = []
+        futures = [pool.submit(send_one, d) for d in deliveries]
+        try:
+            for future in as_completed(futures):
+                if (outcome := future.result()) is None:
+                    continue
+                with lock:
+                    outcomes.append(outcome)
+                    if len(outcomes) >= settings.DELIVERY_RESULT_BATCH:
+                        _record(message, outcomes)
+                        outcomes = []
+        except BaseException:
+            # Results can no longer be recorded (the database went away): send no more of
+            # the chunk, or all of it would go out again once the claim runs out.
+            for future in futures:
+                future.cancel()
+            raise
     if outcomes:
         _record(message, outcomes)
 
@@ -315,31 +330,40 @@ def _backoff(attempts: int, error: fcm.FcmError) -> float:
 
 
 def _record(message: Message, outcomes) -> None:
-    """Write a batch of send results: a few bulk statements, whatever the batch size."""
+    """Write a batch of send results: a few bulk statements, whatever the batch size.
+
+    Only deliveries this worker still holds are written: a claim that ran out mid-send may
+    have passed to another worker, whose result is the one that counts.
+    """
     now = timezone.now()
     sent, failed, retrying, dead_devices = [], [], [], {}
-    for delivery, name, error in outcomes:
-        delivery.attempts += 1
-        delivery.claim, delivery.claimed_until = "", None
-        if error is None:
-            delivery.status, delivery.sent_at, delivery.fcm_message_name = Delivery.Status.SENT, now, name
-            delivery.error_code = delivery.error_detail = ""
-            sent.append(delivery)
-            continue
-        delivery.error_code, delivery.error_detail = error.code, error.detail[:2000]
-        retry_at = now + timedelta(seconds=_backoff(delivery.attempts, error))
-        if (not error.permanent and delivery.attempts < settings.DELIVERY_MAX_ATTEMPTS
-                and retry_at < message.deadline):
-            delivery.status, delivery.next_attempt_at = Delivery.Status.RETRYING, retry_at
-            retrying.append(delivery)
-        else:
-            delivery.status = Delivery.Status.FAILED
-            failed.append(delivery)
-            if error.unregistered and delivery.device_id:
-                dead_devices.setdefault(error.code, []).append(delivery.device_id)
     fields = ["status", "attempts", "claim", "claimed_until", "sent_at", "fcm_message_name",
               "error_code", "error_detail", "next_attempt_at"]
     with transaction.atomic():
+        held = set(Delivery.objects.select_for_update().filter(
+            pk__in=[d.pk for d, _, _ in outcomes], claim__in={d.claim for d, _, _ in outcomes if d.claim},
+        ).values_list("pk", flat=True))
+        for delivery, name, error in outcomes:
+            if delivery.pk not in held:
+                continue
+            delivery.attempts += 1
+            delivery.claim, delivery.claimed_until = "", None
+            if error is None:
+                delivery.status, delivery.sent_at, delivery.fcm_message_name = Delivery.Status.SENT, now, name
+                delivery.error_code = delivery.error_detail = ""
+                sent.append(delivery)
+                continue
+            delivery.error_code, delivery.error_detail = error.code, error.detail[:2000]
+            retry_at = now + timedelta(seconds=_backoff(delivery.attempts, error))
+            if (not error.permanent and delivery.attempts < settings.DELIVERY_MAX_ATTEMPTS
+                    and retry_at < message.deadline):
+                delivery.status, delivery.next_attempt_at = Delivery.Status.RETRYING, retry_at
+                retrying.append(delivery)
+            else:
+                delivery.status = Delivery.Status.FAILED
+                failed.append(delivery)
+                if error.unregistered and delivery.device_id:
+                    dead_devices.setdefault(error.code, []).append(delivery.device_id)
         _record_sent(sent, now)
         if failed or retrying:
             # An upsert on the primary key: one VALUES list, where bulk_update's CASE WHEN
