@@ -163,6 +163,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {"PlatformEnum": "devices.models.Platform"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tenants.schema.document_rate_limits",
+    ],
 }
 # SmartAppPush allows 100 requests/s per IP on /developer/push; so does Herald by default.
 DEVELOPER_PUSH_RATE = env.str("DEVELOPER_PUSH_RATE", default="100/s")

@@ -6,7 +6,13 @@ from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Platform
 from messaging.models import MAX_TTL, Audience, Message
 from messaging.selectors import error_breakdown
-from tenants.api import RFC3339DateTimeField, StrictBooleanField, StrictCharField
+from tenants.api import (
+    RFC3339DateTimeField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictRegexField,
+)
 
 # FCM refuses these data keys (and any starting with "google." or "gcm.").
 RESERVED_DATA_KEYS = {"from", "notification", "message_type", "collapse_key", "tracking_token"}
@@ -32,6 +38,8 @@ class StringMapField(serializers.DictField):
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         for key in value:
+            if "\x00" in key:  # PostgreSQL's jsonb cannot store it
+                raise serializers.ValidationError("Null characters are not allowed.")
             if key in RESERVED_DATA_KEYS or key.startswith(("google.", "gcm.")):
                 raise serializers.ValidationError(f"{key!r} is a reserved key.")
         return value
@@ -47,9 +55,9 @@ def check_payload_size(title: str, body: str, data: dict) -> None:
 class OptionsSerializer(StrictSerializer):
     android_channel = StrictCharField(required=False, max_length=100)
     sound = StrictCharField(required=False, max_length=100)
-    badge = serializers.IntegerField(required=False, min_value=0, max_value=99999)
+    badge = StrictIntegerField(required=False, min_value=0, max_value=99999)
     collapse_key = StrictCharField(required=False, max_length=100)
-    analytics_label = serializers.RegexField(r"^[a-zA-Z0-9-_.~%]{1,50}$", required=False)
+    analytics_label = StrictRegexField(r"^[a-zA-Z0-9-_.~%]{1,50}$", required=False)
 
 
 class AudienceSerializer(StrictSerializer):
@@ -62,7 +70,7 @@ class AudienceSerializer(StrictSerializer):
                                          max_length=10000)
     tokens = serializers.ListField(child=StrictCharField(max_length=MAX_TOKEN_LENGTH), required=False,
                                    max_length=1000)
-    topic = serializers.RegexField(r"^[a-zA-Z0-9-_.~%]{1,900}$", required=False)
+    topic = StrictRegexField(r"^[a-zA-Z0-9-_.~%]{1,900}$", required=False)
     condition = StrictCharField(required=False, max_length=1000)
 
     def validate(self, attrs):
@@ -88,14 +96,13 @@ class MessageCreateSerializer(StrictSerializer):
     image_url = serializers.URLField(required=False, max_length=1000)
     click_link = serializers.URLField(required=False, max_length=1000)
     data = StringMapField(required=False, help_text="String values, delivered in the push data.")
-    priority = serializers.IntegerField(required=False, min_value=1, max_value=10, default=5)
+    priority = StrictIntegerField(required=False, min_value=1, max_value=10, default=5)
     data_only = StrictBooleanField(required=False, default=True,
                                    help_text="false sends an FCM notification message instead.")
     options = OptionsSerializer(required=False)
     audience = AudienceSerializer(required=False)
     schedule_at = RFC3339DateTimeField(required=False)
-    ttl_seconds = serializers.IntegerField(required=False, min_value=0,
-                                           max_value=int(MAX_TTL.total_seconds()))
+    ttl_seconds = StrictIntegerField(required=False, min_value=0, max_value=int(MAX_TTL.total_seconds()))
     dry_run = StrictBooleanField(required=False, default=False,
                                  help_text="Validate every message with FCM (validate_only); deliver none.")
 
@@ -146,7 +153,7 @@ class DeveloperPushSerializer(serializers.Serializer):
     body = StrictCharField(max_length=2000)
     extra_data = StringMapField(required=False)
     schedule_at = RFC3339DateTimeField(required=False)
-    priority = serializers.IntegerField(required=False, min_value=1, max_value=10, default=5)
+    priority = StrictIntegerField(required=False, min_value=1, max_value=10, default=5)
     dedupe_key = StrictCharField(required=False, max_length=200)
 
     def validate(self, attrs):

@@ -18,7 +18,7 @@ from messaging.serializers import (
 )
 from tenants.api import ApiError
 from tenants.auth import IsServerKey, ServerKeyAuthentication
-from tenants.schema import ERROR_RESPONSES
+from tenants.schema import ERROR_RESPONSES, ErrorSerializer
 from tenants.throttling import DeveloperPushThrottle, PerIpThrottle, PerKeyThrottle
 
 
@@ -93,9 +93,20 @@ class ServerEndpoint:
 
 
 class MessagePages(PageNumberPagination):
+    """Pages of 50 (page_size up to 200). A malformed page or page_size is a 400, not ignored."""
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+    page_query_description = "A page number, from 1."
+    page_size_query_description = "Messages per page, 1 to 200 (default 50); more is capped at 200."
+
+    def paginate_queryset(self, queryset, request, view=None):
+        for name in (self.page_query_param, self.page_size_query_param):
+            value = request.query_params.get(name)
+            if value is not None and not (value.isascii() and value.isdigit() and int(value) >= 1):
+                raise ApiError(f"{name} must be a whole number from 1.", code="invalid_field", field=name)
+        return super().paginate_queryset(queryset, request, view)
 
 
 class MessageListView(ServerEndpoint, generics.ListAPIView):
@@ -106,7 +117,9 @@ class MessageListView(ServerEndpoint, generics.ListAPIView):
         return Message.objects.for_tenant(self.request.auth.tenant)
 
     @extend_schema(operation_id="list_messages", summary="List messages, newest first",
-                   responses={200: MessageSerializer(many=True), **ERROR_RESPONSES(401, 403)},
+                   responses={200: MessageSerializer(many=True), **ERROR_RESPONSES(400, 401, 403),
+                              404: OpenApiResponse(ErrorSerializer,
+                                                   description="The page is past the last one.")},
                    tags=["messages"])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)

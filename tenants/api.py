@@ -12,7 +12,8 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, fields, parsers
 from rest_framework.response import Response
 
@@ -56,6 +57,8 @@ class LimitedJSONParser(parsers.JSONParser):
             return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(f"The body is not valid JSON: {exc}", code="malformed_json") from None
+        except RecursionError:  # [[[[…]]]]: a few KB can nest deeper than the parser goes
+            raise ApiError("The body is nested too deeply.", code="malformed_json") from None
 
 
 def _reject_constant(name):
@@ -91,6 +94,28 @@ class StrictBooleanField(fields.BooleanField):
         if not isinstance(data, bool):
             self.fail("not_a_boolean")
         return data
+
+
+class StrictIntegerField(fields.IntegerField):
+    """An integer, never "5", 5.0 or true (DRF's IntegerField takes all three)."""
+
+    default_error_messages = {"not_an_integer": "Must be an integer."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("not_an_integer")
+        return super().to_internal_value(data)
+
+
+class StrictRegexField(fields.RegexField):
+    """A string matching a pattern; DRF's RegexField turns 0 into "0" first."""
+
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
 
 
 RFC3339 = re.compile(
@@ -173,6 +198,28 @@ _CODES = {
     exceptions.UnsupportedMediaType: "unsupported_media_type",
     exceptions.Throttled: "rate_limited",
 }
+
+
+# --- Errors outside DRF: paths no view matches, and the last resort ---------------------
+
+
+def _is_browser_path(request) -> bool:
+    return request.path.startswith(("/admin/", "/api/docs/"))
+
+
+def not_found(request, exception=None):
+    """handler404: an API client asking for /api/v1/messages/abc gets JSON, not an HTML page."""
+    if _is_browser_path(request):
+        return defaults.page_not_found(request, exception)
+    return JsonResponse({"error": "not_found", "detail": f"No endpoint at {request.path}."}, status=404)
+
+
+def server_error(request):
+    """handler500: should never run; when it does, API clients still get JSON."""
+    if _is_browser_path(request):
+        return defaults.server_error(request)
+    return JsonResponse({"error": "server_error", "detail": "Herald failed; the error is logged."},
+                        status=500)
 
 
 def _text(detail) -> str:

@@ -30,6 +30,23 @@ def ERROR_RESPONSES(*statuses: int) -> dict:  # noqa: N802 - reads like a consta
     return {s: OpenApiResponse(ErrorSerializer, description=_MEANINGS[s]) for s in statuses}
 
 
+def document_rate_limits(result, generator, request, public):
+    """drf-spectacular postprocessing hook: every API operation is rate limited, so say so.
+
+    The throttles run on every DRF view (per client IP, per key), so each operation can
+    answer 429 with a Retry-After header; documenting it once here keeps views honest.
+    """
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            operation.setdefault("responses", {}).setdefault("429", {
+                "description": _MEANINGS[429],
+                "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                            "description": "Seconds to wait before retrying."}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            })
+    return result
+
+
 class BodyKeyScheme(OpenApiAuthenticationExtension):
     target_class = "tenants.auth.BodyKeyAuthentication"
     name = "bodyKey"
