@@ -1,16 +1,71 @@
 """Rate limits per API key and per client IP, shared by every process through the cache.
 
-A fixed-window counter: one atomic INCR per request and window (Redis when REDIS_URL is
-set, so every web process counts together; process-local memory otherwise). DRF's own
-throttles keep a list of timestamps per client and read-modify-write it, which is
-neither cheap at thousands of requests per minute nor atomic across processes.
+A fixed-window counter: one atomic INCR per request and window. With REDIS_URL the
+counters live in Redis, so every web process counts together, and each check is one
+round trip (INCR and EXPIRE in one MULTI); without it, in process memory (the cache).
+DRF's own throttles keep a list of timestamps per client and read-modify-write it, which
+is neither cheap at thousands of requests per minute nor atomic across processes.
+
+If Redis stops answering, requests are let through (and the failure logged): a rate
+limiter must not take the API down with it. /healthz reports Redis as failing.
 """
 
+import logging
+import threading
 import time
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
+from django.core.signals import setting_changed
 from rest_framework.throttling import BaseThrottle
+
+log = logging.getLogger("herald.api")
+KEY_PREFIX = "herald:rl:"
+_client: redis.Redis | None = None
+_client_lock = threading.Lock()
+
+
+def _redis() -> redis.Redis | None:
+    global _client
+    if not settings.REDIS_URL:
+        return None
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    return _client
+
+
+def _forget_client(*, setting, **kwargs):
+    global _client
+    if setting == "REDIS_URL":
+        _client = None
+
+
+setting_changed.connect(_forget_client)
+
+
+def hit(key: str, period: int) -> int | None:
+    """Count one request against `key` for a window of `period` seconds; the count so far.
+
+    None when the counter store is unreachable (the request is then not limited).
+    """
+    client = _redis()
+    if client is None:
+        cache.add(key, 0, timeout=period + 1)
+        try:
+            return cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, timeout=period + 1)
+            return 1
+    try:
+        with client.pipeline(transaction=True) as pipe:
+            count, _ = pipe.incr(KEY_PREFIX + key).expire(KEY_PREFIX + key, period + 1).execute()
+        return count
+    except redis.RedisError as exc:
+        log.warning("rate limit not checked: Redis failed", extra={"error": type(exc).__name__})
+        return None
 
 PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
            "d": 86400, "day": 86400}
@@ -39,15 +94,9 @@ class FixedWindowThrottle(BaseThrottle):
         limit, period = rate
         now = time.time()
         window = int(now // period)
-        key = f"rl:{self.scope}:{ident}:{period}:{window}"
-        cache.add(key, 0, timeout=period + 1)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=period + 1)
-            count = 1
+        count = hit(f"{self.scope}:{ident}:{period}:{window}", period)
         self._wait = (window + 1) * period - now
-        return count <= limit
+        return count is None or count <= limit
 
     def wait(self) -> float:
         return max(self._wait, 1.0)

@@ -49,3 +49,25 @@ def test_an_empty_rate_means_no_limit(settings, post_event, app_key):
     settings.RATE_LIMIT_PER_KEY = ""
 
     assert {post_event(app_key).status_code for _ in range(30)} == {200}
+
+
+@pytest.mark.redis
+def test_with_redis_every_process_counts_against_the_same_limit(settings, post_event, app_key):
+    import redis
+
+    settings.RATE_LIMIT_PER_IP = "5/min"
+    assert post_event(app_key, ip="192.0.2.44").status_code == 200
+    # Another web process, with its own connection, counts the same window in Redis.
+    other_process = redis.Redis.from_url(settings.REDIS_URL)
+    counters = [k for k in other_process.scan_iter("herald:rl:ip:192.0.2.44:*")]
+    assert len(counters) == 1
+    other_process.incrby(counters[0], 4)
+
+    assert post_event(app_key, ip="192.0.2.44").status_code == 429
+
+
+def test_when_redis_is_down_requests_are_let_through_not_failed(settings, post_event, app_key):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    settings.RATE_LIMIT_PER_IP = "1/min"
+
+    assert [post_event(app_key).status_code for _ in range(3)] == [200, 200, 200]
