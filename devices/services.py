@@ -59,12 +59,25 @@ def event_fingerprint(*, tenant: Tenant, app_user_id: str, device_token: str, ev
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def _get_or_create_user(*, tenant: Tenant, app_user_id: str, anonymous: bool = False) -> AppUser:
+def _upsert_user(*, tenant: Tenant, app_user_id: str, now: datetime, anonymous: bool = False,
+                 **profile) -> AppUser:
+    """Create the user or update its profile: one INSERT … ON CONFLICT DO UPDATE.
+
+    The unique constraint (tenant, app_user_id) arbitrates concurrent first sightings of
+    one user, so they end with one row and neither fails. Only the primary key of the
+    returned object is to be trusted (an existing row keeps its first_seen_at).
+    """
+    user = AppUser(tenant=tenant, app_user_id=app_user_id, is_anonymous=anonymous,
+                   first_seen_at=now, last_seen_at=now, **profile)
+    AppUser.objects.bulk_create([user], update_conflicts=True, unique_fields=["tenant", "app_user_id"],
+                                update_fields=[*profile, "last_seen_at"])
+    return user
+
+
+def _get_or_create_user(*, tenant: Tenant, app_user_id: str) -> AppUser:
     # get_or_create inserts inside a savepoint and re-reads on IntegrityError, which is
     # what makes concurrent first sightings of one user end with one row.
-    user, _ = AppUser.objects.get_or_create(
-        tenant=tenant, app_user_id=app_user_id, defaults={"is_anonymous": anonymous}
-    )
+    user, _ = AppUser.objects.get_or_create(tenant=tenant, app_user_id=app_user_id)
     return user
 
 
@@ -116,22 +129,18 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
     now = timezone.now()
     params = event.params or {}
     token_hash = hash_token(event.device_token)
+    profile = {"language": event.language, "country": event.country, "timezone": event.timezone}
     with transaction.atomic():
         _lock_tokens(tenant=tenant, token_hashes=[token_hash])
         device = _locked_device(tenant=tenant, token_hash=token_hash)
         if event.app_user_id:
-            user = _get_or_create_user(tenant=tenant, app_user_id=event.app_user_id)
+            user = _upsert_user(tenant=tenant, app_user_id=event.app_user_id, now=now, **profile)
         elif device is not None:
             user = device.user
+            AppUser.objects.filter(pk=user.pk).update(last_seen_at=now, **profile)
         else:
-            user = _get_or_create_user(
-                tenant=tenant,
-                app_user_id=anonymous_user_id(tenant=tenant, token=event.device_token),
-                anonymous=True,
-            )
-        AppUser.objects.filter(pk=user.pk).update(
-            language=event.language, country=event.country, timezone=event.timezone, last_seen_at=now
-        )
+            anonymous = anonymous_user_id(tenant=tenant, token=event.device_token)
+            user = _upsert_user(tenant=tenant, app_user_id=anonymous, anonymous=True, now=now, **profile)
 
         if device is None:
             device = _create_device(tenant=tenant, user=user, event=event, now=now)
@@ -156,12 +165,8 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
             occurred_at=event.event_time, session_id=event.session_id, params=params,
             fingerprint=fingerprint, received_at=now,
         )
-        try:
-            with transaction.atomic():
-                stored.save()
-        except IntegrityError:
-            # The same event again (a client retry): it is stored already.
-            stored = Event.objects.get(tenant=tenant, fingerprint=fingerprint)
+        # The same event again (a client retry) is stored already: ON CONFLICT DO NOTHING.
+        Event.objects.bulk_create([stored], ignore_conflicts=True)
     return stored
 
 
