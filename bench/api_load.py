@@ -1,0 +1,355 @@
+#!/usr/bin/env python
+"""API load benchmark: Herald under gunicorn on PostgreSQL, many concurrent clients.
+
+    .venv/bin/python bench/api_load.py                      # 64 clients, 20 s per scenario
+    .venv/bin/python bench/api_load.py --clients 128 --duration 30 --workers 4 --threads 4
+    .venv/bin/python bench/api_load.py --database-url postgres://postgres@127.0.0.1:5432/herald_bench \\
+        --redis-url redis://127.0.0.1:6379/15
+
+Starts gunicorn (config.wsgi with ``bench.load_settings``: Herald's settings plus one bare
+view, ``POST /bench/floor``) on a free port of 127.0.0.1, migrates and seeds a tenant with
+an app key, then for each scenario drives keep-alive HTTP/1.1 connections as fast as they
+are answered, for a bounded time after a short warm-up:
+
+* ``floor``: the bare Django view, same stack (gunicorn, middleware, JSON body): the floor;
+* ``events``: ``POST /events``, each client reporting for 20 devices of its own;
+* ``refresh``: ``POST /devices/refresh-token``, each client rotating one device's token.
+
+Prints requests/second, p50/p99/max latency and errors per scenario, and checks that every
+accepted event and rotation was stored. Rate limits stay on, set far above the load, so
+that their cost (a cache INCR per request per limit) is measured; with ``--redis-url``
+(the default, if Redis answers) the counters are in Redis, as in production.
+
+Everything stays on this machine: the server binds 127.0.0.1 and the clients connect
+nowhere else. The load generator (one asyncio process per ``--client-processes``) shares
+the machine's CPUs with gunicorn and PostgreSQL; it costs a few percent of a core.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVICES_PER_EVENTS_CLIENT = 20
+SCENARIOS = {
+    "floor": ("POST /bench/floor", "bare Django view (floor)"),
+    "events": ("POST /events", "POST /events"),
+    "refresh": ("POST /devices/refresh-token", "POST /devices/refresh-token"),
+}
+LOOPBACK = "127.0.0.1"
+
+
+# --- The server -----------------------------------------------------------------------------
+
+
+def ensure_database(url: str) -> None:
+    """Create the benchmark's PostgreSQL database if it does not exist."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            print(f"created database {name}")
+
+
+def redis_answers(url: str) -> bool:
+    if not url:
+        return False
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except Exception:
+        return False
+
+
+def server_env(args) -> dict:
+    no_limit = "1000000000/min"  # on, so that their cost is measured, but never reached
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.load_settings", "DATABASE_URL": args.database_url,
+           "DEBUG": "false", "ALLOWED_HOSTS": LOOPBACK, "RATE_LIMIT_PER_IP": no_limit,
+           "RATE_LIMIT_PER_KEY": no_limit, "LOG_LEVEL": "WARNING", "TASK_BACKEND": "database",
+           # The API serves no static files; an empty directory keeps WhiteNoise from warning.
+           "STATIC_ROOT": tempfile.mkdtemp(prefix="herald-bench-static-")}
+    env.pop("REDIS_URL", None)
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
+    return env
+
+
+def setup_django(env: dict) -> None:
+    os.environ.update({k: v for k, v in env.items() if k in (
+        "DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL", "TASK_BACKEND", "LOG_LEVEL")})
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def seed(run: str, clients: int) -> tuple[str, str]:
+    """A tenant with an app key, and one device per refresh client. Returns (tenant_id, key)."""
+    from devices.models import AppUser, Device, hash_token
+    from tenants.models import ApiKey, Tenant
+
+    tenant = Tenant.objects.create(name=f"Load {run}", tenant_id=run)
+    _, key = ApiKey.generate(tenant=tenant, name="load", kind=ApiKey.Kind.APP)
+    users = AppUser.objects.bulk_create(
+        [AppUser(tenant=tenant, app_user_id=f"{run}-chain-user-{c}") for c in range(clients)])
+    tokens = [f"{run}-chain-{c}-0" for c in range(clients)]
+    Device.objects.bulk_create([
+        Device(tenant=tenant, user=user, token=token, token_hash=hash_token(token), platform="android",
+               push_permission=True)
+        for token, user in zip(tokens, users, strict=True)])
+    return tenant.tenant_id, key
+
+
+def stored(run: str) -> dict:
+    from devices.models import Event, TokenRotation
+
+    return {"events": Event.objects.filter(tenant__tenant_id=run).count(),
+            "rotations": TokenRotation.objects.filter(device__tenant__tenant_id=run).count()}
+
+
+def cleanup(run: str) -> None:
+    from tenants.models import Tenant
+
+    Tenant.objects.filter(tenant_id=run).delete()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(args, env: dict, port: int) -> subprocess.Popen:
+    command = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi", "--bind", f"{LOOPBACK}:{port}",
+               "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
+               "--keep-alive", "10", "--backlog", "2048", "--log-level", "warning"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.2)
+        if server.poll() is not None:
+            raise SystemExit("gunicorn exited; see above")
+    server.terminate()
+    raise SystemExit("gunicorn did not answer /healthz within 30 s")
+
+
+# --- The clients (a separate process: `--client SPEC`) ----------------------------------------
+
+
+def event_body(spec: dict, client: int, n: int) -> dict:
+    device = n % DEVICES_PER_EVENTS_CLIENT
+    return {
+        "tenant_id": spec["tenant_id"], "api_key": spec["api_key"],
+        "app_user_id": f"{spec['run']}-ev-user-{client}-{device}", "event_name": "screen_view",
+        # A new time every request: a new event, not a retry that the fingerprint dedupes.
+        "event_time": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "device_token": f"{spec['run']}-ev-{client}-{device}-" + "x" * 120, "platform": "android",
+        "push_permission_granted": True, "timezone": "Europe/Istanbul", "language": "tr", "country": "TR",
+        "session_id": f"s-{client}-{n // 50}", "params": {"screen": "home", "n": n},
+    }
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    status_line = await reader.readuntil(b"\r\n")
+    status = int(status_line.split(b" ", 2)[1])
+    headers = {}
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            body += (await reader.readexactly(size + 2))[:-2]
+        await reader.readuntil(b"\r\n")
+    else:
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, body, headers.get("connection", "").lower() != "close"
+
+
+async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
+    kind, path = spec["kind"], {"floor": "/bench/floor", "events": "/events",
+                                "refresh": "/devices/refresh-token"}[spec["kind"]]
+    measure_from, stop_at = spec["measure_from"], spec["stop_at"]
+    reader = writer = None
+    n, chain = 0, 0
+    while time.time() < stop_at:
+        if kind == "refresh":
+            body = {"tenant_id": spec["tenant_id"], "api_key": spec["api_key"],
+                    "old_token": f"{spec['run']}-chain-{client}-{chain}",
+                    "new_token": f"{spec['run']}-chain-{client}-{chain + 1}",
+                    "app_user_id": f"{spec['run']}-chain-user-{client}"}
+        else:
+            body = event_body(spec, client, n)
+        raw = json.dumps(body).encode()
+        request = (f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(raw)}\r\n\r\n").encode() + raw
+        n += 1
+        started = time.perf_counter()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(LOOPBACK, port)
+            writer.write(request)
+            status, _, keep_alive = await read_response(reader)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            results["errors"][type(exc).__name__] = results["errors"].get(type(exc).__name__, 0) + 1
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+            await asyncio.sleep(0.01)
+            continue
+        elapsed = time.perf_counter() - started
+        if status == 200:
+            results["accepted"] += 1
+            chain += kind == "refresh"
+        if time.time() >= measure_from:
+            results["latencies_us"].append(int(elapsed * 1e6))
+            if status != 200:
+                results["errors"][str(status)] = results["errors"].get(str(status), 0) + 1
+        if not keep_alive:
+            writer.close()
+            reader = writer = None
+    if writer is not None:
+        writer.close()
+
+
+async def run_clients(spec: dict) -> dict:
+    results = {"latencies_us": [], "errors": {}, "accepted": 0}
+    await asyncio.gather(*(run_client(spec, client, spec["port"], results)
+                           for client in range(spec["first_client"], spec["first_client"] + spec["clients"])))
+    return results
+
+
+def client_main(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    print(json.dumps(asyncio.run(run_clients(spec))))
+
+
+# --- The orchestrator -------------------------------------------------------------------------
+
+
+def run_scenario(kind: str, args, port: int, run: str, tenant_id: str, api_key: str) -> dict:
+    now = time.time()
+    measure_from = now + 1 + args.warmup
+    stop_at = measure_from + args.duration
+    per_process = -(-args.clients // args.client_processes)
+    processes = []
+    for p in range(args.client_processes):
+        count = min(per_process, args.clients - p * per_process)
+        spec = {"kind": kind, "port": port, "run": run, "tenant_id": tenant_id, "api_key": api_key,
+                "first_client": p * per_process, "clients": count, "measure_from": measure_from,
+                "stop_at": stop_at}
+        processes.append(subprocess.Popen([sys.executable, __file__, "--client", json.dumps(spec)],
+                                          stdout=subprocess.PIPE, text=True))
+    merged = {"latencies_us": [], "errors": {}, "accepted": 0}
+    for process in processes:
+        out, _ = process.communicate(timeout=args.warmup + args.duration + 60)
+        result = json.loads(out.strip().splitlines()[-1])
+        merged["latencies_us"] += result["latencies_us"]
+        merged["accepted"] += result["accepted"]
+        for name, count in result["errors"].items():
+            merged["errors"][name] = merged["errors"].get(name, 0) + count
+    latencies = sorted(merged["latencies_us"])
+
+    def percentile(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] / 1000 if latencies else 0.0
+
+    return {"scenario": kind, "requests": len(latencies), "rps": len(latencies) / args.duration,
+            "p50_ms": percentile(0.50), "p99_ms": percentile(0.99), "max_ms": percentile(1.0),
+            "errors": sum(merged["errors"].values()), "error_kinds": merged["errors"],
+            "accepted_total": merged["accepted"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/herald_bench")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15",
+                        help="cache for the rate-limit counters ('' for per-process memory)")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each")
+    parser.add_argument("--clients", type=int, default=64, help="concurrent keep-alive connections")
+    parser.add_argument("--client-processes", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--scenarios", default="floor,events,refresh")
+    parser.add_argument("--keep", action="store_true", help="keep the seeded tenant and its rows")
+    parser.add_argument("--client", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        return client_main(args.client)
+    if not args.database_url.startswith(("postgres://", "postgresql://")):
+        raise SystemExit("api_load measures Herald on PostgreSQL: pass a postgres:// --database-url")
+    if args.redis_url and not redis_answers(args.redis_url):
+        print(f"Redis at {args.redis_url} does not answer: rate-limit counters in per-process memory")
+        args.redis_url = ""
+
+    load_before = os.getloadavg()[0]  # others' work on this machine skews the figures
+    ensure_database(args.database_url)
+    env = server_env(args)
+    setup_django(env)
+    run = f"load-{os.getpid()}"
+    tenant_id, api_key = seed(run, args.clients)
+    port = free_port()
+    server = start_gunicorn(args, env, port)
+    rows = []
+    try:
+        for kind in args.scenarios.split(","):
+            print(f"{SCENARIOS[kind][0]}: {args.clients} clients, {args.warmup:g} s warm-up, "
+                  f"{args.duration:g} s measured ...", flush=True)
+            rows.append(run_scenario(kind, args, port, run, tenant_id, api_key))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    counts = stored(run)
+    if not args.keep:
+        cleanup(run)
+
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        pg_version = cursor.fetchone()[0]
+    print(f"\nHerald API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+          f"Python {sys.version.split()[0]}, PostgreSQL {pg_version}, gunicorn gthread "
+          f"{args.workers}x{args.threads}, rate-limit counters in {'Redis' if args.redis_url else 'memory'}, "
+          f"{args.clients} clients, {args.duration:g} s each, load average before {load_before:.2f}\n")
+    print(f"{'scenario':<30} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'errors':>7}")
+    for row in rows:
+        print(f"{SCENARIOS[row['scenario']][1]:<30} {row['requests']:>9} {row['rps']:>8.0f} "
+              f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['max_ms']:>8.1f} {row['errors']:>7}"
+              + (f"  {row['error_kinds']}" if row["errors"] else ""))
+    by_kind = {row["scenario"]: row for row in rows}
+    for kind, what, table in (("events", "events", "events"), ("refresh", "token rotations", "rotations")):
+        if kind in by_kind:
+            accepted = by_kind[kind]["accepted_total"]
+            ok = "" if counts[table] == accepted else "  <-- MISMATCH"
+            print(f"{what} accepted (warm-up included): {accepted}, stored: {counts[table]}{ok}")
+
+
+if __name__ == "__main__":
+    main()
