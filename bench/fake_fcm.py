@@ -1,75 +1,130 @@
-"""A fast, dumb stand-in for FCM v1 for benchmarks: answers at once (or after a fixed
-latency), checks nothing, keeps connections alive. Not the sandbox: the sandbox verifies
-JWTs and schemas and stores messages, which would make *it* the thing measured."""
+"""A fast, dumb stand-in for FCM v1 for benchmarks, in its own process.
 
-import itertools
+It answers token requests and sends at once (or, under ``/latency/<ms>/``, after that
+many milliseconds, without a thread per request), checks nothing and keeps connections
+alive: just enough HTTP/1.1 (Content-Length, keep-alive) on asyncio, so that it is never
+the bottleneck and its CPU is not counted against the client measured. Not the sandbox:
+the sandbox verifies JWTs and schemas and stores messages, which would make *it* the
+thing measured.
+
+    with FakeFcm(latency_ms=50) as fake:   # fake.url: use as FCM_API_URL; f"{fake.url}/token"
+        ...
+        fake.stats()                        # {"token": n, "send": n}
+
+Standard library only: the firebase-admin yardstick's venv imports it too.
+``python bench/fake_fcm.py [--port N]`` serves until interrupted and prints its port.
+"""
+
+import asyncio
 import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import subprocess
+import sys
+import urllib.request
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 512  # read in __init__'s listen(): a class attribute, not set later
+class _Protocol(asyncio.Protocol):
+    stats = {"token": 0, "send": 0}
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data):
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].decode("latin-1").split("\r\n")
+            length, close = 0, False
+            for line in head[1:]:
+                name, _, value = line.partition(":")
+                name = name.strip().lower()
+                if name == "content-length":
+                    length = int(value)
+                elif name == "connection" and value.strip().lower() == "close":
+                    close = True
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length :]
+            method, path, _ = head[0].split(" ", 2)
+            self.answer(method, path, close)
+
+    def answer(self, method, path, close):
+        delay = 0.0
+        if path.startswith("/latency/"):
+            _, _, ms, path = path.split("/", 3)
+            delay, path = float(ms) / 1000, "/" + path
+        if path.endswith("/token"):
+            self.stats["token"] += 1
+            body = b'{"access_token":"ya29.fake-token","expires_in":3600,"token_type":"Bearer"}'
+        elif path.endswith("/messages:send"):
+            self.stats["send"] += 1
+            project = path.split("/")[3].encode()
+            body = b'{"name":"projects/%s/messages/0:%d"}' % (project, self.stats["send"])
+        elif path == "/stats":
+            body = json.dumps(self.stats).encode()
+            if method == "POST":
+                _Protocol.stats = {"token": 0, "send": 0}
+        else:
+            body = b"{}"
+        response = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=UTF-8\r\n"
+            b"Content-Length: %d\r\n%s\r\n%s" % (len(body), b"Connection: close\r\n" if close else b"", body)
+        )
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self.write, response, close)
+        else:
+            self.write(response, close)
+
+    def write(self, response, close):
+        if not self.transport.is_closing():
+            self.transport.write(response)
+            if close:
+                self.transport.close()
+
+
+def serve(port: int = 0) -> None:
+    async def main():
+        server = await asyncio.get_running_loop().create_server(_Protocol, "127.0.0.1", port, backlog=4096)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def fake_stats(base_url: str, *, reset: bool = False) -> dict:
+    """Tokens issued and messages sent so far (and, with reset, start counting again)."""
+    request = urllib.request.Request(
+        f"{base_url}/stats", method="POST" if reset else "GET", data=b"" if reset else None
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
 
 
 class FakeFcm:
-    def __init__(self, *, latency_ms: float = 0.0, host: str = "127.0.0.1", port: int = 0):
-        self.latency = latency_ms / 1000
-        self.sent = 0
-        self.token_requests = 0
-        counter = itertools.count(1)
-        fake = self
+    """The fake in a child process. ``url`` carries the added latency; ``base`` does not."""
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as Google's front ends
-            # Headers and body leave in two writes; without TCP_NODELAY the client's
-            # delayed ACK holds the second for ~40 ms, and the fake measures only that.
-            disable_nagle_algorithm = True
-
-            def do_POST(self):  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                if self.path.endswith("/token"):
-                    fake.token_requests += 1
-                    body = {"access_token": "ya29.fake", "expires_in": 3600, "token_type": "Bearer"}
-                else:
-                    if fake.latency:
-                        time.sleep(fake.latency)
-                    project = self.path.split("/")[3]
-                    body = {"name": f"projects/{project}/messages/{next(counter)}"}
-                    fake.sent += 1
-                raw = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = _Server((host, port), Handler)
-        self.url = f"http://{host}:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    def __init__(self, *, latency_ms: float = 0.0):
+        self.latency_ms = latency_ms
 
     def __enter__(self):
-        self.thread.start()
+        self.process = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE, text=True)
+        self.base = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
+        self.url = f"{self.base}/latency/{self.latency_ms:g}" if self.latency_ms else self.base
         return self
 
+    def stats(self, *, reset: bool = False) -> dict:
+        return fake_stats(self.base, reset=reset)
+
     def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self.process.terminate()
+        self.process.wait()
 
 
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=9199)
-    parser.add_argument("--latency-ms", type=float, default=0)
-    args = parser.parse_args()
-    with FakeFcm(port=args.port, latency_ms=args.latency_ms) as fake:
-        print(f"fake FCM at {fake.url}", flush=True)
-        threading.Event().wait()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    serve(parser.parse_args().port)

@@ -4,9 +4,9 @@
     .venv/bin/python bench/send_throughput.py [--messages 5000] [--latencies 0,50]
                                               [--concurrency 32,128] [--no-yardstick]
 
-Both clients send the same data-only messages to a fast local fake FCM (an asyncio
-HTTP/1.1 server in its own process, so its CPU is not counted and it is never the
-bottleneck), with 0 ms and 50 ms of added latency per send. Printed per run:
+Both clients send the same data-only messages to a fast local fake FCM
+(``bench/fake_fcm.py``: asyncio, in its own process, so its CPU is not counted and it
+is never the bottleneck), with 0 ms and 50 ms of added latency per send. Printed per run:
 messages/second (wall clock), CPU milliseconds per message (user + system time of the
 sending process, every thread), and token fetches.
 
@@ -15,14 +15,12 @@ The yardstick, firebase-admin, lives only in its own virtualenv
 on it. Both processes refuse to resolve any host but this one, so nothing reaches
 Google (google-auth's background regional-access-boundary lookups included).
 
-The script has three roles: the orchestrator (default), ``--serve-fake`` (the fake
-FCM) and ``--yardstick`` (firebase-admin, run by the yardstick venv's Python). Only
-the orchestrator imports Herald, so the other two need nothing but the standard
-library (and firebase-admin).
+The script has two roles: the orchestrator (default) and ``--yardstick``
+(firebase-admin, run by the yardstick venv's Python). Only the orchestrator imports
+Herald, so the yardstick needs nothing but the standard library and firebase-admin.
 """
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -30,9 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from fake_fcm import FakeFcm, fake_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 YARDSTICK_VENV = ROOT / "bench" / ".venv-yardstick"
@@ -62,92 +61,6 @@ def message_fields(i: int) -> dict:
         "body": f"Order #{100000 + i} is on its way and arrives tomorrow.",
         "data": {"order_id": str(100000 + i), "tracking_token": f"trk-{i:012d}"},
     }
-
-
-# --- The fake FCM ---------------------------------------------------------------------------
-
-
-class FakeFcm(asyncio.Protocol):
-    """Just enough HTTP/1.1 (keep-alive, Content-Length) to answer tokens and sends.
-
-    ``/latency/<ms>/...`` delays the answer by that much, without a thread per request.
-    """
-
-    stats = {"token": 0, "send": 0}
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self.buffer = b""
-
-    def data_received(self, data):
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buffer[:end].decode("latin-1").split("\r\n")
-            length, close = 0, False
-            for line in head[1:]:
-                name, _, value = line.partition(":")
-                name = name.strip().lower()
-                if name == "content-length":
-                    length = int(value)
-                elif name == "connection" and value.strip().lower() == "close":
-                    close = True
-            if len(self.buffer) < end + 4 + length:
-                return
-            self.buffer = self.buffer[end + 4 + length :]
-            method, path, _ = head[0].split(" ", 2)
-            self.answer(method, path, close)
-
-    def answer(self, method, path, close):
-        delay = 0.0
-        if path.startswith("/latency/"):
-            _, _, ms, path = path.split("/", 3)
-            delay, path = int(ms) / 1000, "/" + path
-        if path.endswith("/token"):
-            self.stats["token"] += 1
-            body = b'{"access_token":"ya29.fake-token","expires_in":3600,"token_type":"Bearer"}'
-        elif path.endswith("/messages:send"):
-            self.stats["send"] += 1
-            body = b'{"name":"projects/%s/messages/0:%d"}' % (PROJECT.encode(), self.stats["send"])
-        elif path == "/stats":
-            body = json.dumps(self.stats).encode()
-            if method == "POST":
-                FakeFcm.stats = {"token": 0, "send": 0}
-        else:
-            body = b"{}"
-        response = (
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=UTF-8\r\n"
-            b"Content-Length: %d\r\n%s\r\n%s" % (len(body), b"Connection: close\r\n" if close else b"", body)
-        )
-        if delay:
-            asyncio.get_running_loop().call_later(delay, self.write, response, close)
-        else:
-            self.write(response, close)
-
-    def write(self, response, close):
-        if not self.transport.is_closing():
-            self.transport.write(response)
-            if close:
-                self.transport.close()
-
-
-def serve_fake() -> None:
-    async def main():
-        server = await asyncio.get_running_loop().create_server(FakeFcm, "127.0.0.1", 0, backlog=4096)
-        print(server.sockets[0].getsockname()[1], flush=True)
-        await server.serve_forever()
-
-    asyncio.run(main())
-
-
-def fake_stats(fake: str, *, reset: bool = False) -> dict:
-    request = urllib.request.Request(
-        f"{fake}/stats", method="POST" if reset else "GET", data=b"" if reset else None
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
 
 
 # --- Herald ----------------------------------------------------------------------------------
@@ -302,14 +215,11 @@ def main() -> None:
     parser.add_argument("--latencies", default="0,50", help="added ms per send, comma-separated")
     parser.add_argument("--concurrency", default="32,128", help="Herald's sending threads, comma-separated")
     parser.add_argument("--no-yardstick", action="store_true")
-    parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--yardstick", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fake", help=argparse.SUPPRESS)
     parser.add_argument("--key-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.serve_fake:
-        return serve_fake()
     local_network_only()
     latencies = [int(x) for x in args.latencies.split(",")]
     if args.yardstick:
@@ -329,11 +239,8 @@ def main() -> None:
 
     settings.FCM_TOKEN_URL = ""  # the key's own token_uri: the fake
 
-    fake_process = subprocess.Popen(
-        [sys.executable, __file__, "--serve-fake"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        fake = f"http://127.0.0.1:{int(fake_process.stdout.readline())}"
+    with FakeFcm() as fake_fcm:
+        fake = fake_fcm.base
         info = make_service_account(f"{fake}/token")
         rows = []
         for latency in latencies:
@@ -376,9 +283,6 @@ def main() -> None:
                 result = json.loads(line)
                 yardstick[result["latency"]] = result
                 rows.append((result["latency"], f"firebase-admin {result['version']} send_each", result))
-    finally:
-        fake_process.terminate()
-        fake_process.wait()
 
     print(
         f"\n{args.messages:,} data-only messages per run against a local fake FCM "
