@@ -79,13 +79,17 @@ class _RequestHandler(WSGIRequestHandler):
             super().log_message(format, *args)
 
 
-class _Server(ThreadedWSGIServer):
-    request_queue_size = 128  # many senders connect at once
+class HangsUpConnections:
+    """A socketserver mixin that remembers open connections so that ``hang_up()`` can end them.
+
+    An idle keep-alive connection otherwise holds its serving thread (and that thread's
+    database connection) until the client goes away.
+    """
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
         self.open_sockets: set = set()
         self._sockets_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
 
     def get_request(self):
         sock, address = super().get_request()
@@ -107,6 +111,10 @@ class _Server(ThreadedWSGIServer):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class _Server(HangsUpConnections, ThreadedWSGIServer):
+    request_queue_size = 128  # many senders connect at once
 
 
 class SandboxServer:

@@ -30,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import urllib3
 
+from messaging.sandbox.server import HangsUpConnections
+
 ERROR_STATUS = {400: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 ERROR_CODE = {400: "INVALID_ARGUMENT", 429: "QUOTA_EXCEEDED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 
@@ -177,35 +179,12 @@ def _tracking_token(body: bytes) -> str:
         return ""
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(HangsUpConnections, ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._sockets: set = set()
-        self._sockets_lock = threading.Lock()
-
-    def get_request(self):
-        sock, address = super().get_request()
-        with self._sockets_lock:
-            self._sockets.add(sock)
-        return sock, address
-
     def shutdown_request(self, request):
-        with self._sockets_lock:
-            self._sockets.discard(request)
         try:
             super().shutdown_request(request)
         except OSError:
             pass
-
-    def hang_up(self) -> None:
-        """End idle keep-alive connections so that their threads finish."""
-        with self._sockets_lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
