@@ -120,8 +120,10 @@ if TASK_BACKEND == "rq":
     INSTALLED_APPS.append("django_rq")
     RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600}}
 
-# --- Cache (rate limits) ----------------------------------------------------------
-# With Redis, rate limits are shared by every web process; without, each keeps its own.
+# --- Cache ---------------------------------------------------------------------------
+# Shared through Redis when REDIS_URL is set. Rate limits talk to REDIS_URL directly (one
+# round trip per check, see tenants/throttling.py) and use this cache only without Redis,
+# where each process counts on its own.
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,

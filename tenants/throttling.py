@@ -1,4 +1,4 @@
-"""Rate limits per API key and per client IP, shared by every process through the cache.
+"""Rate limits per API key and per client IP, shared by every process through Redis.
 
 A fixed-window counter: one atomic INCR per request and window. With REDIS_URL the
 counters live in Redis, so every web process counts together, and each check is one
