@@ -10,7 +10,6 @@ herald_beat`) nudges such work again, and a delivery marked sent is never sent a
 import logging
 import random
 import secrets
-import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -305,7 +304,6 @@ def _payload(message: Message, template: dict, delivery: Delivery) -> dict:
 def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
     template = _template(message)
     outcomes: list[tuple[Delivery, str | None, fcm.FcmError | None]] = []
-    lock = threading.Lock()
 
     def send_one(delivery: Delivery):
         if delivery.claimed_until is not None and timezone.now() >= delivery.claimed_until:
@@ -327,11 +325,10 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
             for future in as_completed(futures):
                 if (outcome := future.result()) is None:
                     continue
-                with lock:
-                    outcomes.append(outcome)
-                    if len(outcomes) >= settings.DELIVERY_RESULT_BATCH:
-                        _record(message, outcomes)
-                        outcomes = []
+                outcomes.append(outcome)  # only this thread touches outcomes
+                if len(outcomes) >= settings.DELIVERY_RESULT_BATCH:
+                    _record(message, outcomes)
+                    outcomes = []
         except BaseException:
             # Results can no longer be recorded (the database went away): send no more of
             # the chunk, or all of it would go out again once the claim runs out.
