@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 # Runs Herald on SQLite with a demo tenant, a background worker and the FCM sandbox.
 demo: install
-	$(PY) manage.py demo
+	FCM_SANDBOX_ENABLED=1 $(PY) manage.py demo
 
 # Browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
 browser:

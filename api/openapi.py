@@ -1,6 +1,9 @@
-"""OpenAPI pieces shared by every endpoint: the error body and the authentication schemes."""
+"""OpenAPI pieces shared by every endpoint: the error body and the rate limits.
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+The authentication schemes are described beside the authentication they document, in
+`tenants.auth`.
+"""
+
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
@@ -46,24 +49,3 @@ def document_rate_limits(result, generator, request, public):
             })
     return result
 
-
-class BodyKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "tenants.auth.BodyKeyAuthentication"
-    name = "bodyKey"
-
-    def get_security_definition(self, auto_schema):
-        # OpenAPI has no scheme for credentials inside the body; describe it honestly.
-        return {
-            "type": "apiKey", "in": "header", "name": "X-Unused-Body-Credentials",
-            "description": "Send `tenant_id` and `api_key` in the JSON body (no header).",
-        }
-
-
-class ServerKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "tenants.auth.ServerKeyAuthentication"
-    match_subclasses = True
-    name = "serverKey"
-
-    def get_security_definition(self, auto_schema):
-        return {"type": "apiKey", "in": "header", "name": "X-Server-Key",
-                "description": "A server key; `Authorization: Bearer <key>` works too."}

@@ -49,7 +49,7 @@ def setup_django(database_url: str, fcm_url: str) -> None:
 
 
 def make_tenant(fcm_url: str):
-    from messaging.sandbox.accounts import create_service_account
+    from fcm_sandbox.accounts import create_service_account
     from tenants.credentials import set_credentials
     from tenants.models import Tenant
 

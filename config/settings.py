@@ -30,13 +30,18 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_tasks_db",
+    "api",
     "tenants",
     "devices",
     "messaging",
-    # The built-in FCM sandbox (label fcm_sandbox): served only by `manage.py fcm_sandbox`,
-    # never by Herald's own URLconf, so installing it exposes nothing.
-    "messaging.sandbox",
 ]
+# The FCM sandbox (a fake Google for development: `manage.py demo`, `fcm_sandbox`,
+# `simulate_devices`) is installed only when enabled, so a production database has none of
+# its tables. `make demo` and the test suite enable it. It is served only by `manage.py
+# fcm_sandbox`, never by Herald's own URLconf, and nothing in Herald imports it.
+FCM_SANDBOX_ENABLED = env.bool("FCM_SANDBOX_ENABLED", default=False)
+if FCM_SANDBOX_ENABLED:
+    INSTALLED_APPS.append("fcm_sandbox")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -122,7 +127,7 @@ if TASK_BACKEND == "rq":
 
 # --- Cache ---------------------------------------------------------------------------
 # Shared through Redis when REDIS_URL is set. Rate limits talk to REDIS_URL directly (one
-# round trip per check, see tenants/throttling.py) and use this cache only without Redis,
+# round trip per check, see api/throttling.py) and use this cache only without Redis,
 # where each process counts on its own.
 CACHES = {
     "default": (
@@ -138,11 +143,11 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_PARSER_CLASSES": ["tenants.api.LimitedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["api.errors.LimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "tenants.api.exception_handler",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_CLASSES": ["tenants.throttling.PerIpThrottle", "tenants.throttling.PerKeyThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.PerIpThrottle", "api.throttling.PerKeyThrottle"],
     # Behind a proxy, the client IP is the N-th address from the right of X-Forwarded-For.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=None),
 }
@@ -167,7 +172,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"PlatformEnum": "devices.models.Platform"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "tenants.schema.document_rate_limits",
+        "api.openapi.document_rate_limits",
     ],
 }
 # SmartAppPush allows 100 requests/s per IP on /developer/push; so does Herald by default.
@@ -250,7 +255,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "tenants.logs.JsonFormatter"},
+        "json": {"()": "config.logging.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

@@ -3,9 +3,9 @@ from django.urls import path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from api.health import healthz
 from devices import views as device_views
 from messaging import views as messaging_views
-from messaging.health import healthz
 
 urlpatterns = [
     path("events", device_views.EventsView.as_view(), name="events"),
@@ -23,5 +23,5 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
 ]
 
-handler404 = "tenants.api.not_found"
-handler500 = "tenants.api.server_error"
+handler404 = "api.errors.not_found"
+handler500 = "api.errors.server_error"

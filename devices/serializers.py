@@ -3,9 +3,9 @@ from zoneinfo import available_timezones
 
 from rest_framework import serializers
 
+from api.fields import RFC3339DateTimeField, StrictBooleanField, StrictCharField
 from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Device, Platform
-from tenants.api import RFC3339DateTimeField, StrictBooleanField, StrictCharField
 
 
 @cache

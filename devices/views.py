@@ -1,7 +1,8 @@
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from api.errors import ApiError
+from api.openapi import ERROR_RESPONSES
 from devices import services
 from devices.serializers import (
     EventSerializer,
@@ -9,46 +10,7 @@ from devices.serializers import (
     RefreshTokenSerializer,
     SuccessSerializer,
 )
-from tenants.api import ApiError
-from tenants.auth import BodyKeyAuthentication
-from tenants.schema import ERROR_RESPONSES
-
-# App endpoints are called from browsers too (web push). Their credentials travel in the
-# body, never in cookies, so any origin may call them: CORS with "*" exposes nothing.
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type",
-    "Access-Control-Expose-Headers": "Retry-After",
-    "Access-Control-Max-Age": "86400",
-}
-
-
-class AppEndpoint(APIView):
-    """An endpoint apps call with tenant_id + api_key in the body."""
-
-    authentication_classes = [BodyKeyAuthentication]
-
-    def initial(self, request, *args, **kwargs):
-        # The credentials are in the body, so a wrong method must be refused before they
-        # are looked for: a GET deserves 405, not 401; a CORS preflight has no body at all.
-        if request.method.lower() not in self.http_method_names or not hasattr(
-            self, request.method.lower()
-        ):
-            self.http_method_not_allowed(request)
-        if request.method == "OPTIONS":
-            return
-        super().initial(request, *args, **kwargs)
-
-    @extend_schema(exclude=True)
-    def options(self, request, *args, **kwargs):
-        return Response(status=204)
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        response = super().finalize_response(request, response, *args, **kwargs)
-        for header, value in CORS_HEADERS.items():
-            response[header] = value
-        return response
+from tenants.auth import AppEndpoint
 
 
 class EventsView(AppEndpoint):

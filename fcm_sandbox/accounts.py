@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.db import transaction
 
-from messaging.sandbox.models import SandboxServiceAccount
+from fcm_sandbox.models import SandboxServiceAccount
 from tenants.credentials import set_credentials
 from tenants.models import FirebaseCredential, Tenant
 

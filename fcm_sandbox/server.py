@@ -18,9 +18,9 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from django.db import connections
 
-from messaging.sandbox.state import state
+from fcm_sandbox.state import state
 
-URLCONF = "messaging.sandbox.urls"
+URLCONF = "fcm_sandbox.urls"
 logger = logging.getLogger(__name__)
 
 

@@ -3,7 +3,7 @@
 Access tokens live only in the serving process, like a session: restart the sandbox
 and every client's token is refused with 401, which exercises the client's
 refresh-once-and-retry path. Received messages and known service accounts are in the
-database (``messaging.sandbox.models``), so other processes can read and add them.
+database (``fcm_sandbox.models``), so other processes can read and add them.
 """
 
 import random

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from messaging.sandbox import views
+from fcm_sandbox import views
 
 app_name = "sandbox"
 urlpatterns = [
@@ -14,4 +14,4 @@ urlpatterns = [
     path("favicon.ico", views.no_icon),
 ]
 
-handler404 = "messaging.sandbox.views.not_found"
+handler404 = "fcm_sandbox.views.not_found"

@@ -10,10 +10,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
-from messaging.sandbox import schema
-from messaging.sandbox.models import SandboxMessage, hash_target
-from messaging.sandbox.oauth import JWT_BEARER, OAuthError, verify_assertion
-from messaging.sandbox.state import state
+from fcm_sandbox import schema
+from fcm_sandbox.models import SandboxMessage, hash_target
+from fcm_sandbox.oauth import JWT_BEARER, OAuthError, verify_assertion
+from fcm_sandbox.state import state
 
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"

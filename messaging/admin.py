@@ -1,7 +1,7 @@
 """Messages in the admin: the list, the composer, the message page and its live progress.
 
 The composer and the message page are custom admin views on MessageAdmin; what they
-do is in `messaging.services` (create, send, cancel) and `messaging.dashboard_services`
+do is in `messaging.services` (create, send, cancel) and `messaging.checks`
 (validate, test push). Tenant scoping and roles come from `tenants.scoping`.
 """
 
@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from devices.models import Platform
-from messaging import dashboard_services, services
+from messaging import checks, services
 from messaging.forms import ComposeForm
 from messaging.models import Audience, Delivery, Message
 from messaging.selectors import audience_size, error_breakdown
@@ -170,7 +170,7 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         if failure_code:
             failures = failures.filter(error_code=failure_code)
         page = Paginator(failures, FAILURES_PER_PAGE).get_page(request.GET.get("page"))
-        breakdown = [(code, n, dashboard_services.explain_fcm_error(code))
+        breakdown = [(code, n, checks.explain_fcm_error(code))
                      for code, n in error_breakdown(message).items()]
         can_edit = self.has_role(request, Role.EDITOR, message)
         waiting = message.status in (Message.Status.SCHEDULED, Message.Status.DRAFT) or (
@@ -245,12 +245,12 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         tenant, spec = form.cleaned_data["tenant"], form.to_spec()
         if action in ("validate", "test"):
             if action == "validate":
-                check = dashboard_services.validate_message(tenant=tenant, spec=spec)
+                check = checks.validate_message(tenant=tenant, spec=spec)
             elif not form.cleaned_data["test_to"].strip():
-                check = dashboard_services.FcmCheck(ok=False,
+                check = checks.FcmCheck(ok=False,
                                                     summary="Enter an app user id or token to test.")
             else:
-                check = dashboard_services.send_test_push(tenant=tenant, spec=spec,
+                check = checks.send_test_push(tenant=tenant, spec=spec,
                                                           to=form.cleaned_data["test_to"])
             if as_json:
                 return JsonResponse(check.as_json())

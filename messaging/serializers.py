@@ -2,17 +2,17 @@ import json
 
 from rest_framework import serializers
 
-from devices.codes import COUNTRIES, LANGUAGES
-from devices.models import MAX_TOKEN_LENGTH, Platform
-from messaging.models import MAX_TTL, Audience, Message
-from messaging.selectors import error_breakdown
-from tenants.api import (
+from api.fields import (
     RFC3339DateTimeField,
     StrictBooleanField,
     StrictCharField,
     StrictIntegerField,
     StrictRegexField,
 )
+from devices.codes import COUNTRIES, LANGUAGES
+from devices.models import MAX_TOKEN_LENGTH, Platform
+from messaging.models import MAX_TTL, Audience, Message
+from messaging.selectors import error_breakdown
 
 # FCM refuses these data keys (and any starting with "google." or "gcm.").
 RESERVED_DATA_KEYS = {"from", "notification", "message_type", "collapse_key", "tracking_token"}

@@ -5,7 +5,9 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from devices.views import AppEndpoint
+from api.errors import ApiError
+from api.openapi import ERROR_RESPONSES, ErrorSerializer
+from api.throttling import DeveloperPushThrottle, PerIpThrottle, PerKeyThrottle
 from messaging import services
 from messaging.models import Message
 from messaging.serializers import (
@@ -16,10 +18,7 @@ from messaging.serializers import (
     MessageSerializer,
     PushOpenedSerializer,
 )
-from tenants.api import ApiError
-from tenants.auth import IsServerKey, ServerKeyAuthentication
-from tenants.schema import ERROR_RESPONSES, ErrorSerializer
-from tenants.throttling import DeveloperPushThrottle, PerIpThrottle, PerKeyThrottle
+from tenants.auth import AppEndpoint, IsServerKey, ServerKeyAuthentication
 
 
 class IsServerKeyOr401(IsServerKey):

@@ -5,4 +5,4 @@ class TenantsConfig(AppConfig):
     name = "tenants"
 
     def ready(self):
-        from tenants import schema  # noqa: F401  (registers the OpenAPI auth schemes)
+        from tenants import auth  # noqa: F401  (registers the OpenAPI auth schemes)

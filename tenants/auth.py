@@ -4,11 +4,18 @@ App endpoints carry ``tenant_id`` and ``api_key`` in the JSON body, as SmartAppP
 do; server endpoints carry a server key in ``X-Server-Key`` or
 ``Authorization: Bearer``. Either way the caller gets back the ApiKey (and through it
 the Tenant) or a 401 that does not say which half was wrong.
+
+Body-key endpoints (`AppEndpoint`) answer CORS: browsers call them, and because the key is
+in the body, never in a cookie, any origin may.
 """
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, exceptions, permissions
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from tenants.api import body_object
+from api.errors import body_object
 from tenants.models import ApiKey, hash_key
 
 INVALID = "Invalid tenant_id or api_key."
@@ -67,3 +74,66 @@ class IsServerKey(permissions.BasePermission):
 
     def has_permission(self, request, view):
         return request.auth is not None and request.auth.kind == ApiKey.Kind.SERVER
+
+
+# App endpoints are called from browsers too (web push). Their credentials travel in the
+# body, never in cookies, so any origin may call them: CORS with "*" exposes nothing.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Expose-Headers": "Retry-After",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+class AppEndpoint(APIView):
+    """An endpoint apps call with tenant_id + api_key in the body."""
+
+    authentication_classes = [BodyKeyAuthentication]
+
+    def initial(self, request, *args, **kwargs):
+        # The credentials are in the body, so a wrong method must be refused before they
+        # are looked for: a GET deserves 405, not 401; a CORS preflight has no body at all.
+        if request.method.lower() not in self.http_method_names or not hasattr(
+            self, request.method.lower()
+        ):
+            self.http_method_not_allowed(request)
+        if request.method == "OPTIONS":
+            return
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema(exclude=True)
+    def options(self, request, *args, **kwargs):
+        return Response(status=204)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for header, value in CORS_HEADERS.items():
+            response[header] = value
+        return response
+
+
+# --- OpenAPI: how the schema describes these schemes --------------------------------
+
+
+class BodyKeyScheme(OpenApiAuthenticationExtension):
+    target_class = BodyKeyAuthentication
+    name = "bodyKey"
+
+    def get_security_definition(self, auto_schema):
+        # OpenAPI has no scheme for credentials inside the body; describe it honestly.
+        return {
+            "type": "apiKey", "in": "header", "name": "X-Unused-Body-Credentials",
+            "description": "Send `tenant_id` and `api_key` in the JSON body (no header).",
+        }
+
+
+class ServerKeyScheme(OpenApiAuthenticationExtension):
+    target_class = ServerKeyAuthentication
+    match_subclasses = True
+    name = "serverKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": "X-Server-Key",
+                "description": "A server key; `Authorization: Bearer <key>` works too."}

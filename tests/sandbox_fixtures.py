@@ -12,10 +12,10 @@ import socket
 
 import pytest
 
+from fcm_sandbox.accounts import create_service_account, generate_private_key_pem, provision_tenant
+from fcm_sandbox.server import SandboxServer
+from fcm_sandbox.state import state
 from messaging.fcm import forget_clients
-from messaging.sandbox.accounts import create_service_account, generate_private_key_pem, provision_tenant
-from messaging.sandbox.server import SandboxServer
-from messaging.sandbox.state import state
 
 LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
 

@@ -81,7 +81,7 @@ def test_the_admin_login_is_csrf_protected(db):
 
 
 def test_api_errors_are_logged_without_keys_or_bodies(db, tenant, app_key, caplog):
-    from tenants.logs import JsonFormatter
+    from config.logging import JsonFormatter
 
     body = {**EVENT, "tenant_id": tenant.tenant_id, "api_key": app_key, "country": "XX"}
     with caplog.at_level(logging.INFO, logger="herald.api"):

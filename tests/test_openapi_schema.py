@@ -1,7 +1,10 @@
 """The OpenAPI schema documents every endpoint, its fields and its error statuses."""
 
+from pathlib import Path
+
 import pytest
 import yaml
+from django.core.management import call_command
 
 
 @pytest.fixture
@@ -36,3 +39,14 @@ def test_the_docs_page_is_served_without_internet_assets(client, db):
 
     assert "swagger" in page.lower()
     assert "cdn.jsdelivr" not in page and "unpkg" not in page
+
+
+SNAPSHOT = Path(__file__).resolve().parent / "openapi-schema.yaml"
+
+
+def test_the_schema_is_byte_for_byte_the_published_one(tmp_path, db):
+    # The schema is a contract with every client: it changes only on purpose. After such a
+    # change, write the new one with `manage.py spectacular --file tests/openapi-schema.yaml`.
+    call_command("spectacular", "--file", str(tmp_path / "schema.yaml"))
+
+    assert (tmp_path / "schema.yaml").read_bytes() == SNAPSHOT.read_bytes()

@@ -13,9 +13,9 @@ from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker
 
 from devices.models import Device
+from fcm_sandbox.models import SandboxMessage
+from fcm_sandbox.state import state
 from messaging.models import Message
-from messaging.sandbox.models import SandboxMessage
-from messaging.sandbox.state import state
 from tenants.models import Membership
 from tests.browser.conftest import PASSWORD, PHONE, log_in, screenshot
 from tests.staff import make_device

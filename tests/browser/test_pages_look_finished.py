@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from devices.models import Device
+from fcm_sandbox.accounts import create_service_account
 from messaging.models import Message
-from messaging.sandbox.accounts import create_service_account
 from tenants.credentials import set_credentials
 from tenants.models import ApiKey, FirebaseCredential, Membership
 from tests.browser.conftest import DESKTOP, PASSWORD, PHONE, log_in, screenshot

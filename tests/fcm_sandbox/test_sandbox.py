@@ -18,9 +18,9 @@ from django.core.management import call_command
 from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
 
-from messaging.sandbox import schema
-from messaging.sandbox.accounts import generate_private_key_pem
-from messaging.sandbox.models import SandboxMessage, SandboxServiceAccount
+from fcm_sandbox import schema
+from fcm_sandbox.accounts import generate_private_key_pem
+from fcm_sandbox.models import SandboxMessage, SandboxServiceAccount
 from tenants.models import FirebaseCredential, Tenant
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"

@@ -7,8 +7,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from devices.models import AppUser, Device, TokenRotation
+from fcm_sandbox.simulator import Simulator, SimulatorConfig, check_url
 from messaging.models import Message
-from messaging.simulator import Simulator, SimulatorConfig, check_url
 
 
 @pytest.fixture

@@ -43,8 +43,8 @@ def sandbox_server(transactional_db, settings, tenant):
 
     Transactional: the sandbox serves from its own threads and database connections.
     """
-    from messaging.sandbox.accounts import provision_tenant
-    from messaging.sandbox.server import SandboxServer
+    from fcm_sandbox.accounts import provision_tenant
+    from fcm_sandbox.server import SandboxServer
 
     server = SandboxServer(quiet=True).start()
     server.state.configure()
@@ -57,7 +57,7 @@ def sandbox_server(transactional_db, settings, tenant):
 @pytest.fixture
 def inbox():
     """What the sandbox received, per target: {token: [FCM message dicts]}."""
-    from messaging.sandbox.models import SandboxMessage
+    from fcm_sandbox.models import SandboxMessage
 
     def inbox():
         received = {}

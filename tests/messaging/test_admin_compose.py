@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 
 from devices.models import Device
+from fcm_sandbox.models import SandboxMessage
 from messaging.models import Audience, Message
-from messaging.sandbox.models import SandboxMessage
 from tests.staff import make_device, make_message
 
 pytestmark = pytest.mark.django_db

@@ -23,9 +23,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from fcm_sandbox.models import SandboxMessage
 from messaging import fcm, services
 from messaging.models import Delivery, Message
-from messaging.sandbox.models import SandboxMessage
 from messaging.services import MessageInput, create_message, recover_stalled
 from tests.messaging import workers
 from tests.messaging.faults import CLOSE, CLOSE_AFTER_FORWARDING, Answer, FaultyFcm, Hang, every, first

@@ -13,10 +13,10 @@ import pytest
 import urllib3
 from django.core.management import CommandError, call_command
 
+from fcm_sandbox.accounts import create_service_account
+from fcm_sandbox.models import SandboxMessage
 from messaging import fcm
 from messaging.fcm import FcmClient, FcmError, FcmTarget, build_message, check_credentials, client_for_tenant
-from messaging.sandbox.accounts import create_service_account
-from messaging.sandbox.models import SandboxMessage
 from tenants.credentials import set_credentials
 from tenants.models import FirebaseCredential
 
@@ -154,7 +154,7 @@ def test_it_gives_up_when_a_fresh_token_is_rejected_too(sandbox_service_account,
 
 
 def test_a_key_google_does_not_know_is_a_permanent_error(fcm_sandbox, sandbox_service_account):
-    from messaging.sandbox.accounts import generate_private_key_pem
+    from fcm_sandbox.accounts import generate_private_key_pem
 
     forged = {**sandbox_service_account, "private_key": generate_private_key_pem()}
     client = FcmClient(service_account_info=forged, api_url=fcm_sandbox.url)
@@ -602,7 +602,7 @@ def test_check_credentials_proves_a_working_credential(sandbox_credential, tenan
 
 
 def test_check_credentials_explains_a_key_google_refuses(tenant, fcm_sandbox, sandbox_service_account):
-    from messaging.sandbox.accounts import generate_private_key_pem
+    from fcm_sandbox.accounts import generate_private_key_pem
 
     set_credentials(
         tenant=tenant, raw=json.dumps({**sandbox_service_account, "private_key": generate_private_key_pem()})

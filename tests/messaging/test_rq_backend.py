@@ -4,8 +4,8 @@ import os
 
 import pytest
 
+from fcm_sandbox.models import SandboxMessage
 from messaging.models import Message
-from messaging.sandbox.models import SandboxMessage
 from tests.messaging import workers
 
 pytestmark = pytest.mark.redis

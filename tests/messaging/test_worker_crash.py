@@ -4,8 +4,8 @@ import signal
 import time
 from collections import Counter
 
+from fcm_sandbox.models import SandboxMessage
 from messaging.models import Delivery, Message
-from messaging.sandbox.models import SandboxMessage
 from messaging.services import MessageInput, create_message
 from tests.messaging import workers
 

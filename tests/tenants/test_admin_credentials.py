@@ -6,7 +6,7 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from messaging.sandbox.accounts import create_service_account
+from fcm_sandbox.accounts import create_service_account
 from tenants.credentials import set_credentials
 from tenants.models import FirebaseCredential
 

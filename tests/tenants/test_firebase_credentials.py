@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from messaging.sandbox.accounts import generate_private_key_pem
+from fcm_sandbox.accounts import generate_private_key_pem
 from tenants import encryption
 from tenants.credentials import (
     InvalidServiceAccount,

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from messaging.sandbox.accounts import provision_tenant
+from fcm_sandbox.accounts import provision_tenant
 from tenants.models import ApiKey, Membership, Tenant
 
 DEMO_TENANT = "demo"

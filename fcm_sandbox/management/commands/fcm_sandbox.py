@@ -1,8 +1,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging.sandbox.server import SandboxServer
-from messaging.sandbox.state import state
+from fcm_sandbox.server import SandboxServer
+from fcm_sandbox.state import state
 
 
 class Command(BaseCommand):

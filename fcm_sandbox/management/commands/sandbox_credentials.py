@@ -3,7 +3,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging.sandbox.accounts import provision_tenant
+from fcm_sandbox.accounts import provision_tenant
 from tenants.models import Tenant
 
 

@@ -1,4 +1,4 @@
-"""Virtual apps for a running Herald and FCM sandbox: see messaging/simulator.py."""
+"""Virtual apps for a running Herald and FCM sandbox: see fcm_sandbox/simulator.py."""
 
 import contextlib
 import json
@@ -8,7 +8,7 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging.simulator import Simulator, SimulatorConfig
+from fcm_sandbox.simulator import Simulator, SimulatorConfig
 
 
 class Command(BaseCommand):
