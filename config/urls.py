@@ -7,6 +7,12 @@ from api.health import healthz
 from devices import views as device_views
 from messaging import views as messaging_views
 
+# The admin site's frame. Its index is the dashboard (templates/admin/index.html).
+admin.site.site_header = "Herald"
+admin.site.site_title = "Herald"
+admin.site.index_title = "Dashboard"
+admin.site.site_url = None  # Herald has no public site to link to
+
 urlpatterns = [
     path("events", device_views.EventsView.as_view(), name="events"),
     path("devices/refresh-token", device_views.RefreshTokenView.as_view(), name="refresh-token"),

@@ -43,10 +43,21 @@ class AppUser(models.Model):
         return self.app_user_id
 
 
+# A device a push can reach: active, with the user's permission. The one definition, used by
+# DeviceQuerySet.targetable() and Device.is_targetable.
+TARGETABLE = {"is_active": True, "push_permission": True}
+
+
 class DeviceQuerySet(models.QuerySet):
     def targetable(self):
         """Devices a push can reach: active, with the user's permission."""
-        return self.filter(is_active=True, push_permission=True)
+        return self.filter(**TARGETABLE)
+
+    def deactivate(self, *, reason: str, now=None) -> int:
+        """Stop targeting the active devices among these; how many were. One UPDATE."""
+        return self.filter(is_active=True).update(
+            is_active=False, deactivated_at=now or tz.now(), deactivation_reason=reason[:64]
+        )
 
 
 class Device(models.Model):
@@ -103,12 +114,15 @@ class Device(models.Model):
         self.token_hash = hash_token(token)
         self.token_updated_at = tz.now()
 
+    @property
+    def is_targetable(self) -> bool:
+        """Whether a push can reach this device (see TARGETABLE)."""
+        return all(getattr(self, field) == value for field, value in TARGETABLE.items())
+
     def deactivate(self, *, reason: str) -> bool:
         """Stop targeting this device. Returns whether it was active (one conditional UPDATE)."""
         now = tz.now()
-        changed = Device.objects.filter(pk=self.pk, is_active=True).update(
-            is_active=False, deactivated_at=now, deactivation_reason=reason[:64]
-        )
+        changed = Device.objects.filter(pk=self.pk).deactivate(reason=reason, now=now)
         if changed:
             self.is_active, self.deactivated_at, self.deactivation_reason = False, now, reason[:64]
         return bool(changed)

@@ -262,9 +262,7 @@ def deactivate_devices(*, device_ids: list[int], reason: str) -> int:
     """Stop targeting these devices (FCM said their tokens are dead). One UPDATE."""
     if not device_ids:
         return 0
-    return Device.objects.filter(pk__in=device_ids, is_active=True).update(
-        is_active=False, deactivated_at=timezone.now(), deactivation_reason=reason[:64]
-    )
+    return Device.objects.filter(pk__in=device_ids).deactivate(reason=reason)
 
 
 def deactivate_stale_devices(*, tenant: Tenant | None = None, days: int) -> int:
@@ -273,4 +271,4 @@ def deactivate_stale_devices(*, tenant: Tenant | None = None, days: int) -> int:
     devices = Device.objects.filter(is_active=True, last_seen_at__lt=cutoff)
     if tenant is not None:
         devices = devices.filter(tenant=tenant)
-    return devices.update(is_active=False, deactivated_at=timezone.now(), deactivation_reason="STALE")
+    return devices.deactivate(reason="STALE")

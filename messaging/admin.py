@@ -2,7 +2,8 @@
 
 The composer and the message page are custom admin views on MessageAdmin; what they
 do is in `messaging.services` (create, send, cancel) and `messaging.checks`
-(validate, test push). Tenant scoping and roles come from `tenants.scoping`.
+(validate, test push). Tenant scoping and roles come from `tenants.scoping`. The Firebase
+credential admin gets its "Check credentials" action here, where FCM may be reached.
 """
 
 from django.contrib import admin, messages
@@ -20,12 +21,9 @@ from messaging import checks, services
 from messaging.forms import ComposeForm
 from messaging.models import Audience, Delivery, Message
 from messaging.selectors import audience_size, error_breakdown
+from tenants import admin as tenants_admin
+from tenants.models import FirebaseCredential, Membership
 from tenants.scoping import Role, TenantScopedAdminMixin, roles_of
-
-admin.site.site_header = "Herald"
-admin.site.site_title = "Herald"
-admin.site.index_title = "Dashboard"
-admin.site.site_url = None  # Herald has no public site to link to
 
 AUDIENCE_FIELDS = {"tenant", "audience", "platforms", "countries", "languages", "app_user_ids", "tokens",
                    "topic", "condition"}
@@ -315,3 +313,25 @@ def confirmation(spec: services.MessageInput, size: int | None, *, tz_name: str)
         return f"Schedule “{spec.title}” for {when}, {audience_phrase(size)}?"
     return (f"Schedule “{spec.title}” for {when}? It would reach {size:,} device{'s' if size != 1 else ''} "
             "if sent now; Herald counts the audience again when it goes out.")
+
+
+# --- Firebase credentials: checking one talks to FCM, so the action lives here -------------
+
+admin.site.unregister(FirebaseCredential)
+
+
+@admin.register(FirebaseCredential)
+class FirebaseCredentialAdmin(tenants_admin.FirebaseCredentialAdmin):
+    """The tenants' credential admin, with the action that proves a credential works."""
+
+    actions = ["check_selected"]
+
+    @admin.action(description="Check credentials (get a token, validate a test message)",
+                  location=[admin.ActionLocation.CHANGE_LIST, admin.ActionLocation.CHANGE_FORM])
+    def check_selected(self, request, queryset):
+        for credential in queryset.select_related("tenant"):
+            if not self.has_role(request, Membership.Role.EDITOR, credential):
+                continue
+            result = services.check_credentials(tenant=credential.tenant)
+            level = messages.SUCCESS if result.ok else messages.ERROR
+            self.message_user(request, f"{credential.tenant}: {result.message}", level=level)

@@ -1,4 +1,4 @@
-"""What the staff dashboard does beyond `messaging.services`: checks and test pushes.
+"""The composer's checks: have FCM validate a composed push, or send it to a test device.
 
 Neither creates a Message: a test push or a validation is a question asked of FCM
 before the real send, and must not count in the tenant's statistics.
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from devices.models import Device, hash_token
 from messaging import fcm
 from messaging.models import Audience
-from messaging.services import MessageInput
+from messaging.services import MessageInput, audience_target, client_for_tenant, device_target, fcm_message
 from tenants.models import Tenant
 
 # At most this many devices of one app user get a test push.
@@ -20,28 +20,28 @@ TEST_PUSH_MAX_DEVICES = 5
 VALIDATION_TOPIC = "herald-validate"
 
 EXPLANATIONS = {
-    "UNREGISTERED": "The app was uninstalled, or the token expired or was replaced. Herald stopped "
+    fcm.UNREGISTERED: "The app was uninstalled, or the token expired or was replaced. Herald stopped "
                     "targeting the device.",
-    "SENDER_ID_MISMATCH": "The token belongs to another Firebase project than this tenant's credential. "
+    fcm.SENDER_ID_MISMATCH: "The token belongs to another Firebase project than this tenant's credential. "
                           "Herald stopped targeting the device.",
-    "INVALID_ARGUMENT": "FCM refused the message as malformed, or the token is not a valid FCM token.",
-    "QUOTA_EXCEEDED": "Too many messages too fast, for the project or for this one device; Herald "
+    fcm.INVALID_ARGUMENT: "FCM refused the message as malformed, or the token is not a valid FCM token.",
+    fcm.QUOTA_EXCEEDED: "Too many messages too fast, for the project or for this one device; Herald "
                       "retried later.",
-    "UNAVAILABLE": "FCM was overloaded or down; Herald retried with backoff until the message expired.",
-    "INTERNAL": "FCM had an internal error; Herald retried with backoff until the message expired.",
-    "THIRD_PARTY_AUTH_ERROR": "Apple (APNs) or the browser's push service refused FCM's credentials: "
+    fcm.UNAVAILABLE: "FCM was overloaded or down; Herald retried with backoff until the message expired.",
+    fcm.INTERNAL: "FCM had an internal error; Herald retried with backoff until the message expired.",
+    fcm.THIRD_PARTY_AUTH_ERROR: "Apple (APNs) or the browser's push service refused FCM's credentials: "
                               "check the APNs key or web push certificate in the Firebase console.",
-    "UNAUTHENTICATED": "Google refused the service-account key. Upload a new key under Firebase "
+    fcm.UNAUTHENTICATED: "Google refused the service-account key. Upload a new key under Firebase "
                        "credentials.",
-    "PERMISSION_DENIED": "The service account may not send for this project, or the Firebase Cloud "
+    fcm.PERMISSION_DENIED: "The service account may not send for this project, or the Firebase Cloud "
                          "Messaging API is disabled for it.",
-    "NOT_FOUND": "FCM does not know the project: check the project ID of the Firebase credential.",
-    "TIMEOUT": "FCM did not answer in time.",
-    "CONNECTION_ERROR": "Herald could not reach FCM (network or DNS problem).",
-    "CONFIGURATION": "This tenant has no usable Firebase credential. Upload the service-account key "
+    fcm.NOT_FOUND: "FCM does not know the project: check the project ID of the Firebase credential.",
+    fcm.TIMEOUT: "FCM did not answer in time.",
+    fcm.CONNECTION_ERROR: "Herald could not reach FCM (network or DNS problem).",
+    fcm.CONFIGURATION: "This tenant has no usable Firebase credential. Upload the service-account key "
                      "under Firebase credentials.",
-    "CANCELLED": "The message was cancelled before this device's turn.",
-    "DEVICE_GONE": "The device was deleted or merged into another before its turn.",
+    fcm.CANCELLED: "The message was cancelled before this device's turn.",
+    fcm.DEVICE_GONE: "The device was deleted or merged into another before its turn.",
 }
 
 
@@ -62,18 +62,6 @@ class FcmCheck:
         return {"ok": self.ok, "summary": self.summary, "details": self.details}
 
 
-def build_fcm_message(*, spec: MessageInput, target: fcm.FcmTarget) -> dict:
-    """The FCM message of a composed push, for one target."""
-    options = spec.options or {}
-    return fcm.build_message(
-        target=target, title=spec.title, body=spec.body, data=dict(spec.data), image=spec.image_url,
-        click_link=spec.click_link, priority=spec.priority, ttl_seconds=spec.ttl_seconds,
-        collapse_key=options.get("collapse_key", ""), data_only=spec.data_only,
-        android_channel=options.get("android_channel", ""), sound=options.get("sound", ""),
-        badge=options.get("badge"), analytics_label=options.get("analytics_label", ""),
-    )
-
-
 def _error_check(error: fcm.FcmError, summary: str) -> FcmCheck:
     details = [f"{error.code}: {explain_fcm_error(error.code)}"]
     if error.detail:
@@ -83,15 +71,13 @@ def _error_check(error: fcm.FcmError, summary: str) -> FcmCheck:
 
 def validate_message(*, tenant: Tenant, spec: MessageInput) -> FcmCheck:
     """Have FCM check a composed push (validate_only): nothing is delivered."""
-    if spec.audience == Audience.TOPIC:
-        target = fcm.FcmTarget(topic=spec.audience_params["topic"])
-    elif spec.audience == Audience.CONDITION:
-        target = fcm.FcmTarget(condition=spec.audience_params["condition"])
+    if spec.audience in (Audience.TOPIC, Audience.CONDITION):
+        target = audience_target(audience=spec.audience, params=spec.audience_params)
     else:
         target = fcm.FcmTarget(topic=VALIDATION_TOPIC)
     try:
-        message = build_fcm_message(spec=spec, target=target)
-        fcm.client_for_tenant(tenant).send(message, validate_only=True)
+        message = fcm_message(push=spec, target=target)
+        client_for_tenant(tenant).send(message, validate_only=True)
     except (ValueError, TypeError) as exc:
         return FcmCheck(ok=False, summary="Herald cannot build this message.", details=[str(exc)])
     except fcm.FcmError as error:
@@ -120,23 +106,20 @@ def send_test_push(*, tenant: Tenant, spec: MessageInput, to: str) -> FcmCheck:
     if not devices:
         return FcmCheck(ok=False, summary=f"{tenant.name} has no device with that token or app user id.")
     try:
-        client = fcm.client_for_tenant(tenant)
+        client = client_for_tenant(tenant)
     except fcm.FcmError as error:
         return _error_check(error, "Herald cannot send for this tenant.")
 
     details, sent = [], 0
     for device in devices:
         label = f"{device.get_platform_display()} device …{device.token[-8:]} of {device.user.app_user_id}"
-        if not device.is_active:
-            details.append(f"{label}: not sent, deactivated ({device.deactivation_reason or 'no reason'}).")
+        if not device.is_targetable:
+            why = (f"deactivated ({device.deactivation_reason or 'no reason'})" if not device.is_active
+                   else "the user has not allowed notifications")
+            details.append(f"{label}: not sent, {why}.")
             continue
-        if not device.push_permission:
-            details.append(f"{label}: not sent, the user has not allowed notifications.")
-            continue
-        target = fcm.FcmTarget(fid=device.token) if device.token_kind == Device.TokenKind.FID else \
-            fcm.FcmTarget(token=device.token)
         try:
-            client.send(build_fcm_message(spec=spec, target=target))
+            client.send(fcm_message(push=spec, target=device_target(device)))
         except (ValueError, TypeError) as exc:
             return FcmCheck(ok=False, summary="Herald cannot build this message.", details=[str(exc)])
         except fcm.FcmError as error:

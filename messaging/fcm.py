@@ -1,12 +1,14 @@
 """FCM HTTP v1: the only module in Herald that talks to Google.
 
-It builds google-auth credentials from a tenant's service account, keeps one access
+It builds google-auth credentials from a service account it is handed, keeps one access
 token per credential (shared by every thread, refreshed when google-auth considers
 it stale, i.e. 3m45s before it expires), sends one message per request over a pool
 of keep-alive connections, and turns every outcome into a message name or an
-``FcmError`` that says what happened and whether trying again can help.
+``FcmError`` that says what happened and whether trying again can help. Which
+credential a tenant sends with, and recording what a check found, is
+``messaging.services``' business: this module reads no table.
 
-    client = client_for_tenant(tenant)
+    client = services.client_for_tenant(tenant)  # an FcmClient, shared per credential
     message = build_message(target=FcmTarget(token=device.token), title="Hi", body="…", data={})
     try:
         name = client.send(message)
@@ -23,6 +25,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -33,14 +36,6 @@ import requests
 import urllib3
 from django.conf import settings
 from google.oauth2 import service_account
-
-from tenants.credentials import (
-    ADC_ENVIRONMENT_VARIABLE,
-    InvalidServiceAccount,
-    application_default_service_account,
-)
-from tenants.encryption import InvalidToken
-from tenants.models import FirebaseCredential, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -54,25 +49,46 @@ CHECK_TOPIC = "herald-credential-check"
 
 # --- Errors ------------------------------------------------------------------------
 
+# The error codes Herald knows, named here and nowhere else. FCM's own errorCodes:
+UNREGISTERED = "UNREGISTERED"
+SENDER_ID_MISMATCH = "SENDER_ID_MISMATCH"
+INVALID_ARGUMENT = "INVALID_ARGUMENT"
+QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+UNAVAILABLE = "UNAVAILABLE"
+INTERNAL = "INTERNAL"
+THIRD_PARTY_AUTH_ERROR = "THIRD_PARTY_AUTH_ERROR"
+UNSPECIFIED_ERROR = "UNSPECIFIED_ERROR"
+# The API's statuses, when FCM names no errorCode:
+UNAUTHENTICATED = "UNAUTHENTICATED"
+PERMISSION_DENIED = "PERMISSION_DENIED"
+NOT_FOUND = "NOT_FOUND"
+# Herald's own: the request never got an answer, or could not be made.
+TIMEOUT = "TIMEOUT"
+CONNECTION_ERROR = "CONNECTION_ERROR"
+CONFIGURATION = "CONFIGURATION"
+# Herald's own, for deliveries that never reached FCM.
+CANCELLED = "CANCELLED"  # the message was cancelled before the delivery's turn
+DEVICE_GONE = "DEVICE_GONE"  # the device was deleted before its turn
+
 # Worth trying again later (with backoff, honouring retry_after). Everything else is
 # permanent: the same request would fail the same way.
-RETRYABLE_CODES = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL", "TIMEOUT", "CONNECTION_ERROR"})
+RETRYABLE_CODES = frozenset({QUOTA_EXCEEDED, UNAVAILABLE, INTERNAL, TIMEOUT, CONNECTION_ERROR})
 # The device's token is dead for this tenant: stop targeting it.
-UNREGISTERED_CODES = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
+UNREGISTERED_CODES = frozenset({UNREGISTERED, SENDER_ID_MISMATCH})
 
 # When FCM's body names no errorCode (proxies, auth failures, wrong project), the
 # HTTP status decides. A bare 404 is NOT_FOUND, never UNREGISTERED: a wrong project
 # or URL must not look like every device being gone.
 _CODE_FOR_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    429: "QUOTA_EXCEEDED",
-    500: "INTERNAL",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "UNAVAILABLE",
+    400: INVALID_ARGUMENT,
+    401: UNAUTHENTICATED,
+    403: PERMISSION_DENIED,
+    404: NOT_FOUND,
+    429: QUOTA_EXCEEDED,
+    500: INTERNAL,
+    502: UNAVAILABLE,
+    503: UNAVAILABLE,
+    504: UNAVAILABLE,
 }
 
 
@@ -126,7 +142,7 @@ def _rebuild_error(code, detail, status, permanent, retry_after) -> FcmError:
 def _is_permanent(code: str, status: int | None) -> bool:
     if code in RETRYABLE_CODES:
         return False
-    if code == "UNSPECIFIED_ERROR":  # FCM knows nothing more; trust the status
+    if code == UNSPECIFIED_ERROR:  # FCM knows nothing more; trust the status
         return status is not None and status < 500 and status != 429
     return True
 
@@ -154,7 +170,7 @@ def error_from_response(response: urllib3.BaseHTTPResponse) -> FcmError:
     if code is None:
         code = _CODE_FOR_STATUS.get(status) or api_status
     if code is None:
-        code = "INTERNAL" if status >= 500 else f"HTTP_{status}"
+        code = INTERNAL if status >= 500 else f"HTTP_{status}"
     detail = message or f"HTTP {status} {response.reason or ''}".strip()
     return FcmError(
         code,
@@ -215,7 +231,7 @@ class FcmTarget:
 
 def build_message(
     *,
-    target: FcmTarget,
+    target: FcmTarget | None,
     title: str,
     body: str,
     data: dict[str, str],
@@ -231,6 +247,8 @@ def build_message(
     analytics_label: str = "",
 ) -> dict:
     """The FCM v1 Message (the value of "message") for one of Herald's pushes.
+
+    Without a target, the message for many targets: add each one's ``as_fields()``.
 
     Data-only (the default, what SmartAppPush apps expect): title, body, image,
     click_link, channel_id, sound and badge travel as strings in ``data`` beside the
@@ -268,7 +286,7 @@ def build_message(
     if click_link:
         payload["click_link"] = click_link
 
-    message: dict = {**target.as_fields()}
+    message: dict = target.as_fields() if target is not None else {}
     if not data_only:
         notification = {"title": title, "body": body, "image": image}
         message["notification"] = {key: value for key, value in notification.items() if value}
@@ -375,12 +393,12 @@ class FcmClient:
             info["token_uri"] = settings.FCM_TOKEN_URL
         project_id = info.get("project_id")
         if not isinstance(project_id, str) or not project_id:
-            raise FcmError("CONFIGURATION", "The service account has no project_id.", permanent=True)
+            raise FcmError(CONFIGURATION, "The service account has no project_id.", permanent=True)
         try:
             self._credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
         except (ValueError, KeyError, TypeError) as exc:
             raise FcmError(
-                "CONFIGURATION", f"The service account is not usable: {exc}", permanent=True
+                CONFIGURATION, f"The service account is not usable: {exc}", permanent=True
             ) from None
         self.project_id: str = project_id
         self.client_email: str = info.get("client_email", "")
@@ -452,14 +470,14 @@ class FcmClient:
         except google.auth.exceptions.RefreshError as exc:
             retryable = bool(getattr(exc, "retryable", False))
             raise FcmError(
-                "UNAVAILABLE" if retryable else "UNAUTHENTICATED",
+                UNAVAILABLE if retryable else UNAUTHENTICATED,
                 f"Google's token endpoint ({self.token_uri}) refused the key of {self.client_email}: "
                 f"{exc.args[0] if exc.args else exc}.",
                 permanent=not retryable,
             ) from exc
         except google.auth.exceptions.TransportError as exc:
             cause = exc.args[0] if exc.args else exc
-            code = "TIMEOUT" if isinstance(cause, requests.Timeout) else "CONNECTION_ERROR"
+            code = TIMEOUT if isinstance(cause, requests.Timeout) else CONNECTION_ERROR
             raise FcmError(code, f"Could not get an access token from {self.token_uri}: {cause}") from exc
         logger.debug("New FCM access token for %s", self.client_email)
 
@@ -482,7 +500,7 @@ class FcmClient:
         if response.status == 200:
             return self._message_name(response)
         error = error_from_response(response)
-        if error.code == "UNAUTHENTICATED":
+        if error.code == UNAUTHENTICATED:
             response = self._post(payload, self._replace_rejected_token(token))
             if response.status == 200:
                 return self._message_name(response)
@@ -502,17 +520,17 @@ class FcmClient:
                 assert_same_host=False,
             )
         except urllib3.exceptions.NewConnectionError as exc:  # refused, unreachable, DNS
-            raise FcmError("CONNECTION_ERROR", f"Could not connect to {self.api_url}: {exc}") from exc
+            raise FcmError(CONNECTION_ERROR, f"Could not connect to {self.api_url}: {exc}") from exc
         except urllib3.exceptions.ConnectTimeoutError as exc:
-            raise FcmError("TIMEOUT", f"Could not connect to {self.api_url} within {self.timeout}s.") from exc
+            raise FcmError(TIMEOUT, f"Could not connect to {self.api_url} within {self.timeout}s.") from exc
         except urllib3.exceptions.TimeoutError as exc:
             raise FcmError(
-                "TIMEOUT",
+                TIMEOUT,
                 f"{self.api_url} did not answer within {self.timeout}s; the message may or "
                 "may not have been delivered.",
             ) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise FcmError("CONNECTION_ERROR", f"{self.api_url}: {exc}") from exc
+            raise FcmError(CONNECTION_ERROR, f"{self.api_url}: {exc}") from exc
 
     @staticmethod
     def _message_name(response: urllib3.BaseHTTPResponse) -> str:
@@ -521,88 +539,46 @@ class FcmClient:
         except (ValueError, KeyError, TypeError):
             name = None
         if not isinstance(name, str):
-            raise FcmError("INTERNAL", "FCM answered 200 without a message name.", status=200)
+            raise FcmError(INTERNAL, "FCM answered 200 without a message name.", status=200)
         return name
 
 
-# --- Per-tenant clients ----------------------------------------------------------------
+# --- Shared clients --------------------------------------------------------------------
 
-# tenant pk -> (fingerprint of the credential it was built from, client). One client
-# per credential means one access token and one connection pool per credential.
-_clients: dict[int, tuple[tuple, FcmClient]] = {}
+# key (a tenant's pk) -> (fingerprint of the credential it was built from, client). One
+# client per credential means one access token and one connection pool per credential.
+_clients: dict[Hashable, tuple[tuple, FcmClient]] = {}
 _clients_lock = threading.Lock()
 
 
-def client_for_tenant(tenant: Tenant) -> FcmClient:
-    """The shared FcmClient for a tenant's credential (or, lacking one, for ADC).
+def shared_client(
+    *, key: Hashable, fingerprint: tuple, service_account_info: Callable[[], dict]
+) -> FcmClient:
+    """The FcmClient kept under `key`, as long as it was built from the same `fingerprint`.
 
-    Costs one small query to notice a replaced credential; call it once per batch of
-    sends, not per message. Raises FcmError(code="CONFIGURATION", permanent=True) when
-    there is no usable credential.
+    Otherwise a new client is built from ``service_account_info()`` (called only then) and
+    kept instead. Raises FcmError(code="CONFIGURATION") for an unusable service account.
     """
-    credential = FirebaseCredential.objects.filter(tenant_id=tenant.pk).defer("encrypted_private_key").first()
-    if credential is not None:
-        fingerprint: tuple = ("stored", credential.pk, credential.uploaded_at, credential.private_key_id)
-    else:
-        path = os.environ.get(ADC_ENVIRONMENT_VARIABLE, "")
-        if not path:
-            raise _no_credential(tenant)
-        try:
-            changed = os.stat(path).st_mtime_ns
-        except OSError:
-            changed = None
-        fingerprint = ("adc", path, changed)
     # Settings are part of the key so that tests overriding them get a fresh client.
     fingerprint += (settings.FCM_API_URL, settings.FCM_TOKEN_URL)
 
     with _clients_lock:
-        cached = _clients.get(tenant.pk)
+        cached = _clients.get(key)
     if cached and cached[0] == fingerprint:
         return cached[1]
 
     client = FcmClient(
-        service_account_info=_service_account_info(tenant=tenant, credential=credential),
+        service_account_info=service_account_info(),
         pool_size=settings.FCM_HTTP_POOL_SIZE,
         timeout=settings.FCM_HTTP_TIMEOUT,
     )
     with _clients_lock:
-        cached = _clients.get(tenant.pk)
+        cached = _clients.get(key)
         if cached and cached[0] == fingerprint:
             client.close()  # another thread built one first: share its token
             return cached[1]
-        _clients[tenant.pk] = (fingerprint, client)
+        _clients[key] = (fingerprint, client)
     return client
-
-
-def _service_account_info(*, tenant: Tenant, credential: FirebaseCredential | None) -> dict:
-    if credential is not None:
-        try:
-            return credential.service_account_info()
-        except InvalidToken:
-            raise FcmError(
-                "CONFIGURATION",
-                f"The Firebase credential of tenant {tenant.tenant_id} cannot be decrypted: "
-                "HERALD_ENCRYPTION_KEYS (or SECRET_KEY) changed without keeping the old key. "
-                "Restore it, or upload the service-account key again.",
-                permanent=True,
-            ) from None
-    try:
-        info = application_default_service_account()
-    except InvalidServiceAccount as exc:
-        raise FcmError("CONFIGURATION", str(exc), permanent=True) from None
-    if info is None:
-        raise _no_credential(tenant)
-    return info
-
-
-def _no_credential(tenant: Tenant) -> FcmError:
-    return FcmError(
-        "CONFIGURATION",
-        f"Tenant {tenant.tenant_id} has no Firebase credential and {ADC_ENVIRONMENT_VARIABLE} "
-        "is not set. Upload the service-account key (Firebase console > Project settings > "
-        "Service accounts > Generate new private key).",
-        permanent=True,
-    )
 
 
 def forget_clients() -> None:
@@ -617,40 +593,19 @@ def forget_clients() -> None:
 # --- Checking a credential -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CredentialCheck:
-    """What a credential check found, in words a tenant admin can act on."""
-
-    ok: bool
-    project_id: str
-    message: str
-    source: str  # "stored" or "GOOGLE_APPLICATION_CREDENTIALS"
-
-
-def check_credentials(*, tenant: Tenant) -> CredentialCheck:
-    """Prove a tenant's credential works: get a fresh token, then a validate_only send.
+def check_service_account(info: dict) -> tuple[bool, str]:
+    """Prove a service account works: get a fresh token, then a validate_only send.
 
     The test message goes to a topic with validate_only, so nothing is delivered.
-    The outcome is recorded on the stored credential (last check) and returned.
+    Returns (ok, what was found in words a tenant admin can act on); raises FcmError
+    (CONFIGURATION) when the service account cannot even make a client.
     """
-    credential = FirebaseCredential.objects.filter(tenant_id=tenant.pk).first()
-    source = "stored" if credential is not None else ADC_ENVIRONMENT_VARIABLE
-    project_id = credential.project_id if credential is not None else ""
+    # A fresh client, not the shared one: a cached token would hide a revoked key.
+    client = FcmClient(service_account_info=info, pool_size=1, timeout=settings.FCM_HTTP_TIMEOUT)
     try:
-        info = _service_account_info(tenant=tenant, credential=credential)
-        project_id = info["project_id"]
-        # A fresh client, not the shared one: a cached token would hide a revoked key.
-        client = FcmClient(service_account_info=info, pool_size=1, timeout=settings.FCM_HTTP_TIMEOUT)
-    except FcmError as error:
-        ok, message = False, error.detail
-    else:
-        try:
-            ok, message = _check(client)
-        finally:
-            client.close()
-    if credential is not None:
-        credential.record_check(ok=ok, message=message)
-    return CredentialCheck(ok=ok, project_id=project_id, message=message, source=source)
+        return _check(client)
+    finally:
+        client.close()
 
 
 def _check(client: FcmClient) -> tuple[bool, str]:
@@ -658,7 +613,7 @@ def _check(client: FcmClient) -> tuple[bool, str]:
     try:
         client.access_token(fresh=True)
     except FcmError as error:
-        if error.code == "UNAUTHENTICATED":
+        if error.code == UNAUTHENTICATED:
             return False, (
                 f"{error.detail} The key may have been deleted or disabled, or this server's clock "
                 "is wrong. Generate a new key under Project settings > Service accounts and upload it."
@@ -673,7 +628,7 @@ def _check(client: FcmClient) -> tuple[bool, str]:
     try:
         client.send(message, validate_only=True)
     except FcmError as error:
-        if error.code in ("PERMISSION_DENIED", "NOT_FOUND"):
+        if error.code in (PERMISSION_DENIED, NOT_FOUND):
             return False, (
                 f"Got an access token as {who}, but FCM refused to send for project "
                 f"{project!r} ({error.code}: {error.detail}). Check that the Firebase Cloud "

@@ -135,6 +135,10 @@ class DeliveryQuerySet(models.QuerySet):
     def unfinished(self):
         return self.filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING])
 
+    def unclaimed(self, now):
+        """Deliveries no worker holds at `now`: never claimed, or the claim has run out."""
+        return self.filter(models.Q(claimed_until__isnull=True) | models.Q(claimed_until__lt=now))
+
 
 class Delivery(models.Model):
     """One message to one device (or, for topics and conditions, to FCM's fan-out)."""

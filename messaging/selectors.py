@@ -1,9 +1,18 @@
-"""Reads: which devices a message reaches."""
+"""Reads: which devices a message reaches, and the staff dashboard's activity per day.
 
-from django.db.models import QuerySet
+The dashboard's charts are drawn by `messaging.charts`.
+"""
 
-from devices.models import Device, hash_token
-from messaging.models import Audience, Message
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+
+from django.db.models import Count, F, Q, QuerySet
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
+
+from devices.models import Device, Platform, TokenRotation, hash_token
+from messaging import charts, fcm
+from messaging.models import Audience, Delivery, Message
 
 
 def audience_devices(*, tenant, audience: str, params: dict) -> QuerySet[Device]:
@@ -37,9 +46,125 @@ def audience_size(*, tenant, audience: str, params: dict) -> int | None:
 
 def error_breakdown(message: Message) -> dict[str, int]:
     """Failed deliveries of a message counted by FCM error code."""
-    from django.db.models import Count
-
     rows = (
         message.deliveries.filter(status="failed").values("error_code").annotate(n=Count("id")).order_by("-n")
     )
     return {row["error_code"] or "UNKNOWN": row["n"] for row in rows}
+
+
+# --- The staff dashboard: activity per day over a period, for a set of tenants ---------
+
+PERIODS = (7, 30, 90)
+DEFAULT_PERIOD = 30
+
+
+@dataclass
+class PlatformCount:
+    platform: str
+    label: str
+    active: int
+    targetable: int
+    share: float  # of all active devices, 0–100
+
+
+@dataclass
+class Dashboard:
+    days: list[date]
+    messages: int
+    sent: int
+    failed: int
+    opened: int
+    success_rate: float | None
+    open_rate: float | None
+    active_devices: int
+    targetable_devices: int
+    rotations: int
+    deactivations: int
+    platforms: list[PlatformCount]
+    deactivation_reasons: list[tuple[str, int]]
+    recent: list[Message]
+    charts: dict = field(default_factory=dict)
+
+
+def _per_day(queryset, when, start, tz) -> dict[date, int]:
+    rows = (queryset.annotate(when=when).filter(when__gte=start)
+            .annotate(day=TruncDate("when", tzinfo=tz)).values("day").annotate(n=Count("pk")).order_by())
+    return {row["day"]: row["n"] for row in rows}
+
+
+def dashboard(*, tenant_ids: list[int], days: int = DEFAULT_PERIOD) -> Dashboard:
+    """Messages, deliveries, opens, devices, rotations and deactivations of the tenants,
+    per day over the last `days` days (today included, in the current time zone)."""
+    tz = timezone.get_current_timezone()
+    today = timezone.localdate()
+    first = today - timedelta(days=days - 1)
+    start = datetime.combine(first, time.min, tzinfo=tz)
+    day_list = [first + timedelta(days=i) for i in range(days)]
+
+    messages = Message.objects.filter(tenant_id__in=tenant_ids)
+    deliveries = Delivery.objects.filter(message__tenant_id__in=tenant_ids)
+    devices = Device.objects.filter(tenant_id__in=tenant_ids)
+
+    messages_by_day = _per_day(messages, F("created_at"), start, tz)
+    sent_by_day = _per_day(deliveries.filter(status=Delivery.Status.SENT), F("sent_at"), start, tz)
+    # A failed delivery has no time of its own; its last attempt was scheduled for
+    # next_attempt_at. Cancelled ones were never tried and are not failures of delivery.
+    failed_by_day = _per_day(
+        deliveries.filter(status=Delivery.Status.FAILED).exclude(error_code=fcm.CANCELLED),
+        Coalesce("sent_at", "next_attempt_at"), start, tz)
+    opened_by_day = _per_day(deliveries.filter(opened_at__isnull=False), F("opened_at"), start, tz)
+    rotations_by_day = _per_day(TokenRotation.objects.filter(device__tenant_id__in=tenant_ids),
+                                F("rotated_at"), start, tz)
+    deactivated_by_day = _per_day(devices.filter(is_active=False), F("deactivated_at"), start, tz)
+
+    def series(counts):
+        return [counts.get(d, 0) for d in day_list]
+
+    sent, failed = series(sent_by_day), series(failed_by_day)
+    rate = [round(100 * s / (s + f), 1) if s + f else None for s, f in zip(sent, failed, strict=True)]
+    total_sent, total_failed = sum(sent), sum(failed)
+    total_opened = sum(opened_by_day.values())
+
+    by_platform = devices.filter(is_active=True).values("platform").annotate(
+        active=Count("pk"), targetable=Count("pk", filter=Q(push_permission=True))).order_by()
+    platform_rows = {row["platform"]: row for row in by_platform}
+    active = sum(row["active"] for row in platform_rows.values())
+    platforms = [
+        PlatformCount(platform=value, label=label, active=platform_rows.get(value, {}).get("active", 0),
+                      targetable=platform_rows.get(value, {}).get("targetable", 0),
+                      share=100 * platform_rows.get(value, {}).get("active", 0) / active if active else 0)
+        for value, label in Platform.choices
+    ]
+    reasons = list(devices.filter(is_active=False, deactivated_at__gte=start)
+                   .values_list("deactivation_reason").annotate(n=Count("pk")).order_by("-n")[:6])
+
+    board = Dashboard(
+        days=day_list, messages=sum(messages_by_day.values()), sent=total_sent, failed=total_failed,
+        opened=total_opened,
+        success_rate=100 * total_sent / (total_sent + total_failed) if total_sent + total_failed else None,
+        open_rate=100 * total_opened / total_sent if total_sent else None,
+        active_devices=active, targetable_devices=sum(p.targetable for p in platforms),
+        rotations=sum(rotations_by_day.values()), deactivations=sum(deactivated_by_day.values()),
+        platforms=platforms, deactivation_reasons=[(r or "unknown", n) for r, n in reasons],
+        recent=list(messages.select_related("tenant")[:6]),
+    )
+    board.charts = {
+        "messages": charts.bar_chart(
+            days=day_list, label="Messages per day", empty="No messages in this period",
+            series=[charts.Series("messages", "hc-primary", series(messages_by_day))]),
+        "deliveries": charts.bar_chart(
+            days=day_list, label="Deliveries per day, sent and failed", empty="No deliveries in this period",
+            series=[charts.Series("sent", "hc-ok", sent), charts.Series("failed", "hc-bad", failed)]),
+        "success": charts.line_chart(
+            days=day_list, label="Delivery success rate per day", percent=True, bridge_gaps=True,
+            empty="No deliveries in this period", series=[charts.Series("delivered", "hc-ok", rate)]),
+        "opens": charts.bar_chart(
+            days=day_list, label="Opens per day", empty="No opens in this period",
+            series=[charts.Series("opens", "hc-accent", series(opened_by_day))]),
+        "devices": charts.bar_chart(
+            days=day_list, label="Token rotations and deactivations per day", stacked=False,
+            empty="No rotations or deactivations in this period",
+            series=[charts.Series("token rotations", "hc-primary", series(rotations_by_day)),
+                    charts.Series("deactivations", "hc-bad", series(deactivated_by_day))]),
+    }
+    return board

@@ -1,13 +1,15 @@
 """Sending pushes: creating messages, fanning them out to deliveries, sending, retrying.
 
 The Delivery table is the source of truth, never a task queue: a task only nudges work
-that the rows describe. A delivery is claimed by a worker for DELIVERY_CLAIM_SECONDS
-with one conditional UPDATE, sent, and recorded in bulk as results arrive. A worker
-that dies leaves its claims to run out; `recover_stalled` (run by `manage.py
-herald_beat`) nudges such work again, and a delivery marked sent is never sent again.
+that the rows describe (`messaging.tasks` queues one when `fan_out_due` or `send_due`
+fires). A delivery is claimed by a worker for DELIVERY_CLAIM_SECONDS with one conditional
+UPDATE, sent, and recorded in bulk as results arrive. A worker that dies leaves its claims
+to run out; `recover_stalled` (run by `manage.py herald_beat`) nudges such work again, and
+a delivery marked sent is never sent again.
 """
 
 import logging
+import os
 import random
 import secrets
 from collections import Counter
@@ -17,7 +19,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Max, Min, Q
+from django.db.models import F, Max, Min
+from django.dispatch import Signal
 from django.utils import timezone
 
 from devices.models import Device
@@ -25,9 +28,22 @@ from devices.services import deactivate_devices
 from messaging import fcm
 from messaging.models import Audience, Delivery, Message, new_tracking_token
 from messaging.selectors import message_devices
-from tenants.models import Tenant
+from tenants.credentials import (
+    ADC_ENVIRONMENT_VARIABLE,
+    InvalidServiceAccount,
+    application_default_service_account,
+)
+from tenants.encryption import InvalidToken
+from tenants.models import FirebaseCredential, Tenant
 
 log = logging.getLogger("herald.delivery")
+
+# Background work falls due: a message to fan out (message_id, run_after) or deliveries to
+# send (message_id, first_device_id, last_device_id, run_after). messaging.tasks, the one
+# place that queues work, listens; a signal, so that these services never import the tasks
+# that call them.
+fan_out_due = Signal()
+send_due = Signal()
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 DEDUPE_WINDOW = timedelta(minutes=10)
@@ -105,15 +121,13 @@ def send_message(*, message: Message) -> Message:
 
 
 def _start(message: Message) -> None:
-    from messaging import tasks
-
     now = timezone.now()
     scheduled = message.schedule_at is not None and message.schedule_at > now
     message.status = Message.Status.SCHEDULED if scheduled else Message.Status.SENDING
     message.started_at = None if scheduled else now
     message.save(update_fields=["status", "started_at"])
     run_after = message.schedule_at if scheduled else None
-    transaction.on_commit(lambda: tasks.enqueue_fan_out(message.pk, run_after=run_after))
+    transaction.on_commit(lambda: fan_out_due.send(Message, message_id=message.pk, run_after=run_after))
 
 
 def cancel_message(*, message: Message) -> Message:
@@ -126,9 +140,8 @@ def cancel_message(*, message: Message) -> Message:
         if not changed:
             message.refresh_from_db()
             raise NotCancellable(f"A {message.get_status_display().lower()} message cannot be cancelled.")
-        cancelled = message.deliveries.unfinished().filter(
-            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
-        ).update(status=Delivery.Status.FAILED, error_code="CANCELLED",
+        cancelled = message.deliveries.unfinished().unclaimed(now).update(
+            status=Delivery.Status.FAILED, error_code=fcm.CANCELLED,
                  error_detail="The message was cancelled.", claimed_until=None, claim="")
         Message.objects.filter(pk=message.pk).update(failed_count=F("failed_count") + cancelled)
     message.refresh_from_db()
@@ -156,6 +169,130 @@ def send_developer_push(*, tenant: Tenant, app_user_id: str, spec: MessageInput,
     return message, count
 
 
+# --- FCM credentials --------------------------------------------------------------------
+
+
+def client_for_tenant(tenant: Tenant) -> fcm.FcmClient:
+    """The shared FcmClient for a tenant's credential (or, lacking one, for ADC).
+
+    Costs one small query to notice a replaced credential; call it once per batch of
+    sends, not per message. Raises FcmError(code="CONFIGURATION", permanent=True) when
+    there is no usable credential.
+    """
+    credential = FirebaseCredential.objects.filter(tenant_id=tenant.pk).defer("encrypted_private_key").first()
+    if credential is not None:
+        fingerprint: tuple = ("stored", credential.pk, credential.uploaded_at, credential.private_key_id)
+    else:
+        path = os.environ.get(ADC_ENVIRONMENT_VARIABLE, "")
+        if not path:
+            raise _no_credential(tenant)
+        try:
+            changed = os.stat(path).st_mtime_ns
+        except OSError:
+            changed = None
+        fingerprint = ("adc", path, changed)
+    return fcm.shared_client(
+        key=tenant.pk, fingerprint=fingerprint,
+        service_account_info=lambda: _service_account_info(tenant=tenant, credential=credential),
+    )
+
+
+def _service_account_info(*, tenant: Tenant, credential: FirebaseCredential | None) -> dict:
+    if credential is not None:
+        try:
+            return credential.service_account_info()
+        except InvalidToken:
+            raise fcm.FcmError(
+                fcm.CONFIGURATION,
+                f"The Firebase credential of tenant {tenant.tenant_id} cannot be decrypted: "
+                "HERALD_ENCRYPTION_KEYS (or SECRET_KEY) changed without keeping the old key. "
+                "Restore it, or upload the service-account key again.",
+                permanent=True,
+            ) from None
+    try:
+        info = application_default_service_account()
+    except InvalidServiceAccount as exc:
+        raise fcm.FcmError(fcm.CONFIGURATION, str(exc), permanent=True) from None
+    if info is None:
+        raise _no_credential(tenant)
+    return info
+
+
+def _no_credential(tenant: Tenant) -> fcm.FcmError:
+    return fcm.FcmError(
+        fcm.CONFIGURATION,
+        f"Tenant {tenant.tenant_id} has no Firebase credential and {ADC_ENVIRONMENT_VARIABLE} "
+        "is not set. Upload the service-account key (Firebase console > Project settings > "
+        "Service accounts > Generate new private key).",
+        permanent=True,
+    )
+
+
+@dataclass(frozen=True)
+class CredentialCheck:
+    """What a credential check found, in words a tenant admin can act on."""
+
+    ok: bool
+    project_id: str
+    message: str
+    source: str  # "stored" or "GOOGLE_APPLICATION_CREDENTIALS"
+
+
+def check_credentials(*, tenant: Tenant) -> CredentialCheck:
+    """Prove a tenant's credential works: get a fresh token, then a validate_only send.
+
+    The test message goes to a topic with validate_only, so nothing is delivered.
+    The outcome is recorded on the stored credential (last check) and returned.
+    """
+    credential = FirebaseCredential.objects.filter(tenant_id=tenant.pk).first()
+    source = "stored" if credential is not None else ADC_ENVIRONMENT_VARIABLE
+    project_id = credential.project_id if credential is not None else ""
+    try:
+        info = _service_account_info(tenant=tenant, credential=credential)
+        project_id = info["project_id"]
+        ok, message = fcm.check_service_account(info)
+    except fcm.FcmError as error:
+        ok, message = False, error.detail
+    if credential is not None:
+        credential.record_check(ok=ok, message=message)
+    return CredentialCheck(ok=ok, project_id=project_id, message=message, source=source)
+
+
+# --- The FCM message ---------------------------------------------------------------------
+
+
+def fcm_message(*, push: Message | MessageInput, target: fcm.FcmTarget | None = None) -> dict:
+    """The FCM message of a push (a stored Message or a composed MessageInput), to `target`.
+
+    The one place a push becomes an FCM message: the send path (without a target, then one
+    per delivery), the composer's validation and its test push. Raises ValueError or
+    TypeError for a push FCM could not take.
+    """
+    options = push.options or {}
+    return fcm.build_message(
+        target=target, title=push.title, body=push.body, data=dict(push.data or {}),
+        image=push.image_url, click_link=push.click_link, priority=push.priority,
+        ttl_seconds=push.ttl_seconds, collapse_key=options.get("collapse_key", ""),
+        data_only=push.data_only, android_channel=options.get("android_channel", ""),
+        sound=options.get("sound", ""), badge=options.get("badge"),
+        analytics_label=options.get("analytics_label", ""),
+    )
+
+
+def device_target(device: Device) -> fcm.FcmTarget:
+    """Where FCM finds a device: its registration token, or its Firebase installation ID."""
+    if device.token_kind == Device.TokenKind.FID:
+        return fcm.FcmTarget(fid=device.token)
+    return fcm.FcmTarget(token=device.token)
+
+
+def audience_target(*, audience: str, params: dict) -> fcm.FcmTarget:
+    """The FCM target of a topic or condition audience (FCM fans those out itself)."""
+    if audience == Audience.TOPIC:
+        return fcm.FcmTarget(topic=params["topic"])
+    return fcm.FcmTarget(condition=params["condition"])
+
+
 # --- Fan-out ----------------------------------------------------------------------
 
 
@@ -166,8 +303,6 @@ def fan_out(*, message_id: int) -> None:
     and inserts deliveries with ON CONFLICT DO NOTHING, so running it again after a
     crash finishes the job without duplicating anything.
     """
-    from messaging import tasks
-
     now = timezone.now()
     message = Message.objects.select_related("tenant").get(pk=message_id)
     if message.status == Message.Status.SCHEDULED:
@@ -183,7 +318,7 @@ def fan_out(*, message_id: int) -> None:
     if message.audience in (Audience.TOPIC, Audience.CONDITION):
         _, created = Delivery.objects.get_or_create(message=message, device=None)
         Message.objects.filter(pk=message.pk).update(targeted_count=1)
-        tasks.enqueue_send(message.pk)
+        send_due.send(Message, message_id=message.pk)
     else:
         chunk = settings.FANOUT_CHUNK_SIZE
         devices = message_devices(message).order_by("pk").values_list("pk", flat=True)
@@ -196,7 +331,7 @@ def fan_out(*, message_id: int) -> None:
             # Counts only new rows: an interrupted run may have made some of these already.
             created = _insert_deliveries(message_id=message.pk, device_ids=ids, now=now)
             Message.objects.filter(pk=message.pk).update(targeted_count=F("targeted_count") + created)
-            tasks.enqueue_send(message.pk, first_device_id=ids[0], last_device_id=last)
+            send_due.send(Message, message_id=message.pk, first_device_id=ids[0], last_device_id=last)
     Message.objects.filter(pk=message.pk).update(fanned_out_at=timezone.now())
     log.info("fan-out done", extra={"message_id": message.pk})
     finalize_if_done(message_id=message.pk)
@@ -240,7 +375,7 @@ def send_deliveries(*, message_id: int, first_device_id: int | None = None,
     """
     message = Message.objects.select_related("tenant").get(pk=message_id)
     try:
-        client = fcm.client_for_tenant(message.tenant)
+        client = client_for_tenant(message.tenant)
     except fcm.FcmError as exc:
         _fail_unsent(message, code=exc.code, detail=exc.detail)
         return
@@ -259,50 +394,31 @@ def send_deliveries(*, message_id: int, first_device_id: int | None = None,
 def _claim(message, first_device_id, last_device_id) -> list[Delivery]:
     now = timezone.now()
     token = secrets.token_hex(16)
-    due = message.deliveries.unfinished().filter(next_attempt_at__lte=now).filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    due = message.deliveries.unfinished().unclaimed(now).filter(next_attempt_at__lte=now)
     if first_device_id is not None:
         due = due.filter(device_id__gte=first_device_id, device_id__lte=last_device_id)
     ids = list(due.order_by("device_id").values_list("pk", flat=True)[: settings.FANOUT_CHUNK_SIZE])
     if not ids:
         return []
     # The conditional UPDATE is the claim: of two workers racing for a row, one matches.
-    Delivery.objects.filter(pk__in=ids).unfinished().filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
-    ).update(claim=token, claimed_until=now + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS))
+    Delivery.objects.filter(pk__in=ids).unfinished().unclaimed(now).update(
+        claim=token, claimed_until=now + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS))
     return list(Delivery.objects.filter(claim=token).select_related("device"))
 
 
-def _template(message: Message) -> dict:
-    o = message.options or {}
-    return fcm.build_message(
-        target=fcm.FcmTarget(token="-"), title=message.title, body=message.body,
-        data=dict(message.data or {}), image=message.image_url, click_link=message.click_link,
-        priority=message.priority, ttl_seconds=message.ttl_seconds,
-        collapse_key=o.get("collapse_key", ""), data_only=message.data_only,
-        android_channel=o.get("android_channel", ""), sound=o.get("sound", ""),
-        badge=o.get("badge"), analytics_label=o.get("analytics_label", ""),
-    )
-
-
 def _payload(message: Message, template: dict, delivery: Delivery) -> dict:
-    payload = {k: v for k, v in template.items() if k not in ("token", "fid", "topic", "condition")}
+    """A delivery's FCM message: the message's own, plus its target and tracking token."""
+    payload = dict(template)
     payload["data"] = {**template.get("data", {}), "tracking_token": delivery.tracking_token}
-    device = delivery.device
-    if device is None:
-        if message.audience == Audience.TOPIC:
-            payload["topic"] = message.audience_params["topic"]
-        else:
-            payload["condition"] = message.audience_params["condition"]
-    elif device.token_kind == Device.TokenKind.FID:
-        payload["fid"] = device.token
+    if delivery.device is None:
+        payload.update(audience_target(audience=message.audience, params=message.audience_params).as_fields())
     else:
-        payload["token"] = device.token
+        payload.update(device_target(delivery.device).as_fields())
     return payload
 
 
 def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
-    template = _template(message)
+    template = fcm_message(push=message)  # the same for every delivery; built once
     outcomes: list[tuple[Delivery, str | None, fcm.FcmError | None]] = []
 
     def send_one(delivery: Delivery):
@@ -310,7 +426,7 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
             # This worker stalled past its claim; another may be sending the delivery now.
             return None
         if delivery.device_id is None and message.audience not in (Audience.TOPIC, Audience.CONDITION):
-            return delivery, None, fcm.FcmError(code="DEVICE_GONE", status=None, permanent=True,
+            return delivery, None, fcm.FcmError(code=fcm.DEVICE_GONE, status=None, permanent=True,
                                                 retry_after=None, detail="The device was removed.")
         try:
             return delivery, client.send(_payload(message, template, delivery),
@@ -342,7 +458,7 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
 def _backoff(attempts: int, error: fcm.FcmError) -> float:
     """Exponential backoff with full jitter; Retry-After wins; QUOTA_EXCEEDED waits a minute or more."""
     delay = random.uniform(0, min(3600, 10 * 2 ** attempts))
-    floor = 60.0 if error.code == "QUOTA_EXCEEDED" else 1.0
+    floor = 60.0 if error.code == fcm.QUOTA_EXCEEDED else 1.0
     return max(error.retry_after or 0.0, delay, floor)
 
 
@@ -417,15 +533,13 @@ def _record_sent(deliveries: list[Delivery], now: datetime) -> None:
 
 
 def _schedule_retries(message: Message, first_device_id, last_device_id) -> None:
-    from messaging import tasks
-
     pending = message.deliveries.unfinished()
     if first_device_id is not None:
         pending = pending.filter(device_id__gte=first_device_id, device_id__lte=last_device_id)
     soonest = pending.aggregate(at=Min("next_attempt_at"))["at"]
     if soonest is not None:
-        tasks.enqueue_send(message.pk, first_device_id=first_device_id,
-                           last_device_id=last_device_id, run_after=soonest)
+        send_due.send(Message, message_id=message.pk, first_device_id=first_device_id,
+                      last_device_id=last_device_id, run_after=soonest)
 
 
 def _fail_unsent(message: Message, *, code: str, detail: str) -> None:
@@ -476,28 +590,26 @@ def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
     Due scheduled messages start; a fan-out that never finished runs again; due
     deliveries that nobody has claimed (or whose claim ran out) are queued again.
     """
-    from messaging import tasks
-
     now = timezone.now()
     if grace is None:
         grace = timedelta(seconds=settings.DELIVERY_RECOVERY_GRACE_SECONDS)
     counts = Counter()
     for pk in Message.objects.filter(status=Message.Status.SCHEDULED,
                                      schedule_at__lte=now - grace).values_list("pk", flat=True):
-        tasks.enqueue_fan_out(pk)
+        fan_out_due.send(Message, message_id=pk)
         counts["scheduled"] += 1
     for pk in Message.objects.filter(status=Message.Status.SENDING, fanned_out_at__isnull=True,
                                      started_at__lte=now - grace).values_list("pk", flat=True):
-        tasks.enqueue_fan_out(pk)
+        fan_out_due.send(Message, message_id=pk)
         counts["fan_outs"] += 1
     stalled = (
         Delivery.objects.unfinished()
         .filter(message__status=Message.Status.SENDING, next_attempt_at__lte=now - grace)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .unclaimed(now)
         .values("message_id").annotate(last=Max("id"))
     )
     for row in stalled:
-        tasks.enqueue_send(row["message_id"])
+        send_due.send(Message, message_id=row["message_id"])
         counts["messages_resumed"] += 1
     for pk in Message.objects.filter(status=Message.Status.SENDING,
                                      fanned_out_at__isnull=False).values_list("pk", flat=True):

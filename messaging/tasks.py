@@ -1,5 +1,11 @@
-"""Background work, through Django's tasks API. Each task is a thin call into services."""
+"""Background work, through Django's tasks API. Each task is a thin call into services.
 
+The one place work is queued: services announce it (`services.fan_out_due`,
+`services.send_due`) and the receivers at the end of this module enqueue the tasks, so
+imports run one way, tasks -> services. MessagingConfig.ready() imports this module.
+"""
+
+from django.dispatch import receiver
 from django.tasks import task
 
 from messaging import services
@@ -40,3 +46,15 @@ def enqueue_fan_out(message_id: int, *, run_after=None) -> None:
 def enqueue_send(message_id: int, *, first_device_id=None, last_device_id=None, run_after=None) -> None:
     if task_ := _deferred(send_message_deliveries, run_after):
         task_.enqueue(message_id, first_device_id, last_device_id)
+
+
+@receiver(services.fan_out_due, dispatch_uid="herald-enqueue-fan-out")
+def _fan_out_due(sender, *, message_id: int, run_after=None, **kwargs) -> None:
+    enqueue_fan_out(message_id, run_after=run_after)
+
+
+@receiver(services.send_due, dispatch_uid="herald-enqueue-send")
+def _send_due(sender, *, message_id: int, first_device_id=None, last_device_id=None, run_after=None,
+              **kwargs) -> None:
+    enqueue_send(message_id, first_device_id=first_device_id, last_device_id=last_device_id,
+                 run_after=run_after)

@@ -8,7 +8,6 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.formats import date_format
 from django.utils.html import format_html
-from django.utils.module_loading import import_string
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
@@ -207,10 +206,8 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
 
 # --- Firebase credentials ---------------------------------------------------------------
-
-# Checking a credential talks to Google, which only messaging.fcm does; tenants may not
-# import messaging (imports flow tenants <- messaging), so the action names it by path.
-CHECK_CREDENTIALS = "messaging.fcm.check_credentials"
+# Checking a credential talks to Google, which only messaging does: its admin adds the
+# "Check credentials" action to this one (imports flow tenants <- messaging).
 
 
 class FirebaseCredentialForm(forms.ModelForm):
@@ -253,7 +250,6 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_display = ["tenant", "project_id", "client_email", "private_key_id", "uploaded_at", "last_check"]
     list_filter = ["tenant"]
     search_fields = ["tenant__name", "tenant__tenant_id", "project_id", "client_email"]
-    actions = ["check_selected"]
     # Tenant admins manage the credential; editors may check it; viewers only look.
     view_role = Membership.Role.VIEWER
     add_role = change_role = delete_role = Membership.Role.ADMIN
@@ -291,14 +287,3 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             f"Stored the key of {credential.client_email} for project {credential.project_id}. "
             "Use the “Check credentials” action to make sure it works.",
         )
-
-    @admin.action(description="Check credentials (get a token, validate a test message)",
-                  location=[admin.ActionLocation.CHANGE_LIST, admin.ActionLocation.CHANGE_FORM])
-    def check_selected(self, request, queryset):
-        check = import_string(CHECK_CREDENTIALS)
-        for credential in queryset.select_related("tenant"):
-            if not self.has_role(request, Membership.Role.EDITOR, credential):
-                continue
-            result = check(tenant=credential.tenant)
-            level = messages.SUCCESS if result.ok else messages.ERROR
-            self.message_user(request, f"{credential.tenant}: {result.message}", level=level)

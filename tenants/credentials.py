@@ -215,11 +215,6 @@ def set_credentials(*, tenant: Tenant, raw: bytes | str, uploaded_by=None) -> Fi
     return credential
 
 
-def service_account_info(*, credential: FirebaseCredential) -> dict:
-    """The decrypted service-account JSON of a stored credential."""
-    return credential.service_account_info()
-
-
 def application_default_service_account() -> dict | None:
     """The service account named by GOOGLE_APPLICATION_CREDENTIALS, or None when unset.
 

@@ -3,7 +3,7 @@
 from django import template
 from django.utils.html import format_html
 
-from messaging import dashboard as dashboard_data
+from messaging import selectors
 from tenants.scoping import Role, has_role, roles_of, tenant_ids, tenants_for
 
 register = template.Library()
@@ -17,16 +17,16 @@ def herald_dashboard(context):
     tenants = list(tenants_for(user))
     chosen = next((t for t in tenants if str(t.pk) == request.GET.get("tenant", "")), None)
     try:
-        days = int(request.GET.get("days", dashboard_data.DEFAULT_PERIOD))
+        days = int(request.GET.get("days", selectors.DEFAULT_PERIOD))
     except ValueError:
-        days = dashboard_data.DEFAULT_PERIOD
-    if days not in dashboard_data.PERIODS:
-        days = dashboard_data.DEFAULT_PERIOD
+        days = selectors.DEFAULT_PERIOD
+    if days not in selectors.PERIODS:
+        days = selectors.DEFAULT_PERIOD
     ids = [chosen.pk] if chosen else [t.pk for t in tenants]
     return {
         "request": request, "user": user, "tenants": tenants, "chosen": chosen, "days": days,
-        "periods": dashboard_data.PERIODS,
-        "board": dashboard_data.dashboard(tenant_ids=ids, days=days) if tenants else None,
+        "periods": selectors.PERIODS,
+        "board": selectors.dashboard(tenant_ids=ids, days=days) if tenants else None,
         "can_compose": has_role(user, chosen, Role.EDITOR) if chosen else bool(tenant_ids(user, Role.EDITOR)),
     }
 

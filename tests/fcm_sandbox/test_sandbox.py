@@ -490,7 +490,7 @@ def test_google_auths_authorized_session_gets_a_token_and_sends_through_the_sand
 
 
 def test_sandbox_credentials_gives_a_tenant_a_key_the_sandbox_trusts(fcm_sandbox, capsys, settings):
-    from messaging.fcm import client_for_tenant
+    from messaging.services import client_for_tenant
 
     tenant = Tenant.objects.create(name="Demo", tenant_id="demo")
 

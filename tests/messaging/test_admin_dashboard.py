@@ -7,8 +7,8 @@ from django.utils import timezone
 
 from devices.models import TokenRotation
 from messaging import charts
-from messaging.dashboard import dashboard
 from messaging.models import Delivery, Message
+from messaging.selectors import dashboard
 from tests.staff import make_delivery, make_device, make_message, signed_in, staff_user
 
 pytestmark = pytest.mark.django_db

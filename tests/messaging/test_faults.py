@@ -358,7 +358,7 @@ def test_a_worker_whose_claim_ran_out_neither_sends_nor_counts_its_chunk_again(
     services.send_deliveries(message_id=message.pk)
     recorded = dict(message.deliveries.values_list("pk", "fcm_message_name"))
 
-    services._send_chunk(message, fcm.client_for_tenant(tenant), stalled_chunk)
+    services._send_chunk(message, services.client_for_tenant(tenant), stalled_chunk)
 
     by_status = assert_settled(message, targeted=5)
     assert len(by_status["sent"]) == 5

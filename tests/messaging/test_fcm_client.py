@@ -16,7 +16,8 @@ from django.core.management import CommandError, call_command
 from fcm_sandbox.accounts import create_service_account
 from fcm_sandbox.models import SandboxMessage
 from messaging import fcm
-from messaging.fcm import FcmClient, FcmError, FcmTarget, build_message, check_credentials, client_for_tenant
+from messaging.fcm import FcmClient, FcmError, FcmTarget, build_message
+from messaging.services import check_credentials, client_for_tenant
 from tenants.credentials import set_credentials
 from tenants.models import FirebaseCredential
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging.fcm import check_credentials
+from messaging.services import check_credentials
 from tenants.models import Tenant
 
 
