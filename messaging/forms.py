@@ -4,7 +4,6 @@ The rules match the API's (`messaging.serializers`): the same limits, reserved d
 keys, country and language codes, and FCM's payload size.
 """
 
-import json
 import re
 import zoneinfo
 from datetime import datetime, timedelta
@@ -15,7 +14,7 @@ from django.utils import timezone
 from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Platform
 from messaging.models import MAX_TTL, Audience, Message
-from messaging.serializers import FCM_PAYLOAD_LIMIT, RESERVED_DATA_KEYS
+from messaging.serializers import MAX_PAYLOAD_BYTES, is_reserved_data_key, payload_size
 from messaging.services import MessageInput
 from tenants.scoping import Role, tenants_for
 
@@ -176,9 +175,8 @@ class ComposeForm(forms.Form):
             self._clean_schedule(cleaned)
 
         if "title" in cleaned and "body" in cleaned:
-            size = len(json.dumps({"title": cleaned["title"], "body": cleaned["body"],
-                                   **cleaned.get("data", {})}, ensure_ascii=False).encode())
-            if size > FCM_PAYLOAD_LIMIT - 100:
+            size = payload_size(cleaned["title"], cleaned["body"], cleaned.get("data", {}))
+            if size > MAX_PAYLOAD_BYTES:
                 self.add_error("body", f"Title, body and data come to {size:,} bytes; "
                                        "FCM allows about 4,000.")
         return cleaned
@@ -189,7 +187,7 @@ class ComposeForm(forms.Form):
             key = key.strip()
             if not key:
                 self.data_errors.append(f"The value {value[:40]!r} has no key.")
-            elif key in RESERVED_DATA_KEYS or key.startswith(("google.", "gcm.")):
+            elif is_reserved_data_key(key):
                 self.data_errors.append(f"{key!r} is reserved by FCM or Herald; choose another key.")
             elif cleaned.get("data_only", True) and key in DATA_ONLY_KEYS:
                 self.data_errors.append(

@@ -14,9 +14,22 @@ from devices.models import MAX_TOKEN_LENGTH, Platform
 from messaging.models import MAX_TTL, Audience, Message
 from messaging.selectors import error_breakdown
 
-# FCM refuses these data keys (and any starting with "google." or "gcm.").
+# FCM refuses these data keys (and any starting with "google." or "gcm."); Herald keeps
+# tracking_token for itself. The composer's form applies the same rules (messaging.forms).
 RESERVED_DATA_KEYS = {"from", "notification", "message_type", "collapse_key", "tracking_token"}
 FCM_PAYLOAD_LIMIT = 4096
+# Title, body and data may come to this many bytes: room for tracking_token and FCM's own keys.
+MAX_PAYLOAD_BYTES = FCM_PAYLOAD_LIMIT - 100
+
+
+def is_reserved_data_key(key: str) -> bool:
+    """Whether FCM (or Herald) keeps this data key for itself."""
+    return key in RESERVED_DATA_KEYS or key.startswith(("google.", "gcm."))
+
+
+def payload_size(title: str, body: str, data: dict) -> int:
+    """The bytes a push's title, body and data come to, as FCM counts them."""
+    return len(json.dumps({"title": title, "body": body, **data}, ensure_ascii=False).encode())
 
 
 class StrictSerializer(serializers.Serializer):
@@ -40,14 +53,14 @@ class StringMapField(serializers.DictField):
         for key in value:
             if "\x00" in key:  # PostgreSQL's jsonb cannot store it
                 raise serializers.ValidationError("Null characters are not allowed.")
-            if key in RESERVED_DATA_KEYS or key.startswith(("google.", "gcm.")):
+            if is_reserved_data_key(key):
                 raise serializers.ValidationError(f"{key!r} is a reserved key.")
         return value
 
 
 def check_payload_size(title: str, body: str, data: dict) -> None:
-    size = len(json.dumps({"title": title, "body": body, **data}, ensure_ascii=False).encode())
-    if size > FCM_PAYLOAD_LIMIT - 100:  # room for tracking_token and FCM's own keys
+    size = payload_size(title, body, data)
+    if size > MAX_PAYLOAD_BYTES:
         raise serializers.ValidationError(
             {"body": [f"title, body and data come to {size} bytes; FCM allows about 4,000."]})
 
