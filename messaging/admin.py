@@ -237,9 +237,12 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         as_json = request.POST.get("_format") == "json"
         if not form.is_valid():
             if as_json:
+                errors = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
+                if form.data_errors:  # shown under the data pairs, not as a form-wide error
+                    errors["data"] = form.data_errors
+                    errors.pop("__all__", None)
                 return JsonResponse({"ok": False, "summary": "Correct the marked fields first.",
-                                     "errors": {name: [str(e) for e in errors]
-                                                for name, errors in form.errors.items()}})
+                                     "errors": errors})
             return self._compose_page(request, form)
 
         tenant, spec = form.cleaned_data["tenant"], form.to_spec()
