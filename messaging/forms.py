@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Platform
-from messaging.models import MAX_TTL, Audience, Message
+from messaging.models import MAX_TTL, Audience, Message, validate_link
 from messaging.serializers import FCM_PAYLOAD_LIMIT, RESERVED_DATA_KEYS
 from messaging.services import MessageInput
 from tenants.scoping import Role, tenants_for
@@ -49,9 +49,9 @@ class ComposeForm(forms.Form):
         "rows": 3, "placeholder": "Arriving today between 2 and 4 pm."}))
     image_url = forms.URLField(label="Image URL", required=False, max_length=1000, assume_scheme="https",
                                widget=forms.URLInput(attrs={"placeholder": "https://…/picture.jpg"}))
-    click_link = forms.URLField(label="Link opened on click", required=False, max_length=1000,
-                                assume_scheme="https",
-                                widget=forms.URLInput(attrs={"placeholder": "https://… or myapp://…"}))
+    click_link = forms.CharField(label="Link opened on click", required=False, max_length=1000,
+                                 validators=[validate_link],
+                                 widget=forms.URLInput(attrs={"placeholder": "https://… or myapp://…"}))
 
     data_only = forms.TypedChoiceField(
         label="Kind", coerce=lambda v: v == "1", initial="1", widget=forms.RadioSelect,

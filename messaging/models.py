@@ -1,7 +1,10 @@
+import re
 import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -14,6 +17,32 @@ MAX_TTL = timedelta(weeks=4)  # FCM keeps a message at most four weeks
 
 def new_tracking_token() -> str:
     return secrets.token_urlsafe(16)
+
+
+# Schemes that run code or read local files where a link is opened (a web push, a WebView).
+FORBIDDEN_LINK_SCHEMES = {"javascript", "data", "vbscript", "file"}
+_LINK = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*):(?P<rest>.+)$", re.DOTALL)
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def validate_link(value: str) -> None:
+    """A link a push opens: an http(s) URL, or an app's deep link such as myshop://sale/flash.
+
+    The one rule for the composer, the API and the model. Any scheme an app may register
+    is accepted, except those in FORBIDDEN_LINK_SCHEMES; http and https must be valid URLs.
+    """
+    if _SPACE_OR_CONTROL.search(value):
+        raise ValidationError("A link has no spaces or control characters.", code="invalid_link")
+    match = _LINK.match(value)
+    if not match:
+        raise ValidationError("Enter a full link with its scheme, like https://example.com/sale "
+                              "or myapp://sale.", code="invalid_link")
+    scheme = match["scheme"].lower()
+    if scheme in FORBIDDEN_LINK_SCHEMES:
+        raise ValidationError(f"{scheme}: links are not allowed; use https:// or your app's own scheme.",
+                              code="forbidden_scheme")
+    if scheme in ("http", "https"):
+        URLValidator(schemes=["http", "https"], message="Enter a valid http(s) URL.")(value)
 
 
 class Audience(models.TextChoices):
@@ -55,7 +84,8 @@ class Message(models.Model):
     title = models.CharField(max_length=200)
     body = models.TextField(max_length=2000)
     image_url = models.URLField(max_length=1000, blank=True)
-    click_link = models.URLField(max_length=1000, blank=True)
+    click_link = models.CharField(max_length=1000, blank=True, validators=[validate_link],
+                                  help_text="An http(s) URL or an app deep link (myshop://sale/flash).")
     data = models.JSONField(default=dict, blank=True, help_text="extra_data: string values only.")
     priority = models.PositiveSmallIntegerField(default=5, help_text="1–10; 7 and above is high.")
     data_only = models.BooleanField(
