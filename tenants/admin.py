@@ -279,6 +279,12 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             colour, obj.last_check_message, word, obj.last_checked_at.strftime("%Y-%m-%d %H:%M"),
         )
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        credential = self.get_object(request, object_id)
+        extra_context = {**(extra_context or {}),
+                         "can_check": self.has_role(request, Membership.Role.EDITOR, credential)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def save_model(self, request, obj, form, change):
         raw = form.cleaned_data.get("service_account_file")
         if raw is None:
@@ -289,7 +295,7 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         messages.info(
             request,
             f"Stored the key of {credential.client_email} for project {credential.project_id}. "
-            "Use the “Check credentials” action to make sure it works.",
+            "Use “Check now” on its page to make sure it works.",
         )
 
     @admin.action(description="Check credentials (get a token, validate a test message)",
