@@ -230,8 +230,8 @@ class FirebaseCredentialForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             field = self.fields["service_account_file"]
-            field.required = False
             field.label = "Replace with a new key"
+            field.error_messages["required"] = "Choose the new service-account JSON file to upload first."
 
     def clean_service_account_file(self) -> bytes | None:
         upload = self.cleaned_data.get("service_account_file")
@@ -286,9 +286,7 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):
-        raw = form.cleaned_data.get("service_account_file")
-        if raw is None:
-            return  # a change form sent without a new file changes nothing
+        raw = form.cleaned_data["service_account_file"]  # required: a form without a file is refused
         credential = set_credentials(tenant=obj.tenant, raw=raw, uploaded_by=request.user)
         obj.pk = credential.pk
         obj.__dict__.update(credential.__dict__)
