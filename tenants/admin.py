@@ -66,7 +66,9 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     # create, rename and revoke them. Keys are revoked, not deleted: the row is the audit.
     view_role = Role.VIEWER
     add_role = change_role = Role.ADMIN
-    delete_role = None
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # not even for superusers: no "Delete selected API keys", no delete page
 
     def get_readonly_fields(self, request, obj=None):
         # A key's identity is fixed at birth; only its name may change.
