@@ -94,9 +94,9 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="message", ordering="created_at")
     def title_column(self, obj):
         if obj.status == Message.Status.SCHEDULED and obj.schedule_at:
-            when = "scheduled for " + formats.date_format(timezone.localtime(obj.schedule_at), "j M, H:i")
+            when = "scheduled for " + formats.date_format(timezone.localtime(obj.schedule_at), "DATETIME_FORMAT")
         else:
-            when = formats.date_format(timezone.localtime(obj.created_at), "j M, H:i")
+            when = formats.date_format(timezone.localtime(obj.created_at), "DATETIME_FORMAT")
         body = obj.body[:90] + ("…" if len(obj.body) > 90 else "")
         return format_html('<span class="hd-title">{}</span>'
                            '<span class="hd-sub"><span class="hd-num">{}</span> · {}</span>',
@@ -313,7 +313,7 @@ def confirmation(spec: services.MessageInput, size: int | None, *, tz_name: str)
             return "No device matches this audience right now, so nothing would be sent."
         return f"Send “{spec.title}” {audience_phrase(size)} now?"
     local = timezone.localtime(spec.schedule_at, spec.schedule_at.tzinfo)
-    when = formats.date_format(local, "D j M Y, H:i") + f" ({tz_name})"
+    when = formats.date_format(local, "DATETIME_FORMAT") + f" ({tz_name})"
     if size is None:
         return f"Schedule “{spec.title}” for {when}, {audience_phrase(size)}?"
     return (f"Schedule “{spec.title}” for {when}? It would reach {size:,} device{'s' if size != 1 else ''} "

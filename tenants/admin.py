@@ -97,19 +97,22 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def created(self, obj):
         by = f" by {obj.created_by.get_username()}" if obj.created_by else ""
         return format_html('<span class="hd-num">{}</span><span class="hd-sub">{}</span>',
-                           date_format(timezone.localtime(obj.created_at), "j M Y"), by.strip())
+                           date_format(timezone.localtime(obj.created_at), "DATE_FORMAT"), by.strip())
 
     @admin.display(description="state", ordering="revoked_at")
     def state(self, obj):
         if obj.is_revoked:
-            return format_html('<span class="hd-chip hd-chip-bad" title="{}">revoked</span>', obj.revoked_at)
+            return format_html('<span class="hd-chip hd-chip-bad" title="{}">revoked</span>',
+                               date_format(timezone.localtime(obj.revoked_at), "DATETIME_FORMAT"))
         return mark_safe('<span class="hd-chip hd-chip-ok">active</span>')
 
     @admin.display(description="last used", ordering="last_used_at")
     def last_use(self, obj):
         if obj.last_used_at is None:
             return mark_safe('<span class="hd-muted">never</span>')
-        return format_html('<span title="{}">{} ago</span>', obj.last_used_at, timesince(obj.last_used_at))
+        return format_html('<span title="{}">{} ago</span>',
+                           date_format(timezone.localtime(obj.last_used_at), "DATETIME_FORMAT"),
+                           timesince(obj.last_used_at))
 
     def get_list_display(self, request):
         columns = super().get_list_display(request)
@@ -278,7 +281,7 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         colour, word = ("#080", "works") if obj.last_check_ok else ("#b00", "failed")
         return format_html(
             '<span style="color:{}" title="{}">{}</span> {}',
-            colour, obj.last_check_message, word, obj.last_checked_at.strftime("%Y-%m-%d %H:%M"),
+            colour, obj.last_check_message, word, date_format(timezone.localtime(obj.last_checked_at), "DATETIME_FORMAT"),
         )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
