@@ -255,7 +255,7 @@ class FirebaseCredentialForm(forms.ModelForm):
 @admin.register(FirebaseCredential)
 class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     form = FirebaseCredentialForm
-    list_display = ["tenant", "project_id", "client_email", "private_key_id", "uploaded_at", "last_check"]
+    list_display = ["tenant", "project_id", "client_email", "key_id", "uploaded_at", "last_check"]
     list_filter = ["tenant"]
     search_fields = ["tenant__name", "tenant__tenant_id", "project_id", "client_email"]
     actions = ["check_selected"]
@@ -273,6 +273,14 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return ["tenant", *self.SHOWN] if obj else []
+
+    @admin.display(description="key ID", ordering="private_key_id")
+    def key_id(self, obj: FirebaseCredential):
+        # 40 hex digits in one unbreakable run would push the list's last columns off screen.
+        if not obj.private_key_id:
+            return "—"
+        return format_html('<code class="hd-code" title="{}">{}…</code>', obj.private_key_id,
+                           obj.private_key_id[:10])
 
     @admin.display(description="last check")
     def last_check(self, obj: FirebaseCredential):
