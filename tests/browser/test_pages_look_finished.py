@@ -11,7 +11,7 @@ from messaging.sandbox.accounts import create_service_account
 from tenants.credentials import set_credentials
 from tenants.models import ApiKey, FirebaseCredential, Membership, Tenant
 from tests.browser.conftest import DESKTOP, PASSWORD, PHONE, log_in, screenshot
-from tests.browser.seed import seed_activity
+from tests.browser.seed import TITLES, seed_activity
 from tests.staff import make_device
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -147,3 +147,24 @@ def test_the_dashboard_message_and_composer_pages_read_well_in_dark_mode(open_pa
         screenshot(page, name)
         background = page.evaluate("getComputedStyle(document.querySelector('.hd-card')).backgroundColor")
         assert background != "rgb(255, 255, 255)", f"{url}: white cards on a dark page"
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280", "390"])
+def test_the_sandbox_inbox_fits_the_screen(open_page, fcm_sandbox, viewport):
+    from messaging.sandbox.models import SandboxMessage
+
+    token = "browser-token-" + "k" * 140
+    for n, (title, body) in enumerate(TITLES):
+        SandboxMessage.objects.create(
+            name=f"projects/acme-push/messages/{n}", project_id="acme-push", sender="herald@acme-push.test",
+            target_kind="token", target=token, title=title, body=body,
+            message={"token": token, "data": {"title": title, "body": body}})
+    page = open_page(viewport)
+
+    page.goto(f"{fcm_sandbox.url}/")
+    page.locator(".note").first.wait_for()
+    screenshot(page, "sandbox-inbox")
+    assert_fits(page)
+    page.goto(f"{fcm_sandbox.url}/?token={token}")
+    screenshot(page, "sandbox-inbox-device")
+    assert_fits(page)
