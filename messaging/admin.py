@@ -189,7 +189,11 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         )
 
     def progress_view(self, request, object_id):
-        return JsonResponse(progress(self._message(request, object_id)))
+        message = self._message(request, object_id)
+        # The failures panel moves with the counters: failed deliveries by FCM error code.
+        breakdown = [{"code": code, "count": n, "explanation": dashboard_services.explain_fcm_error(code)}
+                     for code, n in error_breakdown(message).items()]
+        return JsonResponse({**progress(message), "breakdown": breakdown})
 
     def _confirm_or_act(self, request, message, *, act, verb, question, done):
         """GET asks `question`; POST does `act` (a service) and goes back to the message page."""
