@@ -94,7 +94,8 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="message", ordering="created_at")
     def title_column(self, obj):
         if obj.status == Message.Status.SCHEDULED and obj.schedule_at:
-            when = "scheduled for " + formats.date_format(timezone.localtime(obj.schedule_at), "DATETIME_FORMAT")
+            when = (f"scheduled for {formats.date_format(obj.schedule_local, 'DATETIME_FORMAT')} "
+                    f"{obj.schedule_zone_label}")
         else:
             when = formats.date_format(timezone.localtime(obj.created_at), "DATETIME_FORMAT")
         body = obj.body[:90] + ("…" if len(obj.body) > 90 else "")

@@ -23,7 +23,7 @@ from django.utils import timezone
 from devices.models import Device
 from devices.services import deactivate_devices
 from messaging import fcm
-from messaging.models import Audience, Delivery, Message, new_tracking_token
+from messaging.models import Audience, Delivery, Message, new_tracking_token, zone_of
 from messaging.selectors import message_devices
 from tenants.models import Tenant
 
@@ -58,6 +58,7 @@ class MessageInput:
     audience: str = Audience.ALL
     audience_params: dict = field(default_factory=dict)
     schedule_at: datetime | None = None
+    schedule_tz: str | None = None  # the zone schedule_at was written in; from schedule_at when None
     ttl_seconds: int | None = None
     dry_run: bool = False
 
@@ -72,6 +73,8 @@ def create_message(*, tenant: Tenant, spec: MessageInput, source: str = Message.
     """
     now = timezone.now()
     fields = {k: v for k, v in vars(spec).items() if v is not None}
+    if spec.schedule_at is not None and spec.schedule_tz is None:
+        fields["schedule_tz"] = zone_of(spec.schedule_at)  # +03:00 from the API's RFC 3339 offset
     with transaction.atomic():
         if idempotency_key:
             earlier = Message.objects.select_for_update().filter(

@@ -7,8 +7,9 @@
   document.querySelectorAll("time[data-local]").forEach((el) => {
     const when = new Date(el.getAttribute("datetime"));
     if (Number.isNaN(when.getTime())) return;
-    const local = when.toLocaleString(undefined, {
-      weekday: "long", day: "numeric", month: "long", year: "numeric", hour: "2-digit", minute: "2-digit",
+    // The admin's one date format, 30 Nov 2026, 05:43, in the reader's zone.
+    const local = when.toLocaleString("en-GB", {
+      day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
       timeZoneName: "short",
     });
     const note = document.createElement("span");
