@@ -20,7 +20,7 @@ from messaging import dashboard_services, services
 from messaging.forms import ComposeForm
 from messaging.models import Audience, Delivery, Message
 from messaging.selectors import audience_size, error_breakdown
-from tenants.scoping import Role, TenantScopedAdminMixin, roles_of
+from tenants.scoping import Role, TenantScopedAdminMixin, roles_of, tenants_for
 
 admin.site.site_header = "Herald"
 admin.site.site_title = "Herald"
@@ -235,6 +235,10 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             initial = {}
             if source := request.GET.get("from"):
                 initial = ComposeForm.initial_from(self._message(request, source))
+            elif (tenant := request.GET.get("tenant", "")).isdigit() and tenants_for(
+                    request.user, Role.EDITOR).filter(pk=int(tenant)).exists():
+                # The tenant the user was looking at (dashboard, filtered list), if they may send for it.
+                initial = {"tenant": int(tenant)}
             return self._compose_page(request, ComposeForm(user=request.user, initial=initial))
 
         form = ComposeForm(request.POST, user=request.user)
