@@ -231,15 +231,23 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def compose_view(self, request):
         if not self.has_role(request, Role.EDITOR):
             raise PermissionDenied
+        draft = None
+        if draft_id := (request.POST if request.method == "POST" else request.GET).get("draft"):
+            draft = self._message(request, draft_id, Role.EDITOR)
+            if draft.status != Message.Status.DRAFT:
+                messages.error(request, f"“{draft.title}” is no longer a draft; duplicate it to reuse it.")
+                return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[draft.pk]))
         if request.method != "POST":
             initial = {}
-            if source := request.GET.get("from"):
+            if draft is not None:
+                initial = ComposeForm.initial_from(draft, with_schedule=True)
+            elif source := request.GET.get("from"):
                 initial = ComposeForm.initial_from(self._message(request, source))
             elif (tenant := request.GET.get("tenant", "")).isdigit() and tenants_for(
                     request.user, Role.EDITOR).filter(pk=int(tenant)).exists():
                 # The tenant the user was looking at (dashboard, filtered list), if they may send for it.
                 initial = {"tenant": int(tenant)}
-            return self._compose_page(request, ComposeForm(user=request.user, initial=initial))
+            return self._compose_page(request, ComposeForm(user=request.user, initial=initial), draft=draft)
 
         form = ComposeForm(request.POST, user=request.user)
         action = request.POST.get("_action", "send")
@@ -252,9 +260,17 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
                     errors.pop("__all__", None)
                 return JsonResponse({"ok": False, "summary": "Correct the marked fields first.",
                                      "errors": errors})
-            return self._compose_page(request, form)
+            return self._compose_page(request, form, draft=draft)
 
         tenant, spec = form.cleaned_data["tenant"], form.to_spec()
+        if action == "draft":
+            try:
+                message = services.save_draft(tenant=tenant, spec=spec, created_by=request.user, draft=draft)
+            except services.MessagingError as exc:
+                messages.error(request, str(exc))
+                return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[draft.pk]))
+            messages.success(request, f"Saved the draft “{message.title}”. Send it from here when it is ready.")
+            return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[message.pk]))
         if action in ("validate", "test"):
             if action == "validate":
                 check = dashboard_services.validate_message(tenant=tenant, spec=spec)
@@ -266,25 +282,34 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
                                                           to=form.cleaned_data["test_to"])
             if as_json:
                 return JsonResponse(check.as_json())
-            return self._compose_page(request, form, check=check, check_action=action)
+            return self._compose_page(request, form, check=check, check_action=action, draft=draft)
 
         size = audience_size(tenant=tenant, audience=spec.audience, params=spec.audience_params)
         blocked = size == 0 and spec.schedule_at is None
         if action == "confirm" and not blocked:
-            message, _ = services.create_message(tenant=tenant, spec=spec, source=Message.Source.ADMIN,
-                                                 created_by=request.user)
+            if draft is None:
+                message, _ = services.create_message(tenant=tenant, spec=spec, source=Message.Source.ADMIN,
+                                                     created_by=request.user)
+            else:
+                try:
+                    message = services.send_message(message=services.save_draft(
+                        tenant=tenant, spec=spec, created_by=request.user, draft=draft))
+                except services.MessagingError as exc:
+                    messages.error(request, str(exc))
+                    return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[draft.pk]))
             verb = "scheduled" if message.status == Message.Status.SCHEDULED else "is on its way"
             messages.success(request, f"“{message.title}” {verb}.")
             return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[message.pk]))
         question = confirmation(spec, size, tz_name=form.cleaned_data["schedule_tz"])
         if as_json:
             return JsonResponse({"ok": True, "size": size, "confirm": question, "blocked": blocked})
-        return self._compose_page(request, form, confirm=question, blocked=blocked)
+        return self._compose_page(request, form, confirm=question, blocked=blocked, draft=draft)
 
-    def _compose_page(self, request, form, **context):
+    def _compose_page(self, request, form, draft=None, **context):
         tenants = form.fields["tenant"].queryset
         return self._page(
-            request, "admin/messaging/message/compose.html", "Compose a push", form=form,
+            request, "admin/messaging/message/compose.html", "Edit the draft" if draft else "Compose a push",
+            form=form, draft=draft,
             tenant_names={str(t.pk): t.name for t in tenants}, single_tenant=tenants.count() == 1,
             **context)
 

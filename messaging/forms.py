@@ -257,8 +257,8 @@ class ComposeForm(forms.Form):
         )
 
     @classmethod
-    def initial_from(cls, message: Message) -> dict:
-        """Initial values that compose a copy of `message`."""
+    def initial_from(cls, message: Message, *, with_schedule: bool = False) -> dict:
+        """Initial values that compose a copy of `message` (and its schedule: editing a draft)."""
         p, o = message.audience_params or {}, message.options or {}
         ttl, unit = message.ttl_seconds, "60"
         for value, _ in reversed(TTL_UNITS):
@@ -277,4 +277,11 @@ class ComposeForm(forms.Form):
             "app_user_ids": "\n".join(p.get("app_user_ids", [])), "tokens": "\n".join(p.get("tokens", [])),
             "topic": p.get("topic", ""), "condition": p.get("condition", ""),
             "ttl_value": ttl // int(unit), "ttl_unit": unit,
+            **(cls._schedule_initial(message) if with_schedule and message.schedule_at else {}),
         }
+
+    @staticmethod
+    def _schedule_initial(message: Message) -> dict:
+        zone = message.schedule_tz if "/" in message.schedule_tz else "UTC"
+        local = message.schedule_at.astimezone(zoneinfo.ZoneInfo(zone))
+        return {"when": "later", "schedule_at": local.strftime("%Y-%m-%dT%H:%M"), "schedule_tz": zone}

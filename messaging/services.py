@@ -97,6 +97,26 @@ def create_message(*, tenant: Tenant, spec: MessageInput, source: str = Message.
     return message, True
 
 
+def save_draft(*, tenant: Tenant, spec: MessageInput, created_by=None, draft: Message | None = None,
+               source: str = Message.Source.ADMIN) -> Message:
+    """Keep a message to send later: a new draft, or `draft` rewritten to `spec`.
+
+    Raises MessagingError when `draft` was sent or cancelled meanwhile.
+    """
+    if draft is None:
+        message, _ = create_message(tenant=tenant, spec=spec, source=source, created_by=created_by, send=False)
+        return message
+    fields = {k: v for k, v in vars(spec).items() if v is not None}
+    if spec.schedule_at is None:
+        fields.update(schedule_at=None, schedule_tz="")
+    elif spec.schedule_tz is None:
+        fields["schedule_tz"] = zone_of(spec.schedule_at)
+    changed = Message.objects.filter(pk=draft.pk, status=Message.Status.DRAFT).update(tenant=tenant, **fields)
+    if not changed:
+        raise MessagingError("This message is no longer a draft: it was sent or cancelled meanwhile.")
+    return Message.objects.get(pk=draft.pk)
+
+
 def send_message(*, message: Message) -> Message:
     """Send (or schedule) a draft."""
     with transaction.atomic():

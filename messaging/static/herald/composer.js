@@ -261,7 +261,8 @@
 
   form.addEventListener("submit", (event) => {
     const button = event.submitter;
-    if (!button || !button.value || button.value === "confirm") return;  // server-side confirmation
+    // Only these three stay on the page; "confirm" and "draft" go to the server as a plain form.
+    if (!button || !["validate", "test", "send"].includes(button.value)) return;
     event.preventDefault();
     if (button.value === "validate") check("validate", button, "Validating…");
     else if (button.value === "test") check("test", button, "Sending test…");
