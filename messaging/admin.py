@@ -269,7 +269,8 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             except services.MessagingError as exc:
                 messages.error(request, str(exc))
                 return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[draft.pk]))
-            messages.success(request, f"Saved the draft “{message.title}”. Send it from here when it is ready.")
+            messages.success(request,
+                             f"Saved the draft “{message.title}”. Send it from here when it is ready.")
             return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[message.pk]))
         if action in ("validate", "test"):
             if action == "validate":

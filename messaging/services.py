@@ -104,7 +104,8 @@ def save_draft(*, tenant: Tenant, spec: MessageInput, created_by=None, draft: Me
     Raises MessagingError when `draft` was sent or cancelled meanwhile.
     """
     if draft is None:
-        message, _ = create_message(tenant=tenant, spec=spec, source=source, created_by=created_by, send=False)
+        message, _ = create_message(tenant=tenant, spec=spec, source=source, created_by=created_by,
+                                    send=False)
         return message
     fields = {k: v for k, v in vars(spec).items() if v is not None}
     if spec.schedule_at is None:

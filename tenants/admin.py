@@ -289,7 +289,8 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         colour, word = ("#080", "works") if obj.last_check_ok else ("#b00", "failed")
         return format_html(
             '<span style="color:{}" title="{}">{}</span> {}',
-            colour, obj.last_check_message, word, date_format(timezone.localtime(obj.last_checked_at), "DATETIME_FORMAT"),
+            colour, obj.last_check_message, word,
+            date_format(timezone.localtime(obj.last_checked_at), "DATETIME_FORMAT"),
         )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

@@ -66,7 +66,8 @@ def test_the_admin_writes_every_date_one_way(tenant_admin, tenant, sandbox_priva
     type(device).objects.filter(pk=device.pk).update(created_at=when, deactivated_at=when)
 
     pages = ["/admin/tenants/apikey/", f"/admin/tenants/apikey/{key.pk}/change/",
-             "/admin/tenants/firebasecredential/", f"/admin/tenants/firebasecredential/{credential.pk}/change/",
+             "/admin/tenants/firebasecredential/",
+             f"/admin/tenants/firebasecredential/{credential.pk}/change/",
              f"/admin/devices/device/{device.pk}/change/"]
     for url in pages:
         page = tenant_admin.get(url).content.decode()

@@ -77,7 +77,8 @@ def assert_columns_line_up(page, table):
         });
         return bad;
     }""", table)
-    assert not off, f"{page.url}: cells out of line with their headings (row, column, display, x, heading x): {off[:5]}"
+    assert not off, (f"{page.url}: cells out of line with their headings "
+                     f"(row, column, display, x, heading x): {off[:5]}")
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280", "390"])

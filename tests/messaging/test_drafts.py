@@ -64,7 +64,8 @@ def test_saving_an_edited_draft_changes_it_in_place(editor, tenant):
 def test_sending_an_edited_draft_sends_that_message(editor, tenant, phone):
     draft = make_message(tenant, title="Black Friday", status=Message.Status.DRAFT)
 
-    response = editor.post(COMPOSE, form(tenant, title="Black Friday, now", draft=draft.pk, _action="confirm"))
+    response = editor.post(COMPOSE, form(tenant, title="Black Friday, now", draft=draft.pk,
+                                         _action="confirm"))
 
     draft.refresh_from_db()
     assert response["Location"].endswith(f"/{draft.pk}/change/")

@@ -71,7 +71,8 @@ def test_the_composer_sends_a_push_with_a_deep_link(editor, tenant, link):
 
 @pytest.mark.parametrize("link, reason", REFUSED.items())
 def test_the_composer_names_the_link_field_when_it_refuses_a_link(editor, tenant, link, reason):
-    answer = editor.post(COMPOSE, compose_form(tenant, click_link=link, _action="send", _format="json")).json()
+    answer = editor.post(COMPOSE, compose_form(tenant, click_link=link, _action="send",
+                                               _format="json")).json()
 
     assert answer["ok"] is False
     assert list(answer["errors"]) == ["click_link"]

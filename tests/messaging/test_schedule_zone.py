@@ -19,7 +19,8 @@ def two_days_ahead():
 def test_the_composer_keeps_the_zone_a_schedule_was_written_in(editor, tenant):
     day = two_days_ahead()
     editor.post(COMPOSE, {"tenant": tenant.pk, "title": "Flash sale", "body": "Only today.", "data_only": "1",
-                          "priority": "5", "audience": "all", "when": "later", "schedule_tz": "Europe/Istanbul",
+                          "priority": "5", "audience": "all", "when": "later",
+                          "schedule_tz": "Europe/Istanbul",
                           "schedule_at": f"{day}T09:00", "ttl_value": "4", "ttl_unit": "604800",
                           "_action": "confirm"})
 

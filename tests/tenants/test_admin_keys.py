@@ -141,7 +141,8 @@ def test_not_even_a_superuser_is_offered_to_delete_keys(superuser, tenant):
 
     page = superuser.get("/admin/tenants/apikey/").content.decode()
     change_page = superuser.get(f"/admin/tenants/apikey/{key.pk}/change/").content.decode()
-    deleted = superuser.post("/admin/tenants/apikey/", {"action": "delete_selected", "_selected_action": key.pk,
+    deleted = superuser.post("/admin/tenants/apikey/", {"action": "delete_selected",
+                                                        "_selected_action": key.pk,
                                                         "post": "yes"})
 
     assert 'value="revoke_keys"' in page
