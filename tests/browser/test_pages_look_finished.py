@@ -100,6 +100,7 @@ def test_the_main_pages_fit_the_screen(open_page, month_of_activity, viewport):
         "new-key": "/admin/tenants/apikey/add/",
         "credential": f"/admin/tenants/firebasecredential/{FirebaseCredential.objects.get().pk}/change/",
         "credentials": "/admin/tenants/firebasecredential/",
+        "not-found": "/admin/no-such-page/",
     }
     for name, url in pages.items():
         page.goto(url)
