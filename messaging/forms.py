@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Platform
-from messaging.models import MAX_TTL, Audience, Message
+from messaging.models import MAX_TTL, Audience, Message, validate_link
 from messaging.serializers import MAX_PAYLOAD_BYTES, is_reserved_data_key, payload_size
 from messaging.services import MessageInput
 from tenants.scoping import Role, tenants_for
@@ -48,9 +48,9 @@ class ComposeForm(forms.Form):
         "rows": 3, "placeholder": "Arriving today between 2 and 4 pm."}))
     image_url = forms.URLField(label="Image URL", required=False, max_length=1000, assume_scheme="https",
                                widget=forms.URLInput(attrs={"placeholder": "https://…/picture.jpg"}))
-    click_link = forms.URLField(label="Link opened on click", required=False, max_length=1000,
-                                assume_scheme="https",
-                                widget=forms.URLInput(attrs={"placeholder": "https://… or myapp://…"}))
+    click_link = forms.CharField(label="Link opened on click", required=False, max_length=1000,
+                                 validators=[validate_link],
+                                 widget=forms.URLInput(attrs={"placeholder": "https://… or myapp://…"}))
 
     data_only = forms.TypedChoiceField(
         label="Kind", coerce=lambda v: v == "1", initial="1", widget=forms.RadioSelect,
@@ -255,8 +255,8 @@ class ComposeForm(forms.Form):
         )
 
     @classmethod
-    def initial_from(cls, message: Message) -> dict:
-        """Initial values that compose a copy of `message`."""
+    def initial_from(cls, message: Message, *, with_schedule: bool = False) -> dict:
+        """Initial values that compose a copy of `message` (and its schedule: editing a draft)."""
         p, o = message.audience_params or {}, message.options or {}
         ttl, unit = message.ttl_seconds, "60"
         for value, _ in reversed(TTL_UNITS):
@@ -275,4 +275,11 @@ class ComposeForm(forms.Form):
             "app_user_ids": "\n".join(p.get("app_user_ids", [])), "tokens": "\n".join(p.get("tokens", [])),
             "topic": p.get("topic", ""), "condition": p.get("condition", ""),
             "ttl_value": ttl // int(unit), "ttl_unit": unit,
+            **(cls._schedule_initial(message) if with_schedule and message.schedule_at else {}),
         }
+
+    @staticmethod
+    def _schedule_initial(message: Message) -> dict:
+        zone = message.schedule_tz if "/" in message.schedule_tz else "UTC"
+        local = message.schedule_at.astimezone(zoneinfo.ZoneInfo(zone))
+        return {"when": "later", "schedule_at": local.strftime("%Y-%m-%dT%H:%M"), "schedule_tz": zone}

@@ -11,7 +11,7 @@ from api.fields import (
 )
 from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Platform
-from messaging.models import MAX_TTL, Audience, Message
+from messaging.models import MAX_TTL, Audience, Message, validate_link
 from messaging.selectors import error_breakdown
 
 # FCM refuses these data keys (and any starting with "google." or "gcm."); Herald keeps
@@ -107,7 +107,10 @@ class MessageCreateSerializer(StrictSerializer):
     title = StrictCharField(max_length=200)
     body = StrictCharField(max_length=2000)
     image_url = serializers.URLField(required=False, max_length=1000)
-    click_link = serializers.URLField(required=False, max_length=1000)
+    click_link = StrictCharField(
+        required=False, max_length=1000, validators=[validate_link],
+        help_text="An http(s) URL or an app deep link (myshop://sale/flash); "
+                  "javascript:, data:, vbscript: and file: links are refused.")
     data = StringMapField(required=False, help_text="String values, delivered in the push data.")
     priority = StrictIntegerField(required=False, min_value=1, max_value=10, default=5)
     data_only = StrictBooleanField(required=False, default=True,

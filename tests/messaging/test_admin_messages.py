@@ -94,8 +94,16 @@ def test_the_progress_endpoint_reports_sent_failed_and_pending_of_targeted(viewe
     assert progress == {
         "status": "sending", "status_label": "Sending", "final": False, "targeted": 200, "sent": 90,
         "failed": 10, "pending": 100, "opened": 9, "percent_done": 50.0, "percent_sent": 45.0,
-        "percent_failed": 5.0, "open_rate": 10.0,
+        "percent_failed": 5.0, "open_rate": 10.0, "breakdown": [],
     }
+
+
+def test_the_progress_endpoint_counts_failures_by_fcm_error_for_the_live_panel(viewer, sent_message):
+    progress = viewer.get(page_of(sent_message, "progress/")).json()
+
+    assert [(row["code"], row["count"]) for row in progress["breakdown"]] == [
+        ("UNREGISTERED", 2), ("QUOTA_EXCEEDED", 1)]
+    assert "uninstalled" in progress["breakdown"][0]["explanation"]
 
 
 def test_a_sending_message_page_polls_for_progress(viewer, tenant):
