@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install browser demo test lint bench clean
+.PHONY: install browser demo test lint bench clean schema
 
 install: $(STAMP)
 
@@ -46,3 +46,9 @@ lint: install
 
 clean:
 	rm -rf $(VENV) herald.sqlite3* .pytest_cache
+
+# Rewrite the pinned OpenAPI snapshots (tests/openapi-schema.*.yaml) after an intended API change.
+schema: install
+	DJANGO_SETTINGS_MODULE=tests.settings $(PY) manage.py spectacular --file tests/openapi-schema.sqlite.yaml
+	DJANGO_SETTINGS_MODULE=tests.settings DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+		$(PY) manage.py spectacular --file tests/openapi-schema.postgresql.yaml
