@@ -2,7 +2,6 @@ import json
 
 from rest_framework import serializers
 
-from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Platform
 from messaging.models import MAX_TTL, Audience, Message
 from messaging.selectors import error_breakdown
@@ -13,6 +12,7 @@ from tenants.api import (
     StrictIntegerField,
     StrictRegexField,
 )
+from tenants.codes import COUNTRIES, LANGUAGES
 
 # FCM refuses these data keys (and any starting with "google." or "gcm.").
 RESERVED_DATA_KEYS = {"from", "notification", "message_type", "collapse_key", "tracking_token"}
