@@ -13,6 +13,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
@@ -422,14 +423,22 @@ def test_the_python_sample_returns_none_without_a_device_and_refuses_a_bad_key(p
         sample["send_push"]("user_123", "Hi", "There")
 
 
-def test_the_python_sample_waits_out_a_429_and_sends(play, settings):
+def test_the_python_sample_waits_out_a_429_and_sends(play, settings, frozen_clock):
     _, sample = play("backend.md")
     settings.DEVELOPER_PUSH_RATE = "1/s"
     cache.clear()
+    slept = []
+
+    def sleep(seconds):  # the sample's time.sleep moves the stopped clock on, not waiting for real
+        slept.append(seconds)
+        frozen_clock.shift(seconds)
+
+    sample["time"] = SimpleNamespace(sleep=sleep)
 
     answers = [sample["send_push"]("user_123", "Hi", f"Push {i}") for i in range(2)]
 
     assert [a["push_count"] for a in answers] == [1, 1]
+    assert slept == [1]  # Retry-After: 1
     assert Message.objects.filter(body__startswith="Push ").count() == 2
 
 
