@@ -34,8 +34,12 @@ def wait_until(check, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def demo(tmp_path):
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One demo for every test here, started once per run: booting it (migrations, four
+    processes, the simulator's ramp-up) is most of what these tests cost, and what each
+    checks only accumulates. Module-scoped, so it stops before the next module's tests."""
+    tmp_path = tmp_path_factory.mktemp("demo")
     port, sandbox_port = free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
            "STATIC_ROOT": str(tmp_path / "static"), "TASK_BACKEND": "database", "PYTHONUNBUFFERED": "1"}
