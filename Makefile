@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Runs Herald on SQLite with a demo tenant, a background worker and the FCM sandbox.
+# Other ports and options: make demo ARGS="--port 8001 --sandbox-port 9199" (manage.py demo --help).
 demo: install
-	FCM_SANDBOX_ENABLED=1 $(PY) manage.py demo
+	FCM_SANDBOX_ENABLED=1 $(PY) manage.py demo $(ARGS)
 
 # Browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
 browser:

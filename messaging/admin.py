@@ -77,11 +77,38 @@ def status_chip(message: Message):
                        message.get_status_display())
 
 
+class SourceFilter(admin.SimpleListFilter):
+    """By default the list leaves out POST /developer/push's one-user pushes, which a back
+    end may send every few seconds and which would bury what staff composed; they are one
+    click away."""
+
+    title = "source"
+    parameter_name = "source"
+    ALL = "all"
+
+    def lookups(self, request, model_admin):
+        return [*Message.Source.choices, (self.ALL, "All sources")]
+
+    def queryset(self, request, queryset):
+        if self.value() == self.ALL:
+            return queryset
+        if self.value() in Message.Source.values:
+            return queryset.filter(source=self.value())
+        return queryset.composed()
+
+    def choices(self, changelist):
+        yield {"selected": self.value() is None, "display": "All but /developer/push",
+               "query_string": changelist.get_query_string(remove=[self.parameter_name])}
+        for value, label in self.lookup_choices:
+            yield {"selected": self.value() == value, "display": label,
+                   "query_string": changelist.get_query_string({self.parameter_name: value})}
+
+
 @admin.register(Message)
 class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_display = ["title_column", "tenant", "status_column", "progress_column"]
     list_display_links = ["title_column"]
-    list_filter = ["status", "source", "tenant"]
+    list_filter = ["status", SourceFilter, "tenant"]
     search_fields = ["title", "body"]
     list_select_related = ["tenant"]
     list_per_page = 50

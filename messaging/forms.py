@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 from django import forms
 from django.utils import timezone
 
-from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Platform
 from messaging.models import MAX_TTL, Audience, Message, validate_link
 from messaging.serializers import MAX_PAYLOAD_BYTES, is_reserved_data_key, payload_size
 from messaging.services import MessageInput
+from tenants.codes import COUNTRIES, LANGUAGES
 from tenants.scoping import Role, tenants_for
 
 TTL_UNITS = [("60", "minutes"), ("3600", "hours"), ("86400", "days"), ("604800", "weeks")]

@@ -86,6 +86,11 @@ class MessageQuerySet(models.QuerySet):
     def for_tenant(self, tenant):
         return self.filter(tenant=tenant)
 
+    def composed(self):
+        """Messages staff or a back end composed for an audience: not the one-user pushes of
+        POST /developer/push (an order shipped, a receipt), which may come every few seconds."""
+        return self.exclude(source=Message.Source.DEVELOPER_PUSH)
+
 
 class Message(models.Model):
     """A push: what to say, to whom, when, and how it went."""

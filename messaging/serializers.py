@@ -9,10 +9,10 @@ from api.fields import (
     StrictIntegerField,
     StrictRegexField,
 )
-from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Platform
 from messaging.models import MAX_TTL, Audience, Message, validate_link
 from messaging.selectors import error_breakdown
+from tenants.codes import COUNTRIES, LANGUAGES
 
 # FCM refuses these data keys (and any starting with "google." or "gcm."); Herald keeps
 # tracking_token for itself. The composer's form applies the same rules (messaging.forms).

@@ -185,3 +185,20 @@ def test_a_superuser_sees_every_tenants_messages(superuser, tenant, other_tenant
     page = superuser.get("/admin/messaging/message/").content.decode()
 
     assert "Acme news" in page and "Globex news" in page
+
+
+def test_the_list_leaves_developer_pushes_out_by_default_and_shows_them_on_request(viewer, tenant):
+    make_message(tenant, title="Weekend sale", source=Message.Source.ADMIN)
+    make_message(tenant, title="From the back end", source=Message.Source.API)
+    for i in range(30):  # a back end's transactional pushes, one every few seconds
+        make_message(tenant, title=f"Your order {i} has shipped", source=Message.Source.DEVELOPER_PUSH)
+
+    default = viewer.get("/admin/messaging/message/").content.decode()
+    transactional = viewer.get("/admin/messaging/message/?source=developer_push").content.decode()
+    everything = viewer.get("/admin/messaging/message/?source=all").content.decode()
+
+    assert "Weekend sale" in default and "From the back end" in default
+    assert "has shipped" not in default
+    assert "All but /developer/push" in default and "?source=developer_push" in default
+    assert transactional.count("has shipped") == 30 and "Weekend sale" not in transactional
+    assert "Weekend sale" in everything and everything.count("has shipped") == 30
