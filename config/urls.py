@@ -3,6 +3,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from api.metrics import metrics_view
 from devices import views as device_views
 from messaging import views as messaging_views
 from messaging.health import healthz
@@ -17,6 +18,7 @@ urlpatterns = [
     path("api/v1/messages/<int:pk>/cancel", messaging_views.MessageCancelView.as_view(),
          name="message-cancel"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),

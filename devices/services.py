@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from api import metrics
 from devices.models import AppUser, Device, Event, TokenRotation, hash_token
 from tenants.models import Tenant
 
@@ -167,6 +168,7 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
         )
         # The same event again (a client retry) is stored already: ON CONFLICT DO NOTHING.
         Event.objects.bulk_create([stored], ignore_conflicts=True)
+        transaction.on_commit(metrics.EVENTS_RECORDED.inc)
     return stored
 
 
@@ -247,6 +249,7 @@ def _refresh_token(*, tenant, old_token, new_token, app_user_id, platform) -> De
     TokenRotation.objects.create(
         device=device, old_token=old_token, old_token_hash=old_hash, new_token=new_token, rotated_at=now
     )
+    transaction.on_commit(metrics.TOKEN_ROTATIONS.inc)
     device.set_token(new_token)
     device.user = owner
     if platform:

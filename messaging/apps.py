@@ -3,3 +3,9 @@ from django.apps import AppConfig
 
 class MessagingConfig(AppConfig):
     name = "messaging"
+
+    def ready(self):
+        from api.metrics import register_scrape_collector
+        from messaging.metrics import collector
+
+        register_scrape_collector(collector)

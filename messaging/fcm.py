@@ -34,6 +34,7 @@ import urllib3
 from django.conf import settings
 from google.oauth2 import service_account
 
+from api import metrics
 from tenants.credentials import (
     ADC_ENVIRONMENT_VARIABLE,
     InvalidServiceAccount,
@@ -443,6 +444,7 @@ class FcmClient:
                 self._fetch_token()
             return self._credentials.token
 
+    @metrics.counted_token_fetch
     def _fetch_token(self) -> None:
         self.token_fetches += 1
         try:
@@ -489,6 +491,7 @@ class FcmClient:
             error = error_from_response(response)
         raise error
 
+    @metrics.timed_fcm_request
     def _post(self, payload: bytes, token: str) -> urllib3.BaseHTTPResponse:
         try:
             return self._pool.urlopen(

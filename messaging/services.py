@@ -20,6 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 
+from api import metrics
 from devices.models import Device
 from devices.services import deactivate_devices
 from messaging import fcm
@@ -131,6 +132,7 @@ def cancel_message(*, message: Message) -> Message:
         ).update(status=Delivery.Status.FAILED, error_code="CANCELLED",
                  error_detail="The message was cancelled.", claimed_until=None, claim="")
         Message.objects.filter(pk=message.pk).update(failed_count=F("failed_count") + cancelled)
+    metrics.record_deliveries(tenant_id=message.tenant.tenant_id, failed={"CANCELLED": cancelled})
     message.refresh_from_db()
     return message
 
@@ -391,6 +393,9 @@ def _record(message: Message, outcomes) -> None:
             sent_count=F("sent_count") + len(sent), failed_count=F("failed_count") + len(failed))
         for code, device_ids in dead_devices.items():
             deactivate_devices(device_ids=device_ids, reason=code)
+    metrics.record_deliveries(tenant_id=message.tenant.tenant_id, sent=len(sent),
+                              failed=Counter(d.error_code for d in failed),
+                              retrying=Counter(d.error_code for d in retrying))
     if failed or retrying:
         log.info("delivery batch", extra={
             "message_id": message.pk, "sent": len(sent), "failed": len(failed),
@@ -435,6 +440,7 @@ def _fail_unsent(message: Message, *, code: str, detail: str) -> None:
             claim="", claimed_until=None)
         Message.objects.filter(pk=message.pk).update(failed_count=F("failed_count") + failed,
                                                      error=detail[:2000])
+    metrics.record_deliveries(tenant_id=message.tenant.tenant_id, failed={code: failed})
     finalize_if_done(message_id=message.pk)
 
 
