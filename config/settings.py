@@ -232,6 +232,14 @@ PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 if PROMETHEUS_MULTIPROC_DIR:
     os.makedirs(PROMETHEUS_MULTIPROC_DIR, exist_ok=True)
 
+# --- Retention (messaging/retention.py; a tenant may set its own) ---------------------------
+# Days rows are kept; 0 keeps them forever. Deliveries: of finished messages, whose totals stay.
+RETENTION_EVENTS_DAYS = env.int("RETENTION_EVENTS_DAYS", default=180)
+RETENTION_DELIVERIES_DAYS = env.int("RETENTION_DELIVERIES_DAYS", default=90)
+RETENTION_TOKEN_HISTORY_DAYS = env.int("RETENTION_TOKEN_HISTORY_DAYS", default=365)
+# Rows per DELETE: short transactions, never one statement that locks a table for minutes.
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=5000)
+
 # --- Internationalisation, static files ----------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

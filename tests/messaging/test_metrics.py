@@ -33,7 +33,8 @@ def test_a_send_through_the_sandbox_moves_each_counter_by_exactly_what_happened(
                            "platform": "android", "push_permission_granted": True,
                            "timezone": "Europe/Istanbul", "language": "tr", "country": "TR",
                            "session_id": "s1"}).status_code == 200
-    assert api("/devices/refresh-token", {"old_token": "tok-new", "new_token": "tok-newer"}).status_code == 200
+    rotated = api("/devices/refresh-token", {"old_token": "tok-new", "new_token": "tok-newer"})
+    assert rotated.status_code == 200
     message = send(server, audience={"kind": "tokens",
                                      "tokens": ["tok-a", "tok-b", "sandbox-unregistered-1",
                                                 "sandbox-unavailable-1"]})
