@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from api.metrics import metrics_view
 from devices import views as device_views
+from messaging import data_views
 from messaging import views as messaging_views
 from messaging.health import healthz
 
@@ -17,6 +18,10 @@ urlpatterns = [
     path("api/v1/messages/<int:pk>", messaging_views.MessageDetailView.as_view(), name="message"),
     path("api/v1/messages/<int:pk>/cancel", messaging_views.MessageCancelView.as_view(),
          name="message-cancel"),
+    path("api/v1/messages/<int:pk>/deliveries.csv", data_views.MessageDeliveriesCsvView.as_view(),
+         name="message-deliveries-csv"),
+    path("api/v1/users.csv", data_views.AppUsersCsvView.as_view(), name="users-csv"),
+    path("api/v1/users/<path:app_user_id>", data_views.AppUserDataView.as_view(), name="user"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -6,6 +6,7 @@ class MessagingConfig(AppConfig):
 
     def ready(self):
         from api.metrics import register_scrape_collector
+        from messaging import user_data  # noqa: F401 - connects its app_user_erasing receiver
         from messaging.metrics import collector
 
         register_scrape_collector(collector)
