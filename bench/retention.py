@@ -110,9 +110,7 @@ def main() -> None:
         return retain_main(args.retain)
     if not args.database_url.startswith(("postgres://", "postgresql://")):
         raise SystemExit("retention.py measures PostgreSQL: pass a postgres:// --database-url")
-    if args.redis_url and not api_load.redis_answers(args.redis_url):
-        print(f"Redis at {args.redis_url} does not answer: rate-limit counters in per-process memory")
-        args.redis_url = ""
+    api_load.forget_redis_if_silent(args)
 
     load_before = os.getloadavg()[0]
     api_load.ensure_database(args.database_url)
