@@ -4,6 +4,8 @@ Server keys only; another tenant's user or message is a 404 (and deleting it rem
 nothing, exactly as for an id that never existed).
 """
 
+from datetime import UTC
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -166,6 +168,9 @@ class AppUsersCsvView(CsvEndpoint):
         filters = UserFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         given = dict(filters.validated_data)
+        for name in ("seen_after", "seen_before"):
+            if name in given:  # PostgreSQL takes offsets up to ±15:59; RFC 3339 allows ±23:59
+                given[name] = given[name].astimezone(UTC)
         if "anonymous" in given:
             given["anonymous"] = given["anonymous"] == "true"
         users = filtered_app_users(tenant=request.auth.tenant, **given)
