@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -21,7 +21,8 @@ urlpatterns = [
     path("api/v1/messages/<int:pk>/deliveries.csv", data_views.MessageDeliveriesCsvView.as_view(),
          name="message-deliveries-csv"),
     path("api/v1/users.csv", data_views.AppUsersCsvView.as_view(), name="users-csv"),
-    path("api/v1/users/<path:app_user_id>", data_views.AppUserDataView.as_view(), name="user"),
+    # Any characters, line breaks too: an app user id is whatever the app sent.
+    re_path(r"^api/v1/users/(?P<app_user_id>[\s\S]+)\Z", data_views.AppUserDataView.as_view(), name="user"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

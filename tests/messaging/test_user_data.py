@@ -80,6 +80,14 @@ def test_it_returns_the_user_their_devices_recent_events_and_pushes(server, peop
     assert not any(token in response.content.decode() for token in TOKENS)  # only their last characters
 
 
+def test_any_id_the_app_may_send_can_be_read_and_deleted(server, tenant):
+    AppUser.objects.create(tenant=tenant, app_user_id="line\nbreak / slash ?")
+
+    assert server.get("/api/v1/users/line%0Abreak%20%2F%20slash%20%3F").json()["app_user_id"] == (
+        "line\nbreak / slash ?")
+    assert server.delete("/api/v1/users/line%0Abreak%20%2F%20slash%20%3F").json()["removed"]["app_users"] == 1
+
+
 @pytest.mark.parametrize("app_user_id", ["nobody", "a%00b", "x" * 300])
 def test_an_unknown_user_is_a_404(server, people, app_user_id):
     response = server.get(f"/api/v1/users/{app_user_id}")
