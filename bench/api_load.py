@@ -77,6 +77,13 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+def forget_redis_if_silent(args) -> None:
+    """Without an answering Redis, rate-limit counters stay in each process's memory."""
+    if args.redis_url and not redis_answers(args.redis_url):
+        print(f"Redis at {args.redis_url} does not answer: rate-limit counters in per-process memory")
+        args.redis_url = ""
+
+
 def server_env(args) -> dict:
     no_limit = "1000000000/min"  # on, so that their cost is measured, but never reached
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.load_settings", "DATABASE_URL": args.database_url,
@@ -303,9 +310,7 @@ def main() -> None:
         return client_main(args.client)
     if not args.database_url.startswith(("postgres://", "postgresql://")):
         raise SystemExit("api_load measures Herald on PostgreSQL: pass a postgres:// --database-url")
-    if args.redis_url and not redis_answers(args.redis_url):
-        print(f"Redis at {args.redis_url} does not answer: rate-limit counters in per-process memory")
-        args.redis_url = ""
+    forget_redis_if_silent(args)
 
     load_before = os.getloadavg()[0]  # others' work on this machine skews the figures
     ensure_database(args.database_url)

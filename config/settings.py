@@ -4,6 +4,7 @@ With no environment at all Herald runs on a SQLite file beside manage.py, queues
 background work in the same database, and talks to Google's real FCM endpoints.
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +49,7 @@ if FCM_SANDBOX_ENABLED:
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "api.metrics.RequestMetricsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -177,6 +179,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.openapi.document_rate_limits",
+        "api.metrics.document_metrics_endpoint",
     ],
 }
 # SmartAppPush allows 100 requests/s per IP on /developer/push; so does Herald by default.
@@ -220,6 +223,31 @@ DELIVERY_RECOVERY_GRACE_SECONDS = env.int("DELIVERY_RECOVERY_GRACE_SECONDS", def
 # (FCM itself expires tokens inactive for 270 days).
 DEVICE_STALE_AFTER_DAYS = env.int("DEVICE_STALE_AFTER_DAYS", default=270)
 
+# --- Metrics (GET /metrics, docs/operations.md) ------------------------------------------
+# Off (404) unless one of these is set; when both are, a scrape must satisfy both.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise environ.ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_network!r} is no network") from None
+# A tenant label on delivery metrics: one series per tenant, so only for a few tenants.
+METRICS_TENANT_LABEL = env.bool("METRICS_TENANT_LABEL", default=False)
+# prometheus-client reads this from the environment itself; every process of the machine
+# (gunicorn workers, task workers) writes its counts there, and a scrape adds them up.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    os.makedirs(PROMETHEUS_MULTIPROC_DIR, exist_ok=True)
+
+# --- Retention (messaging/retention.py; a tenant may set its own) ---------------------------
+# Days rows are kept; 0 keeps them forever. Deliveries: of finished messages, whose totals stay.
+RETENTION_EVENTS_DAYS = env.int("RETENTION_EVENTS_DAYS", default=180)
+RETENTION_DELIVERIES_DAYS = env.int("RETENTION_DELIVERIES_DAYS", default=90)
+RETENTION_TOKEN_HISTORY_DAYS = env.int("RETENTION_TOKEN_HISTORY_DAYS", default=365)
+# Rows per DELETE: short transactions, never one statement that locks a table for minutes.
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=5000)
+
 # --- Internationalisation, static files ----------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -244,7 +272,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = HTTPS_ONLY
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     # Only behind a proxy that sets the header itself; otherwise clients could forge it.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]  # load balancers and Prometheus use plain HTTP
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -1,10 +1,12 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from api.health import healthz
+from api.metrics import metrics_view
 from devices import views as device_views
+from messaging import data_views
 from messaging import views as messaging_views
 
 # The admin site's frame. Its index is the dashboard (templates/admin/index.html).
@@ -22,7 +24,13 @@ urlpatterns = [
     path("api/v1/messages/<int:pk>", messaging_views.MessageDetailView.as_view(), name="message"),
     path("api/v1/messages/<int:pk>/cancel", messaging_views.MessageCancelView.as_view(),
          name="message-cancel"),
+    path("api/v1/messages/<int:pk>/deliveries.csv", data_views.MessageDeliveriesCsvView.as_view(),
+         name="message-deliveries-csv"),
+    path("api/v1/users.csv", data_views.AppUsersCsvView.as_view(), name="users-csv"),
+    # Any characters, line breaks too: an app user id is whatever the app sent.
+    re_path(r"^api/v1/users/(?P<app_user_id>[\s\S]+)\Z", data_views.AppUserDataView.as_view(), name="user"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),

@@ -4,7 +4,10 @@ All three are written by the app-facing API, never by hand: the pages are read-o
 Editors may deactivate devices (one at a time or in bulk).
 """
 
+from collections import Counter
+
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -13,8 +16,11 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
+from api.csv_export import csv_response
 from devices.models import AppUser, Device, Event, hash_token
-from devices.services import deactivate_devices
+from devices.selectors import USER_EXPORT_COLUMNS, user_export_rows
+from devices.services import deactivate_devices, erase_app_user
+from tenants.models import Tenant
 from tenants.scoping import Role, TenantScopedAdminMixin, tenant_ids
 
 HISTORY_ROWS = 50
@@ -190,10 +196,53 @@ class AppUserAdmin(ReadOnlyScopedAdmin):
     search_fields = ["app_user_id"]
     list_select_related = ["tenant"]
     inlines = [DeviceInline]
+    actions = ["erase_selected"]
 
     @admin.display(description="devices")
     def device_count(self, obj):
         return obj.devices.count()
+
+    def get_urls(self):
+        return [
+            path("export.csv", self.admin_site.admin_view(self.export_view), name="devices_appuser_export"),
+            *super().get_urls(),
+        ]
+
+    def export_view(self, request):
+        """The users the list shows (its filters and search), as a streamed CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            users = self.get_changelist_instance(request).queryset
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(reverse("admin:devices_appuser_changelist"))
+        return csv_response(header=USER_EXPORT_COLUMNS, rows=user_export_rows(users),
+                            filename="app-users.csv")
+
+    def has_erase_permission(self, request, obj=None):
+        return self.has_role(request, Role.ADMIN, obj)
+
+    @admin.action(description="Delete the selected users' data", permissions=["erase"])
+    def erase_selected(self, request, queryset):
+        allowed = set(tenant_ids(request.user, Role.ADMIN))
+        users = [(pk, tenant, app_user_id) for pk, tenant, app_user_id
+                 in queryset.values_list("pk", "tenant_id", "app_user_id") if tenant in allowed]
+        if not users:
+            self.message_user(request, "You may not delete the data of the selected users.", messages.WARNING)
+            return None
+        if request.POST.get("confirmed") != "yes":
+            return TemplateResponse(request, "admin/devices/appuser/erase_selected.html", {
+                **self.admin_site.each_context(request), "opts": self.model._meta,
+                "title": "Delete users' data", "ids": [pk for pk, _, _ in users], "count": len(users),
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            })
+        tenants = Tenant.objects.in_bulk({tenant for _, tenant, _ in users})
+        removed = Counter()
+        for _, tenant, app_user_id in users:
+            removed.update(erase_app_user(tenant=tenants[tenant], app_user_id=app_user_id))
+        self.message_user(request, "Deleted " + ", ".join(
+            f"{n:,} {kind.replace('_', ' ')}" for kind, n in removed.items()) + ".", messages.SUCCESS)
+        return None
 
 
 @admin.register(Event)

@@ -170,6 +170,8 @@ class Event(models.Model):
         ]
         indexes = [
             models.Index(fields=["tenant", "name", "occurred_at"], name="event_name_time_idx"),
+            # Retention deletes by arrival time, a batch at a time (messaging/retention.py).
+            models.Index(fields=["tenant", "received_at"], name="event_tenant_received_idx"),
         ]
 
     def __str__(self) -> str:

@@ -18,7 +18,9 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from api import metrics
 from devices.models import AppUser, Device, Event, TokenRotation, hash_token
+from devices.signals import app_user_erasing
 from tenants.models import Tenant
 
 
@@ -167,6 +169,7 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
         )
         # The same event again (a client retry) is stored already: ON CONFLICT DO NOTHING.
         Event.objects.bulk_create([stored], ignore_conflicts=True)
+        transaction.on_commit(metrics.EVENTS_RECORDED.inc)
     return stored
 
 
@@ -247,6 +250,7 @@ def _refresh_token(*, tenant, old_token, new_token, app_user_id, platform) -> De
     TokenRotation.objects.create(
         device=device, old_token=old_token, old_token_hash=old_hash, new_token=new_token, rotated_at=now
     )
+    transaction.on_commit(metrics.TOKEN_ROTATIONS.inc)
     device.set_token(new_token)
     device.user = owner
     if platform:
@@ -272,3 +276,45 @@ def deactivate_stale_devices(*, tenant: Tenant | None = None, days: int) -> int:
     if tenant is not None:
         devices = devices.filter(tenant=tenant)
     return devices.deactivate(reason="STALE")
+
+
+
+def erase_app_user(*, tenant: Tenant, app_user_id: str) -> dict[str, int]:
+    """Delete a user, their devices, events and token history; return what went, by kind.
+
+    Idempotent: an unknown (or already erased) user removes nothing and every count is 0.
+    One transaction, holding the user's token locks (as events and refreshes do), so a
+    concurrent event of the user's phone waits rather than deadlocks. Before deleting,
+    ``app_user_erasing`` lets the rooms above remove what they hold (messaging anonymises
+    deliveries); their counts join the answer.
+    """
+    counts = dict.fromkeys(ERASED_KINDS, 0)
+    with transaction.atomic():
+        hashes = list(Device.objects.filter(tenant=tenant, user__app_user_id=app_user_id)
+                      .values_list("token_hash", flat=True))
+        _lock_tokens(tenant=tenant, token_hashes=hashes)
+        user = AppUser.objects.select_for_update().filter(tenant=tenant, app_user_id=app_user_id).first()
+        if user is None:
+            return counts
+        device_ids = list(Device.objects.filter(user=user).values_list("pk", flat=True))
+        tokens = set(Device.objects.filter(pk__in=device_ids).values_list("token", flat=True))
+        for old, new in TokenRotation.objects.filter(device_id__in=device_ids).values_list(
+                "old_token", "new_token"):
+            tokens.update((old, new))
+        for _, removed in app_user_erasing.send(sender=AppUser, tenant=tenant, app_user_id=app_user_id,
+                                                device_ids=device_ids, tokens=tokens):
+            for kind, n in (removed or {}).items():
+                counts[kind] = counts.get(kind, 0) + n
+        counts["token_rotations"] = _delete(TokenRotation.objects.filter(device_id__in=device_ids))
+        counts["events"] = _delete(Event.objects.filter(user=user))
+        counts["devices"] = _delete(Device.objects.filter(pk__in=device_ids))
+        counts["app_users"] = _delete(AppUser.objects.filter(pk=user.pk))
+    return counts
+
+
+ERASED_KINDS = ("app_users", "devices", "events", "token_rotations")
+
+
+def _delete(queryset) -> int:
+    _, per_model = queryset.delete()
+    return per_model.get(queryset.model._meta.label, 0)

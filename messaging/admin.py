@@ -16,8 +16,10 @@ from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from api.csv_export import csv_response
 from devices.models import Platform
 from messaging import checks, services
+from messaging.exports import DELIVERY_EXPORT_COLUMNS, delivery_export_rows
 from messaging.forms import ComposeForm
 from messaging.models import Audience, Delivery, Message
 from messaging.selectors import audience_size, error_breakdown
@@ -164,6 +166,8 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             path("<path:object_id>/progress/", view(self.progress_view), name="messaging_message_progress"),
             path("<path:object_id>/cancel/", view(self.cancel_view), name="messaging_message_cancel"),
             path("<path:object_id>/send/", view(self.send_view), name="messaging_message_send"),
+            path("<path:object_id>/deliveries.csv", view(self.deliveries_csv_view),
+                 name="messaging_message_deliveries_csv"),
             *super().get_urls(),
         ]
 
@@ -213,6 +217,11 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             can_compose=can_edit, multi_tenant=len(roles_of(request.user)) > 1,
             options=message.options or {}, data_pairs=sorted((message.data or {}).items()),
         )
+
+    def deliveries_csv_view(self, request, object_id):
+        message = self._message(request, object_id)
+        return csv_response(header=DELIVERY_EXPORT_COLUMNS, rows=delivery_export_rows(message),
+                            filename=f"message-{message.pk}-deliveries.csv")
 
     def progress_view(self, request, object_id):
         message = self._message(request, object_id)

@@ -5,4 +5,11 @@ class MessagingConfig(AppConfig):
     name = "messaging"
 
     def ready(self):
-        from messaging import tasks  # noqa: F401  (queues the work services announce)
+        from api.metrics import register_scrape_collector
+        from messaging import (
+            tasks,  # noqa: F401  (queues the work services announce)
+            user_data,  # noqa: F401 - connects its app_user_erasing receiver
+        )
+        from messaging.metrics import collector
+
+        register_scrape_collector(collector)

@@ -37,6 +37,8 @@ import urllib3
 from django.conf import settings
 from google.oauth2 import service_account
 
+from api import metrics
+
 logger = logging.getLogger(__name__)
 
 SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",)
@@ -461,6 +463,7 @@ class FcmClient:
                 self._fetch_token()
             return self._credentials.token
 
+    @metrics.counted_token_fetch
     def _fetch_token(self) -> None:
         self.token_fetches += 1
         try:
@@ -507,6 +510,7 @@ class FcmClient:
             error = error_from_response(response)
         raise error
 
+    @metrics.timed_fcm_request
     def _post(self, payload: bytes, token: str) -> urllib3.BaseHTTPResponse:
         try:
             return self._pool.urlopen(

@@ -156,6 +156,10 @@ class Message(models.Model):
     fanned_out_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # Retention removes a finished message's deliveries after a while; their failures by
+    # error code are kept here, so the message still says how it went.
+    deliveries_pruned_at = models.DateTimeField(null=True, blank=True)
+    pruned_error_counts = models.JSONField(default=dict, blank=True)
 
     objects = MessageQuerySet.as_manager()
 

@@ -49,7 +49,11 @@ def error_breakdown(message: Message) -> dict[str, int]:
     rows = (
         message.deliveries.filter(status="failed").values("error_code").annotate(n=Count("id")).order_by("-n")
     )
-    return {row["error_code"] or "UNKNOWN": row["n"] for row in rows}
+    counts = dict(message.pruned_error_counts or {})  # of deliveries retention removed
+    for row in rows:
+        code = row["error_code"] or "UNKNOWN"
+        counts[code] = counts.get(code, 0) + row["n"]
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 # --- The staff dashboard: activity per day over a period, for a set of tenants ---------

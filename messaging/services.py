@@ -23,6 +23,7 @@ from django.db.models import F, Max, Min
 from django.dispatch import Signal
 from django.utils import timezone
 
+from api import metrics
 from devices.models import Device
 from devices.services import deactivate_devices
 from messaging import fcm
@@ -168,6 +169,7 @@ def cancel_message(*, message: Message) -> Message:
             status=Delivery.Status.FAILED, error_code=fcm.CANCELLED,
                  error_detail="The message was cancelled.", claimed_until=None, claim="")
         Message.objects.filter(pk=message.pk).update(failed_count=F("failed_count") + cancelled)
+    metrics.record_deliveries(tenant_id=message.tenant.tenant_id, failed={"CANCELLED": cancelled})
     message.refresh_from_db()
     return message
 
@@ -531,6 +533,9 @@ def _record(message: Message, outcomes) -> None:
             sent_count=F("sent_count") + len(sent), failed_count=F("failed_count") + len(failed))
         for code, device_ids in dead_devices.items():
             deactivate_devices(device_ids=device_ids, reason=code)
+    metrics.record_deliveries(tenant_id=message.tenant.tenant_id, sent=len(sent),
+                              failed=Counter(d.error_code for d in failed),
+                              retrying=Counter(d.error_code for d in retrying))
     if failed or retrying:
         log.info("delivery batch", extra={
             "message_id": message.pk, "sent": len(sent), "failed": len(failed),
@@ -573,6 +578,7 @@ def _fail_unsent(message: Message, *, code: str, detail: str) -> None:
             claim="", claimed_until=None)
         Message.objects.filter(pk=message.pk).update(failed_count=F("failed_count") + failed,
                                                      error=detail[:2000])
+    metrics.record_deliveries(tenant_id=message.tenant.tenant_id, failed={code: failed})
     finalize_if_done(message_id=message.pk)
 
 

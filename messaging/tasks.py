@@ -8,7 +8,7 @@ imports run one way, tasks -> services. MessagingConfig.ready() imports this mod
 from django.dispatch import receiver
 from django.tasks import task
 
-from messaging import services
+from messaging import retention, services
 
 
 @task()
@@ -26,6 +26,12 @@ def send_message_deliveries(message_id: int, first_device_id: int | None = None,
 @task()
 def recover_stalled_work() -> dict:
     return services.recover_stalled()
+
+
+@task()
+def apply_retention_task() -> dict:
+    """Retention: herald_beat queues this once a day."""
+    return retention.apply_retention_everywhere()
 
 
 def _deferred(task_, run_after):

@@ -46,9 +46,31 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     # Members see their tenants; only superusers create, change and delete them.
     tenant_path = "pk"
     add_role = change_role = delete_role = None
+    fieldsets = [
+        (None, {"fields": ["name", "tenant_id", "is_active", "created_at"]}),
+        ("Retention", {"fields": ["retention_events_days", "retention_deliveries_days",
+                                  "retention_token_history_days", "retention_last_run"],
+                       "description": "A daily task deletes rows older than this, in small batches."}),
+    ]
+    readonly_fields = ["retention_last_run"]
 
     def get_inlines(self, request, obj):
         return self.inlines if request.user.is_superuser else []
+
+    @admin.display(description="last run")
+    def retention_last_run(self, obj):
+        kept = ", ".join(f"{kind.replace('_', ' ')} {f'{days:,} days' if days else 'forever'}"
+                         for kind, days in obj.retention_days().items()) if obj.pk else ""
+        report = obj.retention_report or {}
+        if not obj.retention_ran_at:
+            return format_html("Not run yet. Kept: {}.", kept)
+        return format_html(
+            "{}: deleted {} events, {} deliveries (of {} messages) and {} token rotations in {} "
+            "batches, {} s. Kept: {}.",
+            date_format(timezone.localtime(obj.retention_ran_at), "j M Y, H:i"),
+            f"{report.get('events', 0):,}", f"{report.get('deliveries', 0):,}",
+            f"{report.get('messages_pruned', 0):,}", f"{report.get('token_rotations', 0):,}",
+            f"{report.get('batches', 0):,}", report.get("seconds", 0), kept)
 
 
 @admin.register(ApiKey)

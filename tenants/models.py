@@ -47,12 +47,38 @@ class Tenant(models.Model):
         help_text="IANA, e.g. Europe/Istanbul: the zone staff schedule in.")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Retention: how many days rows are kept. Empty: the RETENTION_*_DAYS setting; 0: forever.
+    retention_events_days = models.PositiveIntegerField(
+        "keep events (days)", null=True, blank=True,
+        help_text="Empty: the server's default (RETENTION_EVENTS_DAYS). 0 keeps them forever.")
+    retention_deliveries_days = models.PositiveIntegerField(
+        "keep deliveries (days)", null=True, blank=True,
+        help_text="Per-device delivery rows of finished messages; message totals are kept. "
+                  "Empty: RETENTION_DELIVERIES_DAYS. 0 keeps them forever.")
+    retention_token_history_days = models.PositiveIntegerField(
+        "keep token history (days)", null=True, blank=True,
+        help_text="Old tokens of rotated devices. Empty: RETENTION_TOKEN_HISTORY_DAYS. 0 keeps them forever.")
+    retention_ran_at = models.DateTimeField("retention last ran", null=True, blank=True, editable=False)
+    retention_report = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.tenant_id})"
+
+    def retention_days(self) -> dict[str, int]:
+        """Days each kind of row is kept (0: forever), the tenant's own or the defaults."""
+        return {
+            "events": _or_default(self.retention_events_days, settings.RETENTION_EVENTS_DAYS),
+            "deliveries": _or_default(self.retention_deliveries_days, settings.RETENTION_DELIVERIES_DAYS),
+            "token_rotations": _or_default(self.retention_token_history_days,
+                                           settings.RETENTION_TOKEN_HISTORY_DAYS),
+        }
+
+
+def _or_default(days: int | None, default: int) -> int:
+    return default if days is None else days
 
 
 class ApiKeyQuerySet(models.QuerySet):

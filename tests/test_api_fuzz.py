@@ -221,8 +221,10 @@ def test_a_page_size_over_the_cap_is_served_at_the_cap(fuzzed):
 
 
 def test_every_rate_limited_operation_documents_429():
+    # /metrics is no API endpoint: Prometheus scrapes it, and a throttled scrape is a gap in every graph.
     undocumented = [f"{method.upper()} {path}" for path, operations in PUBLISHED["paths"].items()
-                    for method, operation in operations.items() if "429" not in operation["responses"]]
+                    for method, operation in operations.items()
+                    if "429" not in operation["responses"] and path != "/metrics"]
 
     assert undocumented == []
 

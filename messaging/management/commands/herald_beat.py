@@ -1,4 +1,4 @@
-"""Herald's clock: starts due scheduled messages, recovers stalled work, prunes stale devices."""
+"""Herald's clock: starts due scheduled messages, recovers stalled work, prunes stale devices and old rows."""
 
 import logging
 import time
@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from devices.tasks import deactivate_stale_devices_task
 from messaging.services import recover_stalled
+from messaging.tasks import apply_retention_task
 
 log = logging.getLogger("herald.beat")
 
@@ -18,7 +19,7 @@ class Command(BaseCommand):
     help = (
         "Run Herald's periodic work: start scheduled messages that are due, resume deliveries "
         "whose worker died, close finished messages, and once a day queue the deactivation of "
-        "stale devices. "
+        "stale devices and the deletion of rows past their retention. "
         "Run one beside the workers."
     )
 
@@ -34,6 +35,7 @@ class Command(BaseCommand):
                 log.info("recovered stalled work %s", counts)
             if last_hygiene is None or timezone.now() - last_hygiene > timedelta(days=1):
                 deactivate_stale_devices_task.enqueue()
+                apply_retention_task.enqueue()
                 last_hygiene = timezone.now()
             if once:
                 return
