@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from devices.tasks import deactivate_stale_devices_task
 from messaging.services import recover_stalled
+from messaging.signals import beat
 
 log = logging.getLogger("herald.beat")
 
@@ -35,6 +36,7 @@ class Command(BaseCommand):
             if last_hygiene is None or timezone.now() - last_hygiene > timedelta(days=1):
                 deactivate_stale_devices_task.enqueue()
                 last_hygiene = timezone.now()
+            beat.send(sender=self.__class__, now=timezone.now())
             if once:
                 return
             time.sleep(interval)
