@@ -195,23 +195,23 @@ def post(url: str, *, body: bytes, headers: dict[str, str], allow_http: bool = F
             pass
         response.release_conn()
         return OutboundResponse(status=response.status, latency_ms=elapsed(), address=address)
-    except urllib3.exceptions.SSLError as exc:
-        raise RequestFailed("tls", f"TLS failed: {type(exc).__name__}", latency_ms=elapsed()) from None
-    except (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError,
-            TimeoutError) as exc:
-        raise RequestFailed("timeout", f"timed out: {type(exc).__name__}", latency_ms=elapsed()) from None
-    except urllib3.exceptions.NewConnectionError as exc:
-        raise RequestFailed("connect", f"could not connect: {type(exc).__name__}",
-                            latency_ms=elapsed()) from None
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        reason = getattr(exc, "reason", None)
-        if isinstance(reason, urllib3.exceptions.ConnectTimeoutError | urllib3.exceptions.ReadTimeoutError):
-            raise RequestFailed("timeout", "timed out", latency_ms=elapsed()) from None
-        if isinstance(reason, urllib3.exceptions.NewConnectionError):
-            raise RequestFailed("connect", "could not connect", latency_ms=elapsed()) from None
-        if isinstance(reason, urllib3.exceptions.SSLError):
-            raise RequestFailed("tls", "TLS failed", latency_ms=elapsed()) from None
-        raise RequestFailed("protocol", f"the connection failed: {type(exc).__name__}",
-                            latency_ms=elapsed()) from None
+    except urllib3.exceptions.HTTPError as exc:
+        kind = _error_class(getattr(exc, "reason", None) or exc)
+        raise RequestFailed(kind, f"{kind}: {type(exc).__name__}", latency_ms=elapsed()) from None
+    except OSError as exc:
+        kind = "timeout" if isinstance(exc, TimeoutError) else "connect"
+        raise RequestFailed(kind, f"{kind}: {type(exc).__name__}", latency_ms=elapsed()) from None
     finally:
         pool.close()
+
+
+def _error_class(exc: BaseException) -> str:
+    errors = urllib3.exceptions
+    # NewConnectionError subclasses ConnectTimeoutError (urllib3 history): test it first.
+    if isinstance(exc, errors.NewConnectionError | errors.NameResolutionError):
+        return "connect"
+    if isinstance(exc, errors.ConnectTimeoutError | errors.ReadTimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, errors.SSLError | ssl.SSLError):
+        return "tls"
+    return "protocol"
