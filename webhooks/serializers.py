@@ -3,7 +3,6 @@ from rest_framework import serializers
 from messaging.serializers import StrictSerializer
 from tenants.api import StrictBooleanField, StrictCharField
 from webhooks.models import Attempt, Endpoint, EventType
-from webhooks.services import check_event_types
 
 EVENT_TYPES_HELP = ("Event types to receive: " + ", ".join(EventType.values) + ".")
 
@@ -16,7 +15,7 @@ class EventTypesField(serializers.ListField):
                          **kwargs)
 
     def to_internal_value(self, data):
-        return check_event_types(super().to_internal_value(data))
+        return sorted(set(super().to_internal_value(data)))
 
 
 class EndpointCreateSerializer(StrictSerializer):

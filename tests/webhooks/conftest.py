@@ -6,6 +6,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+# The FCM sandbox and device helpers of the messaging tests.
+from tests.messaging.conftest import inbox, make_device, sandbox_server, server  # noqa: F401
 from webhooks import services
 from webhooks.models import EventType
 
@@ -90,3 +92,9 @@ def make_endpoint(tenant):
         return endpoint
 
     return make_endpoint
+
+
+@pytest.fixture
+def sandbox(webhook_tasks, sandbox_server):  # noqa: F811
+    """The FCM sandbox (see tests/messaging), with tasks of both queues run at once."""
+    return sandbox_server
