@@ -136,7 +136,11 @@ class Batch(models.Model):
 class Event(models.Model):
     """One event for one endpoint: the outbox row, written with the change that caused it."""
 
-    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="events")
+    # No database constraint: recording runs inside the delivery path's transaction, which an
+    # endpoint deleted at that moment must not fail (a foreign key is checked at COMMIT).
+    # Rows of a deleted endpoint are never sent and are pruned (services.prune).
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="events",
+                                 db_constraint=False)
     type = models.CharField(max_length=40)
     data = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)

@@ -4,6 +4,7 @@ Each receiver first asks the cached subscription map whether anyone listens: for
 without a subscribed endpoint, a batch of deliveries costs one dictionary lookup.
 """
 
+from django.core.cache import cache
 from django.db.models import signals as model_signals
 from django.dispatch import receiver
 
@@ -12,7 +13,7 @@ from devices.signals import devices_deactivated, token_rotated
 from messaging.models import Delivery, Message
 from messaging.signals import beat, deliveries_recorded, message_completed, push_opened
 from webhooks.models import Endpoint, EventType, rfc3339
-from webhooks.services import forget_subscriptions, is_subscribed, record_events, subscriptions
+from webhooks.services import forget_subscriptions, is_subscribed, record_events, resume_due, subscriptions
 
 
 @receiver(deliveries_recorded)
@@ -31,12 +32,12 @@ def on_deliveries_recorded(sender, *, message, sent, failed, at, **kwargs):
                 "device_id": d.device_id, "platform": device.platform if device else None,
                 "app_user_id": app_user_ids.get(device.user_id) if device else None}
 
+    when = rfc3339(at)
     for kind, rows in wanted:
         if kind == EventType.DELIVERY_SENT:
-            items = [{**common(d), "sent_at": rfc3339(at), "fcm_message_name": d.fcm_message_name}
-                     for d in rows]
+            items = [{**common(d), "sent_at": when, "fcm_message_name": d.fcm_message_name} for d in rows]
         else:
-            items = [{**common(d), "failed_at": rfc3339(at), "error_code": d.error_code,
+            items = [{**common(d), "failed_at": when, "error_code": d.error_code,
                       "error_detail": d.error_detail[:500], "attempts": d.attempts} for d in rows]
         record_events(tenant_id=tenant_id, event_type=kind, items=items, at=at)
 
@@ -57,7 +58,7 @@ def on_push_opened(sender, *, tenant_id, delivery_id, at, **kwargs):
 
 @receiver(devices_deactivated)
 def on_devices_deactivated(sender, *, tenant_id, device_ids, reason, at, **kwargs):
-    tenants = [t for t, types in subscriptions().items() if EventType.DEVICE_DEACTIVATED in types]
+    tenants = [t for t, by_type in subscriptions().items() if EventType.DEVICE_DEACTIVATED in by_type]
     if tenant_id is not None:
         tenants = [t for t in tenants if t == tenant_id]
     if not tenants:
@@ -102,9 +103,13 @@ def on_message_completed(sender, *, message_id, tenant_id, status, at, **kwargs)
 
 @receiver(beat)
 def on_beat(sender, **kwargs):
+    """Queue senders for due retries and lost work (queries only: posting is the tasks'),
+    and an hourly prune."""
     from webhooks import tasks
 
-    tasks.webhooks_beat_task.enqueue()
+    resume_due()
+    if cache.add("webhooks:pruned", 1, timeout=3600):
+        tasks.prune_webhooks.enqueue()
 
 
 @receiver([model_signals.post_save, model_signals.post_delete], sender=Endpoint)

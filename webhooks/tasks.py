@@ -1,6 +1,5 @@
 """Background work of the webhooks app, on its own queue: posting never holds up sending."""
 
-from django.core.cache import cache
 from django.tasks import task
 
 from webhooks import services
@@ -14,12 +13,9 @@ def deliver_webhooks(endpoint_id: int) -> int:
 
 
 @task(queue_name=QUEUE)
-def webhooks_beat_task() -> dict:
-    """Resume due retries and lost work; prune old rows at most once an hour."""
-    counts = {"endpoints_resumed": services.resume_due()}
-    if cache.add("webhooks:pruned", 1, timeout=3600):
-        counts.update(services.prune())
-    return counts
+def prune_webhooks() -> dict:
+    """Delete old delivered batches and attempts: herald_beat queues this once an hour."""
+    return services.prune()
 
 
 def enqueue_delivery(endpoint_id: int, *, run_after=None) -> None:

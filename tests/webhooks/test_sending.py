@@ -285,7 +285,7 @@ def test_the_beat_resumes_endpoints_with_due_work_only(receiver, make_endpoint, 
     assert Event.objects.filter(endpoint=resting, batch=None).count() == 1
 
 
-def test_prune_deletes_only_old_delivered_batches_and_attempts(receiver, make_endpoint, settings):
+def test_prune_deletes_only_old_delivered_batches_attempts_and_orphans(receiver, make_endpoint, settings):
     settings.WEBHOOKS_KEEP_DAYS = 14
     endpoint = make_endpoint(receiver.url)
     queue(endpoint, 3)
@@ -295,7 +295,26 @@ def test_prune_deletes_only_old_delivered_batches_and_attempts(receiver, make_en
     Batch.objects.update(delivered_at=old)
     Attempt.objects.update(attempted_at=old)
 
+    Event.objects.create(endpoint_id=endpoint.pk + 99, type="delivery.sent", data={})  # of a deleted endpoint
+
     removed = services.prune(chunk=1)
 
-    assert removed == {"batches": 1, "attempts": 1}
+    assert removed == {"batches": 1, "attempts": 1, "orphans": 1}
     assert Event.objects.count() == 2 and not Event.objects.exclude(batch=None).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recording_for_an_endpoint_deleted_meanwhile_never_fails_the_caller(make_endpoint):
+    from django.db import connection, transaction
+
+    endpoint = make_endpoint("https://hooks.example.com/x")
+    assert services.is_subscribed(endpoint.tenant_id, "delivery.sent")  # the map is warm
+    with connection.cursor() as cursor:  # another process deletes it; this one's map is stale
+        cursor.execute("DELETE FROM webhooks_endpoint WHERE id = %s", [endpoint.pk])
+
+    with transaction.atomic():
+        written = services.record_events(tenant_id=endpoint.tenant_id, event_type="delivery.sent",
+                                         items=[{"n": 1}], at=timezone.now())
+
+    assert written == 1  # committed; never sent, and pruned
+    assert services.prune()["orphans"] == 1
