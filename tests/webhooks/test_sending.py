@@ -318,3 +318,21 @@ def test_recording_for_an_endpoint_deleted_meanwhile_never_fails_the_caller(make
 
     assert written == 1  # committed; never sent, and pruned
     assert services.prune()["orphans"] == 1
+
+
+def test_the_verification_example_in_the_docs_accepts_a_real_post_and_refuses_a_forged_one(
+        receiver, make_endpoint):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    code = doc.split("<!-- verify-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(compile(code, "docs/webhooks.md", "exec"), namespace)  # noqa: S102
+    endpoint = make_endpoint(receiver.url)
+    queue(endpoint, 2)
+    deliver(endpoint)
+    [post] = receiver.requests
+
+    assert namespace["verify"](endpoint.raw_secret, post["headers"], post["body"]) is True
+    assert namespace["verify"](endpoint.raw_secret, post["headers"], post["body"] + b" ") is False
+    assert namespace["verify"](services.new_secret(), post["headers"], post["body"]) is False
