@@ -167,7 +167,7 @@ class EndpointAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         # The secret is in this response and nowhere else in clear: Herald stores it encrypted.
         response = TemplateResponse(request, "admin/webhooks/endpoint/secret.html", {
             **self.admin_site.each_context(request), "opts": self.opts, "title": title,
-            "endpoint": endpoint, "secret": secret,
+            "endpoint": endpoint, "secret": secret, "tenant_name": endpoint.tenant.name,
         })
         add_never_cache_headers(response)
         return response
@@ -204,18 +204,19 @@ class EndpointAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     @admin.action(description="Enable (forget failures, send what waited)", permissions=["manage"],
                   location=[admin.ActionLocation.CHANGE_LIST, admin.ActionLocation.CHANGE_FORM])
     def enable(self, request, queryset):
-        for endpoint in self._allowed_endpoints(request, queryset, Role.ADMIN):
-            services.update_endpoint(endpoint=endpoint, enabled=True)
-            self.log_change(request, endpoint, "Enabled.")
-        self.message_user(request, "Enabled.", messages.SUCCESS)
+        self._set_enabled(request, queryset, True)
 
     @admin.action(description="Disable", permissions=["manage"],
                   location=[admin.ActionLocation.CHANGE_LIST, admin.ActionLocation.CHANGE_FORM])
     def disable(self, request, queryset):
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(self, request, queryset, enabled: bool):
+        word = "Enabled." if enabled else "Disabled."
         for endpoint in self._allowed_endpoints(request, queryset, Role.ADMIN):
-            services.update_endpoint(endpoint=endpoint, enabled=False)
-            self.log_change(request, endpoint, "Disabled.")
-        self.message_user(request, "Disabled.", messages.SUCCESS)
+            services.update_endpoint(endpoint=endpoint, enabled=enabled)
+            self.log_change(request, endpoint, word)
+        self.message_user(request, word, messages.SUCCESS)
 
 
 def report_attempt(model_admin, request, endpoint, attempt, what):
