@@ -4,6 +4,8 @@ Each receiver first asks the cached subscription map whether anyone listens: for
 without a subscribed endpoint, a batch of deliveries costs one dictionary lookup.
 """
 
+import logging
+
 from django.core.cache import cache
 from django.db.models import signals as model_signals
 from django.dispatch import receiver
@@ -12,8 +14,11 @@ from devices.models import AppUser, Device
 from devices.signals import devices_deactivated, token_rotated
 from messaging.models import Delivery, Message
 from messaging.signals import beat, deliveries_recorded, message_completed, push_opened
+from webhooks import tasks
 from webhooks.models import Endpoint, EventType, rfc3339
 from webhooks.services import forget_subscriptions, is_subscribed, record_events, resume_due, subscriptions
+
+log = logging.getLogger("herald.webhooks")
 
 
 @receiver(deliveries_recorded)
@@ -105,11 +110,12 @@ def on_message_completed(sender, *, message_id, tenant_id, status, at, **kwargs)
 def on_beat(sender, **kwargs):
     """Queue senders for due retries and lost work (queries only: posting is the tasks'),
     and an hourly prune."""
-    from webhooks import tasks
-
-    resume_due()
-    if cache.add("webhooks:pruned", 1, timeout=3600):
-        tasks.prune_webhooks.enqueue()
+    try:
+        resume_due()
+        if cache.add("webhooks:pruned", 1, timeout=3600):
+            tasks.prune_webhooks.enqueue()
+    except Exception:  # herald_beat's other work must go on (e.g. a backend without the queue)
+        log.exception("webhooks beat failed")
 
 
 @receiver([model_signals.post_save, model_signals.post_delete], sender=Endpoint)
