@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "tenants",
     "devices",
     "messaging",
+    "webhooks",
 ]
 # The FCM sandbox (a fake Google for development: `manage.py demo`, `fcm_sandbox`,
 # `simulate_devices`) is installed only when enabled, so a production database has none of
@@ -122,14 +123,16 @@ if TASK_BACKEND not in _TASK_BACKENDS:
 TASKS = {
     "default": {
         "BACKEND": _TASK_BACKENDS[TASK_BACKEND],
-        "QUEUES": ["default"],
+        # Webhook posts have a queue of their own, so that a slow tenant endpoint never
+        # holds up delivery: run `db_worker --queue-name webhooks` beside the senders.
+        "QUEUES": ["default", "webhooks"],
     }
 }
 if TASK_BACKEND == "rq":
     if not REDIS_URL:
         raise environ.ImproperlyConfigured("TASK_BACKEND=rq needs REDIS_URL")
     INSTALLED_APPS.append("django_rq")
-    RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600}}
+    RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600} for name in ("default", "webhooks")}
 
 # --- Cache ---------------------------------------------------------------------------
 # Shared through Redis when REDIS_URL is set. Rate limits talk to REDIS_URL directly (one
@@ -217,6 +220,25 @@ DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=6)
 DELIVERY_RESULT_BATCH = env.int("DELIVERY_RESULT_BATCH", default=100)
 # herald_beat resumes due work nobody has picked up for this long.
 DELIVERY_RECOVERY_GRACE_SECONDS = env.int("DELIVERY_RECOVERY_GRACE_SECONDS", default=30)
+
+# --- Webhooks ------------------------------------------------------------------
+# Webhook URLs may not resolve to private, loopback, link-local or reserved addresses
+# unless this is on (tests and private deployments); plain http only with the second.
+WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", default=False)
+WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", default=False)
+# Events per POST: a delivery storm becomes one POST per this many events.
+WEBHOOKS_BATCH_SIZE = env.int("WEBHOOKS_BATCH_SIZE", default=100)
+WEBHOOKS_CONNECT_TIMEOUT = env.float("WEBHOOKS_CONNECT_TIMEOUT", default=3.0)
+WEBHOOKS_READ_TIMEOUT = env.float("WEBHOOKS_READ_TIMEOUT", default=5.0)
+# An endpoint whose every attempt failed for this long, or this many times in a row
+# (0: no such limit), is disabled.
+WEBHOOKS_DISABLE_AFTER_HOURS = env.float("WEBHOOKS_DISABLE_AFTER_HOURS", default=24)
+WEBHOOKS_DISABLE_AFTER_FAILURES = env.int("WEBHOOKS_DISABLE_AFTER_FAILURES", default=50)
+# After a secret is rotated, posts carry a signature with the old secret too, this long.
+WEBHOOKS_SECRET_GRACE_HOURS = env.float("WEBHOOKS_SECRET_GRACE_HOURS", default=24)
+# Delivered events and logged attempts are kept this many days.
+WEBHOOKS_KEEP_DAYS = env.int("WEBHOOKS_KEEP_DAYS", default=14)
+WEBHOOKS_MAX_ENDPOINTS = env.int("WEBHOOKS_MAX_ENDPOINTS", default=20)
 
 # --- Devices ------------------------------------------------------------------
 # Devices not seen for this many days are deactivated by the hygiene task

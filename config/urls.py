@@ -8,6 +8,7 @@ from api.metrics import metrics_view
 from devices import views as device_views
 from messaging import data_views
 from messaging import views as messaging_views
+from webhooks import views as webhook_views
 
 # The admin site's frame. Its index is the dashboard (templates/admin/index.html).
 admin.site.site_header = "Herald"
@@ -29,6 +30,12 @@ urlpatterns = [
     path("api/v1/users.csv", data_views.AppUsersCsvView.as_view(), name="users-csv"),
     # Any characters, line breaks too: an app user id is whatever the app sent.
     re_path(r"^api/v1/users/(?P<app_user_id>[\s\S]+)\Z", data_views.AppUserDataView.as_view(), name="user"),
+    path("api/v1/webhooks", webhook_views.WebhookListView.as_view(), name="webhooks"),
+    path("api/v1/webhooks/<int:pk>", webhook_views.WebhookDetailView.as_view(), name="webhook"),
+    path("api/v1/webhooks/<int:pk>/rotate-secret", webhook_views.WebhookRotateSecretView.as_view(),
+         name="webhook-rotate-secret"),
+    path("api/v1/webhooks/<int:pk>/attempts", webhook_views.WebhookAttemptsView.as_view(),
+         name="webhook-attempts"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -3,6 +3,7 @@ import hashlib
 from django.db import models
 from django.utils import timezone as tz
 
+from devices.signals import devices_deactivated
 from tenants.models import Tenant
 
 MAX_TOKEN_LENGTH = 4096
@@ -125,6 +126,8 @@ class Device(models.Model):
         changed = Device.objects.filter(pk=self.pk).deactivate(reason=reason, now=now)
         if changed:
             self.is_active, self.deactivated_at, self.deactivation_reason = False, now, reason[:64]
+            devices_deactivated.send(sender=Device, tenant_id=self.tenant_id, device_ids=[self.pk],
+                                     reason=reason[:64], at=now)
         return bool(changed)
 
     def reactivate(self) -> None:

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from api import metrics
 from devices.models import AppUser, Device, Event, TokenRotation, hash_token
-from devices.signals import app_user_erasing
+from devices.signals import app_user_erasing, devices_deactivated, token_rotated
 from tenants.models import Tenant
 
 
@@ -259,6 +259,7 @@ def _refresh_token(*, tenant, old_token, new_token, app_user_id, platform) -> De
         device.reactivate()
     device.last_seen_at = now
     device.save()
+    token_rotated.send(sender=Device, device=device, at=now)
     return device
 
 
@@ -266,16 +267,25 @@ def deactivate_devices(*, device_ids: list[int], reason: str) -> int:
     """Stop targeting these devices (FCM said their tokens are dead). One UPDATE."""
     if not device_ids:
         return 0
-    return Device.objects.filter(pk__in=device_ids).deactivate(reason=reason)
+    now = timezone.now()
+    changed = Device.objects.filter(pk__in=device_ids).deactivate(reason=reason, now=now)
+    if changed:
+        devices_deactivated.send(sender=Device, tenant_id=None, device_ids=device_ids, reason=reason[:64],
+                                 at=now)
+    return changed
 
 
 def deactivate_stale_devices(*, tenant: Tenant | None = None, days: int) -> int:
     """Deactivate devices not seen for `days` days; FCM expires such tokens anyway."""
-    cutoff = timezone.now() - timedelta(days=days)
-    devices = Device.objects.filter(is_active=True, last_seen_at__lt=cutoff)
+    now = timezone.now()
+    devices = Device.objects.filter(is_active=True, last_seen_at__lt=now - timedelta(days=days))
     if tenant is not None:
         devices = devices.filter(tenant=tenant)
-    return devices.deactivate(reason="STALE")
+    changed = devices.deactivate(reason="STALE", now=now)
+    if changed:
+        devices_deactivated.send(sender=Device, tenant_id=tenant.pk if tenant else None, device_ids=None,
+                                 reason="STALE", at=now)
+    return changed
 
 
 

@@ -1,6 +1,19 @@
-"""What the devices app tells the rooms above it."""
+"""What the devices app tells the apps above it (messaging, webhooks), which it never imports.
+
+Each signal is sent inside the transaction that made the change, once per change (never
+once per row of a bulk change), so a receiver may write rows that commit or roll back
+with it.
+"""
 
 from django.dispatch import Signal
+
+# Devices stopped being targeted. Arguments: tenant_id (None when the devices may belong to
+# several tenants), device_ids (None when the change was too broad to list: then every
+# device with exactly this deactivated_at and reason is one of them), reason, at.
+devices_deactivated = Signal()
+
+# A device's token was swapped by POST /devices/refresh-token. Arguments: device, at.
+token_rotated = Signal()
 
 # Sent inside erase_app_user's transaction, before the user's rows are deleted, with
 # tenant, app_user_id, device_ids and tokens (current and past). A receiver removes what

@@ -29,6 +29,7 @@ from devices.services import deactivate_devices
 from messaging import fcm
 from messaging.models import Audience, Delivery, Message, new_tracking_token, zone_of
 from messaging.selectors import message_devices
+from messaging.signals import deliveries_recorded, message_completed, push_opened
 from tenants.credentials import (
     ADC_ENVIRONMENT_VARIABLE,
     InvalidServiceAccount,
@@ -533,6 +534,8 @@ def _record(message: Message, outcomes) -> None:
             sent_count=F("sent_count") + len(sent), failed_count=F("failed_count") + len(failed))
         for code, device_ids in dead_devices.items():
             deactivate_devices(device_ids=device_ids, reason=code)
+        if sent or failed:
+            deliveries_recorded.send(sender=Delivery, message=message, sent=sent, failed=failed, at=now)
     metrics.record_deliveries(tenant_id=message.tenant.tenant_id, sent=len(sent),
                               failed=Counter(d.error_code for d in failed),
                               retrying=Counter(d.error_code for d in retrying))
@@ -595,8 +598,12 @@ def finalize_if_done(*, message_id: int) -> None:
         status = Message.Status.FAILED
     else:
         status = Message.Status.COMPLETED_WITH_FAILURES
-    Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
-        status=status, completed_at=timezone.now())
+    now = timezone.now()
+    with transaction.atomic():
+        if Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
+                status=status, completed_at=now):
+            message_completed.send(sender=Message, message_id=message.pk, tenant_id=message.tenant_id,
+                                   status=status, at=now)
 
 
 # --- Opens, hygiene, recovery --------------------------------------------------------
@@ -608,9 +615,11 @@ def record_open(*, tenant: Tenant, tracking_token: str) -> bool:
         "pk", "message_id").first()
     if delivery is None:
         return False
+    now = timezone.now()
     with transaction.atomic():
-        if Delivery.objects.filter(pk=delivery.pk, opened_at__isnull=True).update(opened_at=timezone.now()):
+        if Delivery.objects.filter(pk=delivery.pk, opened_at__isnull=True).update(opened_at=now):
             Message.objects.filter(pk=delivery.message_id).update(opened_count=F("opened_count") + 1)
+            push_opened.send(sender=Delivery, tenant_id=tenant.pk, delivery_id=delivery.pk, at=now)
     return True
 
 

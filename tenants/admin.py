@@ -183,7 +183,7 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         # The key is in this response and nowhere else: Herald keeps only its hash.
         response = TemplateResponse(request, "admin/tenants/apikey/created.html", {
             **self.admin_site.each_context(request), "opts": self.opts, "title": "Copy your new key",
-            "key": obj, "raw_key": raw,
+            "key": obj, "secret": raw, "tenant_name": obj.tenant.name,
         })
         add_never_cache_headers(response)
         return response

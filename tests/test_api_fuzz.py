@@ -32,6 +32,7 @@ from devices.models import AppUser, Device
 from messaging.models import Delivery, Message
 from tenants.codes import COUNTRIES, LANGUAGES
 from tenants.models import ApiKey, Tenant, hash_key
+from webhooks.models import Endpoint, new_secret
 
 # The checks that judge each answer. `ignored_auth` is left out: the app endpoints take
 # their credentials in the body, which OpenAPI cannot describe (the schema names a
@@ -97,6 +98,10 @@ def fuzzed(db, settings, in_process_requests):
     message = Message.objects.create(pk=MESSAGE_ID, tenant=tenant, title="Hello", body="World",
                                      status="sending", targeted_count=1, fanned_out_at=timezone.now())
     Delivery.objects.create(message=message, device=device, tracking_token=TRACKING_TOKEN)
+    webhook = Endpoint(pk=MESSAGE_ID, tenant=tenant, url="https://hooks.example.com/fuzz",
+                       event_types=["delivery.sent"])
+    webhook.set_secret(new_secret())
+    webhook.save()
     other = Tenant.objects.create(name="Other", tenant_id="other")
     Message.objects.create(tenant=other, title="Theirs", body="Not yours", status="completed")
 

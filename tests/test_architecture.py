@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # Lower first. A room may reach its own modules and those of lower rooms.
-ROOMS = ["api", "tenants", "devices", "audiences", "messaging", "campaigns", "config"]
+ROOMS = ["api", "tenants", "devices", "audiences", "messaging", "campaigns", "webhooks", "config"]
 # Rooms outside the product: nothing in ROOMS may reach them.
 TOOLS = ["fcm_sandbox"]
 # Top-level directories that are not Django code at all.

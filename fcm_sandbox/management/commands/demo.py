@@ -104,9 +104,10 @@ class Command(BaseCommand):
         commands = {
             "sandbox": [*manage, "fcm_sandbox", "--host", host, "--port", str(sandbox_port), "--quiet"],
             "web": [*manage, "runserver", f"{host}:{port}", "--noreload"],
-            "worker": [*manage, "db_worker"] if settings.TASK_BACKEND == "database" else
+            "worker": [*manage, "db_worker", "--queue-name", "default,webhooks"]
+                      if settings.TASK_BACKEND == "database" else
                       [*manage, "rqworker", "--job-class", "django_tasks_rq.Job", "--with-scheduler",
-                       "default"],
+                       "default", "webhooks"],
             "beat": [*manage, "herald_beat"],
         }
         if devices:

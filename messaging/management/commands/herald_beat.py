@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from devices.tasks import deactivate_stale_devices_task
 from messaging.services import recover_stalled
+from messaging.signals import beat
 from messaging.tasks import apply_retention_task
 
 log = logging.getLogger("herald.beat")
@@ -37,6 +38,7 @@ class Command(BaseCommand):
                 deactivate_stale_devices_task.enqueue()
                 apply_retention_task.enqueue()
                 last_hygiene = timezone.now()
+            beat.send(sender=self.__class__, now=timezone.now())
             if once:
                 return
             time.sleep(interval)
