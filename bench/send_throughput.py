@@ -242,6 +242,7 @@ def main() -> None:
     with FakeFcm() as fake_fcm:
         fake = fake_fcm.base
         info = make_service_account(f"{fake}/token")
+        settings.FCM_ALLOWED_TOKEN_URIS = [f"{fake}/token"]
         rows = []
         for latency in latencies:
             for concurrency in (int(x) for x in args.concurrency.split(",")):

@@ -182,8 +182,18 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 
 # --- FCM ----------------------------------------------------------------------
 FCM_API_URL = env.str("FCM_API_URL", default="https://fcm.googleapis.com").rstrip("/")
-# When set, overrides the token_uri of every service account (the sandbox sets it).
+# When set, overrides the token_uri of every service account (the operator's choice).
 FCM_TOKEN_URL = env.str("FCM_TOKEN_URL", default="")
+# Where FCM v1 lives in the sandbox, see below; its token endpoint is allowed when enabled.
+FCM_SANDBOX_URL = env.str("FCM_SANDBOX_URL", default="http://127.0.0.1:9099").rstrip("/")
+# Token endpoints a service account's token_uri may name besides Google's two, exactly
+# (comma-separated). An uploaded key naming any other is refused, at upload and at use, so
+# that an upload cannot aim Herald's processes at internal services (SSRF).
+FCM_ALLOWED_TOKEN_URIS = env.list("FCM_ALLOWED_TOKEN_URIS", default=[])
+if FCM_SANDBOX_ENABLED:
+    FCM_ALLOWED_TOKEN_URIS.append(f"{FCM_SANDBOX_URL}/token")
+# Seconds to wait for the token endpoint (connect, then read); redirects are never followed.
+FCM_TOKEN_TIMEOUT = env.float("FCM_TOKEN_TIMEOUT", default=5.0)
 # Key that encrypts service-account private keys at rest (Fernet, comma-separated
 # for rotation: the first encrypts, all decrypt). Derived from SECRET_KEY when unset.
 HERALD_ENCRYPTION_KEYS = env.list("HERALD_ENCRYPTION_KEYS", default=[])
@@ -192,9 +202,9 @@ HERALD_ENCRYPTION_KEYS = env.list("HERALD_ENCRYPTION_KEYS", default=[])
 FCM_HTTP_POOL_SIZE = env.int("FCM_HTTP_POOL_SIZE", default=128)
 # Seconds to wait for FCM (connect, then each read) before a send fails with TIMEOUT.
 FCM_HTTP_TIMEOUT = env.float("FCM_HTTP_TIMEOUT", default=10.0)
-# Where `manage.py fcm_sandbox` listens by default and where `sandbox_credentials`
-# points a tenant's token_uri. Set FCM_API_URL to the same URL to send to the sandbox.
-FCM_SANDBOX_URL = env.str("FCM_SANDBOX_URL", default="http://127.0.0.1:9099").rstrip("/")
+# FCM_SANDBOX_URL (above): where `manage.py fcm_sandbox` listens by default and where
+# `sandbox_credentials` points a tenant's token_uri. Set FCM_API_URL to the same URL to
+# send to the sandbox.
 
 # --- Delivery ------------------------------------------------------------------
 # Devices per fan-out chunk, and concurrent FCM requests per chunk.
