@@ -15,7 +15,18 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="herald-insecure-development-key-change-me")
+# The repository's key is public: it signs nothing safely and derives a public encryption key.
+INSECURE_SECRET_KEY = "herald-insecure-development-key-change-me"
+SECRET_KEY = env.str("SECRET_KEY", default=INSECURE_SECRET_KEY)
+if SECRET_KEY == INSECURE_SECRET_KEY and not DEBUG:
+    raise environ.ImproperlyConfigured(
+        "SECRET_KEY is the repository's public development key. Set SECRET_KEY to a long random "
+        "value (python -c 'import secrets; print(secrets.token_urlsafe(50))'), or DEBUG=true for "
+        "development only."
+    )
+# Old keys, newest first, still accepted for sessions, signatures and stored Firebase
+# credentials while a new SECRET_KEY takes over (comma-separated). See the README's rotation.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
