@@ -59,6 +59,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "api.throttling.AuthFailureLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -143,7 +144,8 @@ if TASK_BACKEND == "rq":
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-         "KEY_PREFIX": "herald"}
+         "KEY_PREFIX": "herald",
+         "OPTIONS": {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}}
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
@@ -163,9 +165,19 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": env.int("NUM_PROXIES", default=None),
 }
 # Rate limits on every API endpoint ("count/s|min|hour|day"; empty for none). An app key
-# is shared by every install of an app, so its limit is high; one IP is one phone or a NAT.
+# is shared by every install of an app, so its limit is high. On the server endpoints one
+# IP is one back end; on the app endpoints it may be a carrier NAT with thousands of phones
+# behind it, so their budget is per tenant and IP, and large (see the README).
 RATE_LIMIT_PER_IP = env.str("RATE_LIMIT_PER_IP", default="1200/min")
+RATE_LIMIT_APP_PER_IP = env.str("RATE_LIMIT_APP_PER_IP", default="12000/min")
 RATE_LIMIT_PER_KEY = env.str("RATE_LIMIT_PER_KEY", default="120000/min")
+# Failed authentications (401s) per client IP, counted before authentication; over it, every
+# API request from that IP answers 429 until the window passes.
+RATE_LIMIT_AUTH_FAILURES_PER_IP = env.str("RATE_LIMIT_AUTH_FAILURES_PER_IP", default="30/min")
+# Rate limits never wait long for Redis: a short timeout, then a circuit breaker keeps it
+# out for a few seconds (each process counts in its own memory meanwhile).
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.25)
+REDIS_BREAKER_SECONDS = env.float("REDIS_BREAKER_SECONDS", default=5.0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Herald API",
     "DESCRIPTION": (

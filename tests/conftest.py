@@ -47,7 +47,11 @@ def _fresh_rate_limits():
     # Every test comes from 127.0.0.1: rate-limit counters must not carry over.
     from django.core.cache import cache
 
+    from api import throttling
+
     cache.clear()
+    throttling.reset_local_counters()
+    throttling.breaker.close()
 
 
 @pytest.fixture(autouse=True)
