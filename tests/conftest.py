@@ -63,6 +63,26 @@ def _plain_static_storage(settings):
     }
 
 
+class FakeClock:
+    """A clock tests move by hand: `clock.now += 60`."""
+
+    def __init__(self, now=1_800_000_000.0):  # the start of a minute
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def rate_limit_clock(monkeypatch):
+    """The clock rate-limit windows and the Redis circuit breaker are measured by."""
+    from api import throttling
+
+    fake = FakeClock()
+    monkeypatch.setattr(throttling, "clock", fake)
+    return fake
+
+
 @pytest.fixture
 def postgres_only():
     assert connection.vendor == "postgresql"

@@ -45,14 +45,6 @@ class SilentServer:
             connection.close()
 
 
-class FakeClock:
-    def __init__(self, now=1_800_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def hung_redis(settings):
     server = SilentServer()
@@ -61,13 +53,6 @@ def hung_redis(settings):
     settings.REDIS_BREAKER_SECONDS = 5
     yield server
     server.close()
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    fake = FakeClock()
-    monkeypatch.setattr(throttling, "clock", fake)
-    return fake
 
 
 @pytest.fixture
@@ -80,7 +65,7 @@ def post_event(tenant, app_key):
 
 
 def test_a_hung_redis_is_tried_once_then_left_alone_while_requests_are_served(
-    hung_redis, clock, post_event
+    hung_redis, rate_limit_clock, post_event
 ):
     failures = throttling.breaker.failures
 
@@ -92,21 +77,21 @@ def test_a_hung_redis_is_tried_once_then_left_alone_while_requests_are_served(
     assert throttling.breaker.failures == failures + 1
 
 
-def test_after_the_breaker_window_redis_is_tried_again(hung_redis, clock, post_event):
+def test_after_the_breaker_window_redis_is_tried_again(hung_redis, rate_limit_clock, post_event):
     failures = throttling.breaker.failures
     post_event()
-    clock.now += 4.9
+    rate_limit_clock.now += 4.9
     post_event()
     assert throttling.breaker.failures == failures + 1
     assert hung_redis.accepted == 1
 
-    clock.now += 0.2
+    rate_limit_clock.now += 0.2
     post_event()
 
     assert throttling.breaker.failures == failures + 2
 
 
-def test_limits_still_hold_while_redis_is_left_alone(hung_redis, clock, post_event, settings):
+def test_limits_still_hold_while_redis_is_left_alone(hung_redis, rate_limit_clock, post_event, settings):
     settings.RATE_LIMIT_APP_PER_IP = "3/min"
 
     assert [post_event().status_code for _ in range(4)] == [200, 200, 200, 429]

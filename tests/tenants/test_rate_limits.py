@@ -76,28 +76,13 @@ def test_when_redis_is_down_requests_are_served_and_counted_in_process_memory(se
 # --- Failed authentication, limited before authentication --------------------------------
 
 
-class FakeClock:
-    def __init__(self, now=1_800_000_000.0):  # the start of a minute
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    from api import throttling
-
-    fake = FakeClock()
-    monkeypatch.setattr(throttling, "clock", fake)
-    return fake
-
-
 def list_messages(key, ip="203.0.113.7"):
     return APIClient().get("/api/v1/messages", HTTP_X_SERVER_KEY=key, REMOTE_ADDR=ip)
 
 
-def test_after_too_many_bad_server_keys_an_ip_gets_429_even_with_a_good_key(settings, clock, server_key):
+def test_after_too_many_bad_server_keys_an_ip_gets_429_even_with_a_good_key(
+    settings, rate_limit_clock, server_key
+):
     settings.RATE_LIMIT_AUTH_FAILURES_PER_IP = "3/min"
 
     failures = [list_messages("wrong-key").status_code for _ in range(3)]
@@ -109,13 +94,15 @@ def test_after_too_many_bad_server_keys_an_ip_gets_429_even_with_a_good_key(sett
     assert refused.headers["Retry-After"] == "60"
     assert list_messages(server_key, ip="198.51.100.9").status_code == 200  # another IP is fine
 
-    clock.now += 45
+    rate_limit_clock.now += 45
     assert list_messages(server_key).headers["Retry-After"] == "15"
-    clock.now += 15  # the window has passed
+    rate_limit_clock.now += 15  # the window has passed
     assert list_messages(server_key).status_code == 200
 
 
-def test_bad_app_keys_are_limited_per_ip_and_the_429_carries_cors(settings, clock, post_event, app_key):
+def test_bad_app_keys_are_limited_per_ip_and_the_429_carries_cors(
+    settings, rate_limit_clock, post_event, app_key
+):
     settings.RATE_LIMIT_AUTH_FAILURES_PER_IP = "2/min"
 
     statuses = [post_event("wrong-key").status_code for _ in range(2)]
@@ -126,7 +113,7 @@ def test_bad_app_keys_are_limited_per_ip_and_the_429_carries_cors(settings, cloc
     assert refused.headers["Access-Control-Allow-Origin"] == "*"
 
 
-def test_developer_push_is_limited_by_failures_too(settings, clock, tenant):
+def test_developer_push_is_limited_by_failures_too(settings, rate_limit_clock, tenant):
     settings.RATE_LIMIT_AUTH_FAILURES_PER_IP = "5/min"
     client = APIClient()
     body = {"app_user_id": "u1", "title": "t", "body": "b"}
@@ -137,7 +124,7 @@ def test_developer_push_is_limited_by_failures_too(settings, clock, tenant):
     assert statuses == [401] * 5 + [429] * 3
 
 
-def test_successful_requests_do_not_spend_the_failure_budget(settings, clock, server_key):
+def test_successful_requests_do_not_spend_the_failure_budget(settings, rate_limit_clock, server_key):
     settings.RATE_LIMIT_AUTH_FAILURES_PER_IP = "2/min"
 
     assert {list_messages(server_key).status_code for _ in range(10)} == {200}
@@ -147,7 +134,7 @@ def test_successful_requests_do_not_spend_the_failure_budget(settings, clock, se
 # --- Budgets that fit their callers ------------------------------------------------------------
 
 
-def test_developer_push_answers_to_its_own_limit_only(settings, clock, server_key):
+def test_developer_push_answers_to_its_own_limit_only(settings, rate_limit_clock, server_key):
     settings.RATE_LIMIT_PER_IP = "5/min"
     settings.RATE_LIMIT_PER_KEY = "5/min"
     settings.DEVELOPER_PUSH_RATE = "100/s"
@@ -160,7 +147,7 @@ def test_developer_push_answers_to_its_own_limit_only(settings, clock, server_ke
     assert statuses == [404] * 100 + [429]  # 404: no device; SmartAppPush's 100/s is what refuses
 
 
-def test_the_app_budget_is_per_tenant_and_ip(settings, clock, post_event, app_key):
+def test_the_app_budget_is_per_tenant_and_ip(settings, rate_limit_clock, post_event, app_key):
     from tenants.models import ApiKey, Tenant
 
     settings.RATE_LIMIT_APP_PER_IP = "2/min"
