@@ -23,8 +23,12 @@ $(STAMP): pyproject.toml
 
 # Runs Herald on SQLite with a demo tenant, a background worker and the FCM sandbox.
 # Other ports and options: make demo ARGS="--port 8001 --sandbox-port 9199" (manage.py demo --help).
+# Herald refuses the repository's public SECRET_KEY, so the demo makes one of its own once
+# (var/demo-secret-key, never committed) unless SECRET_KEY is set.
 demo: install
-	FCM_SANDBOX_ENABLED=1 $(PY) manage.py demo $(ARGS)
+	@mkdir -p var && [ -s var/demo-secret-key ] || \
+		$(PY) -c 'import secrets; print(secrets.token_urlsafe(50))' > var/demo-secret-key
+	FCM_SANDBOX_ENABLED=1 SECRET_KEY="$${SECRET_KEY:-$$(cat var/demo-secret-key)}" $(PY) manage.py demo $(ARGS)
 
 # Browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
 browser:

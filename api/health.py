@@ -1,5 +1,14 @@
-"""GET /healthz: can Herald reach what it needs? For load balancers and monitors."""
+"""GET /healthz: can Herald reach what it needs? For load balancers and monitors.
 
+200 "ok": everything answers. 200 "degraded": Redis does not answer; the API still serves
+(rate limits fall back to each process's memory), so a load balancer must keep sending
+traffic. 503 "unhealthy": the database or the task queue fails, and Herald cannot do its job.
+
+The answer is public, so a failure says only which check failed and a short known reason;
+hosts, ports and exception text go to the log (and to a signed-in superuser).
+"""
+
+import logging
 import time
 from datetime import timedelta
 
@@ -10,16 +19,27 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from api import throttling
+
+log = logging.getLogger("herald.health")
+
 # A task waiting longer than this means no worker is taking work.
 STUCK_AFTER = timedelta(minutes=5)
 
 
-def _timed(check) -> dict:
+class Unhealthy(Exception):
+    """A failure whose message is Herald's own words, safe to show anyone."""
+
+
+def _timed(name: str, check, *, details: bool) -> dict:
     started = time.perf_counter()
     try:
         result = {"ok": True, **(check() or {})}
     except Exception as exc:  # a health check reports failures, it does not raise them
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        log.warning("health check %s failed: %s: %s", name, type(exc).__name__, exc)
+        result = {"ok": False, "error": str(exc) if isinstance(exc, Unhealthy) else "unavailable"}
+        if details:
+            result["detail"] = f"{type(exc).__name__}: {exc}"[:300]
     result["ms"] = round(1000 * (time.perf_counter() - started), 1)
     return result
 
@@ -30,9 +50,7 @@ def _database():
 
 
 def _redis():
-    import redis
-
-    redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2).ping()
+    return throttling.redis_health()
 
 
 def _tasks():
@@ -46,7 +64,7 @@ def _tasks():
             due_since = oldest[0] if oldest[1] == get_date_max() else max(oldest)
             waiting = (timezone.now() - due_since).total_seconds()
         if waiting > STUCK_AFTER.total_seconds():
-            raise RuntimeError(f"the oldest ready task has waited {waiting:.0f}s: is a worker running?")
+            raise Unhealthy(f"the oldest ready task has waited {waiting:.0f}s: is a worker running?")
         return {"backend": "database", "ready": ready.count(), "oldest_ready_seconds": round(waiting)}
     if settings.TASK_BACKEND == "rq":
         import django_rq
@@ -55,12 +73,24 @@ def _tasks():
     return {"backend": settings.TASK_BACKEND}
 
 
+def _is_superuser(request) -> bool:
+    """Whether the caller may see failure details; never fails, even with the database down."""
+    if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        return False
+    try:
+        return bool(request.user.is_authenticated and request.user.is_superuser)
+    except Exception:  # the session lives in the database, which may be what is failing
+        return False
+
+
 @never_cache
 @require_GET
 def healthz(request):
-    checks = {"database": _timed(_database), "tasks": _timed(_tasks)}
+    details = _is_superuser(request)
+    checks = {"database": _timed("database", _database, details=details),
+              "tasks": _timed("tasks", _tasks, details=details)}
     if settings.REDIS_URL:
-        checks["redis"] = _timed(_redis)
-    healthy = all(c["ok"] for c in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "unhealthy", "checks": checks},
-                        status=200 if healthy else 503)
+        checks["redis"] = _timed("redis", _redis, details=details)
+    essential = checks["database"]["ok"] and checks["tasks"]["ok"]
+    status = "unhealthy" if not essential else "ok" if all(c["ok"] for c in checks.values()) else "degraded"
+    return JsonResponse({"status": status, "checks": checks}, status=200 if essential else 503)

@@ -25,7 +25,7 @@ _MEANINGS = {
     409: "Conflicts with what is stored.",
     413: "The body is larger than the API accepts.",
     415: "The body is not application/json.",
-    429: "Too many requests; see Retry-After.",
+    429: "Too many requests, or too many failed authentications from this address; see Retry-After.",
 }
 
 
@@ -36,8 +36,10 @@ def ERROR_RESPONSES(*statuses: int) -> dict:  # noqa: N802 - reads like a consta
 def document_rate_limits(result, generator, request, public):
     """drf-spectacular postprocessing hook: every API operation is rate limited, so say so.
 
-    The throttles run on every DRF view (per client IP, per key), so each operation can
-    answer 429 with a Retry-After header; documenting it once here keeps views honest.
+    Every operation has a rate limit (per client IP or per tenant and IP, per key, or
+    /developer/push's own), and every client IP a budget of failed authentications counted
+    before authentication, so each operation can answer 429 with a Retry-After header;
+    documenting it once here keeps views honest.
     """
     for operations in result.get("paths", {}).values():
         for operation in operations.values():

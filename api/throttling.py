@@ -2,12 +2,18 @@
 
 A fixed-window counter: one atomic INCR per request and window. With REDIS_URL the
 counters live in Redis, so every web process counts together, and each check is one
-round trip (INCR and EXPIRE in one MULTI); without it, in process memory (the cache).
-DRF's own throttles keep a list of timestamps per client and read-modify-write it, which
-is neither cheap at thousands of requests per minute nor atomic across processes.
+round trip (INCR and EXPIRE in one MULTI); without it, in process memory. DRF's own
+throttles keep a list of timestamps per client and read-modify-write it, which is neither
+cheap at thousands of requests per minute nor atomic across processes.
 
-If Redis stops answering, requests are let through (and the failure logged): a rate
-limiter must not take the API down with it. /healthz reports Redis as failing.
+A rate limiter must not take the API down with it. Redis gets REDIS_SOCKET_TIMEOUT
+(0.25 s) to answer, with no retries; after a failure a circuit breaker skips it for
+REDIS_BREAKER_SECONDS (5 s), and meanwhile each process counts in its own memory. A Redis
+that accepts connections but never answers so costs one short timeout per process every
+few seconds, not seconds per request. /healthz reports Redis as degraded.
+
+Failed authentications are limited before authentication (`AuthFailureLimitMiddleware`):
+DRF's throttles run after it, so a stream of bad keys would otherwise never be counted.
 """
 
 import logging
@@ -16,14 +22,21 @@ import time
 
 import redis
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.signals import setting_changed
+from django.http import JsonResponse
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rest_framework.throttling import BaseThrottle
 
 log = logging.getLogger("herald.api")
 KEY_PREFIX = "herald:rl:"
+# The clock every window is measured by; tests replace it.
+clock = time.time
 _client: redis.Redis | None = None
 _client_lock = threading.Lock()
+# Counters of this process alone: without Redis, and while the breaker keeps Redis out.
+_local = LocMemCache("herald-rate-limits", {"OPTIONS": {"MAX_ENTRIES": 100_000}})
 
 
 def _redis() -> redis.Redis | None:
@@ -33,39 +46,97 @@ def _redis() -> redis.Redis | None:
     if _client is None:
         with _client_lock:
             if _client is None:
-                _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+                timeout = settings.REDIS_SOCKET_TIMEOUT
+                _client = redis.Redis.from_url(
+                    settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout,
+                    retry=Retry(NoBackoff(), 0),  # redis-py retries 3 times by default
+                )
     return _client
 
 
 def _forget_client(*, setting, **kwargs):
     global _client
-    if setting == "REDIS_URL":
+    if setting in ("REDIS_URL", "REDIS_SOCKET_TIMEOUT"):
         _client = None
+        breaker.close()
 
 
 setting_changed.connect(_forget_client)
 
 
-def hit(key: str, period: int) -> int | None:
-    """Count one request against `key` for a window of `period` seconds; the count so far.
+class CircuitBreaker:
+    """After a failure, keep away from Redis for REDIS_BREAKER_SECONDS (per process)."""
 
-    None when the counter store is unreachable (the request is then not limited).
-    """
+    def __init__(self):
+        self._open_until = 0.0
+        self.failures = 0  # calls that found Redis failing, since the process started
+
+    def is_open(self) -> bool:
+        return clock() < self._open_until
+
+    def trip(self) -> None:
+        self.failures += 1
+        self._open_until = clock() + settings.REDIS_BREAKER_SECONDS
+
+    def close(self) -> None:
+        self._open_until = 0.0
+
+
+breaker = CircuitBreaker()
+
+
+def _call_redis(operation):
+    """Run operation(client) against Redis; None without Redis, when it fails, or while it is shunned."""
     client = _redis()
-    if client is None:
-        cache.add(key, 0, timeout=period + 1)
-        try:
-            return cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=period + 1)
-            return 1
-    try:
-        with client.pipeline(transaction=True) as pipe:
-            count, _ = pipe.incr(KEY_PREFIX + key).expire(KEY_PREFIX + key, period + 1).execute()
-        return count
-    except redis.RedisError as exc:
-        log.warning("rate limit not checked: Redis failed", extra={"error": type(exc).__name__})
+    if client is None or breaker.is_open():
         return None
+    try:
+        return operation(client)
+    except redis.RedisError as exc:
+        breaker.trip()
+        log.warning("rate limits counted in process memory for %ss: Redis failed (%s)",
+                    settings.REDIS_BREAKER_SECONDS, type(exc).__name__,
+                    extra={"error": type(exc).__name__})
+        return None
+
+
+def _incr(client: redis.Redis, key: str, period: int) -> int:
+    with client.pipeline(transaction=True) as pipe:
+        count, _ = pipe.incr(KEY_PREFIX + key).expire(KEY_PREFIX + key, period + 1).execute()
+    return count
+
+
+def hit(key: str, period: int) -> int:
+    """Count one request against `key` for a window of `period` seconds; the count so far."""
+    count = _call_redis(lambda client: _incr(client, key, period))
+    if count is not None:
+        return count
+    _local.add(key, 0, timeout=period + 1)
+    try:
+        return _local.incr(key)
+    except ValueError:  # expired between add and incr
+        _local.add(key, 1, timeout=period + 1)
+        return 1
+
+
+def count(key: str) -> int:
+    """The count so far under `key`, without adding to it."""
+    value = _call_redis(lambda client: client.get(KEY_PREFIX + key))
+    if value is not None:
+        return int(value)
+    return _local.get(key, 0)
+
+
+def reset_local_counters() -> None:
+    """Forget this process's own counters (tests)."""
+    _local.clear()
+
+
+def redis_health() -> dict:
+    """Ping Redis once with the rate limiter's short timeout. Raises when it does not answer."""
+    _redis().ping()
+    return {"breaker_open": breaker.is_open()}
+
 
 PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
            "d": 86400, "day": 86400}
@@ -92,18 +163,20 @@ class FixedWindowThrottle(BaseThrottle):
         if rate is None or ident is None:
             return True
         limit, period = rate
-        now = time.time()
+        now = clock()
         window = int(now // period)
-        count = hit(f"{self.scope}:{ident}:{period}:{window}", period)
         self._wait = (window + 1) * period - now
-        return count is None or count <= limit
+        return hit(f"{self.scope}:{ident}:{period}:{window}", period) <= limit
 
     def wait(self) -> float:
         return max(self._wait, 1.0)
 
 
 class PerIpThrottle(FixedWindowThrottle):
-    """Requests per client IP (REMOTE_ADDR, or X-Forwarded-For behind NUM_PROXIES proxies)."""
+    """Requests per client IP (REMOTE_ADDR, or X-Forwarded-For behind NUM_PROXIES proxies).
+
+    On the server endpoints (/api/v1/): a back end calls from few addresses.
+    """
 
     setting, scope = "RATE_LIMIT_PER_IP", "ip"
 
@@ -121,7 +194,71 @@ class PerKeyThrottle(FixedWindowThrottle):
         return str(key.pk) if key is not None else None
 
 
+class PerTenantIpThrottle(FixedWindowThrottle):
+    """Requests per tenant and client IP, on the app endpoints.
+
+    Phones behind one carrier NAT share an address, so the budget (RATE_LIMIT_APP_PER_IP)
+    is sized for thousands of them, and one tenant's apps do not spend another's.
+    """
+
+    setting, scope = "RATE_LIMIT_APP_PER_IP", "appip"
+
+    def ident(self, request):
+        key = getattr(request, "auth", None)
+        return f"{key.tenant_id}:{self.get_ident(request)}" if key is not None else None
+
+
 class DeveloperPushThrottle(PerIpThrottle):
-    """SmartAppPush's own limit on /developer/push: 100 requests/s per IP."""
+    """SmartAppPush's own limit on /developer/push, its only one: 100 requests/s per IP."""
 
     setting, scope = "DEVELOPER_PUSH_RATE", "devpush"
+
+
+# --- Failed authentication, limited before authentication -----------------------------
+
+
+class AuthFailureLimitMiddleware:
+    """After RATE_LIMIT_AUTH_FAILURES_PER_IP failed authentications (401s) from one client IP,
+    every API request from it answers 429 until the window passes.
+
+    Runs before the view, so before authentication: a wrong key costs one counter read,
+    never a key lookup, once the budget is spent. Only DRF views that authenticate count.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        counted = getattr(request, "_herald_auth_failure_key", None)
+        if counted is not None and response.status_code == 401:
+            hit(*counted)
+        return response
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        # Imported here: rest_framework.views imports this module (DEFAULT_THROTTLE_CLASSES).
+        from rest_framework.views import APIView
+
+        view_class = getattr(view_func, "cls", None)
+        if not (isinstance(view_class, type) and issubclass(view_class, APIView)
+                and view_class.authentication_classes):
+            return None
+        rate = parse_rate(settings.RATE_LIMIT_AUTH_FAILURES_PER_IP)
+        if rate is None:
+            return None
+        limit, period = rate
+        now = clock()
+        window = int(now // period)
+        key = f"authfail:{BaseThrottle().get_ident(request)}:{period}:{window}"
+        request._herald_auth_failure_key = (key, period)
+        if count(key) < limit:
+            return None
+        wait = max(1, int((window + 1) * period - now + 0.999))
+        response = JsonResponse(
+            {"error": "rate_limited",
+             "detail": f"Too many failed authentications from this address; try again in {wait} s."},
+            status=429, headers={"Retry-After": str(wait)},
+        )
+        for header, value in getattr(view_class, "cors_headers", {}).items():
+            response[header] = value
+        return response

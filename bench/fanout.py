@@ -38,7 +38,9 @@ def peak_rss_mb(pid: int) -> float:
 def setup_django(database_url: str, fcm_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ["FCM_API_URL"] = fcm_url
+    os.environ["FCM_ALLOWED_TOKEN_URIS"] = f"{fcm_url}/token"  # the fake's, for this process and the worker
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("SECRET_KEY", "herald-bench-" + "b" * 40)  # DEBUG is off, as in production
     os.environ["TASK_BACKEND"] = "database"
     import django
 

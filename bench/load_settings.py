@@ -4,6 +4,11 @@ Only gunicorn processes started by the benchmark load this module; Herald's own 
 never gains the floor URL.
 """
 
-from config.settings import *  # noqa: F403
+import os
+
+# A benchmark runs with DEBUG off, as production does, and so needs a SECRET_KEY of its own.
+os.environ.setdefault("SECRET_KEY", "herald-bench-" + "b" * 40)
+
+from config.settings import *  # noqa: E402, F403
 
 ROOT_URLCONF = "bench.load_urls"

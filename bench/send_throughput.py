@@ -232,6 +232,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("SECRET_KEY", "herald-bench-" + "b" * 40)  # DEBUG is off, as in production
     import django
 
     django.setup()
@@ -242,6 +243,7 @@ def main() -> None:
     with FakeFcm() as fake_fcm:
         fake = fake_fcm.base
         info = make_service_account(f"{fake}/token")
+        settings.FCM_ALLOWED_TOKEN_URIS = [f"{fake}/token"]
         rows = []
         for latency in latencies:
             for concurrency in (int(x) for x in args.concurrency.split(",")):

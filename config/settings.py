@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -17,7 +18,18 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="herald-insecure-development-key-change-me")
+# The repository's key is public: it signs nothing safely and derives a public encryption key.
+INSECURE_SECRET_KEY = "herald-insecure-development-key-change-me"
+SECRET_KEY = env.str("SECRET_KEY", default=INSECURE_SECRET_KEY)
+if SECRET_KEY == INSECURE_SECRET_KEY and not DEBUG:
+    raise environ.ImproperlyConfigured(
+        "SECRET_KEY is the repository's public development key. Set SECRET_KEY to a long random "
+        "value (python -c 'import secrets; print(secrets.token_urlsafe(50))'), or DEBUG=true for "
+        "development only."
+    )
+# Old keys, newest first, still accepted for sessions, signatures and stored Firebase
+# credentials while a new SECRET_KEY takes over (comma-separated). See the README's rotation.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -49,10 +61,12 @@ if FCM_SANDBOX_ENABLED:
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "api.metrics.RequestMetricsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "api.throttling.AuthFailureLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -74,6 +88,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",  # {{ csp_nonce }}
             ],
         },
     },
@@ -141,7 +156,8 @@ if TASK_BACKEND == "rq":
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-         "KEY_PREFIX": "herald"}
+         "KEY_PREFIX": "herald",
+         "OPTIONS": {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}}
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
@@ -161,9 +177,19 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": env.int("NUM_PROXIES", default=None),
 }
 # Rate limits on every API endpoint ("count/s|min|hour|day"; empty for none). An app key
-# is shared by every install of an app, so its limit is high; one IP is one phone or a NAT.
+# is shared by every install of an app, so its limit is high. On the server endpoints one
+# IP is one back end; on the app endpoints it may be a carrier NAT with thousands of phones
+# behind it, so their budget is per tenant and IP, and large (see the README).
 RATE_LIMIT_PER_IP = env.str("RATE_LIMIT_PER_IP", default="1200/min")
+RATE_LIMIT_APP_PER_IP = env.str("RATE_LIMIT_APP_PER_IP", default="12000/min")
 RATE_LIMIT_PER_KEY = env.str("RATE_LIMIT_PER_KEY", default="120000/min")
+# Failed authentications (401s) per client IP, counted before authentication; over it, every
+# API request from that IP answers 429 until the window passes.
+RATE_LIMIT_AUTH_FAILURES_PER_IP = env.str("RATE_LIMIT_AUTH_FAILURES_PER_IP", default="30/min")
+# Rate limits never wait long for Redis: a short timeout, then a circuit breaker keeps it
+# out for a few seconds (each process counts in its own memory meanwhile).
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.25)
+REDIS_BREAKER_SECONDS = env.float("REDIS_BREAKER_SECONDS", default=5.0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Herald API",
     "DESCRIPTION": (
@@ -192,8 +218,18 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 
 # --- FCM ----------------------------------------------------------------------
 FCM_API_URL = env.str("FCM_API_URL", default="https://fcm.googleapis.com").rstrip("/")
-# When set, overrides the token_uri of every service account (the sandbox sets it).
+# When set, overrides the token_uri of every service account (the operator's choice).
 FCM_TOKEN_URL = env.str("FCM_TOKEN_URL", default="")
+# Where FCM v1 lives in the sandbox, see below; its token endpoint is allowed when enabled.
+FCM_SANDBOX_URL = env.str("FCM_SANDBOX_URL", default="http://127.0.0.1:9099").rstrip("/")
+# Token endpoints a service account's token_uri may name besides Google's two, exactly
+# (comma-separated). An uploaded key naming any other is refused, at upload and at use, so
+# that an upload cannot aim Herald's processes at internal services (SSRF).
+FCM_ALLOWED_TOKEN_URIS = env.list("FCM_ALLOWED_TOKEN_URIS", default=[])
+if FCM_SANDBOX_ENABLED:
+    FCM_ALLOWED_TOKEN_URIS.append(f"{FCM_SANDBOX_URL}/token")
+# Seconds to wait for the token endpoint (connect, then read); redirects are never followed.
+FCM_TOKEN_TIMEOUT = env.float("FCM_TOKEN_TIMEOUT", default=5.0)
 # Key that encrypts service-account private keys at rest (Fernet, comma-separated
 # for rotation: the first encrypts, all decrypt). Derived from SECRET_KEY when unset.
 HERALD_ENCRYPTION_KEYS = env.list("HERALD_ENCRYPTION_KEYS", default=[])
@@ -202,9 +238,9 @@ HERALD_ENCRYPTION_KEYS = env.list("HERALD_ENCRYPTION_KEYS", default=[])
 FCM_HTTP_POOL_SIZE = env.int("FCM_HTTP_POOL_SIZE", default=128)
 # Seconds to wait for FCM (connect, then each read) before a send fails with TIMEOUT.
 FCM_HTTP_TIMEOUT = env.float("FCM_HTTP_TIMEOUT", default=10.0)
-# Where `manage.py fcm_sandbox` listens by default and where `sandbox_credentials`
-# points a tenant's token_uri. Set FCM_API_URL to the same URL to send to the sandbox.
-FCM_SANDBOX_URL = env.str("FCM_SANDBOX_URL", default="http://127.0.0.1:9099").rstrip("/")
+# FCM_SANDBOX_URL (above): where `manage.py fcm_sandbox` listens by default and where
+# `sandbox_credentials` points a tenant's token_uri. Set FCM_API_URL to the same URL to
+# send to the sandbox.
 
 # --- Delivery ------------------------------------------------------------------
 # Devices per fan-out chunk, and concurrent FCM requests per chunk.
@@ -301,6 +337,22 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy on every page: scripts and style sheets from Herald itself (or
+# carrying the page's nonce), no inline handlers, no plugins, no framing. Style attributes
+# stay allowed (progress bars set widths), and images may come from any https origin
+# (a push's image is previewed where it lives). The API docs page loosens it a little
+# (config/urls.py).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "style-src-attr": [CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:", "https:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 # --- Admin sign-in ---------------------------------------------------------------------
 # django-axes counts failed sign-ins per username and per client address (each on its own):

@@ -16,8 +16,13 @@ credential a tenant sends with, and recording what a check found, is
         if error.unregistered: device.deactivate(reason=error.code)
         elif not error.permanent: retry later, no sooner than error.retry_after
 
-URLs: the token endpoint is the service account's ``token_uri`` (``FCM_TOKEN_URL``
-overrides it), the API base is ``FCM_API_URL``; both point at the sandbox in the demo.
+URLs: the token endpoint is the service account's ``token_uri``, which must be one of
+``FCM_ALLOWED_TOKEN_URIS`` (Google's two, unless the operator adds more; the service
+account is an upload, and its URL must not aim Herald at internal services), or
+``FCM_TOKEN_URL`` when the operator sets it; the API base is ``FCM_API_URL``. The demo
+points both at the sandbox. Token requests follow no redirects, give up after
+``FCM_TOKEN_TIMEOUT`` seconds, and a refusal is reported by status and OAuth error code,
+never by the remote body.
 """
 
 import email.utils
@@ -38,6 +43,7 @@ from django.conf import settings
 from google.oauth2 import service_account
 
 from api import metrics
+from tenants.credentials import token_uri_allowed, token_uri_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -356,16 +362,80 @@ def build_message(
 
 
 class _TokenRequest(google.auth.transport.requests.Request):
-    """google-auth's requests transport, with our timeout instead of its 120 seconds."""
+    """google-auth's requests transport, made safe for a URL that came from an upload.
+
+    A short timeout instead of google-auth's 120 seconds; redirects never followed (a
+    token endpoint that redirects is not Google's, and following it would let an upload
+    aim Herald at internal services); the status of the last answer kept, so that a
+    refusal can be reported by its status rather than by echoing the remote body.
+    """
 
     def __init__(self, session: requests.Session, timeout: float):
         super().__init__(session)
         self._timeout = timeout
+        self.last_status: int | None = None
 
     def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
-        return super().__call__(
+        kwargs["allow_redirects"] = False
+        response = super().__call__(
             url, method=method, body=body, headers=headers, timeout=timeout or self._timeout, **kwargs
         )
+        self.last_status = response.status
+        return response
+
+
+# OAuth 2.0's error codes (RFC 6749 5.2): a refusal names one of these, or none.
+_OAUTH_ERRORS = frozenset({
+    "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+    "unsupported_grant_type", "invalid_scope", "access_denied",
+})
+# Google's error_description values Herald recognises, with what to say instead. Only
+# Herald's own words reach the admin and the logs: never the remote body.
+_KNOWN_REFUSALS = (
+    ("Invalid JWT Signature",
+     "Invalid JWT Signature: the key was deleted, disabled or is not this account's"),
+    ("account not found", "the service account does not exist"),
+    ("short-lived token", "the token's time was refused: is this server's clock right?"),
+    ("audience", "the JWT's audience was refused"),
+    ("scope", "the scope was refused"),
+)
+
+
+def _refusal_reason(exc: google.auth.exceptions.RefreshError, status: int | None) -> str:
+    """A short, known reason for a refused token request: the status and OAuth error code."""
+    data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+    error = data.get("error") if data.get("error") in _OAUTH_ERRORS else None
+    description = data.get("error_description")
+    known = next(
+        (said for words, said in _KNOWN_REFUSALS if isinstance(description, str) and words in description),
+        None,
+    )
+    reason = f"HTTP {status}" if status is not None else "an answer without a token"
+    if status is not None and 300 <= status < 400:
+        return f"{reason} (a redirect, which Herald does not follow)"
+    if error:
+        reason += f", {error}"
+    if known:
+        reason += f": {known}"
+    return reason
+
+
+def _transport_reason(cause: BaseException, timeout: float) -> str:
+    """A short, known reason a request got no answer (no hosts, ports or library text)."""
+    if isinstance(cause, requests.ConnectTimeout):
+        return f"could not connect within {timeout:g}s"
+    if isinstance(cause, requests.Timeout):
+        return f"no answer within {timeout:g}s"
+    if isinstance(cause, requests.exceptions.SSLError):
+        return "the TLS handshake failed"
+    if isinstance(cause, requests.ConnectionError):
+        text = str(cause)
+        if "Name or service not known" in text or "NameResolutionError" in text or "nodename" in text:
+            return "the host name does not resolve"
+        if "refused" in text.lower():
+            return "the connection was refused"
+        return "the connection failed"
+    return "the request failed"
 
 
 class FcmClient:
@@ -392,7 +462,11 @@ class FcmClient:
     ):
         info = dict(service_account_info)
         if getattr(settings, "FCM_TOKEN_URL", ""):
-            info["token_uri"] = settings.FCM_TOKEN_URL
+            info["token_uri"] = settings.FCM_TOKEN_URL  # the operator's choice: trusted
+        elif not token_uri_allowed(info.get("token_uri")):
+            # Checked at upload too; checked again here because a stored row, an ADC file
+            # or a settings change may have let one through.
+            raise FcmError(CONFIGURATION, token_uri_refusal(info.get("token_uri")), permanent=True)
         project_id = info.get("project_id")
         if not isinstance(project_id, str) or not project_id:
             raise FcmError(CONFIGURATION, "The service account has no project_id.", permanent=True)
@@ -434,7 +508,8 @@ class FcmClient:
             if proxy_url and self.send_url.startswith("http:")
             else urllib3.util.parse_url(self.send_url).request_uri
         )
-        self._token_request = _TokenRequest(requests.Session(), timeout)
+        self.token_timeout = min(timeout, settings.FCM_TOKEN_TIMEOUT)
+        self._token_request = _TokenRequest(requests.Session(), self.token_timeout)
         self._token_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -466,6 +541,7 @@ class FcmClient:
     @metrics.counted_token_fetch
     def _fetch_token(self) -> None:
         self.token_fetches += 1
+        self._token_request.last_status = None
         try:
             # refresh(), not before_request(): the latter also starts google-auth's
             # regional-access-boundary lookups, extra calls FCM does not need.
@@ -474,14 +550,19 @@ class FcmClient:
             retryable = bool(getattr(exc, "retryable", False))
             raise FcmError(
                 UNAVAILABLE if retryable else UNAUTHENTICATED,
-                f"Google's token endpoint ({self.token_uri}) refused the key of {self.client_email}: "
-                f"{exc.args[0] if exc.args else exc}.",
+                f"The token endpoint {self.token_uri} refused the key of {self.client_email} "
+                f"({_refusal_reason(exc, self._token_request.last_status)}).",
+                status=self._token_request.last_status,
                 permanent=not retryable,
             ) from exc
         except google.auth.exceptions.TransportError as exc:
             cause = exc.args[0] if exc.args else exc
             code = TIMEOUT if isinstance(cause, requests.Timeout) else CONNECTION_ERROR
-            raise FcmError(code, f"Could not get an access token from {self.token_uri}: {cause}") from exc
+            raise FcmError(
+                code,
+                f"Could not get an access token from {self.token_uri}: "
+                f"{_transport_reason(cause, self.token_timeout)}.",
+            ) from exc
         logger.debug("New FCM access token for %s", self.client_email)
 
     # Sending ---------------------------------------------------------------------
@@ -622,7 +703,7 @@ def _check(client: FcmClient) -> tuple[bool, str]:
                 f"{error.detail} The key may have been deleted or disabled, or this server's clock "
                 "is wrong. Generate a new key under Project settings > Service accounts and upload it."
             )
-        return False, f"Could not get an access token from {client.token_uri}: {error.detail}"
+        return False, error.detail  # it names the token endpoint and the reason already
     message = build_message(
         target=FcmTarget(topic=CHECK_TOPIC),
         title="Herald credential check",

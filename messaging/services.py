@@ -203,8 +203,9 @@ def client_for_tenant(tenant: Tenant) -> fcm.FcmClient:
     """The shared FcmClient for a tenant's credential (or, lacking one, for ADC).
 
     Costs one small query to notice a replaced credential; call it once per batch of
-    sends, not per message. Raises FcmError(code="CONFIGURATION", permanent=True) when
-    there is no usable credential.
+    sends, not per message. Raises FcmError(code="CONFIGURATION"): permanent when there is
+    no usable credential, not permanent when the stored one cannot be decrypted (an operator
+    can bring its key back; deliveries wait for it).
     """
     credential = FirebaseCredential.objects.filter(tenant_id=tenant.pk).defer("encrypted_private_key").first()
     if credential is not None:
@@ -229,12 +230,11 @@ def _service_account_info(*, tenant: Tenant, credential: FirebaseCredential | No
         try:
             return credential.service_account_info()
         except InvalidToken:
+            # The operator can put this right (a key dropped in a rotation comes back), so
+            # it is not permanent: deliveries wait for it instead of failing.
             raise fcm.FcmError(
-                fcm.CONFIGURATION,
-                f"The Firebase credential of tenant {tenant.tenant_id} cannot be decrypted: "
-                "HERALD_ENCRYPTION_KEYS (or SECRET_KEY) changed without keeping the old key. "
-                "Restore it, or upload the service-account key again.",
-                permanent=True,
+                fcm.CONFIGURATION, undecryptable_detail(tenant), permanent=False,
+                retry_after=CONFIGURATION_RETRY_SECONDS,
             ) from None
     try:
         info = application_default_service_account()
@@ -243,6 +243,21 @@ def _service_account_info(*, tenant: Tenant, credential: FirebaseCredential | No
     if info is None:
         raise _no_credential(tenant)
     return info
+
+
+# How long deliveries wait before trying again an unreadable credential.
+CONFIGURATION_RETRY_SECONDS = 60.0
+
+
+def undecryptable_detail(tenant: Tenant) -> str:
+    """What an operator must do when a tenant's stored credential cannot be decrypted."""
+    return (
+        f"The Firebase credential of tenant {tenant.tenant_id} cannot be decrypted: no key in "
+        "HERALD_ENCRYPTION_KEYS, SECRET_KEY or SECRET_KEY_FALLBACKS opens it (a key was dropped "
+        "in a rotation before reencrypt_fcm_credentials ran). Put the old key back (first in "
+        "SECRET_KEY_FALLBACKS or in HERALD_ENCRYPTION_KEYS), or upload the service-account key "
+        "again. Deliveries wait and are tried again until then."
+    )
 
 
 def _no_credential(tenant: Tenant) -> fcm.FcmError:
@@ -404,7 +419,10 @@ def send_deliveries(*, message_id: int, first_device_id: int | None = None,
     try:
         client = client_for_tenant(message.tenant)
     except fcm.FcmError as exc:
-        _fail_unsent(message, code=exc.code, detail=exc.detail)
+        if exc.permanent:
+            _fail_unsent(message, code=exc.code, detail=exc.detail)
+        else:
+            _wait_for_credential(message, first_device_id, last_device_id, exc)
         return
     while True:
         message.refresh_from_db(fields=["status"])
@@ -572,6 +590,27 @@ def _schedule_retries(message: Message, first_device_id, last_device_id) -> None
     if soonest is not None:
         send_due.send(Message, message_id=message.pk, first_device_id=first_device_id,
                       last_device_id=last_device_id, run_after=soonest)
+
+
+def _wait_for_credential(message: Message, first_device_id, last_device_id, error: fcm.FcmError) -> None:
+    """A credential that cannot be read now but can be put right: postpone, never burn, the sends.
+
+    The due deliveries wait `error.retry_after` (no attempt counted) and are tried again;
+    only those the message's TTL would outlive fail.
+    """
+    retry_at = timezone.now() + timedelta(seconds=error.retry_after or CONFIGURATION_RETRY_SECONDS)
+    log.error("deliveries of message %s wait: %s", message.pk, error.detail, extra={
+        "message_id": message.pk, "tenant": message.tenant.tenant_id, "error": error.code,
+        "detail": error.detail})
+    if retry_at >= message.deadline:
+        _fail_unsent(message, code=error.code, detail=error.detail)
+        return
+    pending = message.deliveries.unfinished().unclaimed(timezone.now())
+    if first_device_id is not None:
+        pending = pending.filter(device_id__gte=first_device_id, device_id__lte=last_device_id)
+    pending.filter(next_attempt_at__lt=retry_at).update(
+        next_attempt_at=retry_at, error_code=error.code, error_detail=error.detail[:2000])
+    _schedule_retries(message, first_device_id, last_device_id)
 
 
 def _fail_unsent(message: Message, *, code: str, detail: str) -> None:

@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 
 from api.errors import ApiError
 from api.openapi import ERROR_RESPONSES, ErrorSerializer
-from api.throttling import DeveloperPushThrottle, PerIpThrottle, PerKeyThrottle
+from api.throttling import DeveloperPushThrottle
 from messaging import services
 from messaging.models import Message
 from messaging.serializers import (
@@ -33,7 +33,9 @@ class IsServerKeyOr401(IsServerKey):
 class DeveloperPushView(APIView):
     authentication_classes = [ServerKeyAuthentication]
     permission_classes = [IsServerKeyOr401]
-    throttle_classes = [DeveloperPushThrottle, PerIpThrottle, PerKeyThrottle]
+    # SmartAppPush's 100 requests/s per IP is this endpoint's only limit: the general
+    # per-IP budget would refuse a back end well below it.
+    throttle_classes = [DeveloperPushThrottle]
 
     @extend_schema(
         operation_id="developer_push",

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.errors import body_object
+from api.throttling import PerKeyThrottle, PerTenantIpThrottle
 from tenants.models import ApiKey, hash_key
 
 INVALID = "Invalid tenant_id or api_key."
@@ -91,6 +92,9 @@ class AppEndpoint(APIView):
     """An endpoint apps call with tenant_id + api_key in the body."""
 
     authentication_classes = [BodyKeyAuthentication]
+    # Per tenant and IP (phones share carrier NATs), and per key.
+    throttle_classes = [PerTenantIpThrottle, PerKeyThrottle]
+    cors_headers = CORS_HEADERS  # answers the rate limiter gives before the view carry them too
 
     def initial(self, request, *args, **kwargs):
         # The credentials are in the body, so a wrong method must be refused before they
@@ -109,7 +113,7 @@ class AppEndpoint(APIView):
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
-        for header, value in CORS_HEADERS.items():
+        for header, value in self.cors_headers.items():
             response[header] = value
         return response
 

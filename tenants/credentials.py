@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -26,12 +27,36 @@ from tenants.models import FirebaseCredential, Tenant
 # A real key file is about 2.3 KB; anything far larger is something else.
 MAX_FILE_BYTES = 64 * 1024
 ADC_ENVIRONMENT_VARIABLE = "GOOGLE_APPLICATION_CREDENTIALS"
+# Where Google's service-account files send their assertions (the second is older keys').
+GOOGLE_TOKEN_URIS = ("https://oauth2.googleapis.com/token", "https://accounts.google.com/o/oauth2/token")
 
 WHERE_TO_GET_IT = (
     "Upload the service-account key instead: Firebase console > Project settings > "
     "Service accounts > Generate new private key (a JSON file with "
     '"type": "service_account").'
 )
+
+
+def token_uri_allowed(token_uri: object) -> bool:
+    """Whether Herald may send a service account's signed JWT to this token endpoint.
+
+    Only Google's two, exactly, and any the operator lists in FCM_ALLOWED_TOKEN_URIS (the
+    sandbox's, in the demo and the tests). A service account is an upload, so its
+    token_uri must not be able to aim Herald's processes at internal services.
+    """
+    return isinstance(token_uri, str) and (
+        token_uri in GOOGLE_TOKEN_URIS or token_uri in settings.FCM_ALLOWED_TOKEN_URIS
+    )
+
+
+def token_uri_refusal(token_uri: object) -> str:
+    """Why a service account's token_uri is refused, in words an admin can act on."""
+    shown = repr(token_uri[:200]) if isinstance(token_uri, str) else "missing"
+    return (
+        f"token_uri {shown} is not Google's token endpoint. Herald sends service-account "
+        f"assertions only to {', '.join(GOOGLE_TOKEN_URIS)} (or to URLs the operator adds to "
+        "FCM_ALLOWED_TOKEN_URIS). Download an unedited key from Project settings > Service accounts."
+    )
 
 
 class InvalidServiceAccount(ValueError):
@@ -125,7 +150,11 @@ def parse_service_account(raw: bytes | str) -> dict:
     token_uri = data["token_uri"].strip()
     parts = urlsplit(token_uri)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidServiceAccount(f"token_uri {token_uri!r} is not an http(s) URL.", code="invalid_field")
+        raise InvalidServiceAccount(
+            f"token_uri {token_uri[:200]!r} is not an http(s) URL.", code="invalid_field"
+        )
+    if not token_uri_allowed(token_uri):
+        raise InvalidServiceAccount(token_uri_refusal(token_uri), code="token_uri_not_allowed")
     key_id = data.get("private_key_id") or ""
     if not isinstance(key_id, str):
         raise InvalidServiceAccount("private_key_id must be a string.", code="invalid_field")

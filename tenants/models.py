@@ -9,7 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from tenants.codes import LANGUAGES, time_zones
-from tenants.encryption import decrypt
+from tenants.encryption import InvalidToken, decrypt
 
 # last_used_at is a hint for humans, not an audit log: write it at most this
 # often per key so that a busy key does not turn every request into an UPDATE.
@@ -241,6 +241,15 @@ class FirebaseCredential(models.Model):
             "client_email": self.client_email,
             "token_uri": self.token_uri,
         }
+
+    @property
+    def key_is_readable(self) -> bool:
+        """Whether a configured key decrypts the private key (False after a botched rotation)."""
+        try:
+            decrypt(self.encrypted_private_key)
+        except InvalidToken:
+            return False
+        return True
 
     def record_check(self, *, ok: bool, message: str) -> None:
         """Remember the outcome of a credential check, without touching the key."""

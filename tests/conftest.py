@@ -49,7 +49,11 @@ def _fresh_rate_limits():
     # Every test comes from 127.0.0.1: rate-limit counters must not carry over.
     from django.core.cache import cache
 
+    from api import throttling
+
     cache.clear()
+    throttling.reset_local_counters()
+    throttling.breaker.close()
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +63,26 @@ def _plain_static_storage(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+class FakeClock:
+    """A clock tests move by hand: `clock.now += 60`."""
+
+    def __init__(self, now=1_800_000_000.0):  # the start of a minute
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def rate_limit_clock(monkeypatch):
+    """The clock rate-limit windows and the Redis circuit breaker are measured by."""
+    from api import throttling
+
+    fake = FakeClock()
+    monkeypatch.setattr(throttling, "clock", fake)
+    return fake
 
 
 @pytest.fixture

@@ -48,6 +48,8 @@ def fcm_sandbox(transactional_db, settings, local_network_only):
     server = SandboxServer(quiet=True).start()
     settings.FCM_API_URL = server.url
     settings.FCM_TOKEN_URL = ""
+    # The sandbox's token endpoint, on a port of the moment, is one Herald may call.
+    settings.FCM_ALLOWED_TOKEN_URIS = [*settings.FCM_ALLOWED_TOKEN_URIS, server.token_url]
     try:
         yield server
     finally:

@@ -8,5 +8,8 @@ install it too.
 import os
 
 os.environ.setdefault("FCM_SANDBOX_ENABLED", "1")
+# Herald refuses the repository's public SECRET_KEY without DEBUG; the suite runs as
+# production does (DEBUG off) with a key of its own, which the processes it starts inherit.
+os.environ.setdefault("SECRET_KEY", "herald-test-suite-" + "k" * 40)
 
 from config.settings import *  # noqa: E402, F403

@@ -49,6 +49,7 @@ def sandbox_server(transactional_db, settings, tenant):
     server = SandboxServer(quiet=True).start()
     server.state.configure()
     settings.FCM_API_URL = server.url
+    settings.FCM_ALLOWED_TOKEN_URIS = [*settings.FCM_ALLOWED_TOKEN_URIS, server.token_url]
     provision_tenant(tenant=tenant, sandbox_url=server.url)
     yield server
     server.stop()

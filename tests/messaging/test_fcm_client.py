@@ -255,11 +255,14 @@ def test_an_unreachable_fcm_is_a_retryable_connection_error(sandbox_service_acco
     client.close()
 
 
-def test_an_unreachable_token_endpoint_is_a_retryable_connection_error(sandbox_service_account, fcm_sandbox):
+def test_an_unreachable_token_endpoint_is_a_retryable_connection_error(
+    sandbox_service_account, fcm_sandbox, settings
+):
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         closed_port = unused.getsockname()[1]
     info = {**sandbox_service_account, "token_uri": f"http://127.0.0.1:{closed_port}/token"}
+    settings.FCM_ALLOWED_TOKEN_URIS = [info["token_uri"]]
     client = FcmClient(service_account_info=info, api_url=fcm_sandbox.url)
 
     with pytest.raises(FcmError) as caught:

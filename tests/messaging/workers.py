@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,9 @@ def database_url() -> str:
 
 
 def worker_env(**overrides) -> dict:
-    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"}
+    # The token endpoints this test allows (the sandbox's, on a port of the moment) too.
+    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1",
+           "FCM_ALLOWED_TOKEN_URIS": ",".join(settings.FCM_ALLOWED_TOKEN_URIS)}
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 

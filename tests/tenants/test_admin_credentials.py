@@ -16,7 +16,7 @@ pytest_plugins = ["tests.staff_fixtures"]  # viewer, editor, tenant_admin, super
 
 @pytest.fixture
 def service_account(sandbox_private_key):
-    return create_service_account(project_id="acme-push", token_uri="https://oauth2.example/token",
+    return create_service_account(project_id="acme-push", token_uri="https://oauth2.googleapis.com/token",
                                   client_email="herald@acme-push.iam.gserviceaccount.com",
                                   private_key_pem=sandbox_private_key)
 

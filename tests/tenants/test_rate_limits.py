@@ -19,7 +19,7 @@ def post_event(tenant):
 
 
 def test_one_ip_over_its_limit_gets_429_with_retry_after(settings, post_event, app_key):
-    settings.RATE_LIMIT_PER_IP = "3/min"
+    settings.RATE_LIMIT_APP_PER_IP = "3/min"
 
     statuses = [post_event(app_key).status_code for _ in range(3)]
     limited = post_event(app_key)
@@ -45,7 +45,7 @@ def test_the_next_window_starts_a_fresh_count(settings, post_event, app_key, fro
 
 
 def test_other_ips_are_not_held_back_by_a_noisy_one(settings, post_event, app_key):
-    settings.RATE_LIMIT_PER_IP = "2/min"
+    settings.RATE_LIMIT_APP_PER_IP = "2/min"
     for _ in range(3):
         post_event(app_key, ip="203.0.113.7")
 
@@ -62,7 +62,7 @@ def test_one_key_over_its_limit_gets_429_whatever_the_ip(settings, post_event, a
 
 
 def test_an_empty_rate_means_no_limit(settings, post_event, app_key):
-    settings.RATE_LIMIT_PER_IP = ""
+    settings.RATE_LIMIT_APP_PER_IP = ""
     settings.RATE_LIMIT_PER_KEY = ""
 
     assert {post_event(app_key).status_code for _ in range(30)} == {200}
@@ -72,19 +72,117 @@ def test_an_empty_rate_means_no_limit(settings, post_event, app_key):
 def test_with_redis_every_process_counts_against_the_same_limit(settings, post_event, app_key):
     import redis
 
-    settings.RATE_LIMIT_PER_IP = "5/min"
+    settings.RATE_LIMIT_APP_PER_IP = "5/min"
     assert post_event(app_key, ip="192.0.2.44").status_code == 200
     # Another web process, with its own connection, counts the same window in Redis.
     other_process = redis.Redis.from_url(settings.REDIS_URL)
-    counters = [k for k in other_process.scan_iter("herald:rl:ip:192.0.2.44:*")]
+    counters = [k for k in other_process.scan_iter("herald:rl:appip:*:192.0.2.44:*")]
     assert len(counters) == 1
     other_process.incrby(counters[0], 4)
 
     assert post_event(app_key, ip="192.0.2.44").status_code == 429
 
 
-def test_when_redis_is_down_requests_are_let_through_not_failed(settings, post_event, app_key):
+def test_when_redis_is_down_requests_are_served_and_counted_in_process_memory(settings, post_event, app_key):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    settings.RATE_LIMIT_PER_IP = "1/min"
+    settings.RATE_LIMIT_APP_PER_IP = "2/min"
 
-    assert [post_event(app_key).status_code for _ in range(3)] == [200, 200, 200]
+    assert [post_event(app_key).status_code for _ in range(3)] == [200, 200, 429]
+
+
+# --- Failed authentication, limited before authentication --------------------------------
+
+
+def list_messages(key, ip="203.0.113.7"):
+    return APIClient().get("/api/v1/messages", HTTP_X_SERVER_KEY=key, REMOTE_ADDR=ip)
+
+
+def test_after_too_many_bad_server_keys_an_ip_gets_429_even_with_a_good_key(
+    settings, rate_limit_clock, server_key
+):
+    settings.RATE_LIMIT_AUTH_FAILURES_PER_IP = "3/min"
+
+    failures = [list_messages("wrong-key").status_code for _ in range(3)]
+    refused = list_messages(server_key)
+
+    assert failures == [401, 401, 401]
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "rate_limited"
+    assert refused.headers["Retry-After"] == "60"
+    assert list_messages(server_key, ip="198.51.100.9").status_code == 200  # another IP is fine
+
+    rate_limit_clock.now += 45
+    assert list_messages(server_key).headers["Retry-After"] == "15"
+    rate_limit_clock.now += 15  # the window has passed
+    assert list_messages(server_key).status_code == 200
+
+
+def test_bad_app_keys_are_limited_per_ip_and_the_429_carries_cors(
+    settings, rate_limit_clock, post_event, app_key
+):
+    settings.RATE_LIMIT_AUTH_FAILURES_PER_IP = "2/min"
+
+    statuses = [post_event("wrong-key").status_code for _ in range(2)]
+    refused = post_event(app_key)
+
+    assert statuses == [401, 401]
+    assert refused.status_code == 429
+    assert refused.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_developer_push_is_limited_by_failures_too(settings, rate_limit_clock, tenant):
+    settings.RATE_LIMIT_AUTH_FAILURES_PER_IP = "5/min"
+    client = APIClient()
+    body = {"app_user_id": "u1", "title": "t", "body": "b"}
+
+    statuses = [client.post("/developer/push", body, format="json",
+                            HTTP_X_SERVER_KEY=f"guess-{i}").status_code for i in range(8)]
+
+    assert statuses == [401] * 5 + [429] * 3
+
+
+def test_successful_requests_do_not_spend_the_failure_budget(settings, rate_limit_clock, server_key):
+    settings.RATE_LIMIT_AUTH_FAILURES_PER_IP = "2/min"
+
+    assert {list_messages(server_key).status_code for _ in range(10)} == {200}
+    assert list_messages("wrong-key").status_code == 401
+
+
+# --- Budgets that fit their callers ------------------------------------------------------------
+
+
+def test_developer_push_answers_to_its_own_limit_only(settings, rate_limit_clock, server_key):
+    settings.RATE_LIMIT_PER_IP = "5/min"
+    settings.RATE_LIMIT_PER_KEY = "5/min"
+    settings.DEVELOPER_PUSH_RATE = "100/s"
+    client = APIClient()
+    body = {"app_user_id": "nobody", "title": "t", "body": "b"}
+
+    statuses = [client.post("/developer/push", body, format="json", HTTP_X_SERVER_KEY=server_key).status_code
+                for _ in range(101)]
+
+    assert statuses == [404] * 100 + [429]  # 404: no device; SmartAppPush's 100/s is what refuses
+
+
+def test_the_app_budget_is_per_tenant_and_ip(settings, rate_limit_clock, post_event, app_key):
+    from tenants.models import ApiKey, Tenant
+
+    settings.RATE_LIMIT_APP_PER_IP = "2/min"
+    other = Tenant.objects.create(name="Other", tenant_id="other")
+    other_key = ApiKey.generate(tenant=other, name="app", kind=ApiKey.Kind.APP)[1]
+    other_body = {**EVENT, "tenant_id": "other", "api_key": other_key}
+
+    assert [post_event(app_key).status_code for _ in range(3)] == [200, 200, 429]
+    # Another tenant's phones behind the same NAT have their own budget.
+    other_answer = APIClient().post("/events", other_body, format="json", REMOTE_ADDR="203.0.113.7")
+    assert other_answer.status_code == 200
+
+
+def test_the_app_budget_fits_thousands_of_phones_behind_one_nat(settings):
+    from api.throttling import parse_rate
+
+    limit, period = parse_rate(settings.RATE_LIMIT_APP_PER_IP)
+
+    # 5,000 phones behind one carrier address, each sending two events a minute.
+    assert limit / period * 60 >= 10_000
+    assert parse_rate(settings.RATE_LIMIT_PER_IP)[0] < limit

@@ -37,6 +37,10 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         sandbox_url = f"http://{host}:{sandbox_port}"
+        # The demo tenant's token_uri is the sandbox's. The processes started below allow it
+        # through FCM_SANDBOX_URL; this one, which uploads the key, is told here.
+        if f"{sandbox_url}/token" not in settings.FCM_ALLOWED_TOKEN_URIS:
+            settings.FCM_ALLOWED_TOKEN_URIS = [*settings.FCM_ALLOWED_TOKEN_URIS, f"{sandbox_url}/token"]
         app_key, server_key, password = self.set_up(sandbox_url=sandbox_url)
         base = f"http://{host}:{port}"
         self.print_welcome(base=base, app_key=app_key, server_key=server_key, password=password,
