@@ -22,6 +22,8 @@ urlpatterns = [
     path("api/v1/messages/<int:pk>", messaging_views.MessageDetailView.as_view(), name="message"),
     path("api/v1/messages/<int:pk>/cancel", messaging_views.MessageCancelView.as_view(),
          name="message-cancel"),
+    path("api/v1/messages/<int:pk>/winner", messaging_views.MessageWinnerView.as_view(),
+         name="message-winner"),
     path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
