@@ -22,6 +22,7 @@ from messaging.forms import ComposeForm
 from messaging.models import Audience, Delivery, Message
 from messaging.selectors import audience_size, content_stats, error_breakdown
 from tenants import admin as tenants_admin
+from tenants.codes import LANGUAGES
 from tenants.models import FirebaseCredential, Membership
 from tenants.scoping import Role, TenantScopedAdminMixin, roles_of, tenants_for
 
@@ -355,7 +356,8 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             request, "admin/messaging/message/compose.html", "Edit the draft" if draft else "Compose a push",
             form=form, draft=draft,
             tenant_names={str(t.pk): t.name for t in tenants}, single_tenant=tenants.count() == 1,
-            **context)
+            tenant_languages={str(t.pk): t.default_language for t in tenants},
+            language_codes=sorted(LANGUAGES), **context)
 
     def audience_view(self, request):
         """The size of the audience the composer describes, as JSON: {"size": n, "text": "…"}."""

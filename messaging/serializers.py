@@ -243,6 +243,26 @@ def _raise_at(where: dict, name: str, language: str | None, problem: str):
     raise serializers.ValidationError(error)
 
 
+class ComposedContentSerializer(StrictSerializer):
+    """The composer's content (messaging.forms): the same fields and rules as the API's."""
+
+    title = StrictCharField(max_length=200, required=False)
+    body = StrictCharField(max_length=2000, required=False)
+    image_url = serializers.URLField(required=False, max_length=1000)
+    click_link = StrictCharField(required=False, max_length=1000, validators=[validate_link])
+    localizations = LocalizationsField(required=False)
+    variants = serializers.ListField(child=VariantSerializer(), required=False, min_length=2,
+                                     max_length=MAX_VARIANTS)
+    variant_mode = serializers.ChoiceField(choices=VariantMode.choices, required=False,
+                                           default=VariantMode.SPLIT)
+    ab_test = AbTestSerializer(required=False)
+
+    def validate(self, attrs):
+        check_content(attrs, default_language=self.context.get("default_language"),
+                      data=self.context.get("data", {}))
+        return attrs
+
+
 class MessageCreateSerializer(StrictSerializer):
     title = StrictCharField(max_length=200, required=False, help_text="Required unless variants are given.")
     body = StrictCharField(max_length=2000, required=False, help_text="Required unless variants are given.")

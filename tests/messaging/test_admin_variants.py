@@ -5,7 +5,12 @@ from django.utils import timezone
 
 from messaging.models import AbTest, Delivery, Message
 from messaging.services import fan_out
-from tests.messaging.test_variants import A, B, ab_message, localized, many_users, no_sending  # noqa: F401
+from tests.messaging.test_variants import A, B, ab_message, localized, many_users
+
+
+@pytest.fixture
+def no_sending(settings):
+    settings.TASKS = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}
 
 
 @pytest.fixture
@@ -20,8 +25,8 @@ def page(admin_client):
 
 def test_the_message_page_reports_each_variant_and_language_with_its_sample(server, tenant, no_sending, page):
     many_users(tenant, 200)
-    response = server.post("/api/v1/messages", {"variants": [localized(A, "İndirim A"), localized(B, "İndirim B")]},
-                           format="json")
+    body = {"variants": [localized(A, "İndirim A"), localized(B, "İndirim B")]}
+    response = server.post("/api/v1/messages", body, format="json")
     message = Message.objects.get(pk=response.json()["id"])
     fan_out(message_id=message.pk)
     message.deliveries.update(status=Delivery.Status.SENT, sent_at=timezone.now())
