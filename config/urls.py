@@ -39,6 +39,8 @@ urlpatterns = [
          name="webhook-rotate-secret"),
     path("api/v1/webhooks/<int:pk>/attempts", webhook_views.WebhookAttemptsView.as_view(),
          name="webhook-attempts"),
+    path("api/v1/messages/<int:pk>/winner", messaging_views.MessageWinnerView.as_view(),
+         name="message-winner"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -18,12 +18,13 @@ from django.utils.safestring import mark_safe
 
 from api.csv_export import csv_response
 from devices.models import Platform
-from messaging import checks, services
+from messaging import charts, checks, content, services, variants
 from messaging.exports import DELIVERY_EXPORT_COLUMNS, delivery_export_rows
 from messaging.forms import ComposeForm
 from messaging.models import Audience, Delivery, Message
-from messaging.selectors import audience_size, error_breakdown
+from messaging.selectors import audience_size, content_stats, error_breakdown
 from tenants import admin as tenants_admin
+from tenants.codes import LANGUAGES
 from tenants.models import FirebaseCredential, Membership
 from tenants.scoping import Role, TenantScopedAdminMixin, roles_of, tenants_for
 
@@ -168,6 +169,7 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             path("<path:object_id>/send/", view(self.send_view), name="messaging_message_send"),
             path("<path:object_id>/deliveries.csv", view(self.deliveries_csv_view),
                  name="messaging_message_deliveries_csv"),
+            path("<path:object_id>/winner/", view(self.winner_view), name="messaging_message_winner"),
             *super().get_urls(),
         ]
 
@@ -216,12 +218,28 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             can_send=can_edit and message.status == Message.Status.DRAFT,
             can_compose=can_edit, multi_tenant=len(roles_of(request.user)) > 1,
             options=message.options or {}, data_pairs=sorted((message.data or {}).items()),
+            **variant_context(message, can_edit=can_edit),
         )
 
     def deliveries_csv_view(self, request, object_id):
         message = self._message(request, object_id)
         return csv_response(header=DELIVERY_EXPORT_COLUMNS, rows=delivery_export_rows(message),
                             filename=f"message-{message.pk}-deliveries.csv")
+    def winner_view(self, request, object_id):
+        """POST: staff pick an A/B test's winner by hand; it goes to the rest at once."""
+        message = self._message(request, object_id, Role.EDITOR)
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[message.pk]))
+        try:
+            variant = int(request.POST.get("variant", ""))
+            variants.decide_winner(message_id=message.pk, variant=variant, decided_by=request.user)
+        except ValueError:
+            messages.error(request, "Choose a variant.")
+        except variants.NotDecidable as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Variant {variants.label(variant)} won; it goes to the rest now.")
+        return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[message.pk]))
 
     def progress_view(self, request, object_id):
         message = self._message(request, object_id)
@@ -346,7 +364,8 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             request, "admin/messaging/message/compose.html", "Edit the draft" if draft else "Compose a push",
             form=form, draft=draft,
             tenant_names={str(t.pk): t.name for t in tenants}, single_tenant=tenants.count() == 1,
-            **context)
+            tenant_languages={str(t.pk): t.default_language for t in tenants},
+            language_codes=sorted(LANGUAGES), **context)
 
     def audience_view(self, request):
         """The size of the audience the composer describes, as JSON: {"size": n, "text": "…"}."""
@@ -409,3 +428,33 @@ class FirebaseCredentialAdmin(tenants_admin.FirebaseCredentialAdmin):
             result = services.check_credentials(tenant=credential.tenant)
             level = messages.SUCCESS if result.ok else messages.ERROR
             self.message_user(request, f"{credential.tenant}: {result.message}", level=level)
+
+
+def variant_context(message: Message, *, can_edit: bool) -> dict:
+    """The message page's variants and languages: content, figures, charts, the A/B test."""
+    stats = content_stats(message)
+    composed = content.variants_of(message)
+    ab_test = getattr(message, "ab_test", None) if message.variant_mode == "ab_test" else None
+    rows = []
+    for stat, variant in zip(stats["variants"], composed, strict=True):
+        rows.append({"label": variants.label(stat.key), "index": stat.key, "stat": stat,
+                     "content": variant.content,
+                     "languages": sorted(variant.localizations),
+                     "rate": None if stat.open_rate is None else round(100 * stat.open_rate, 1)})
+    languages = [{"stat": s, "rate": None if s.open_rate is None else round(100 * s.open_rate, 1),
+                  "default": s.key == message.language} for s in stats["languages"]]
+    return {
+        "variant_rows": rows if message.variant_count > 1 else [],
+        "language_rows": languages,
+        "message_languages": [message.language, *sorted(composed[0].localizations)],
+        "ab_test": ab_test,
+        "winner_label": variants.label(ab_test.winner) if ab_test and ab_test.winner is not None else "",
+        "can_pick_winner": bool(can_edit and ab_test and ab_test.winner is None
+                                and message.status == Message.Status.SENDING),
+        "variant_chart": charts.rate_bars(
+            rows=[(f"Variant {r['label']}", r["stat"].open_rate, r["stat"].sent) for r in rows],
+            label="Open rate per variant") if message.variant_count > 1 else "",
+        "language_chart": charts.rate_bars(
+            rows=[(r["stat"].key, r["stat"].open_rate, r["stat"].sent) for r in languages],
+            label="Open rate per language") if len(languages) > 1 else "",
+    }

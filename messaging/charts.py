@@ -148,3 +148,36 @@ def line_chart(*, days: list[date], series: list[Series], label: str, percent: b
     if not values or (not percent and not any(values)):
         _empty(parts, empty)
     return _svg(parts, label)
+
+
+def rate_bars(*, rows: list[tuple[str, float | None, int]], label: str, empty: str = "Nothing sent yet"
+              ) -> SafeString:
+    """Horizontal bars, one per (name, rate 0–1 or None, sample size): open rates of variants
+    or languages, each with the number of sends it rests on beside it."""
+    row_h, gap, name_w, note_w = 22, 8, 64, 120
+    height = max(len(rows), 1) * (row_h + gap) + gap
+    width = WIDTH
+    bar_span = width - name_w - note_w
+    top = max((r for _, r, _ in rows if r), default=0)
+    scale = nice_ceiling(100 * top) if top else 100
+    parts = []
+    for i, (name, rate, sample) in enumerate(rows):
+        y = gap + i * (row_h + gap)
+        parts.append(f'<text class="hc-axis" x="{name_w - 8}" y="{y + row_h / 2 + 4:.1f}" '
+                     f'text-anchor="end">{escape(name)}</text>')
+        w = bar_span * (100 * rate) / scale if rate else 0
+        shown = "–" if rate is None else f"{100 * rate:.1f} %"
+        parts.append(f"<g><title>{escape(f'{name}: {shown} of {sample:,} sent')}</title>"
+                     f'<rect class="hc-grid-bar" x="{name_w}" y="{y}" width="{bar_span}" '
+                     f'height="{row_h}" rx="3"/>'
+                     f'<rect class="hc-accent" x="{name_w}" y="{y}" width="{w:.2f}" height="{row_h}" rx="3"/>'
+                     "</g>")
+        parts.append(f'<text class="hc-axis" x="{name_w + bar_span + 8}" y="{y + row_h / 2 + 4:.1f}">'
+                     f"{escape(shown)} · n={sample:,}</text>")
+    if not rows or not any(sample for _, _, sample in rows):
+        parts.append(f'<text class="hc-empty" x="{width / 2:.0f}" y="{height / 2 + 4:.0f}" '
+                     f'text-anchor="middle">{escape(empty)}</text>')
+    return mark_safe(  # every interpolated text was escaped above
+        f'<svg class="hc-chart hc-rates" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(label)}" preserveAspectRatio="xMidYMid meet" '
+        f'xmlns="http://www.w3.org/2000/svg">' + "".join(parts) + "</svg>")

@@ -4,6 +4,7 @@ The rules match the API's (`messaging.serializers`): the same limits, reserved d
 keys, country and language codes, and FCM's payload size.
 """
 
+import json
 import re
 import zoneinfo
 from datetime import datetime, timedelta
@@ -12,8 +13,14 @@ from django import forms
 from django.utils import timezone
 
 from devices.models import MAX_TOKEN_LENGTH, Platform
+from messaging import content
 from messaging.models import MAX_TTL, Audience, Message, validate_link
-from messaging.serializers import MAX_PAYLOAD_BYTES, is_reserved_data_key, payload_size
+from messaging.serializers import (
+    MAX_PAYLOAD_BYTES,
+    ComposedContentSerializer,
+    is_reserved_data_key,
+    payload_size,
+)
 from messaging.services import MessageInput
 from tenants.codes import COUNTRIES, LANGUAGES
 from tenants.scoping import Role, tenants_for
@@ -101,6 +108,10 @@ class ComposeForm(forms.Form):
     ttl_value = forms.IntegerField(label="Expires after", min_value=0, initial=4)
     ttl_unit = forms.ChoiceField(choices=TTL_UNITS, initial="604800")
 
+    # The language bar, the variant tabs and the A/B settings (herald/content.js) as one JSON
+    # document: {"localizations": {...}, "variants": [...the others], "variant_mode", "ab_test"}.
+    content_doc = forms.CharField(required=False, widget=forms.HiddenInput)
+
     test_to = forms.CharField(label="Test device", required=False, max_length=MAX_TOKEN_LENGTH,
                               widget=forms.TextInput(attrs={"placeholder": "app user id or FCM token"}))
 
@@ -173,6 +184,7 @@ class ComposeForm(forms.Form):
         cleaned["schedule"] = None
         if cleaned.get("when") == "later" and cleaned.get("schedule_tz"):
             self._clean_schedule(cleaned)
+        self._clean_content_doc(cleaned)
 
         if "title" in cleaned and "body" in cleaned:
             size = payload_size(cleaned["title"], cleaned["body"], cleaned.get("data", {}))
@@ -200,6 +212,38 @@ class ComposeForm(forms.Form):
         if self.data_errors:
             self.add_error(None, "Data: " + " ".join(self.data_errors))
         cleaned["data"] = data
+
+    def _clean_content_doc(self, cleaned):
+        """Other languages and variants, checked by the API's own rules (ComposedContentSerializer)."""
+        cleaned.update(localizations={}, variants=[], variant_mode="split", ab_test=None)
+        raw = (cleaned.get("content_doc") or "").strip()
+        if not raw or "title" not in cleaned or "body" not in cleaned:
+            return
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            self.add_error("content_doc", "The languages and variants could not be read; reload the page.")
+            return
+        first = {k: cleaned[k] for k in ("title", "body", "image_url", "click_link") if cleaned.get(k)}
+        others = doc.get("variants") or []
+        payload = {k: v for k, v in doc.items() if k in ("variant_mode", "ab_test")}
+        if others:
+            payload["variants"] = [{**first, "localizations": doc.get("localizations") or {}}, *others]
+        else:
+            payload.update(first, localizations=doc.get("localizations") or {})
+            payload.pop("ab_test", None)
+            payload["variant_mode"] = "split"
+        tenant = cleaned.get("tenant")
+        serializer = ComposedContentSerializer(data=payload, context={
+            "default_language": tenant.default_language if tenant else None, "data": cleaned.get("data", {})})
+        if not serializer.is_valid():
+            self.add_error("content_doc", describe_errors(serializer.errors))
+            return
+        data = content.spread_variants(dict(serializer.validated_data))
+        cleaned.update(localizations=data.get("localizations") or {}, variants=data.get("variants") or [],
+                       variant_mode=data.get("variant_mode", "split"), ab_test=data.get("ab_test"))
 
     def _clean_schedule(self, cleaned):
         raw = (cleaned.get("schedule_at") or "").strip()
@@ -252,6 +296,8 @@ class ComposeForm(forms.Form):
             data_only=c["data_only"], options={k: v for k, v in options.items() if v not in ("", None)},
             audience=c["audience"], audience_params=self.audience_params(),
             schedule_at=c.get("schedule"), ttl_seconds=c.get("ttl_seconds"),
+            localizations=c.get("localizations") or {}, variants=c.get("variants") or [],
+            variant_mode=c.get("variant_mode") or "split", ab_test=c.get("ab_test"),
         )
 
     @classmethod
@@ -274,7 +320,7 @@ class ComposeForm(forms.Form):
             "languages": ", ".join(p.get("languages", [])),
             "app_user_ids": "\n".join(p.get("app_user_ids", [])), "tokens": "\n".join(p.get("tokens", [])),
             "topic": p.get("topic", ""), "condition": p.get("condition", ""),
-            "ttl_value": ttl // int(unit), "ttl_unit": unit,
+            "ttl_value": ttl // int(unit), "ttl_unit": unit, "content_doc": content_doc(message),
             **(cls._schedule_initial(message) if with_schedule and message.schedule_at else {}),
         }
 
@@ -283,3 +329,31 @@ class ComposeForm(forms.Form):
         zone = message.schedule_tz if "/" in message.schedule_tz else "UTC"
         local = message.schedule_at.astimezone(zoneinfo.ZoneInfo(zone))
         return {"when": "later", "schedule_at": local.strftime("%Y-%m-%dT%H:%M"), "schedule_tz": zone}
+
+
+def describe_errors(errors, path: str = "") -> str:
+    """The serializer's nested errors as one sentence: "variants 1 › localizations › tr: …"."""
+    if isinstance(errors, dict):
+        return " ".join(describe_errors(v, f"{path} › {k}" if path else str(k)) for k, v in errors.items())
+    if isinstance(errors, list):
+        return " ".join(describe_errors(e, path) for e in errors)
+    return f"{path}: {errors}" if path else str(errors)
+
+
+def content_doc(message: Message) -> str:
+    """The composer's document for a message's other languages and variants (a copy, a draft)."""
+    composed = content.variants_of(message)
+
+    def given(c):  # the API's shape: no empty optional fields
+        return {k: v for k, v in c.as_dict().items() if v or k in ("title", "body")}
+
+    def localized(variant):
+        return {lang: given(c) for lang, c in variant.localizations.items()}
+
+    doc = {"localizations": localized(composed[0]), "variant_mode": message.variant_mode,
+           "variants": [{**given(v.content), "localizations": localized(v)} for v in composed[1:]]}
+    ab_test = getattr(message, "ab_test", None) if message.variant_mode == "ab_test" else None
+    if ab_test is not None:
+        doc["ab_test"] = {k: getattr(ab_test, k) for k in ("test_percent", "wait_seconds", "metric",
+                                                            "min_opens", "fallback_variant")}
+    return json.dumps(doc, ensure_ascii=False)

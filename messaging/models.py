@@ -82,6 +82,15 @@ class Audience(models.TextChoices):
     CONDITION = "condition", "FCM condition"
 
 
+class VariantMode(models.TextChoices):
+    SPLIT = "split", "Split: each user gets one variant"
+    AB_TEST = "ab_test", "A/B test, then the winner to the rest"
+
+
+MAX_VARIANTS = 5
+MAX_EXTRA_LANGUAGES = 31
+
+
 class MessageQuerySet(models.QuerySet):
     def for_tenant(self, tenant):
         return self.filter(tenant=tenant)
@@ -137,6 +146,14 @@ class Message(models.Model):
                   "such as +03:00 (the API), so pages show 09:00 Europe/Istanbul, not 06:00 UTC.")
     ttl_seconds = models.PositiveIntegerField(default=int(MAX_TTL.total_seconds()))
     dry_run = models.BooleanField(default=False, help_text="Validate every message with FCM, deliver none.")
+    # Localizations and variants (messaging.content): title, body, image_url and click_link
+    # above are variant 0 in `language`; the other variants and languages are MessageContent rows.
+    language = models.CharField(
+        max_length=2, blank=True,
+        help_text="ISO 639-1: the language of the content above, the fallback for users whose "
+                  "language the message lacks (the tenant's default language when created).")
+    variant_count = models.PositiveSmallIntegerField(default=1)
+    variant_mode = models.CharField(max_length=8, choices=VariantMode.choices, default=VariantMode.SPLIT)
 
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.DRAFT)
     error = models.TextField(blank=True)
@@ -175,6 +192,9 @@ class Message(models.Model):
             models.CheckConstraint(
                 condition=Q(ttl_seconds__lte=int(MAX_TTL.total_seconds())), name="message_ttl_max_4_weeks"
             ),
+            models.CheckConstraint(
+                condition=Q(variant_count__gte=1, variant_count__lte=MAX_VARIANTS),
+                name="message_variant_count_1_5"),
         ]
         indexes = [
             models.Index(fields=["tenant", "-created_at"], name="message_tenant_recent_idx"),
@@ -253,6 +273,9 @@ class Delivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     tracking_token = models.CharField(max_length=32, unique=True, default=new_tracking_token)
     opened_at = models.DateTimeField(null=True, blank=True)
+    # What this device was sent, set at fan-out: the per-variant and per-language statistics.
+    variant = models.PositiveSmallIntegerField(default=0)
+    language = models.CharField(max_length=2, blank=True)
 
     objects = DeliveryQuerySet.as_manager()
 
@@ -274,3 +297,77 @@ class Delivery(models.Model):
         return f"{self.message_id}→{self.device_id}: {self.status}"
 
 
+
+
+class MessageContent(models.Model):
+    """What one variant of a message says in one language, besides the message's own fields
+    (variant 0 in the message's language). Rows, not a JSON document: per-language and
+    per-variant questions ("which messages speak Turkish", a campaign copying its content
+    into a message) are plain queries, and the unique constraint keeps one text per slot."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="contents")
+    variant = models.PositiveSmallIntegerField(default=0)
+    language = models.CharField(max_length=2)
+    title = models.CharField(max_length=200)
+    body = models.TextField(max_length=2000)
+    image_url = models.URLField(max_length=1000, blank=True)
+    click_link = models.CharField(max_length=1000, blank=True, validators=[validate_link])
+
+    class Meta:
+        ordering = ["variant", "language"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "variant", "language"],
+                                    name="message_content_unique_slot"),
+            models.CheckConstraint(condition=Q(variant__lt=MAX_VARIANTS), name="message_content_variant_0_4"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} variant {self.variant} [{self.language}]"
+
+
+class AbTest(models.Model):
+    """An A/B test of a message's variants: the test group gets them evenly, and once the wait
+    is over the winner goes to everyone else (messaging.variants decides; the rules are in the
+    README). `winner` is set exactly once, by a conditional UPDATE."""
+
+    class Metric(models.TextChoices):
+        OPEN_RATE = "open_rate", "Open rate"
+
+    class Reason(models.TextChoices):
+        BEST_RATE = "best_rate", "Best open rate"
+        TIE = "tie", "Tied best open rate: the lowest variant"
+        TOO_FEW_OPENS = "too_few_opens", "Too few opens: the fallback variant"
+        MANUAL = "manual", "Picked by hand"
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, primary_key=True,
+                                   related_name="ab_test")
+    test_percent = models.PositiveSmallIntegerField(default=20,
+                                                    help_text="Share of the audience in the test.")
+    wait_seconds = models.PositiveIntegerField(default=3600,
+                                               help_text="From the test's fan-out to the winner.")
+    metric = models.CharField(max_length=16, choices=Metric.choices, default=Metric.OPEN_RATE)
+    min_opens = models.PositiveIntegerField(
+        default=10, help_text="Fewer opens than this in the whole test: the fallback variant wins.")
+    fallback_variant = models.PositiveSmallIntegerField(default=0)
+    test_sent_at = models.DateTimeField(null=True, blank=True, help_text="The test group's fan-out ended.")
+    decide_at = models.DateTimeField(null=True, blank=True)
+    winner = models.PositiveSmallIntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=16, choices=Reason.choices, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    # The test's figures when the winner was chosen: [{"variant", "sent", "opened"}, ...].
+    tally = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name = "A/B test"
+        constraints = [
+            models.CheckConstraint(condition=Q(test_percent__gte=1, test_percent__lte=99),
+                                   name="ab_test_percent_1_99"),
+            models.CheckConstraint(condition=Q(fallback_variant__lt=MAX_VARIANTS),
+                                   name="ab_test_fallback_0_4"),
+        ]
+        indexes = [models.Index(fields=["decide_at"], name="ab_test_due_idx",
+                                condition=Q(winner__isnull=True))]
+
+    def __str__(self) -> str:
+        return f"A/B test of message {self.message_id}"

@@ -172,3 +172,43 @@ def dashboard(*, tenant_ids: list[int], days: int = DEFAULT_PERIOD) -> Dashboard
                     charts.Series("deactivations", "hc-bad", series(deactivated_by_day))]),
     }
     return board
+
+
+# --- Per language and per variant ------------------------------------------------------
+
+
+@dataclass
+class ContentStat:
+    """One language's or one variant's figures; open_rate is opened/sent, `sent` its sample."""
+
+    key: str | int
+    sent: int
+    failed: int
+    opened: int
+    pending: int
+
+    @property
+    def open_rate(self) -> float | None:
+        return self.opened / self.sent if self.sent else None
+
+
+def content_stats(message: Message) -> dict[str, list[ContentStat]]:
+    """Sent, failed, opened and pending deliveries of a message by language and by variant:
+    one GROUP BY over the message's deliveries. Every variant is listed, sent or not."""
+    rows = list(message.deliveries.values("language", "variant").annotate(
+        sent=Count("pk", filter=Q(status=Delivery.Status.SENT)),
+        failed=Count("pk", filter=Q(status=Delivery.Status.FAILED)),
+        opened=Count("pk", filter=Q(opened_at__isnull=False)),
+        pending=Count("pk", filter=Q(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING])),
+    ).order_by())
+    languages: dict[str, ContentStat] = {}
+    variants = {i: ContentStat(i, 0, 0, 0, 0) for i in range(message.variant_count)}
+    for row in rows:
+        for key, bucket in ((row["language"] or message.language, languages), (row["variant"], variants)):
+            stat = bucket.setdefault(key, ContentStat(key, 0, 0, 0, 0))
+            stat.sent += row["sent"]
+            stat.failed += row["failed"]
+            stat.opened += row["opened"]
+            stat.pending += row["pending"]
+    ordered = sorted(languages.values(), key=lambda s: (s.key != message.language, -s.sent, s.key))
+    return {"languages": ordered, "variants": [variants[k] for k in sorted(variants)]}

@@ -26,8 +26,8 @@ from django.utils import timezone
 from api import metrics
 from devices.models import Device
 from devices.services import deactivate_devices
-from messaging import fcm
-from messaging.models import Audience, Delivery, Message, new_tracking_token, zone_of
+from messaging import content, fcm
+from messaging.models import AbTest, Audience, Delivery, Message, VariantMode, new_tracking_token, zone_of
 from messaging.selectors import message_devices
 from messaging.signals import deliveries_recorded, message_completed, push_opened
 from tenants.credentials import (
@@ -46,6 +46,8 @@ log = logging.getLogger("herald.delivery")
 # that call them.
 fan_out_due = Signal()
 send_due = Signal()
+# An A/B test's wait ends (message_id, run_after): its winner is to be chosen.
+winner_due = Signal()
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 DEDUPE_WINDOW = timedelta(minutes=10)
@@ -79,6 +81,28 @@ class MessageInput:
     schedule_tz: str | None = None  # the zone schedule_at was written in; from schedule_at when None
     ttl_seconds: int | None = None
     dry_run: bool = False
+    # Localizations and variants (messaging.content): the fields above are variant 0 in
+    # `language` ("" for the tenant's default language).
+    language: str = ""
+    localizations: dict[str, content.Content] = field(default_factory=dict)
+    variants: list[content.VariantInput] = field(default_factory=list)  # all of them, or none
+    variant_mode: str = VariantMode.SPLIT
+    ab_test: dict | None = None  # AbTest's settings: test_percent, wait_seconds, min_opens, ...
+
+    def message_fields(self) -> dict:
+        """The Message's own columns: what is set (None is unset), content rows aside."""
+        fields = {k: v for k, v in vars(self).items()
+                  if v is not None and k not in ("localizations", "variants", "ab_test")}
+        fields["variant_count"] = max(len(self.variants), 1)
+        return fields
+
+
+def _save_content(message: Message, spec: MessageInput) -> None:
+    """A message's other languages and variants, and its A/B test's settings."""
+    content.save_contents(message=message, variants=spec.variants, localizations=spec.localizations)
+    AbTest.objects.filter(message=message).delete()
+    if spec.variant_mode == VariantMode.AB_TEST and len(spec.variants) > 1:
+        AbTest.objects.create(message=message, **(spec.ab_test or {}))
 
 
 def create_message(*, tenant: Tenant, spec: MessageInput, source: str = Message.Source.API,
@@ -90,7 +114,8 @@ def create_message(*, tenant: Tenant, spec: MessageInput, source: str = Message.
     returned instead, with created=False. Returns (message, created).
     """
     now = timezone.now()
-    fields = {k: v for k, v in vars(spec).items() if v is not None}
+    fields = spec.message_fields()
+    fields["language"] = spec.language or tenant.default_language
     if spec.schedule_at is not None and spec.schedule_tz is None:
         fields["schedule_tz"] = zone_of(spec.schedule_at)  # +03:00 from the API's RFC 3339 offset
     with transaction.atomic():
@@ -110,6 +135,7 @@ def create_message(*, tenant: Tenant, spec: MessageInput, source: str = Message.
         except IntegrityError:
             # A concurrent request with the same key won the insert.
             return Message.objects.get(tenant=tenant, idempotency_key=idempotency_key), False
+        _save_content(message, spec)
         if send:
             _start(message)
     return message, True
@@ -125,15 +151,20 @@ def save_draft(*, tenant: Tenant, spec: MessageInput, created_by=None, draft: Me
         message, _ = create_message(tenant=tenant, spec=spec, source=source, created_by=created_by,
                                     send=False)
         return message
-    fields = {k: v for k, v in vars(spec).items() if v is not None}
+    fields = spec.message_fields()
+    fields["language"] = spec.language or tenant.default_language
     if spec.schedule_at is None:
         fields.update(schedule_at=None, schedule_tz="")
     elif spec.schedule_tz is None:
         fields["schedule_tz"] = zone_of(spec.schedule_at)
-    changed = Message.objects.filter(pk=draft.pk, status=Message.Status.DRAFT).update(tenant=tenant, **fields)
-    if not changed:
-        raise MessagingError("This message is no longer a draft: it was sent or cancelled meanwhile.")
-    return Message.objects.get(pk=draft.pk)
+    with transaction.atomic():
+        changed = Message.objects.filter(pk=draft.pk, status=Message.Status.DRAFT).update(tenant=tenant,
+                                                                                          **fields)
+        if not changed:
+            raise MessagingError("This message is no longer a draft: it was sent or cancelled meanwhile.")
+        message = Message.objects.get(pk=draft.pk)
+        _save_content(message, spec)
+    return message
 
 
 def send_message(*, message: Message) -> Message:
@@ -358,46 +389,73 @@ def fan_out(*, message_id: int) -> None:
         return
 
     if message.audience in (Audience.TOPIC, Audience.CONDITION):
-        _, created = Delivery.objects.get_or_create(message=message, device=None)
+        _, created = Delivery.objects.get_or_create(message=message, device=None,
+                                                    defaults={"language": message.language})
         Message.objects.filter(pk=message.pk).update(targeted_count=1)
         send_due.send(Message, message_id=message.pk)
     else:
+        plan = content.ContentPlan.of(message)
+        phase = "all"
+        if plan.ab_test is not None:
+            if plan.ab_test.winner is None and plan.ab_test.test_sent_at is not None:
+                return  # the test is out; messaging.variants chooses the winner when the wait is over
+            phase = "test" if plan.ab_test.winner is None else "rest"
         chunk = settings.FANOUT_CHUNK_SIZE
-        devices = message_devices(message).order_by("pk").values_list("pk", flat=True)
+        # The user's id and language come in the same query: assigning content costs no query.
+        devices = message_devices(message).order_by("pk").values_list("pk", "user_id", "user__language")
         last = 0
         while True:
-            ids = list(devices.filter(pk__gt=last)[:chunk])
-            if not ids:
+            rows = list(devices.filter(pk__gt=last)[:chunk])
+            if not rows:
                 break
-            last = ids[-1]
+            last = rows[-1][0]
+            assigned = plan.assign(rows, phase=phase)
+            if not assigned:
+                continue
             # Counts only new rows: an interrupted run may have made some of these already.
-            created = _insert_deliveries(message_id=message.pk, device_ids=ids, now=now)
+            created = _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
             Message.objects.filter(pk=message.pk).update(targeted_count=F("targeted_count") + created)
-            send_due.send(Message, message_id=message.pk, first_device_id=ids[0], last_device_id=last)
+            send_due.send(Message, message_id=message.pk, first_device_id=assigned[0][0],
+                          last_device_id=assigned[-1][0])
+        if phase == "test":
+            _end_test_phase(plan.ab_test)
+            return
     Message.objects.filter(pk=message.pk).update(fanned_out_at=timezone.now())
     log.info("fan-out done", extra={"message_id": message.pk})
     finalize_if_done(message_id=message.pk)
 
 
-def _insert_deliveries(*, message_id: int, device_ids: list[int], now: datetime) -> int:
-    """Create pending deliveries for these devices; return how many did not exist yet.
+def _end_test_phase(ab_test: AbTest) -> None:
+    """The A/B test's group has its deliveries: start the wait for the winner (once)."""
+    now = timezone.now()
+    decide_at = now + timedelta(seconds=ab_test.wait_seconds)
+    if AbTest.objects.filter(pk=ab_test.pk, test_sent_at__isnull=True).update(test_sent_at=now,
+                                                                               decide_at=decide_at):
+        log.info("A/B test sent", extra={"message_id": ab_test.pk})
+        transaction.on_commit(lambda: winner_due.send(Message, message_id=ab_test.pk, run_after=decide_at))
 
-    Multi-row INSERT … ON CONFLICT DO NOTHING with only the four values that differ per
+
+def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]], now: datetime) -> int:
+    """Create pending deliveries for these (device_id, variant, language); return how many
+    did not exist yet.
+
+    Multi-row INSERT … ON CONFLICT DO NOTHING with only the values that differ per
     row as parameters: bulk_create's model objects and per-field preparation were most
     of a fan-out's cost (and a COUNT was needed to learn what it had skipped).
     """
     table = connection.ops.quote_name(Delivery._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(c) for c in (
-        "message_id", "device_id", "next_attempt_at", "tracking_token", "status", "attempts", "claim",
-        "fcm_message_name", "error_code", "error_detail"))
-    row = "(%s, %s, %s, %s, 'pending', 0, '', '', '', '')"
+        "message_id", "device_id", "next_attempt_at", "tracking_token", "variant", "language", "status",
+        "attempts", "claim", "fcm_message_name", "error_code", "error_detail"))
+    row = "(%s, %s, %s, %s, %s, %s, 'pending', 0, '', '', '', '')"
     at = connection.ops.adapt_datetimefield_value(now)
-    per_statement = (connection.features.max_query_params or 100_000) // 4
+    per_statement = (connection.features.max_query_params or 100_000) // 6
     created = 0
     with connection.cursor() as cursor:
-        for start in range(0, len(device_ids), per_statement):
-            batch = device_ids[start:start + per_statement]
-            params = [v for device_id in batch for v in (message_id, device_id, at, new_tracking_token())]
+        for start in range(0, len(assigned), per_statement):
+            batch = assigned[start:start + per_statement]
+            params = [v for device_id, variant, language in batch
+                      for v in (message_id, device_id, at, new_tracking_token(), variant, language)]
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(batch))} "  # noqa: S608
                 "ON CONFLICT DO NOTHING", params)
@@ -463,7 +521,10 @@ def _payload(message: Message, template: dict, delivery: Delivery) -> dict:
 
 
 def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
-    template = fcm_message(push=message)  # the same for every delivery; built once
+    plan = content.ContentPlan.of(message)
+    # One FCM message per variant and language in the chunk, built once, before the threads.
+    templates = {key: fcm_message(push=plan.push(*key))
+                 for key in {(d.variant, d.language) for d in deliveries}}
     outcomes: list[tuple[Delivery, str | None, fcm.FcmError | None]] = []
 
     def send_one(delivery: Delivery):
@@ -474,6 +535,7 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
             return delivery, None, fcm.FcmError(code=fcm.DEVICE_GONE, status=None, permanent=True,
                                                 retry_after=None, detail="The device was removed.")
         try:
+            template = templates[(delivery.variant, delivery.language)]
             return delivery, client.send(_payload(message, template, delivery),
                                          validate_only=message.dry_run), None
         except fcm.FcmError as exc:
@@ -677,7 +739,9 @@ def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
         fan_out_due.send(Message, message_id=pk)
         counts["scheduled"] += 1
     for pk in Message.objects.filter(status=Message.Status.SENDING, fanned_out_at__isnull=True,
-                                     started_at__lte=now - grace).values_list("pk", flat=True):
+                                     started_at__lte=now - grace).exclude(
+            ab_test__test_sent_at__isnull=False, ab_test__winner__isnull=True,  # waiting for its winner
+    ).values_list("pk", flat=True):
         fan_out_due.send(Message, message_id=pk)
         counts["fan_outs"] += 1
     stalled = (

@@ -8,7 +8,7 @@ imports run one way, tasks -> services. MessagingConfig.ready() imports this mod
 from django.dispatch import receiver
 from django.tasks import task
 
-from messaging import retention, services
+from messaging import retention, services, variants
 
 
 @task()
@@ -21,6 +21,11 @@ def send_message_deliveries(message_id: int, first_device_id: int | None = None,
                             last_device_id: int | None = None) -> None:
     services.send_deliveries(message_id=message_id, first_device_id=first_device_id,
                              last_device_id=last_device_id)
+
+
+@task()
+def decide_ab_winners() -> int:
+    return variants.decide_due_winners()
 
 
 @task()
@@ -64,3 +69,10 @@ def _send_due(sender, *, message_id: int, first_device_id=None, last_device_id=N
               **kwargs) -> None:
     enqueue_send(message_id, first_device_id=first_device_id, last_device_id=last_device_id,
                  run_after=run_after)
+
+
+@receiver(services.winner_due, dispatch_uid="herald-enqueue-winner")
+def _winner_due(sender, *, message_id: int, run_after=None, **kwargs) -> None:
+    # Any due test is decided, not just this one: the task needs no message of its own.
+    if task_ := _deferred(decide_ab_winners, run_after):
+        task_.enqueue()

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 from api.errors import ApiError
 from api.openapi import ERROR_RESPONSES, ErrorSerializer
 from api.throttling import DeveloperPushThrottle
-from messaging import services
+from messaging import content, services, variants
 from messaging.models import Message
 from messaging.serializers import (
     DeveloperPushResponseSerializer,
@@ -17,6 +17,7 @@ from messaging.serializers import (
     MessageDetailSerializer,
     MessageSerializer,
     PushOpenedSerializer,
+    WinnerSerializer,
 )
 from tenants.auth import AppEndpoint, IsServerKey, ServerKeyAuthentication
 
@@ -48,13 +49,15 @@ class DeveloperPushView(APIView):
         tags=["server"],
     )
     def post(self, request):
-        serializer = DeveloperPushSerializer(data=request.data)
+        tenant = request.auth.tenant
+        serializer = DeveloperPushSerializer(data=request.data,
+                                             context={"default_language": tenant.default_language})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        tenant = request.auth.tenant
         spec = services.MessageInput(
             title=data["title"], body=data["body"], data=data.get("extra_data", {}),
             priority=data["priority"], schedule_at=data.get("schedule_at"),
+            localizations=data.get("localizations", {}),
         )
         try:
             _, count = services.send_developer_push(
@@ -135,9 +138,10 @@ class MessageListView(ServerEndpoint, generics.ListAPIView):
         tags=["messages"],
     )
     def post(self, request):
-        serializer = MessageCreateSerializer(data=request.data)
+        serializer = MessageCreateSerializer(
+            data=request.data, context={"default_language": request.auth.tenant.default_language})
         serializer.is_valid(raise_exception=True)
-        data = dict(serializer.validated_data)
+        data = content.spread_variants(dict(serializer.validated_data))
         audience = dict(data.pop("audience", {}) or {})
         key = request.headers.get("Idempotency-Key", "")
         if len(key) > 200:
@@ -170,4 +174,27 @@ class MessageCancelView(ServerEndpoint, APIView):
             message = services.cancel_message(message=message)
         except services.NotCancellable as exc:
             raise ApiError(str(exc), code="not_cancellable", status=409) from None
+        return Response(MessageDetailSerializer(message).data)
+
+
+class MessageWinnerView(ServerEndpoint, APIView):
+    @extend_schema(operation_id="pick_winner", summary="Pick the winning variant of an A/B test by hand",
+                   description="Ends the test at once: the variant goes to the rest of the audience. "
+                   "409 when the message has no A/B test waiting for a winner.",
+                   request=WinnerSerializer,
+                   responses={200: MessageDetailSerializer, **ERROR_RESPONSES(400, 401, 403, 404, 409, 415)},
+                   tags=["messages"])
+    def post(self, request, pk):
+        message = get_object_or_404(Message, pk=pk, tenant=request.auth.tenant)
+        serializer = WinnerSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        variant = serializer.validated_data["variant"]
+        if variant >= message.variant_count:
+            raise ApiError(f"The message has {message.variant_count} variants, numbered from 0.",
+                           code="invalid_field", field="variant")
+        try:
+            variants.decide_winner(message_id=message.pk, variant=variant)
+        except variants.NotDecidable as exc:
+            raise ApiError(str(exc), code="not_decidable", status=409) from None
+        message.refresh_from_db()
         return Response(MessageDetailSerializer(message).data)

@@ -3,7 +3,7 @@
 from django import template
 from django.utils.html import format_html
 
-from messaging import selectors
+from messaging import selectors, variants
 from tenants.scoping import Role, has_role, roles_of, tenant_ids, tenants_for
 
 register = template.Library()
@@ -81,3 +81,9 @@ def staff_role(user) -> str:
         tenant = next((t for t in tenants_for(user) if t.pk == tenant_pk), None)
         return f"{Role(role).label}, {tenant.name}" if tenant else Role(role).label
     return f"Member of {len(roles)} tenants" if roles else "No tenant yet"
+
+
+@register.filter
+def variant_label(index):
+    """0 → A, 1 → B: how pages name variants."""
+    return variants.label(int(index))

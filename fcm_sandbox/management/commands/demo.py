@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -72,7 +73,41 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save()
         Membership.objects.get_or_create(user=user, tenant=tenant, defaults={"role": "admin"})
+        self.ship_ab_message(tenant=tenant, user=user)
         return app_key, server_key, password if created else "(unchanged since the first demo run)"
+
+    def ship_ab_message(self, *, tenant, user) -> None:
+        """One localized A/B message, scheduled a minute ahead so the virtual devices have
+        registered by then: half the audience tests A and B, and 90 s later the better open
+        rate goes to the rest, so the message page shows per-variant and per-language figures
+        within a few minutes. Once per demo database."""
+        from messaging.content import Content, VariantInput
+        from messaging.models import Message
+        from messaging.services import MessageInput, create_message
+
+        title = "Weekend sale (A/B demo)"
+        if Message.objects.filter(tenant=tenant, title=title).exists():
+            return
+
+        def localized(**texts):
+            return {lang: Content(title=t, body=b) for lang, (t, b) in texts.items()}
+
+        variants = [
+            VariantInput(content=Content(title, "Everything 30 % off until Sunday."), localizations=localized(
+                tr=("Hafta sonu indirimi", "Pazar gününe kadar her şey %30 indirimli."),
+                de=("Wochenend-Sale", "Bis Sonntag alles 30 % günstiger."),
+                es=("Rebajas de fin de semana", "Todo con un 30 % de descuento hasta el domingo."))),
+            VariantInput(content=Content("30 % off, 48 hours only", "Your cart is waiting: ends Sunday."),
+                         localizations=localized(
+                tr=("%30 indirim, sadece 48 saat", "Sepetin seni bekliyor: indirim pazar bitiyor."),
+                de=("30 % Rabatt, nur 48 Stunden", "Dein Warenkorb wartet: der Sale endet Sonntag."),
+                es=("30 % de descuento, solo 48 horas", "Tu carrito te espera: termina el domingo."))),
+        ]
+        create_message(tenant=tenant, created_by=user, source=Message.Source.ADMIN, spec=MessageInput(
+            title=variants[0].content.title, body=variants[0].content.body,
+            localizations=variants[0].localizations, variants=variants, variant_mode="ab_test",
+            ab_test={"test_percent": 50, "wait_seconds": 90, "min_opens": 5},
+            schedule_at=timezone.now() + timedelta(seconds=60)))
 
     def print_welcome(self, *, base, app_key, server_key, password, sandbox_url):
         w = self.stdout.write

@@ -12,13 +12,15 @@ from devices.tasks import deactivate_stale_devices_task
 from messaging.services import recover_stalled
 from messaging.signals import beat
 from messaging.tasks import apply_retention_task
+from messaging.variants import decide_due_winners
 
 log = logging.getLogger("herald.beat")
 
 
 class Command(BaseCommand):
     help = (
-        "Run Herald's periodic work: start scheduled messages that are due, resume deliveries "
+        "Run Herald's periodic work: start scheduled messages that are due, choose the winners "
+        "of A/B tests whose wait is over, resume deliveries "
         "whose worker died, close finished messages, and once a day queue the deactivation of "
         "stale devices and the deletion of rows past their retention. "
         "Run one beside the workers."
@@ -31,6 +33,8 @@ class Command(BaseCommand):
     def handle(self, *args, interval, once, **options):
         last_hygiene = None
         while True:
+            if decided := decide_due_winners():
+                log.info("chose the winners of %s A/B tests", decided)
             counts = recover_stalled()
             if counts:
                 log.info("recovered stalled work %s", counts)
