@@ -89,6 +89,10 @@ class Message(models.Model):
     fanned_out_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # When the message-wide task queued for it (a retry, or herald_beat's recovery) is due;
+    # NULL when none is queued. Claimed with a conditional UPDATE, so that at most one such
+    # task waits in the queue per message, however many workers or beat passes ask for one.
+    task_due_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = MessageQuerySet.as_manager()
 

@@ -34,6 +34,23 @@ class Tenant(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.tenant_id})"
 
+    def deactivate(self, *, reason: str = "The tenant was deactivated.") -> bool:
+        """Deactivate the tenant and stop its pushes (see `tenants.signals.tenant_deactivated`).
+
+        Returns False when it was inactive already. Announcing is idempotent, so calling it
+        for a tenant an admin form has just saved inactive is right too: use `announce`.
+        """
+        changed = bool(Tenant.objects.filter(pk=self.pk, is_active=True).update(is_active=False))
+        self.is_active = False
+        self.announce_deactivation(reason=reason)
+        return changed
+
+    def announce_deactivation(self, *, reason: str = "The tenant was deactivated.") -> None:
+        """Tell the rooms above (messaging, campaigns) to stop this inactive tenant's work."""
+        from tenants.signals import tenant_deactivated
+
+        tenant_deactivated.send(Tenant, tenant=self, reason=reason)
+
 
 class ApiKeyQuerySet(models.QuerySet):
     def active(self):
