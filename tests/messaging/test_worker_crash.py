@@ -2,7 +2,9 @@
 
 import signal
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+
+from django.utils import timezone
 
 from fcm_sandbox.models import SandboxMessage
 from messaging.models import Delivery, Message
@@ -48,3 +50,48 @@ def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_nothing_marked_sent
     received = Counter(m.message["data"]["tracking_token"] for m in SandboxMessage.objects.all())
     assert set(received) == set(Delivery.objects.values_list("tracking_token", flat=True))
     assert all(received[token] == 1 for token in sent_before_kill)
+
+
+def test_a_worker_killed_mid_send_sends_again_at_most_its_unrecorded_sends_each_replacing_its_copy(
+        sandbox_server, tenant, make_device):
+    devices = [make_device(f"tok-{i:03}", user=f"u{i}") for i in range(120)]
+    sandbox_server.state.configure(latency_ms=30)
+    message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="There"))
+    cap = 6
+    env = workers.worker_env(
+        FCM_API_URL=sandbox_server.url, FANOUT_CHUNK_SIZE=120, SEND_CONCURRENCY=32,
+        DELIVERY_MAX_UNRECORDED=cap, DELIVERY_RESULT_BATCH=50, DELIVERY_RESULT_INTERVAL=0.05,
+        DELIVERY_RECOVERY_GRACE_SECONDS=0)
+
+    worker = workers.start("db_worker", "--no-startup-delay", "--interval", "0.1", env=env)
+    try:
+        workers.wait_for(lambda: Delivery.objects.filter(status="sent").count() >= 30, timeout=60,
+                         what="the worker to mark some deliveries sent")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert Delivery.objects.filter(status="sent").count() < len(devices), "the kill must land mid-message"
+
+    # The dead worker's claims run out (without waiting for them), and herald_beat resumes.
+    Delivery.objects.exclude(claim="").update(claimed_until=timezone.now())
+    workers.run("herald_beat", "--once", env=env)
+    replacement = workers.start("db_worker", "--no-startup-delay", "--interval", "0.1", env=env)
+    try:
+        workers.wait_for(lambda: Message.objects.get(pk=message.pk).is_final, timeout=90,
+                         what="the message to finish")
+    finally:
+        replacement.terminate()
+        replacement.wait(timeout=10)
+
+    message.refresh_from_db()
+    assert (message.status, message.sent_count) == ("completed", len(devices))
+    copies = defaultdict(list)
+    for received in SandboxMessage.objects.all():
+        copies[received.message["data"]["tracking_token"]].append(received.message)
+    twice = {token: got for token, got in copies.items() if len(got) > 1}
+    assert len(twice) <= cap, f"{len(twice)} devices got the push twice"
+    for token, got in twice.items():
+        assert {m["android"]["collapseKey"] for m in got} == {token}, "a resend replaces its first copy"
+        assert {m["apns"]["headers"]["apns-collapse-id"] for m in got} == {token}
