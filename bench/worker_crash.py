@@ -66,15 +66,6 @@ def manage(*command: str, env: dict, quiet: bool = True) -> subprocess.Popen:
                             stdout=out, stderr=out)
 
 
-def wait_for(condition, *, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
 def make_tenant(tenant_id: str, devices: int, sandbox_url: str):
     from devices.models import AppUser, Device, hash_token
     from fcm_sandbox.accounts import provision_tenant
@@ -128,6 +119,7 @@ def main() -> None:
     from fcm_sandbox.models import SandboxMessage
     from messaging.models import Delivery, Message
     from messaging.services import MessageInput, create_message
+    from tests.messaging.workers import wait_for
 
     env = {**os.environ, "LOG_LEVEL": "WARNING", "DELIVERY_CLAIM_SECONDS": str(args.claim_seconds),
            "DELIVERY_RECOVERY_GRACE_SECONDS": "2"}
