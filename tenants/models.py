@@ -37,8 +37,8 @@ class Tenant(models.Model):
     def deactivate(self, *, reason: str = "The tenant was deactivated.") -> bool:
         """Deactivate the tenant and stop its pushes (see `tenants.signals.tenant_deactivated`).
 
-        Returns False when it was inactive already. Announcing is idempotent, so calling it
-        for a tenant an admin form has just saved inactive is right too: use `announce`.
+        Returns False when it was inactive already (its work is stopped again all the same).
+        A form that saved `is_active=False` itself calls `announce_deactivation` instead.
         """
         changed = bool(Tenant.objects.filter(pk=self.pk, is_active=True).update(is_active=False))
         self.is_active = False
