@@ -252,8 +252,12 @@ SEND_CONCURRENCY = env.int("SEND_CONCURRENCY", default=128)
 # another worker picks the deliveries up.
 DELIVERY_CLAIM_SECONDS = env.int("DELIVERY_CLAIM_SECONDS", default=300)
 DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=6)
-# Send results are written every this many deliveries, so a crash loses little bookkeeping.
-DELIVERY_RESULT_BATCH = env.int("DELIVERY_RESULT_BATCH", default=100)
+# Send results are written every this many answers or this many seconds, whichever comes
+# first, and at most DELIVERY_MAX_UNRECORDED sends are ever between the start of their
+# request and the commit of their result: what a worker killed mid-send can deliver twice.
+DELIVERY_RESULT_BATCH = env.int("DELIVERY_RESULT_BATCH", default=50)
+DELIVERY_RESULT_INTERVAL = env.float("DELIVERY_RESULT_INTERVAL", default=0.1)
+DELIVERY_MAX_UNRECORDED = env.int("DELIVERY_MAX_UNRECORDED", default=64)
 # herald_beat resumes due work nobody has picked up for this long.
 DELIVERY_RECOVERY_GRACE_SECONDS = env.int("DELIVERY_RECOVERY_GRACE_SECONDS", default=30)
 

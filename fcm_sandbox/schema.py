@@ -30,6 +30,7 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]
 _TOPIC = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,900}$")
 _ANALYTICS_LABEL = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,50}$")
 _CONDITION_TOPIC = re.compile(r"'([^']*)'\s+in\s+topics")
+_WEBPUSH_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # RFC 8030, section 5.4
 _CONDITION = re.compile(r"^(\s|\(|\)|!|&&|\|\||'[a-zA-Z0-9\-_.~%]+'\s+in\s+topics)+$")
 # FCM reserves these data keys for itself.
 _RESERVED_DATA_KEY = re.compile(r"^(from|message_type|notification|google.*|gcm.*)$", re.IGNORECASE)
@@ -315,6 +316,19 @@ def check_message(message: dict) -> None:
     for field, label in labels:
         if label is not None and not _ANALYTICS_LABEL.match(label):
             raise MessageError(f"Analytics label {label!r} is invalid.", field=field)
+
+    # What APNs and the Web Push services refuse, and FCM passes back as INVALID_ARGUMENT.
+    collapse_id = ((message.get("apns") or {}).get("headers") or {}).get("apns-collapse-id")
+    if collapse_id is not None and len(collapse_id.encode()) > 64:
+        raise MessageError(
+            "apns-collapse-id must be at most 64 bytes.", field="message.apns.headers"
+        )
+    topic = ((message.get("webpush") or {}).get("headers") or {}).get("Topic")
+    if topic is not None and not _WEBPUSH_TOPIC.match(topic):
+        raise MessageError(
+            "The Web Push Topic header is at most 32 characters of the URL-safe base64 alphabet.",
+            field="message.webpush.headers",
+        )
 
     link = ((message.get("webpush") or {}).get("fcmOptions") or {}).get("link")
     if link is not None and not link.startswith("https://"):

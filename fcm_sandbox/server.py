@@ -18,6 +18,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from django.db import connections
 
+from fcm_sandbox.database import DatabaseThreads
 from fcm_sandbox.state import state
 
 URLCONF = "fcm_sandbox.urls"
@@ -25,11 +26,16 @@ logger = logging.getLogger(__name__)
 
 
 class SandboxHandler(WSGIHandler):
-    """Django's WSGI handler routed to the sandbox URLconf, counting requests in flight."""
+    """Django's WSGI handler routed to the sandbox URLconf, counting requests in flight.
+
+    Views do their database work on ``database_threads`` (see fcm_sandbox.database), so the
+    sandbox holds that many database connections however many clients it serves.
+    """
 
     def __init__(self, *, close_connections: bool = False):
         super().__init__()
         self.close_connections = close_connections
+        self.database_threads: DatabaseThreads | None = None
         self.in_flight = 0
         self._idle = threading.Condition()
 
@@ -49,6 +55,7 @@ class SandboxHandler(WSGIHandler):
 
     def get_response(self, request):
         request.urlconf = URLCONF
+        request.database_threads = self.database_threads
         return super().get_response(request)
 
     def __call__(self, environ, start_response):
@@ -121,9 +128,11 @@ class SandboxServer:
     """The sandbox on a local port, in a background thread (or the foreground).
 
     ``port=0`` picks a free port (read it back from ``.port`` or ``.url``).
-    ``close_connections`` closes the serving thread's database connections after every
-    request: right for tests, whose database must not stay in use after them; the
-    long-running command turns it off and keeps Django's usual connection reuse.
+    ``close_connections`` closes the database threads' connections after every job: right
+    for tests, whose database must not stay in use after them; the long-running command
+    turns it off and keeps its ``db_connections`` connections open.
+    ``db_connections`` is how many connections the sandbox opens at most, however many
+    clients send at once.
     """
 
     def __init__(
@@ -133,9 +142,12 @@ class SandboxServer:
         port: int = 0,
         quiet: bool = False,
         close_connections: bool = True,
+        db_connections: int = 4,
     ):
         self.host, self.port = host, port
         self.quiet = quiet
+        self.close_connections = close_connections
+        self.db_connections = db_connections
         self.handler = SandboxHandler(close_connections=close_connections)
         self.state = state
         self._httpd: _Server | None = None
@@ -169,6 +181,9 @@ class SandboxServer:
         )
         self._httpd.quiet = self.quiet
         self._httpd.set_app(self.handler)
+        self.handler.database_threads = DatabaseThreads(
+            size=self.db_connections, close_after_each=self.close_connections, connections_override=overrides
+        ).start()
         self.port = self._httpd.server_address[1]
         return self
 
@@ -198,6 +213,9 @@ class SandboxServer:
                 logger.warning("FCM sandbox stopped with requests still in flight")
             self._httpd.hang_up()
             self._httpd = None
+        if self.handler.database_threads is not None:
+            self.handler.database_threads.stop()
+            self.handler.database_threads = None
         for conn in self._shared:
             conn.dec_thread_sharing()
         self._shared.clear()

@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
 from fcm_sandbox import schema
+from fcm_sandbox.database import in_database_thread
 from fcm_sandbox.models import SandboxMessage, hash_target
 from fcm_sandbox.oauth import JWT_BEARER, OAuthError, verify_assertion
 from fcm_sandbox.state import state
@@ -173,7 +174,7 @@ def token(request: HttpRequest) -> JsonResponse:
             status=400,
         )
     try:
-        account = verify_assertion(assertion, token_urls=_urls_of(request))
+        account = _in_database(request, verify_assertion, assertion, token_urls=_urls_of(request))
     except OAuthError as exc:
         return JsonResponse(exc.body(), status=exc.status)
     access_token, lifetime = state.issue_token(
@@ -183,6 +184,12 @@ def token(request: HttpRequest) -> JsonResponse:
         {"access_token": access_token, "expires_in": lifetime, "token_type": "Bearer"},
         headers={"Cache-Control": "no-cache, no-store, max-age=0, must-revalidate"},
     )
+
+
+def _in_database(request: HttpRequest, function, *args, **kwargs):
+    """Database work runs on the server's few database threads, never the request's own."""
+    threads = getattr(request, "database_threads", None)
+    return function(*args, **kwargs) if threads is None else threads.run(function, *args, **kwargs)
 
 
 def _urls_of(request: HttpRequest) -> set[str]:
@@ -267,7 +274,9 @@ def send(request: HttpRequest, project: str) -> JsonResponse:
     name = f"projects/{project}/messages/0:{time.time_ns() // 1000}%{secrets.token_hex(8)}"
     notification = message.get("notification") or {}
     data = message.get("data") or {}
-    SandboxMessage.objects.create(
+    _in_database(
+        request,
+        SandboxMessage.objects.create,
         name=name,
         project_id=project,
         sender=grant.client_email,
@@ -286,6 +295,7 @@ def send(request: HttpRequest, project: str) -> JsonResponse:
 INBOX_LIMIT = 200
 
 
+@in_database_thread
 def inbox(request: HttpRequest) -> HttpResponse:
     """Received messages rendered like a phone's notification shade; ?token= filters."""
     target = request.GET.get("token", "").strip()
@@ -311,6 +321,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
     )
 
 
+@in_database_thread
 def inbox_json(request: HttpRequest) -> JsonResponse:
     """What one token (or FID) received: ``?token=…&after=<id>&limit=<n>``, oldest first.
 
@@ -330,6 +341,7 @@ def inbox_json(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"token": target, "messages": [row.as_json() for row in rows]})
 
 
+@in_database_thread
 def status(request: HttpRequest) -> JsonResponse:
     """The sandbox's settings and counters since it started (or was last configured)."""
     return JsonResponse(

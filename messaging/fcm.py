@@ -25,10 +25,13 @@ points both at the sandbox. Token requests follow no redirects, give up after
 never by the remote body.
 """
 
+import base64
 import email.utils
+import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -335,7 +338,7 @@ def build_message(
             "0" if ttl_seconds == 0 else str(int(datetime.now(UTC).timestamp()) + ttl_seconds)
         )
     if collapse_key:
-        apns_headers["apns-collapse-id"] = collapse_key
+        apns_headers["apns-collapse-id"] = apns_collapse_id(collapse_key)
     apns: dict = {"headers": apns_headers}
     if aps:
         apns["payload"] = {"aps": aps}
@@ -347,7 +350,7 @@ def build_message(
     if ttl_seconds is not None:
         webpush_headers["TTL"] = str(ttl_seconds)
     if collapse_key:
-        webpush_headers["Topic"] = collapse_key[:32]
+        webpush_headers["Topic"] = webpush_topic(collapse_key)
     webpush: dict = {"headers": webpush_headers}
     if click_link.startswith("https://"):
         webpush["fcm_options"] = {"link": click_link}
@@ -355,6 +358,47 @@ def build_message(
 
     if analytics_label:
         message["fcm_options"] = {"analytics_label": analytics_label}
+    return message
+
+
+# APNs: apns-collapse-id is at most 64 bytes. Web Push (RFC 8030): a Topic is at most 32
+# characters of the URL-safe base64 alphabet.
+APNS_COLLAPSE_ID_MAX_BYTES = 64
+_WEBPUSH_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _digest(key: str) -> str:
+    """A stable stand-in for a key that does not fit: 32 URL-safe base64 characters."""
+    return base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()).decode()[:32]
+
+
+def apns_collapse_id(key: str) -> str:
+    return key if len(key.encode()) <= APNS_COLLAPSE_ID_MAX_BYTES else _digest(key)
+
+
+def webpush_topic(key: str) -> str:
+    return key if _WEBPUSH_TOPIC.match(key) else _digest(key)
+
+
+def with_collapse_key(message: dict, key: str) -> dict:
+    """`message` (a built Message) with `key` as its collapse key on every platform where
+    it has none yet: Android ``collapse_key``, APNs ``apns-collapse-id``, Web Push ``Topic``.
+
+    A device that gets two messages with one collapse key shows the last one only, so a
+    message sent again (its first answer lost) replaces its first copy. Android keeps at
+    most four collapse keys per device while it is offline: older collapsible messages
+    may then be dropped, as FCM documents. Returns a new dict; `message` is not changed.
+    """
+    message = dict(message)
+    android = dict(message.get("android") or {})
+    android.setdefault("collapse_key", key)
+    message["android"] = android
+    apns = dict(message.get("apns") or {})
+    apns["headers"] = {"apns-collapse-id": apns_collapse_id(key), **(apns.get("headers") or {})}
+    message["apns"] = apns
+    webpush = dict(message.get("webpush") or {})
+    webpush["headers"] = {"Topic": webpush_topic(key), **(webpush.get("headers") or {})}
+    message["webpush"] = webpush
     return message
 
 

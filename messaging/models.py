@@ -177,6 +177,10 @@ class Message(models.Model):
     # error code are kept here, so the message still says how it went.
     deliveries_pruned_at = models.DateTimeField(null=True, blank=True)
     pruned_error_counts = models.JSONField(default=dict, blank=True)
+    # When the message-wide task queued for it (a retry, or herald_beat's recovery) is due;
+    # NULL when none is queued. Claimed with a conditional UPDATE, so that at most one such
+    # task waits in the queue per message, however many workers or beat passes ask for one.
+    task_due_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = MessageQuerySet.as_manager()
 

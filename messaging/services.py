@@ -10,17 +10,20 @@ a delivery marked sent is never sent again.
 
 import logging
 import os
+import queue
 import random
 import secrets
+import threading
+import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Max, Min
-from django.dispatch import Signal
+from django.db.models import F, Max, Min, Q
+from django.dispatch import Signal, receiver
 from django.utils import timezone
 
 from api import metrics
@@ -37,17 +40,24 @@ from tenants.credentials import (
 )
 from tenants.encryption import InvalidToken
 from tenants.models import FirebaseCredential, Tenant
+from tenants.signals import tenant_deactivated
 
 log = logging.getLogger("herald.delivery")
 
-# Background work falls due: a message to fan out (message_id, run_after) or deliveries to
-# send (message_id, first_device_id, last_device_id, run_after). messaging.tasks, the one
-# place that queues work, listens; a signal, so that these services never import the tasks
-# that call them.
+# Background work falls due: a message to fan out (message_id, run_after, rank) or
+# deliveries to send (message_id, first_device_id, last_device_id, run_after, rank).
+# messaging.tasks, the one place that queues work, listens, and answers True when it queued
+# the task; a signal, so that these services never import the tasks that call them.
+# `rank` orders work across tenants: 0 is a new message's first work, each chunk a message
+# (or its tenant) already has in the queue ranks one further back, so that a small new
+# message is not queued behind another tenant's big backlog.
 fan_out_due = Signal()
 send_due = Signal()
 # An A/B test's wait ends (message_id, run_after): its winner is to be chosen.
 winner_due = Signal()
+# Retries and herald_beat's recoveries: behind every message's first chunk.
+RETRY_RANK = 1
+TENANT_DEACTIVATED = "The tenant was deactivated."
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 DEDUPE_WINDOW = timedelta(minutes=10)
@@ -187,23 +197,47 @@ def _start(message: Message) -> None:
     transaction.on_commit(lambda: fan_out_due.send(Message, message_id=message.pk, run_after=run_after))
 
 
-def cancel_message(*, message: Message) -> Message:
+def cancel_message(*, message: Message, reason: str = "") -> Message:
     """Cancel a draft, scheduled or sending message. Deliveries already sent stay sent;
-    deliveries a worker is sending right now finish; the rest fail as CANCELLED."""
+    deliveries a worker is sending right now finish; the rest fail as CANCELLED, with
+    `reason` (kept as the message's error too) or "The message was cancelled."."""
     now = timezone.now()
     with transaction.atomic():
         changed = Message.objects.filter(pk=message.pk, status__in=Message.CANCELLABLE).update(
-            status=Message.Status.CANCELLED, cancelled_at=now, completed_at=now)
+            status=Message.Status.CANCELLED, cancelled_at=now, completed_at=now, error=reason[:2000])
         if not changed:
             message.refresh_from_db()
             raise NotCancellable(f"A {message.get_status_display().lower()} message cannot be cancelled.")
         cancelled = message.deliveries.unfinished().unclaimed(now).update(
             status=Delivery.Status.FAILED, error_code=fcm.CANCELLED,
-                 error_detail="The message was cancelled.", claimed_until=None, claim="")
+                 error_detail=reason[:2000] or "The message was cancelled.", claimed_until=None, claim="")
         Message.objects.filter(pk=message.pk).update(failed_count=F("failed_count") + cancelled)
     metrics.record_deliveries(tenant_id=message.tenant.tenant_id, failed={"CANCELLED": cancelled})
     message.refresh_from_db()
     return message
+
+
+@receiver(tenant_deactivated, dispatch_uid="herald-cancel-tenant-messages")
+def cancel_tenant_messages(sender=None, *, tenant: Tenant, reason: str = TENANT_DEACTIVATED, **kwargs) -> int:
+    """Stop a deactivated tenant's pushes: its scheduled and sending messages (retries
+    included) are cancelled with `reason`; drafts stay drafts. Returns how many.
+
+    Runs when `tenants.signals.tenant_deactivated` fires (the admin's change form and its
+    action send it); campaigns will listen to the same signal. Workers check the tenant
+    at every claim too (`send_deliveries`), for work that was already in their hands.
+    """
+    cancelled = 0
+    for message in Message.objects.filter(
+            tenant_id=tenant.pk, status__in=(Message.Status.SCHEDULED, Message.Status.SENDING)):
+        try:
+            cancel_message(message=message, reason=reason)
+        except NotCancellable:  # finished meanwhile
+            continue
+        cancelled += 1
+    if cancelled:
+        log.info("tenant deactivated: messages cancelled",
+                 extra={"tenant": tenant.tenant_id, "cancelled": cancelled})
+    return cancelled
 
 
 def send_developer_push(*, tenant: Tenant, app_user_id: str, spec: MessageInput,
@@ -377,7 +411,11 @@ def fan_out(*, message_id: int) -> None:
     crash finishes the job without duplicating anything.
     """
     now = timezone.now()
+    _free_task_slot(message_id, now)
     message = Message.objects.select_related("tenant").get(pk=message_id)
+    if message.status in (Message.Status.SCHEDULED, Message.Status.SENDING) and not message.tenant.is_active:
+        _cancel_for_inactive_tenant(message)
+        return
     if message.status == Message.Status.SCHEDULED:
         if message.schedule_at and message.schedule_at > now + timedelta(seconds=1):
             return  # early (a clock skew or a re-scheduled message); herald_beat will come back
@@ -404,6 +442,9 @@ def fan_out(*, message_id: int) -> None:
         # The user's id and language come in the same query: assigning content costs no query.
         devices = message_devices(message).order_by("pk").values_list("pk", "user_id", "user__language")
         last = 0
+        # The tenant's other messages still sending: each ranks this one's chunks further back.
+        rank = Message.objects.filter(tenant_id=message.tenant_id, status=Message.Status.SENDING
+                                      ).exclude(pk=message.pk).count()
         while True:
             rows = list(devices.filter(pk__gt=last)[:chunk])
             if not rows:
@@ -416,7 +457,8 @@ def fan_out(*, message_id: int) -> None:
             created = _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
             Message.objects.filter(pk=message.pk).update(targeted_count=F("targeted_count") + created)
             send_due.send(Message, message_id=message.pk, first_device_id=assigned[0][0],
-                          last_device_id=assigned[-1][0])
+                          last_device_id=assigned[-1][0], rank=rank)
+            rank += 1
         if phase == "test":
             _end_test_phase(plan.ab_test)
             return
@@ -473,7 +515,11 @@ def send_deliveries(*, message_id: int, first_device_id: int | None = None,
     Claims up to a chunk at a time until none is left, sends each chunk with bounded
     concurrency over the pooled FCM client, and records results in bulk.
     """
+    if first_device_id is None:
+        _free_task_slot(message_id, timezone.now())  # this may be the task the slot stands for
     message = Message.objects.select_related("tenant").get(pk=message_id)
+    if not _still_sending(message):
+        return
     try:
         client = client_for_tenant(message.tenant)
     except fcm.FcmError as exc:
@@ -483,8 +529,7 @@ def send_deliveries(*, message_id: int, first_device_id: int | None = None,
             _wait_for_credential(message, first_device_id, last_device_id, exc)
         return
     while True:
-        message.refresh_from_db(fields=["status"])
-        if message.status != Message.Status.SENDING:
+        if not _still_sending(message):
             return
         deliveries = _claim(message, first_device_id, last_device_id)
         if not deliveries:
@@ -492,6 +537,26 @@ def send_deliveries(*, message_id: int, first_device_id: int | None = None,
         _send_chunk(message, client, deliveries)
     _schedule_retries(message, first_device_id, last_device_id)
     finalize_if_done(message_id=message.pk)
+
+
+def _still_sending(message: Message) -> bool:
+    """Whether the message may send more: still sending, and its tenant still active (a
+    tenant deactivated while its work waited in the queue has the message cancelled here)."""
+    status, active = Message.objects.filter(pk=message.pk).values_list("status", "tenant__is_active").get()
+    message.status = status
+    if status != Message.Status.SENDING:
+        return False
+    if not active:
+        _cancel_for_inactive_tenant(message)
+        return False
+    return True
+
+
+def _cancel_for_inactive_tenant(message: Message) -> None:
+    try:
+        cancel_message(message=message, reason=TENANT_DEACTIVATED)
+    except NotCancellable:
+        pass
 
 
 def _claim(message, first_device_id, last_device_id) -> list[Delivery]:
@@ -503,8 +568,10 @@ def _claim(message, first_device_id, last_device_id) -> list[Delivery]:
     ids = list(due.order_by("device_id").values_list("pk", flat=True)[: settings.FANOUT_CHUNK_SIZE])
     if not ids:
         return []
-    # The conditional UPDATE is the claim: of two workers racing for a row, one matches.
-    Delivery.objects.filter(pk__in=ids).unfinished().unclaimed(now).update(
+    # The conditional UPDATE is the claim: of two workers racing for a row, one matches; none
+    # does once the message is cancelled or its tenant deactivated.
+    Delivery.objects.filter(pk__in=ids, message__status=Message.Status.SENDING,
+                            message__tenant__is_active=True).unfinished().unclaimed(now).update(
         claim=token, claimed_until=now + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS))
     return list(Delivery.objects.filter(claim=token).select_related("device"))
 
@@ -517,56 +584,125 @@ def _payload(message: Message, template: dict, delivery: Delivery) -> dict:
         payload.update(audience_target(audience=message.audience, params=message.audience_params).as_fields())
     else:
         payload.update(device_target(delivery.device).as_fields())
-    return payload
+    # A delivery sent again (its first answer was lost in a crash) replaces its first copy
+    # on the device instead of showing twice. A message's own collapse_key stays.
+    return fcm.with_collapse_key(payload, delivery.tracking_token)
 
 
 def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
+    """Send a claimed chunk, writing results as they come in.
+
+    What a crash can cost is every send FCM accepted whose result is not yet written: the
+    delivery is sent again once the claim runs out. So at most DELIVERY_MAX_UNRECORDED sends
+    are ever between the start of their request and the commit of their result (a thread
+    waits for a permit before it sends; recording gives the permits back), and results are
+    written every DELIVERY_RESULT_BATCH answers or DELIVERY_RESULT_INTERVAL seconds,
+    whichever comes first.
+    """
     plan = content.ContentPlan.of(message)
     # One FCM message per variant and language in the chunk, built once, before the threads.
     templates = {key: fcm_message(push=plan.push(*key))
                  for key in {(d.variant, d.language) for d in deliveries}}
-    outcomes: list[tuple[Delivery, str | None, fcm.FcmError | None]] = []
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    cap = max(1, settings.DELIVERY_MAX_UNRECORDED)
+    unrecorded = threading.Semaphore(cap)
+    stopping = threading.Event()
 
-    def send_one(delivery: Delivery):
-        if delivery.claimed_until is not None and timezone.now() >= delivery.claimed_until:
-            # This worker stalled past its claim; another may be sending the delivery now.
-            return None
-        if delivery.device_id is None and message.audience not in (Audience.TOPIC, Audience.CONDITION):
-            return delivery, None, fcm.FcmError(code=fcm.DEVICE_GONE, status=None, permanent=True,
-                                                retry_after=None, detail="The device was removed.")
+    def send_one(delivery: Delivery) -> None:
+        unrecorded.acquire()
         try:
             template = templates[(delivery.variant, delivery.language)]
-            return delivery, client.send(_payload(message, template, delivery),
-                                         validate_only=message.dry_run), None
-        except fcm.FcmError as exc:
-            return delivery, None, exc
+            answers.put(None if stopping.is_set() else _send_one(message, client, template, delivery))
+        except BaseException as exc:  # handed to the recording thread, which raises it
+            answers.put(exc)
 
-    workers = min(settings.SEND_CONCURRENCY, len(deliveries))
+    workers = max(1, min(settings.SEND_CONCURRENCY, cap, len(deliveries)))
+    batch: list = []
+    flush_at = 0.0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(send_one, d) for d in deliveries]
         try:
-            for future in as_completed(futures):
-                if (outcome := future.result()) is None:
-                    continue
-                outcomes.append(outcome)  # only this thread touches outcomes
-                if len(outcomes) >= settings.DELIVERY_RESULT_BATCH:
-                    _record(message, outcomes)
-                    outcomes = []
+            waiting = len(deliveries)
+            while waiting or batch:
+                try:
+                    outcome = answers.get(timeout=max(0.0, flush_at - time.monotonic()) if batch else None)
+                except queue.Empty:
+                    outcome = _NO_ANSWER
+                else:
+                    waiting -= 1
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                if outcome is None:  # not sent (a stalled claim): nothing to write
+                    unrecorded.release()
+                elif outcome is not _NO_ANSWER:
+                    if not batch:
+                        flush_at = time.monotonic() + settings.DELIVERY_RESULT_INTERVAL
+                    batch.append(outcome)  # only this thread touches batch
+                if batch and (not waiting or len(batch) >= settings.DELIVERY_RESULT_BATCH
+                              or time.monotonic() >= flush_at):
+                    _record(message, batch)
+                    for _ in batch:
+                        unrecorded.release()
+                    batch = []
         except BaseException:
             # Results can no longer be recorded (the database went away): send no more of
             # the chunk, or all of it would go out again once the claim runs out.
+            stopping.set()
             for future in futures:
                 future.cancel()
+            for _ in range(workers):  # wake the threads waiting for a permit; they send nothing
+                unrecorded.release()
             raise
-    if outcomes:
-        _record(message, outcomes)
 
 
-def _backoff(attempts: int, error: fcm.FcmError) -> float:
-    """Exponential backoff with full jitter; Retry-After wins; QUOTA_EXCEEDED waits a minute or more."""
-    delay = random.uniform(0, min(3600, 10 * 2 ** attempts))
-    floor = 60.0 if error.code == fcm.QUOTA_EXCEEDED else 1.0
-    return max(error.retry_after or 0.0, delay, floor)
+_NO_ANSWER = object()
+
+
+def _send_one(message: Message, client, template: dict, delivery: Delivery):
+    """(delivery, message name, None) or (delivery, None, FcmError); None when not sent.
+
+    Runs in a sending thread: it touches no database connection (everything it reads was
+    loaded with the claim), so a worker's connections stay one whatever SEND_CONCURRENCY.
+    """
+    if delivery.claimed_until is not None and timezone.now() >= delivery.claimed_until:
+        # This worker stalled past its claim; another may be sending the delivery now.
+        return None
+    if delivery.device_id is None and message.audience not in (Audience.TOPIC, Audience.CONDITION):
+        return delivery, None, fcm.FcmError(code=fcm.DEVICE_GONE, status=None, permanent=True,
+                                            retry_after=None, detail="The device was removed.")
+    try:
+        name = client.send(_payload(message, template, delivery), validate_only=message.dry_run)
+        return delivery, name, None
+    except fcm.FcmError as exc:
+        return delivery, None, exc
+
+
+# Where retry jitter comes from; tests put a seeded or scripted one here.
+jitter = random.Random()
+RETRY_BASE_SECONDS = 10.0  # full-jitter window of the first retry, doubling per attempt
+RETRY_MAX_SECONDS = 3600.0
+QUOTA_FLOOR_SECONDS = 60.0  # FCM: QUOTA_EXCEEDED without Retry-After backs off from a minute
+
+
+def retry_delay(*, attempts: int, error: fcm.FcmError) -> float:
+    """Seconds before trying a delivery again after its `attempts`-th send failed with `error`.
+
+    FCM said when (Retry-After): no sooner than that, plus up to half as much again of
+    jitter. QUOTA_EXCEEDED without Retry-After: a minute, doubling per attempt, plus jitter.
+    Anything else: exponential backoff with full jitter, at least a second. Every retry is
+    jittered, so devices that failed together do not come back together.
+    """
+    if error.retry_after is not None:
+        floor = error.retry_after
+    elif error.code == fcm.QUOTA_EXCEEDED:
+        floor = QUOTA_FLOOR_SECONDS * 2 ** max(0, attempts - 1)
+    else:
+        floor = 0.0
+    if floor:
+        delay = floor + jitter.uniform(0, max(1.0, floor / 2))
+    else:
+        delay = jitter.uniform(1.0, RETRY_BASE_SECONDS * 2 ** max(1, attempts))
+    return min(delay, max(RETRY_MAX_SECONDS, floor))
 
 
 def _record(message: Message, outcomes) -> None:
@@ -594,7 +730,7 @@ def _record(message: Message, outcomes) -> None:
                 sent.append(delivery)
                 continue
             delivery.error_code, delivery.error_detail = error.code, error.detail[:2000]
-            retry_at = now + timedelta(seconds=_backoff(delivery.attempts, error))
+            retry_at = now + timedelta(seconds=retry_delay(attempts=delivery.attempts, error=error))
             if (not error.permanent and delivery.attempts < settings.DELIVERY_MAX_ATTEMPTS
                     and retry_at < message.deadline):
                 delivery.status, delivery.next_attempt_at = Delivery.Status.RETRYING, retry_at
@@ -645,13 +781,54 @@ def _record_sent(deliveries: list[Delivery], now: datetime) -> None:
 
 
 def _schedule_retries(message: Message, first_device_id, last_device_id) -> None:
-    pending = message.deliveries.unfinished()
+    """Queue the message's next retry, when its soonest retrying delivery falls due.
+
+    Only deliveries nobody holds count: a live worker's claim is that worker's to finish,
+    and a dead worker's is herald_beat's to recover once it runs out. The retry is one
+    message-wide task, queued only if none is queued already (see `_queue_message_task`).
+    """
+    now = timezone.now()
+    pending = message.deliveries.unfinished().unclaimed(now)
     if first_device_id is not None:
         pending = pending.filter(device_id__gte=first_device_id, device_id__lte=last_device_id)
     soonest = pending.aggregate(at=Min("next_attempt_at"))["at"]
     if soonest is not None:
-        send_due.send(Message, message_id=message.pk, first_device_id=first_device_id,
-                      last_device_id=last_device_id, run_after=soonest)
+        _queue_message_task(message.pk, run_after=soonest)
+
+
+def _queue_message_task(message_id: int, *, due_signal: Signal = send_due,
+                        run_after: datetime | None = None) -> bool:
+    """Queue a message-wide task (a send by default, or with `due_signal=fan_out_due` its
+    fan-out) at `run_after` (None or past: now), unless one is queued already.
+
+    Message.task_due_at is the slot: taken with a conditional UPDATE when it is empty, when
+    the task already queued is due later than this one, or when it is stale (due more than
+    DELIVERY_CLAIM_SECONDS ago: the queue lost it). The task frees it as it starts. Never
+    queues a task with a run_after in the past: those would jump the queue. Returns
+    whether a task was queued.
+    """
+    now = timezone.now()
+    due = run_after if run_after is not None and run_after > now else now
+    stale = now - timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS)
+    slot = Message.objects.filter(pk=message_id).filter(
+        Q(task_due_at__isnull=True) | Q(task_due_at__gt=due) | Q(task_due_at__lt=stale))
+    previous = slot.values_list("task_due_at", flat=True).first()
+    if not slot.filter(Q(task_due_at=previous) if previous else Q(task_due_at__isnull=True)).update(
+            task_due_at=due):
+        return False
+    answers = due_signal.send(Message, message_id=message_id, run_after=due if due > now else None,
+                              rank=RETRY_RANK)
+    if not any(queued for _, queued in answers):
+        # Not queued (a backend that cannot defer): leave the slot to herald_beat's recovery.
+        Message.objects.filter(pk=message_id, task_due_at=due).update(task_due_at=previous)
+        return False
+    return True
+
+
+def _free_task_slot(message_id: int, now: datetime) -> None:
+    # A little slack for clocks that differ between the queue and this worker.
+    Message.objects.filter(pk=message_id, task_due_at__lte=now + timedelta(seconds=5)).update(
+        task_due_at=None)
 
 
 def _wait_for_credential(message: Message, first_device_id, last_device_id, error: fcm.FcmError) -> None:
@@ -736,14 +913,14 @@ def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
     counts = Counter()
     for pk in Message.objects.filter(status=Message.Status.SCHEDULED,
                                      schedule_at__lte=now - grace).values_list("pk", flat=True):
-        fan_out_due.send(Message, message_id=pk)
-        counts["scheduled"] += 1
+        if _queue_message_task(pk, due_signal=fan_out_due):
+            counts["scheduled"] += 1
     for pk in Message.objects.filter(status=Message.Status.SENDING, fanned_out_at__isnull=True,
                                      started_at__lte=now - grace).exclude(
             ab_test__test_sent_at__isnull=False, ab_test__winner__isnull=True,  # waiting for its winner
     ).values_list("pk", flat=True):
-        fan_out_due.send(Message, message_id=pk)
-        counts["fan_outs"] += 1
+        if _queue_message_task(pk, due_signal=fan_out_due):
+            counts["fan_outs"] += 1
     stalled = (
         Delivery.objects.unfinished()
         .filter(message__status=Message.Status.SENDING, next_attempt_at__lte=now - grace)
@@ -751,8 +928,9 @@ def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
         .values("message_id").annotate(last=Max("id"))
     )
     for row in stalled:
-        send_due.send(Message, message_id=row["message_id"])
-        counts["messages_resumed"] += 1
+        # Once: a pass that finds the work still waiting in a busy queue adds nothing.
+        if _queue_message_task(row["message_id"]):
+            counts["messages_resumed"] += 1
     for pk in Message.objects.filter(status=Message.Status.SENDING,
                                      fanned_out_at__isnull=False).values_list("pk", flat=True):
         finalize_if_done(message_id=pk)

@@ -7,6 +7,7 @@ imports run one way, tasks -> services. MessagingConfig.ready() imports this mod
 
 from django.dispatch import receiver
 from django.tasks import task
+from django.tasks.base import TASK_MIN_PRIORITY
 
 from messaging import retention, services, variants
 
@@ -39,40 +40,54 @@ def apply_retention_task() -> dict:
     return retention.apply_retention_everywhere()
 
 
-def _deferred(task_, run_after):
-    """The task to run after `run_after`, or None where the backend cannot defer (the
-    immediate backend of tests): there `herald_beat` picks the work up when it is due."""
-    if run_after is None:
-        return task_
-    if not task_.get_backend().supports_defer:
-        return None
-    return task_.using(run_after=run_after)
+def _prepared(task_, run_after, rank: int):
+    """The task to run after `run_after` at the priority of `rank`, or None where the backend
+    cannot defer (the immediate backend of tests): there `herald_beat` picks the work up
+    when it is due.
+
+    Rank 0 (a new message's first work) keeps the default priority; each rank further back
+    is one priority lower, so a worker takes a new message's first chunk before the tenth
+    chunk of a big one, whoever queued first. Backends without priorities (RQ) run FIFO.
+    """
+    backend = task_.get_backend()
+    if run_after is not None:
+        if not backend.supports_defer:
+            return None
+        task_ = task_.using(run_after=run_after)
+    if rank and backend.supports_priority:
+        task_ = task_.using(priority=max(TASK_MIN_PRIORITY, -rank))
+    return task_
 
 
-def enqueue_fan_out(message_id: int, *, run_after=None) -> None:
-    if task_ := _deferred(fan_out_message, run_after):
+def enqueue_fan_out(message_id: int, *, run_after=None, rank: int = 0) -> bool:
+    if task_ := _prepared(fan_out_message, run_after, rank):
         task_.enqueue(message_id)
+        return True
+    return False
 
 
-def enqueue_send(message_id: int, *, first_device_id=None, last_device_id=None, run_after=None) -> None:
-    if task_ := _deferred(send_message_deliveries, run_after):
+def enqueue_send(message_id: int, *, first_device_id=None, last_device_id=None, run_after=None,
+                 rank: int = 0) -> bool:
+    if task_ := _prepared(send_message_deliveries, run_after, rank):
         task_.enqueue(message_id, first_device_id, last_device_id)
+        return True
+    return False
 
 
 @receiver(services.fan_out_due, dispatch_uid="herald-enqueue-fan-out")
-def _fan_out_due(sender, *, message_id: int, run_after=None, **kwargs) -> None:
-    enqueue_fan_out(message_id, run_after=run_after)
+def _fan_out_due(sender, *, message_id: int, run_after=None, rank: int = 0, **kwargs) -> bool:
+    return enqueue_fan_out(message_id, run_after=run_after, rank=rank)
 
 
 @receiver(services.send_due, dispatch_uid="herald-enqueue-send")
 def _send_due(sender, *, message_id: int, first_device_id=None, last_device_id=None, run_after=None,
-              **kwargs) -> None:
-    enqueue_send(message_id, first_device_id=first_device_id, last_device_id=last_device_id,
-                 run_after=run_after)
+              rank: int = 0, **kwargs) -> bool:
+    return enqueue_send(message_id, first_device_id=first_device_id, last_device_id=last_device_id,
+                        run_after=run_after, rank=rank)
 
 
 @receiver(services.winner_due, dispatch_uid="herald-enqueue-winner")
 def _winner_due(sender, *, message_id: int, run_after=None, **kwargs) -> None:
     # Any due test is decided, not just this one: the task needs no message of its own.
-    if task_ := _deferred(decide_ab_winners, run_after):
+    if task_ := _prepared(decide_ab_winners, run_after, 0):
         task_.enqueue()

@@ -71,6 +71,20 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             f"{report.get('events', 0):,}", f"{report.get('deliveries', 0):,}",
             f"{report.get('messages_pruned', 0):,}", f"{report.get('token_rotations', 0):,}",
             f"{report.get('batches', 0):,}", report.get("seconds", 0), kept)
+    actions = ["deactivate_tenants"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            obj.announce_deactivation()
+            self.message_user(request, f"{obj} is deactivated: its scheduled and sending messages "
+                                       "were cancelled.", messages.WARNING)
+
+    @admin.action(description="Deactivate selected tenants (cancels their scheduled and sending messages)",
+                  permissions=["change"])
+    def deactivate_tenants(self, request, queryset):
+        count = sum(tenant.deactivate() for tenant in queryset)
+        self.message_user(request, f"Deactivated {count} tenant(s); their pending messages were cancelled.")
 
 
 @admin.register(ApiKey)

@@ -76,6 +76,23 @@ class Tenant(models.Model):
                                            settings.RETENTION_TOKEN_HISTORY_DAYS),
         }
 
+    def deactivate(self, *, reason: str = "The tenant was deactivated.") -> bool:
+        """Deactivate the tenant and stop its pushes (see `tenants.signals.tenant_deactivated`).
+
+        Returns False when it was inactive already (its work is stopped again all the same).
+        A form that saved `is_active=False` itself calls `announce_deactivation` instead.
+        """
+        changed = bool(Tenant.objects.filter(pk=self.pk, is_active=True).update(is_active=False))
+        self.is_active = False
+        self.announce_deactivation(reason=reason)
+        return changed
+
+    def announce_deactivation(self, *, reason: str = "The tenant was deactivated.") -> None:
+        """Tell the rooms above (messaging, campaigns) to stop this inactive tenant's work."""
+        from tenants.signals import tenant_deactivated
+
+        tenant_deactivated.send(Tenant, tenant=self, reason=reason)
+
 
 def _or_default(days: int | None, default: int) -> int:
     return default if days is None else days

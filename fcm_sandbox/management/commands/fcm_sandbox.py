@@ -25,14 +25,27 @@ class Command(BaseCommand):
         parser.add_argument("--token-lifetime", type=int, default=3600, help="seconds an access token lives")
         parser.add_argument("--seed", type=int, default=None, help="makes random failures repeatable")
         parser.add_argument("--quiet", action="store_true", help="do not log each request")
+        parser.add_argument(
+            "--db-connections",
+            type=int,
+            default=4,
+            help="database connections the sandbox opens at most, however many clients send (default 4)",
+        )
 
-    def handle(self, *args, host, port, latency_ms, failure_rate, token_lifetime, seed, quiet, **options):
+    def handle(
+        self, *args, host, port, latency_ms, failure_rate, token_lifetime, seed, quiet, db_connections,
+        **options,
+    ):
         if not 0 <= failure_rate <= 1:
             raise CommandError("--failure-rate must be between 0 and 1.")
+        if db_connections < 1:
+            raise CommandError("--db-connections must be at least 1.")
         state.configure(
             latency_ms=latency_ms, failure_rate=failure_rate, token_lifetime=token_lifetime, seed=seed
         )
-        server = SandboxServer(host=host, port=port, quiet=quiet, close_connections=False)
+        server = SandboxServer(
+            host=host, port=port, quiet=quiet, close_connections=False, db_connections=db_connections
+        )
         try:
             server.bind()
         except OSError as exc:

@@ -1,0 +1,101 @@
+"""What the send path puts in the task queue: one retry per message, never due in the past,
+a dead worker's chunk recovered once, and a small new message ahead of another tenant's
+backlog (django-tasks-db takes tasks by priority, then run_after, then age)."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from messaging import services
+from messaging.models import Delivery, Message
+from messaging.services import MessageInput, create_message, recover_stalled
+from tenants.models import Tenant
+
+
+@pytest.fixture
+def database_tasks(settings):
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+
+
+def sending_message(tenant, devices, *, claimed_until=None, retry_in=None) -> Message:
+    """A fanned-out sending message whose deliveries are held by a worker or wait for a retry."""
+    message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="x"), send=False)
+    now = timezone.now()
+    Message.objects.filter(pk=message.pk).update(status="sending", started_at=now, fanned_out_at=now,
+                                                 targeted_count=len(devices))
+    fields = {}
+    if claimed_until is not None:
+        fields.update(claim="dead-worker", claimed_until=claimed_until)
+    if retry_in is not None:
+        fields.update(status="retrying", attempts=1, next_attempt_at=now + retry_in)
+    Delivery.objects.bulk_create([Delivery(message=message, device=d, **fields) for d in devices])
+    return message
+
+
+def send_tasks(message=None):
+    tasks = DBTaskResult.objects.filter(task_path="messaging.tasks.send_message_deliveries", status="READY")
+    if message is not None:
+        tasks = [t for t in tasks if t.args_kwargs["args"][0] == message.pk]
+    return list(tasks)
+
+
+def test_a_task_that_finds_only_a_dead_workers_claims_queues_nothing(
+        sandbox_server, database_tasks, tenant, make_device):
+    devices = [make_device(f"tok-{i}", user=f"u{i}") for i in range(3)]
+    message = sending_message(tenant, devices, claimed_until=timezone.now() + timedelta(minutes=5))
+
+    for _ in range(5):  # what a worker did ~43 times a second
+        services.send_deliveries(message_id=message.pk)
+
+    assert send_tasks(message) == []
+
+
+def test_at_most_one_retry_task_is_queued_per_message_and_never_due_in_the_past(
+        sandbox_server, database_tasks, tenant, make_device):
+    devices = [make_device(f"tok-{i}", user=f"u{i}") for i in range(4)]
+    message = sending_message(tenant, devices, retry_in=timedelta(seconds=30))
+
+    for first, last in ((devices[0].pk, devices[1].pk), (devices[2].pk, devices[3].pk), (None, None)):
+        services.send_deliveries(message_id=message.pk, first_device_id=first, last_device_id=last)
+
+    [retry] = send_tasks(message)
+    assert retry.run_after > timezone.now() + timedelta(seconds=25)
+    assert retry.args_kwargs["args"] == [message.pk, None, None]
+
+
+def test_herald_beat_recovers_a_dead_workers_chunk_once(db, database_tasks, tenant, make_device):
+    devices = [make_device(f"tok-{i}", user=f"u{i}") for i in range(3)]
+    message = sending_message(tenant, devices, claimed_until=timezone.now() - timedelta(seconds=1))
+    Delivery.objects.filter(message=message).update(next_attempt_at=timezone.now() - timedelta(minutes=5))
+
+    for _ in range(4):  # passes of herald_beat while the queue is busy
+        recover_stalled(grace=timedelta(0))
+
+    [recovery] = send_tasks(message)
+    assert recovery.run_after.year == 9999, "queued to run now, not with a run_after in the past"
+
+
+def test_a_small_new_message_is_taken_before_another_tenants_backlog(
+        transactional_db, database_tasks, tenant, make_device, settings):
+    settings.FANOUT_CHUNK_SIZE = 2
+    for i in range(10):
+        make_device(f"big-{i}", user=f"big{i}")
+    big, _ = create_message(tenant=tenant, spec=MessageInput(title="Big", body="x"))
+    services.fan_out(message_id=big.pk)  # five chunks queued
+    small_tenant = Tenant.objects.create(name="Small", tenant_id="small")
+    make_device("small-1", user="s1", owner=small_tenant)
+    small, _ = create_message(tenant=small_tenant, spec=MessageInput(title="Small", body="x"))
+    [small_fan_out] = [t for t in DBTaskResult.objects.filter(task_path="messaging.tasks.fan_out_message")
+                       if t.args_kwargs["args"] == [small.pk]]
+
+    order = list(DBTaskResult.objects.ready().values_list("id", flat=True))  # the worker's order
+    big_chunks = [t.id for t in send_tasks(big)]
+
+    assert len(big_chunks) == 5
+    assert order.index(small_fan_out.id) < order.index(big_chunks[1]), "behind one chunk at most"
+    services.fan_out(message_id=small.pk)
+    [small_chunk] = send_tasks(small)
+    order = list(DBTaskResult.objects.ready().values_list("id", flat=True))
+    assert order.index(small_chunk.id) < order.index(big_chunks[1])
