@@ -104,7 +104,7 @@ metrics.FCM_LATENCY.labels("200").observe(0.02)
 def test_counts_of_every_process_add_up_in_multiprocess_mode(db, settings, tmp_path):
     # Two separate processes (as gunicorn workers and task workers are) count into the
     # directory; a scrape, from yet another process, adds them up.
-    env = {"DJANGO_SETTINGS_MODULE": "config.settings", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    env = {"DJANGO_SETTINGS_MODULE": "tests.settings", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
            "PATH": "/usr/bin:/bin"}
     for n in (2, 3):
         subprocess.run([sys.executable, "-c", COUNT_IN_ANOTHER_PROCESS.format(n=n)], cwd=ROOT, env=env,

@@ -21,6 +21,7 @@ import requests
 from django.core.cache import cache
 from django.utils import timezone
 
+from api import throttling
 from devices.models import Device
 from devices.serializers import EventSerializer, RefreshTokenSerializer
 from messaging.models import Delivery, Message
@@ -262,6 +263,7 @@ class GuideRunner:
         rate = self.settings.DEVELOPER_PUSH_RATE
         self.settings.DEVELOPER_PUSH_RATE = "1/min"
         cache.clear()
+        throttling.reset_local_counters()
         try:
             for _ in range(3):
                 response = self.send(call)
@@ -271,6 +273,7 @@ class GuideRunner:
         finally:
             self.settings.DEVELOPER_PUSH_RATE = rate
             cache.clear()
+            throttling.reset_local_counters()
 
     def check(self, step: Step) -> list[str]:
         call, expect = step.call, step.expect
@@ -314,6 +317,7 @@ class GuideRunner:
 @pytest.fixture
 def play(live_server, tenant, app_key, server_key, settings):
     cache.clear()  # rate limits from earlier tests
+    throttling.reset_local_counters()
 
     def play(name: str) -> tuple[list[str], dict]:
         runner = GuideRunner(guide=parse(name), base_url=live_server.url, tenant=tenant, app_key=app_key,
@@ -427,6 +431,7 @@ def test_the_python_sample_waits_out_a_429_and_sends(play, settings, frozen_cloc
     _, sample = play("backend.md")
     settings.DEVELOPER_PUSH_RATE = "1/s"
     cache.clear()
+    throttling.reset_local_counters()
     slept = []
 
     def sleep(seconds):  # the sample's time.sleep moves the stopped clock on, not waiting for real

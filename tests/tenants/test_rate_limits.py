@@ -31,7 +31,7 @@ def test_one_ip_over_its_limit_gets_429_with_retry_after(settings, post_event, a
 
 
 def test_the_next_window_starts_a_fresh_count(settings, post_event, app_key, frozen_clock):
-    settings.RATE_LIMIT_PER_IP = "2/min"
+    settings.RATE_LIMIT_APP_PER_IP = "2/min"
     statuses = [post_event(app_key).status_code for _ in range(3)]
 
     frozen_clock.shift(29)
