@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "axes",
     "tenants",
     "devices",
+    "audiences",
     "messaging",
 ]
 # The FCM sandbox (a fake Google for development: `manage.py demo`, `fcm_sandbox`,

@@ -170,6 +170,8 @@ class Event(models.Model):
         ]
         indexes = [
             models.Index(fields=["tenant", "name", "occurred_at"], name="event_name_time_idx"),
+            # Segments ask "did this user do X (since T)?" for each user: audiences.selectors.
+            models.Index(fields=["tenant", "user", "name", "occurred_at"], name="event_user_name_time_idx"),
         ]
 
     def __str__(self) -> str:
