@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from api.health import healthz
+from audiences import views as audience_views
 from devices import views as device_views
 from messaging import views as messaging_views
 
@@ -22,6 +23,10 @@ urlpatterns = [
     path("api/v1/messages/<int:pk>", messaging_views.MessageDetailView.as_view(), name="message"),
     path("api/v1/messages/<int:pk>/cancel", messaging_views.MessageCancelView.as_view(),
          name="message-cancel"),
+    path("api/v1/segments", audience_views.SegmentListView.as_view(), name="segments"),
+    path("api/v1/segments/count", audience_views.AdHocCountView.as_view(), name="segments-count"),
+    path("api/v1/segments/<int:pk>", audience_views.SegmentDetailView.as_view(), name="segment"),
+    path("api/v1/segments/<int:pk>/count", audience_views.SegmentCountView.as_view(), name="segment-count"),
     path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -5,4 +5,4 @@ class MessagingConfig(AppConfig):
     name = "messaging"
 
     def ready(self):
-        from messaging import tasks  # noqa: F401  (queues the work services announce)
+        from messaging import receivers, tasks  # noqa: F401  (listen to signals of audiences and services)
