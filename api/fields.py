@@ -16,6 +16,10 @@ class StrictCharField(fields.CharField):
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("not_a_string")
+        if self.max_length is not None and len(data) > self.max_length:
+            # As documented (maxLength): the string sent, before surrounding spaces are trimmed.
+            raise fields.ValidationError(
+                f"Ensure this field has no more than {self.max_length} characters.", code="max_length")
         return super().to_internal_value(data)
 
 

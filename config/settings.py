@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "axes",
     "tenants",
     "devices",
+    "audiences",
     "messaging",
     "webhooks",
 ]

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from api.health import healthz
 from api.metrics import metrics_view
+from audiences import views as audience_views
 from devices import views as device_views
 from messaging import data_views
 from messaging import views as messaging_views
@@ -41,6 +42,10 @@ urlpatterns = [
          name="webhook-attempts"),
     path("api/v1/messages/<int:pk>/winner", messaging_views.MessageWinnerView.as_view(),
          name="message-winner"),
+    path("api/v1/segments", audience_views.SegmentListView.as_view(), name="segments"),
+    path("api/v1/segments/count", audience_views.AdHocCountView.as_view(), name="segments-count"),
+    path("api/v1/segments/<int:pk>", audience_views.SegmentDetailView.as_view(), name="segment"),
+    path("api/v1/segments/<int:pk>/count", audience_views.SegmentCountView.as_view(), name="segment-count"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -175,6 +175,8 @@ class Event(models.Model):
             models.Index(fields=["tenant", "name", "occurred_at"], name="event_name_time_idx"),
             # Retention deletes by arrival time, a batch at a time (messaging/retention.py).
             models.Index(fields=["tenant", "received_at"], name="event_tenant_received_idx"),
+            # Segments ask "did this user do X (since T)?" for each user: audiences.selectors.
+            models.Index(fields=["tenant", "user", "name", "occurred_at"], name="event_user_name_time_idx"),
         ]
 
     def __str__(self) -> str:

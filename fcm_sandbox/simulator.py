@@ -57,8 +57,13 @@ PLATFORM_WEIGHTS = [55, 35, 10]
 EVENTS: list[tuple[str, Callable[[random.Random], dict]]] = [
     ("screen_viewed", lambda rng: {"screen": rng.choice(["home", "search", "product", "cart", "profile"])}),
     ("search", lambda rng: {"query": rng.choice(["shoes", "coffee", "headphones", "tent"])}),
-    ("add_to_cart", lambda rng: {"sku": f"SKU-{rng.randint(100, 999)}", "quantity": rng.randint(1, 3)}),
-    ("purchase_completed", lambda rng: {"amount": round(rng.uniform(5, 250), 2), "currency": "EUR"}),
+    ("app_open", lambda rng: {"source": rng.choice(["launcher", "push", "deep_link"])}),
+    ("cart_add", lambda rng: {"sku": f"SKU-{rng.randint(100, 999)}", "quantity": rng.randint(1, 3),
+                              "price": round(rng.uniform(3, 120), 2)}),
+    ("purchase", lambda rng: {"amount": round(rng.uniform(5, 250), 2), "items": rng.randint(1, 5),
+                              "currency": rng.choice(["EUR", "TRY", "USD"])}),
+    ("level_complete", lambda rng: {"level": rng.randint(1, 40), "score": rng.randint(100, 9000),
+                                    "stars": rng.randint(1, 3)}),
 ]
 # What the virtual back end sends to one user: (title, body, extra_data).
 PUSHES = [

@@ -80,6 +80,8 @@ class Audience(models.TextChoices):
     TOKENS = "tokens", "Explicit tokens"
     TOPIC = "topic", "FCM topic"
     CONDITION = "condition", "FCM condition"
+    SEGMENT = "segment", "A saved segment"
+    RULES = "rules", "Ad-hoc segment rules"
 
 
 class VariantMode(models.TextChoices):

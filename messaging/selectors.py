@@ -10,16 +10,26 @@ from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from audiences import selectors as audience_selectors
 from devices.models import Device, Platform, TokenRotation, hash_token
 from messaging import charts, fcm
 from messaging.models import Audience, Delivery, Message
 
 
-def audience_devices(*, tenant, audience: str, params: dict) -> QuerySet[Device]:
-    """The targetable devices of an audience (none for topics and conditions: FCM fans those out)."""
+def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QuerySet[Device]:
+    """The targetable devices of an audience (none for topics and conditions: FCM fans those out).
+
+    A segment's or ad-hoc rules' membership is evaluated at `now` (the send time), in the query.
+    """
     devices = Device.objects.targetable().filter(tenant=tenant)
     if audience in (Audience.TOPIC, Audience.CONDITION):
         return devices.none()
+    if audience in (Audience.SEGMENT, Audience.RULES):
+        rules = (params.get("rules") if audience == Audience.RULES
+                 else audience_selectors.segment_rules(tenant=tenant, segment_id=params.get("segment_id")))
+        if rules is None:  # the segment was deleted: nobody
+            return devices.none()
+        devices = audience_selectors.devices_matching(tenant, rules, now)
     if audience == Audience.USERS:
         devices = devices.filter(user__app_user_id__in=params.get("app_user_ids") or [])
     elif audience == Audience.TOKENS:
@@ -34,7 +44,9 @@ def audience_devices(*, tenant, audience: str, params: dict) -> QuerySet[Device]
 
 
 def message_devices(message: Message) -> QuerySet[Device]:
-    return audience_devices(tenant=message.tenant, audience=message.audience, params=message.audience_params)
+    # Rules are evaluated at the send time, the same in every chunk and in a re-run.
+    return audience_devices(tenant=message.tenant, audience=message.audience, params=message.audience_params,
+                            now=message.started_at)
 
 
 def audience_size(*, tenant, audience: str, params: dict) -> int | None:

@@ -10,6 +10,7 @@ from api.fields import (
     StrictIntegerField,
     StrictRegexField,
 )
+from audiences.serializers import RulesField
 from devices.models import MAX_TOKEN_LENGTH, Platform
 from messaging import content
 from messaging.models import (
@@ -96,11 +97,16 @@ class AudienceSerializer(StrictSerializer):
                                    max_length=1000)
     topic = StrictRegexField(r"^[a-zA-Z0-9-_.~%]{1,900}$", required=False)
     condition = StrictCharField(required=False, max_length=1000)
+    segment_id = StrictIntegerField(required=False, min_value=1, max_value=2**53,
+                                    help_text="For a segment audience: one of /api/v1/segments.")
+    rules = RulesField(required=False, path="audience.rules",
+                       help_text="For a rules audience: a rule document, as a segment's rules.")
 
     def validate(self, attrs):
         kind = attrs.get("kind", Audience.ALL)
         needs = {Audience.USERS: "app_user_ids", Audience.TOKENS: "tokens", Audience.TOPIC: "topic",
-                 Audience.CONDITION: "condition"}.get(kind)
+                 Audience.CONDITION: "condition", Audience.SEGMENT: "segment_id",
+                 Audience.RULES: "rules"}.get(kind)
         if needs and not attrs.get(needs):
             raise serializers.ValidationError({needs: [f"Required for a {kind} audience."]})
         if "countries" in attrs:

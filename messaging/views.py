@@ -1,15 +1,16 @@
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.errors import ApiError
 from api.openapi import ERROR_RESPONSES, ErrorSerializer
+from api.pagination import StrictPages
 from api.throttling import DeveloperPushThrottle
+from audiences.selectors import segment_rules
 from messaging import content, services, variants
-from messaging.models import Message
+from messaging.models import Audience, Message
 from messaging.serializers import (
     DeveloperPushResponseSerializer,
     DeveloperPushSerializer,
@@ -96,21 +97,8 @@ class ServerEndpoint:
     permission_classes = [IsServerKey]
 
 
-class MessagePages(PageNumberPagination):
-    """Pages of 50 (page_size up to 200). A malformed page or page_size is a 400, not ignored."""
-
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
-    page_query_description = "A page number, from 1."
+class MessagePages(StrictPages):
     page_size_query_description = "Messages per page, 1 to 200 (default 50); more is capped at 200."
-
-    def paginate_queryset(self, queryset, request, view=None):
-        for name in (self.page_query_param, self.page_size_query_param):
-            value = request.query_params.get(name)
-            if value is not None and not (value.isascii() and value.isdigit() and int(value) >= 1):
-                raise ApiError(f"{name} must be a whole number from 1.", code="invalid_field", field=name)
-        return super().paginate_queryset(queryset, request, view)
 
 
 class MessageListView(ServerEndpoint, generics.ListAPIView):
@@ -146,6 +134,10 @@ class MessageListView(ServerEndpoint, generics.ListAPIView):
         key = request.headers.get("Idempotency-Key", "")
         if len(key) > 200:
             raise ApiError("Idempotency-Key is longer than 200 characters.", code="invalid_header")
+        if audience.get("kind") == Audience.SEGMENT and segment_rules(
+                tenant=request.auth.tenant, segment_id=audience.get("segment_id")) is None:
+            raise ApiError("No segment with this id in this tenant.", code="invalid_field",
+                           field="audience.segment_id")
         spec = services.MessageInput(audience=audience.pop("kind", "all"), audience_params=audience,
                                      **data)
         message, created = services.create_message(

@@ -14,10 +14,23 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from audiences.models import Segment
+from audiences.services import create_segment
 from fcm_sandbox.accounts import provision_tenant
 from tenants.models import ApiKey, Membership, Tenant
 
 DEMO_TENANT = "demo"
+# The demo tenant's segments (issue 14), built on the events the device simulator sends.
+DEMO_SEGMENTS = {
+    "bought over 50 in 14 days": {"include": [[
+        {"type": "event", "event": "purchase", "op": "did", "within_days": 14,
+         "params": [{"param": "amount", "op": ">", "value": 50}]}]]},
+    "dormant 7 days": {"include": [[
+        {"type": "property", "property": "last_seen", "op": "not_within_days", "value": 7}]]},
+    "Turkish speakers on Android": {"include": [[
+        {"type": "property", "property": "language", "op": "in", "value": ["tr"]},
+        {"type": "property", "property": "platform", "op": "in", "value": ["android"]}]]},
+}
 
 
 class Command(BaseCommand):
@@ -74,6 +87,9 @@ class Command(BaseCommand):
             user.save()
         Membership.objects.get_or_create(user=user, tenant=tenant, defaults={"role": "admin"})
         self.ship_ab_message(tenant=tenant, user=user)
+        for name, rules in DEMO_SEGMENTS.items():
+            if not Segment.objects.filter(tenant=tenant, name=name).exists():
+                create_segment(tenant=tenant, name=name, rules=rules, by=user)
         return app_key, server_key, password if created else "(unchanged since the first demo run)"
 
     def ship_ab_message(self, *, tenant, user) -> None:
