@@ -57,7 +57,8 @@ class EventSerializer(AppCredentialsSerializer):
     country = StrictCharField(max_length=2, min_length=2, help_text="ISO 3166-1 alpha-2, e.g. TR.")
     session_id = StrictCharField(max_length=255)
     params = serializers.DictField(
-        required=False, child=serializers.JSONField(), help_text="Event properties, any JSON values."
+        required=False, child=serializers.JSONField(allow_null=True),
+        help_text="Event properties, any JSON values (null included)."
     )
     token_kind = serializers.ChoiceField(
         choices=Device.TokenKind.choices, required=False, default=Device.TokenKind.REGISTRATION,
