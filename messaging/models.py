@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from api.fields import ReadableDateTimeField
 from devices.models import Device
 from tenants.models import Tenant
 
@@ -67,7 +68,7 @@ class Message(models.Model):
     # The audience's parameters: platforms, countries, languages, app_user_ids, tokens,
     # topic or condition, as the audience kind needs.
     audience_params = models.JSONField(default=dict, blank=True)
-    schedule_at = models.DateTimeField(null=True, blank=True)
+    schedule_at = ReadableDateTimeField(null=True, blank=True)
     ttl_seconds = models.PositiveIntegerField(default=int(MAX_TTL.total_seconds()))
     dry_run = models.BooleanField(default=False, help_text="Validate every message with FCM, deliver none.")
 
@@ -75,6 +76,8 @@ class Message(models.Model):
     error = models.TextField(blank=True)
     targeted_count = models.PositiveIntegerField(default=0)
     sent_count = models.PositiveIntegerField(default=0)
+    # A dry run's deliveries FCM accepted (validate_only): checked, never delivered.
+    validated_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     opened_count = models.PositiveIntegerField(default=0)
 
@@ -119,7 +122,7 @@ class Message(models.Model):
 
     @property
     def pending_count(self) -> int:
-        return max(self.targeted_count - self.sent_count - self.failed_count, 0)
+        return max(self.targeted_count - self.sent_count - self.validated_count - self.failed_count, 0)
 
     @property
     def open_rate(self) -> float | None:
@@ -147,6 +150,7 @@ class Delivery(models.Model):
         PENDING = "pending", "Pending"
         RETRYING = "retrying", "Retrying"
         SENT = "sent", "Sent"
+        VALIDATED = "validated", "Validated (dry run)"
         FAILED = "failed", "Failed"
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")

@@ -220,8 +220,9 @@ def test_a_dry_run_validates_every_message_and_delivers_none(sandbox, server, ma
 
     message.refresh_from_db()
     assert inbox() == {}
-    assert (message.sent_count, message.failed_count) == (1, 1)
+    assert (message.sent_count, message.validated_count, message.failed_count) == (0, 1, 1)
     assert message.deliveries.get(status="failed").error_code == "INVALID_ARGUMENT"
+    assert message.deliveries.filter(status="validated").count() == 1
 
 
 def test_a_scheduled_message_waits_for_its_time(sandbox, server, make_device, inbox):
