@@ -48,7 +48,7 @@ class EventSerializer(AppCredentialsSerializer):
         "stable for the device.",
     )
     event_name = StrictCharField(max_length=200, help_text="e.g. app_opened, purchase_completed")
-    event_time = RFC3339DateTimeField(help_text="RFC 3339 with an offset.")
+    event_time = RFC3339DateTimeField(help_text="RFC 3339 with an offset (within ±14:00), from 1970 to 2100.")
     device_token = _token_field(help_text="The FCM registration token (it may rotate).")
     platform = serializers.ChoiceField(choices=Platform.choices)
     push_permission_granted = StrictBooleanField(help_text="Only devices with true receive pushes.")
