@@ -153,7 +153,8 @@ def test_the_message_api_breaks_failures_down_by_error_code(sandbox, server, mak
 
     body = server.get(f"/api/v1/messages/{message.pk}").json()
     assert body["errors"] == {"UNREGISTERED": 2, "INVALID_ARGUMENT": 1}
-    assert body["counts"] == {"targeted": 4, "sent": 1, "failed": 3, "pending": 0, "opened": 0}
+    assert body["counts"] == {"targeted": 4, "sent": 1, "validated": 0, "failed": 3, "pending": 0,
+                              "opened": 0}
     assert body["status"] == "completed_with_failures"
 
 

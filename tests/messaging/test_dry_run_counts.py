@@ -20,7 +20,8 @@ def dry_run(sandbox, server, make_device):
 def test_the_api_counts_a_dry_runs_validations_apart_from_sends(server, dry_run):
     body = server.get(f"/api/v1/messages/{dry_run.pk}").json()
 
-    assert body["counts"] == {"targeted": 3, "sent": 0, "validated": 2, "failed": 1, "pending": 0, "opened": 0}
+    assert body["counts"] == {"targeted": 3, "sent": 0, "validated": 2, "failed": 1, "pending": 0,
+                              "opened": 0}
     assert body["status"] == "completed_with_failures"
     assert body["open_rate"] is None
 

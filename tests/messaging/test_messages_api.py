@@ -25,7 +25,8 @@ def test_creating_a_message_answers_202_with_the_message(server):
     body = response.json()
     assert body["status"] == "scheduled"
     assert body["data"] == {"deep_link": "app://sale"}
-    assert body["counts"] == {"targeted": 0, "sent": 0, "failed": 0, "pending": 0, "opened": 0}
+    assert body["counts"] == {"targeted": 0, "sent": 0, "validated": 0, "failed": 0, "pending": 0,
+                              "opened": 0}
     assert body["audience"] == {"kind": "all"}
     assert Message.objects.get().pk == body["id"]
 
