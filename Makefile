@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install browser demo test lint bench clean
+.PHONY: install browser demo test lint bench clean schema
 
 install: $(STAMP)
 
@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Runs Herald on SQLite with a demo tenant, a background worker and the FCM sandbox.
+# Other ports and options: make demo ARGS="--port 8001 --sandbox-port 9199" (manage.py demo --help).
 demo: install
-	FCM_SANDBOX_ENABLED=1 $(PY) manage.py demo
+	FCM_SANDBOX_ENABLED=1 $(PY) manage.py demo $(ARGS)
 
 # Browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
 browser:
@@ -46,3 +47,9 @@ lint: install
 
 clean:
 	rm -rf $(VENV) herald.sqlite3* .pytest_cache
+
+# Rewrite the pinned OpenAPI snapshots (tests/openapi-schema.*.yaml) after an intended API change.
+schema: install
+	DJANGO_SETTINGS_MODULE=tests.settings $(PY) manage.py spectacular --file tests/openapi-schema.sqlite.yaml
+	DJANGO_SETTINGS_MODULE=tests.settings DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+		$(PY) manage.py spectacular --file tests/openapi-schema.postgresql.yaml

@@ -11,6 +11,7 @@ import logging
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
+from django.template.response import TemplateResponse
 from django.views import defaults
 from rest_framework import exceptions, parsers
 from rest_framework.response import Response
@@ -169,9 +170,19 @@ def is_browser_path(request) -> bool:
 
 def not_found(request, exception=None):
     """handler404: an API client asking for /api/v1/messages/abc gets JSON, not an HTML page."""
+    if request.path.startswith("/admin/"):
+        return _admin_not_found(request)
     if is_browser_path(request):
         return defaults.page_not_found(request, exception)
     return JsonResponse({"error": "not_found", "detail": f"No endpoint at {request.path}."}, status=404)
+
+
+def _admin_not_found(request):
+    """The admin's 404 in the admin's frame: header, user tools, sidebar and a way back."""
+    from django.contrib import admin  # the admin site's frame, not an app of Herald's
+
+    response = TemplateResponse(request, "admin/404.html", admin.site.each_context(request), status=404)
+    return response.render()
 
 
 def server_error(request):

@@ -5,6 +5,7 @@ background work in the same database, and talks to Google's real FCM endpoints.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -31,6 +32,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_tasks_db",
     "api",
+    "axes",
     "tenants",
     "devices",
     "messaging",
@@ -54,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -223,8 +227,10 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["config.formats"]  # one date format: 30 Nov 2026, 05:43
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+WHITENOISE_ROOT = BASE_DIR / "config" / "public"  # files served at the site's root: /favicon.ico
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -247,6 +253,25 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# --- Admin sign-in ---------------------------------------------------------------------
+# django-axes counts failed sign-ins per username and per client address (each on its own):
+# past LOGIN_FAILURE_LIMIT failures within LOGIN_COOLOFF_MINUTES, that username (from any
+# address) and that address (for any username) are refused until the cool-off has passed
+# since the last failure. Unlock with manage.py axes_reset_username / axes_reset_ip /
+# axes_reset, or in the admin (Axes > Access attempts). The API signs nobody in: unaffected.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "tenants.staff_login.client_ip"
+AXES_LOCKOUT_CALLABLE = "tenants.staff_login.lockout_response"
+# A success must not wipe the address's failures: one valid login would reset a guesser's count.
+AXES_RESET_ON_SUCCESS = False
+AXES_VERBOSE = False
 
 # --- Logs ------------------------------------------------------------------------------
 # LOG_FORMAT=json writes one JSON object per line, with the fields code passes in

@@ -1,16 +1,8 @@
-from functools import cache
-from zoneinfo import available_timezones
-
 from rest_framework import serializers
 
 from api.fields import RFC3339DateTimeField, StrictBooleanField, StrictCharField
-from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Device, Platform
-
-
-@cache
-def _time_zones() -> frozenset[str]:
-    return frozenset(available_timezones())
+from tenants.codes import COUNTRIES, LANGUAGES, time_zones
 
 
 def holds_nul(value) -> bool:
@@ -71,7 +63,7 @@ class EventSerializer(AppCredentialsSerializer):
         return value
 
     def validate_timezone(self, value: str) -> str:
-        if value not in _time_zones():
+        if value not in time_zones():
             raise serializers.ValidationError("Not an IANA time zone name, e.g. Europe/Istanbul.")
         return value
 

@@ -547,7 +547,8 @@ class Simulator:
     def wait_until_reachable(self, timeout: float) -> bool:
         """Wait for Herald and the sandbox to answer (the demo starts them alongside)."""
         deadline = self.clock() + timeout
-        urls = [f"{self.config.base_url}/events", f"{self.config.sandbox_url}/status"]
+        # Probes that answer 200: a GET of /events would be logged as a 405 API error.
+        urls = [f"{self.config.base_url}/healthz", f"{self.config.sandbox_url}/status"]
         while True:
             urls = [url for url in urls if not self.transport.reachable(url)]
             if not urls:

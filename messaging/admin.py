@@ -23,7 +23,7 @@ from messaging.models import Audience, Delivery, Message
 from messaging.selectors import audience_size, error_breakdown
 from tenants import admin as tenants_admin
 from tenants.models import FirebaseCredential, Membership
-from tenants.scoping import Role, TenantScopedAdminMixin, roles_of
+from tenants.scoping import Role, TenantScopedAdminMixin, roles_of, tenants_for
 
 AUDIENCE_FIELDS = {"tenant", "audience", "platforms", "countries", "languages", "app_user_ids", "tokens",
                    "topic", "condition"}
@@ -80,11 +80,38 @@ def status_chip(message: Message):
                        message.get_status_display())
 
 
+class SourceFilter(admin.SimpleListFilter):
+    """By default the list leaves out POST /developer/push's one-user pushes, which a back
+    end may send every few seconds and which would bury what staff composed; they are one
+    click away."""
+
+    title = "source"
+    parameter_name = "source"
+    ALL = "all"
+
+    def lookups(self, request, model_admin):
+        return [*Message.Source.choices, (self.ALL, "All sources")]
+
+    def queryset(self, request, queryset):
+        if self.value() == self.ALL:
+            return queryset
+        if self.value() in Message.Source.values:
+            return queryset.filter(source=self.value())
+        return queryset.composed()
+
+    def choices(self, changelist):
+        yield {"selected": self.value() is None, "display": "All but /developer/push",
+               "query_string": changelist.get_query_string(remove=[self.parameter_name])}
+        for value, label in self.lookup_choices:
+            yield {"selected": self.value() == value, "display": label,
+                   "query_string": changelist.get_query_string({self.parameter_name: value})}
+
+
 @admin.register(Message)
 class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_display = ["title_column", "tenant", "status_column", "progress_column"]
     list_display_links = ["title_column"]
-    list_filter = ["status", "source", "tenant"]
+    list_filter = ["status", SourceFilter, "tenant"]
     search_fields = ["title", "body"]
     list_select_related = ["tenant"]
     list_per_page = 50
@@ -95,9 +122,10 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="message", ordering="created_at")
     def title_column(self, obj):
         if obj.status == Message.Status.SCHEDULED and obj.schedule_at:
-            when = "scheduled for " + formats.date_format(timezone.localtime(obj.schedule_at), "j M, H:i")
+            when = (f"scheduled for {formats.date_format(obj.schedule_local, 'DATETIME_FORMAT')} "
+                    f"{obj.schedule_zone_label}")
         else:
-            when = formats.date_format(timezone.localtime(obj.created_at), "j M, H:i")
+            when = formats.date_format(timezone.localtime(obj.created_at), "DATETIME_FORMAT")
         body = obj.body[:90] + ("…" if len(obj.body) > 90 else "")
         return format_html('<span class="hd-title">{}</span>'
                            '<span class="hd-sub"><span class="hd-num">{}</span> · {}</span>',
@@ -192,7 +220,11 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         )
 
     def progress_view(self, request, object_id):
-        return JsonResponse(progress(self._message(request, object_id)))
+        message = self._message(request, object_id)
+        # The failures panel moves with the counters: failed deliveries by FCM error code.
+        breakdown = [{"code": code, "count": n, "explanation": checks.explain_fcm_error(code)}
+                     for code, n in error_breakdown(message).items()]
+        return JsonResponse({**progress(message), "breakdown": breakdown})
 
     def _confirm_or_act(self, request, message, *, act, verb, question, done):
         """GET asks `question`; POST does `act` (a service) and goes back to the message page."""
@@ -229,23 +261,47 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def compose_view(self, request):
         if not self.has_role(request, Role.EDITOR):
             raise PermissionDenied
+        draft = None
+        if draft_id := (request.POST if request.method == "POST" else request.GET).get("draft"):
+            draft = self._message(request, draft_id, Role.EDITOR)
+            if draft.status != Message.Status.DRAFT:
+                messages.error(request, f"“{draft.title}” is no longer a draft; duplicate it to reuse it.")
+                return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[draft.pk]))
         if request.method != "POST":
             initial = {}
-            if source := request.GET.get("from"):
+            if draft is not None:
+                initial = ComposeForm.initial_from(draft, with_schedule=True)
+            elif source := request.GET.get("from"):
                 initial = ComposeForm.initial_from(self._message(request, source))
-            return self._compose_page(request, ComposeForm(user=request.user, initial=initial))
+            elif (tenant := request.GET.get("tenant", "")).isdigit() and tenants_for(
+                    request.user, Role.EDITOR).filter(pk=int(tenant)).exists():
+                # The tenant the user was looking at (dashboard, filtered list), if they may send for it.
+                initial = {"tenant": int(tenant)}
+            return self._compose_page(request, ComposeForm(user=request.user, initial=initial), draft=draft)
 
         form = ComposeForm(request.POST, user=request.user)
         action = request.POST.get("_action", "send")
         as_json = request.POST.get("_format") == "json"
         if not form.is_valid():
             if as_json:
+                errors = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
+                if form.data_errors:  # shown under the data pairs, not as a form-wide error
+                    errors["data"] = form.data_errors
+                    errors.pop("__all__", None)
                 return JsonResponse({"ok": False, "summary": "Correct the marked fields first.",
-                                     "errors": {name: [str(e) for e in errors]
-                                                for name, errors in form.errors.items()}})
-            return self._compose_page(request, form)
+                                     "errors": errors})
+            return self._compose_page(request, form, draft=draft)
 
         tenant, spec = form.cleaned_data["tenant"], form.to_spec()
+        if action == "draft":
+            try:
+                message = services.save_draft(tenant=tenant, spec=spec, created_by=request.user, draft=draft)
+            except services.MessagingError as exc:
+                messages.error(request, str(exc))
+                return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[draft.pk]))
+            messages.success(request,
+                             f"Saved the draft “{message.title}”. Send it from here when it is ready.")
+            return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[message.pk]))
         if action in ("validate", "test"):
             if action == "validate":
                 check = checks.validate_message(tenant=tenant, spec=spec)
@@ -257,27 +313,36 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
                                                           to=form.cleaned_data["test_to"])
             if as_json:
                 return JsonResponse(check.as_json())
-            return self._compose_page(request, form, check=check, check_action=action)
+            return self._compose_page(request, form, check=check, check_action=action, draft=draft)
 
         try:
             size, blocked = services.recipients(tenant=tenant, spec=spec), False
         except services.NoTargetableDevice:  # nobody to send to now: say so, send nothing
             size, blocked = 0, True
         if action == "confirm" and not blocked:
-            message, _ = services.create_message(tenant=tenant, spec=spec, source=Message.Source.ADMIN,
-                                                 created_by=request.user)
+            if draft is None:
+                message, _ = services.create_message(tenant=tenant, spec=spec, source=Message.Source.ADMIN,
+                                                     created_by=request.user)
+            else:
+                try:
+                    message = services.send_message(message=services.save_draft(
+                        tenant=tenant, spec=spec, created_by=request.user, draft=draft))
+                except services.MessagingError as exc:
+                    messages.error(request, str(exc))
+                    return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[draft.pk]))
             verb = "scheduled" if message.status == Message.Status.SCHEDULED else "is on its way"
             messages.success(request, f"“{message.title}” {verb}.")
             return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[message.pk]))
         question = confirmation(spec, size, tz_name=form.cleaned_data["schedule_tz"])
         if as_json:
             return JsonResponse({"ok": True, "size": size, "confirm": question, "blocked": blocked})
-        return self._compose_page(request, form, confirm=question, blocked=blocked)
+        return self._compose_page(request, form, confirm=question, blocked=blocked, draft=draft)
 
-    def _compose_page(self, request, form, **context):
+    def _compose_page(self, request, form, draft=None, **context):
         tenants = form.fields["tenant"].queryset
         return self._page(
-            request, "admin/messaging/message/compose.html", "Compose a push", form=form,
+            request, "admin/messaging/message/compose.html", "Edit the draft" if draft else "Compose a push",
+            form=form, draft=draft,
             tenant_names={str(t.pk): t.name for t in tenants}, single_tenant=tenants.count() == 1,
             **context)
 
@@ -315,7 +380,7 @@ def confirmation(spec: services.MessageInput, size: int | None, *, tz_name: str)
             return "No device matches this audience right now, so nothing would be sent."
         return f"Send “{spec.title}” {audience_phrase(size)} now?"
     local = timezone.localtime(spec.schedule_at, spec.schedule_at.tzinfo)
-    when = formats.date_format(local, "D j M Y, H:i") + f" ({tz_name})"
+    when = formats.date_format(local, "DATETIME_FORMAT") + f" ({tz_name})"
     if size is None:
         return f"Schedule “{spec.title}” for {when}, {audience_phrase(size)}?"
     return (f"Schedule “{spec.title}” for {when}? It would reach {size:,} device{'s' if size != 1 else ''} "

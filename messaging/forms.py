@@ -15,7 +15,7 @@ from django import forms
 from django.utils import timezone
 
 from devices.models import MAX_TOKEN_LENGTH, Platform
-from messaging.models import Audience, Message
+from messaging.models import Audience, Message, validate_link
 from messaging.serializers import MessageCreateSerializer
 from messaging.services import MessageInput
 from tenants.scoping import Role, tenants_for
@@ -57,9 +57,9 @@ class ComposeForm(forms.Form):
         "rows": 3, "placeholder": "Arriving today between 2 and 4 pm."}))
     image_url = forms.URLField(label="Image URL", required=False, max_length=1000, assume_scheme="https",
                                widget=forms.URLInput(attrs={"placeholder": "https://…/picture.jpg"}))
-    click_link = forms.URLField(label="Link opened on click", required=False, max_length=1000,
-                                assume_scheme="https",
-                                widget=forms.URLInput(attrs={"placeholder": "https://… or myapp://…"}))
+    click_link = forms.CharField(label="Link opened on click", required=False, max_length=1000,
+                                 validators=[validate_link],
+                                 widget=forms.URLInput(attrs={"placeholder": "https://… or myapp://…"}))
 
     data_only = forms.TypedChoiceField(
         label="Kind", coerce=lambda v: v == "1", initial="1", widget=forms.RadioSelect,
@@ -127,8 +127,6 @@ class ComposeForm(forms.Form):
             return list((self.initial.get("data") or {}).items())
         keys, values = self.data.getlist("data_key"), self.data.getlist("data_value")
         return [(k, v) for k, v in zip(keys, values, strict=False) if k.strip() or v.strip()]
-
-    # --- Field rules ------------------------------------------------------------------
 
     # --- Reading what staff typed (the rules are the API's, applied in clean()) -------------
 
@@ -261,8 +259,8 @@ class ComposeForm(forms.Form):
         return spec
 
     @classmethod
-    def initial_from(cls, message: Message) -> dict:
-        """Initial values that compose a copy of `message`."""
+    def initial_from(cls, message: Message, *, with_schedule: bool = False) -> dict:
+        """Initial values that compose a copy of `message` (and its schedule: editing a draft)."""
         p, o = message.audience_params or {}, message.options or {}
         ttl, unit = message.ttl_seconds, "60"
         for value, _ in reversed(TTL_UNITS):
@@ -281,4 +279,11 @@ class ComposeForm(forms.Form):
             "app_user_ids": "\n".join(p.get("app_user_ids", [])), "tokens": "\n".join(p.get("tokens", [])),
             "topic": p.get("topic", ""), "condition": p.get("condition", ""),
             "ttl_value": ttl // int(unit), "ttl_unit": unit,
+            **(cls._schedule_initial(message) if with_schedule and message.schedule_at else {}),
         }
+
+    @staticmethod
+    def _schedule_initial(message: Message) -> dict:
+        zone = message.schedule_tz if "/" in message.schedule_tz else "UTC"
+        local = message.schedule_at.astimezone(zoneinfo.ZoneInfo(zone))
+        return {"when": "later", "schedule_at": local.strftime("%Y-%m-%dT%H:%M"), "schedule_tz": zone}

@@ -1,7 +1,12 @@
+import re
 import secrets
-from datetime import timedelta
+import zoneinfo
+from datetime import UTC, datetime, timedelta
+from datetime import timezone as fixed_offset
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -17,6 +22,58 @@ def new_tracking_token() -> str:
     return secrets.token_urlsafe(16)
 
 
+# Schemes that run code or read local files where a link is opened (a web push, a WebView).
+FORBIDDEN_LINK_SCHEMES = {"javascript", "data", "vbscript", "file"}
+_LINK = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*):(?P<rest>.+)$", re.DOTALL)
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def validate_link(value: str) -> None:
+    """A link a push opens: an http(s) URL, or an app's deep link such as myshop://sale/flash.
+
+    The one rule for the composer, the API and the model. Any scheme an app may register
+    is accepted, except those in FORBIDDEN_LINK_SCHEMES; http and https must be valid URLs.
+    """
+    if _SPACE_OR_CONTROL.search(value):
+        raise ValidationError("A link has no spaces or control characters.", code="invalid_link")
+    match = _LINK.match(value)
+    if not match:
+        raise ValidationError("Enter a full link with its scheme, like https://example.com/sale "
+                              "or myapp://sale.", code="invalid_link")
+    scheme = match["scheme"].lower()
+    if scheme in FORBIDDEN_LINK_SCHEMES:
+        raise ValidationError(f"{scheme}: links are not allowed; use https:// or your app's own scheme.",
+                              code="forbidden_scheme")
+    if scheme in ("http", "https"):
+        URLValidator(schemes=["http", "https"], message="Enter a valid http(s) URL.")(value)
+
+
+_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
+
+
+def zone_named(name: str):
+    """A tzinfo for an IANA zone name or an offset like +03:00; UTC for "" or anything unknown."""
+    if match := _OFFSET.match(name or ""):
+        sign = -1 if match[1] == "-" else 1
+        return fixed_offset(sign * timedelta(hours=int(match[2]), minutes=int(match[3])))
+    try:
+        return zoneinfo.ZoneInfo(name) if name else UTC
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def zone_of(moment: datetime) -> str:
+    """The zone a datetime was written in, as Message.schedule_tz stores it: its IANA name
+    when it carries one, else its offset (+03:00), or "" for UTC."""
+    if isinstance(moment.tzinfo, zoneinfo.ZoneInfo):
+        return moment.tzinfo.key
+    offset = moment.utcoffset() or timedelta(0)
+    if not offset:
+        return ""
+    minutes = int(abs(offset).total_seconds()) // 60
+    return f"{'-' if offset < timedelta(0) else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
 class Audience(models.TextChoices):
     ALL = "all", "All devices"
     FILTER = "filter", "Devices matching platform, country, language"
@@ -29,6 +86,11 @@ class Audience(models.TextChoices):
 class MessageQuerySet(models.QuerySet):
     def for_tenant(self, tenant):
         return self.filter(tenant=tenant)
+
+    def composed(self):
+        """Messages staff or a back end composed for an audience: not the one-user pushes of
+        POST /developer/push (an order shipped, a receipt), which may come every few seconds."""
+        return self.exclude(source=Message.Source.DEVELOPER_PUSH)
 
 
 class Message(models.Model):
@@ -56,7 +118,8 @@ class Message(models.Model):
     title = models.CharField(max_length=200)
     body = models.TextField(max_length=2000)
     image_url = models.URLField(max_length=1000, blank=True)
-    click_link = models.URLField(max_length=1000, blank=True)
+    click_link = models.CharField(max_length=1000, blank=True, validators=[validate_link],
+                                  help_text="An http(s) URL or an app deep link (myshop://sale/flash).")
     data = models.JSONField(default=dict, blank=True, help_text="extra_data: string values only.")
     priority = models.PositiveSmallIntegerField(default=5, help_text="1–10; 7 and above is high.")
     data_only = models.BooleanField(
@@ -69,6 +132,10 @@ class Message(models.Model):
     # topic or condition, as the audience kind needs.
     audience_params = models.JSONField(default=dict, blank=True)
     schedule_at = ReadableDateTimeField(null=True, blank=True)
+    schedule_tz = models.CharField(
+        max_length=64, blank=True,
+        help_text="The zone schedule_at was written in: an IANA name (the composer) or an offset "
+                  "such as +03:00 (the API), so pages show 09:00 Europe/Istanbul, not 06:00 UTC.")
     ttl_seconds = models.PositiveIntegerField(default=int(MAX_TTL.total_seconds()))
     dry_run = models.BooleanField(default=False, help_text="Validate every message with FCM, deliver none.")
 
@@ -127,6 +194,21 @@ class Message(models.Model):
     @property
     def open_rate(self) -> float | None:
         return self.opened_count / self.sent_count if self.sent_count else None
+
+    @property
+    def schedule_zone(self):
+        """The tzinfo schedule_at was written in; UTC when unknown."""
+        return zone_named(self.schedule_tz)
+
+    @property
+    def schedule_local(self) -> datetime | None:
+        """schedule_at in the zone it was written in."""
+        return self.schedule_at.astimezone(self.schedule_zone) if self.schedule_at else None
+
+    @property
+    def schedule_zone_label(self) -> str:
+        tz = self.schedule_tz or "UTC"
+        return f"UTC{tz}" if tz[:1] in "+-" else tz
 
     @property
     def deadline(self):

@@ -151,7 +151,7 @@ def dashboard(*, tenant_ids: list[int], days: int = DEFAULT_PERIOD) -> Dashboard
         active_devices=active, targetable_devices=sum(p.targetable for p in platforms),
         rotations=sum(rotations_by_day.values()), deactivations=sum(deactivated_by_day.values()),
         platforms=platforms, deactivation_reasons=[(r or "unknown", n) for r, n in reasons],
-        recent=list(messages.select_related("tenant")[:6]),
+        recent=list(messages.composed().select_related("tenant")[:6]),
     )
     board.charts = {
         "messages": charts.bar_chart(

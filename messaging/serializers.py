@@ -11,11 +11,11 @@ from api.fields import (
     StrictIntegerField,
     StrictRegexField,
 )
-from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Platform
-from messaging.models import MAX_TTL, Audience, Message
+from messaging.models import MAX_TTL, Audience, Message, validate_link
 from messaging.selectors import error_breakdown
 from messaging.services import MessageInput
+from tenants.codes import COUNTRIES, LANGUAGES
 
 # The rules of a message, stated once: the API's serializers below, which the composer's
 # form (messaging.forms) runs too.
@@ -164,7 +164,10 @@ class MessageCreateSerializer(StrictSerializer):
     title = StrictCharField(max_length=200)
     body = StrictCharField(max_length=2000)
     image_url = serializers.URLField(required=False, max_length=1000)
-    click_link = serializers.URLField(required=False, max_length=1000)
+    click_link = StrictCharField(
+        required=False, max_length=1000, validators=[validate_link],
+        help_text="An http(s) URL or an app deep link (myshop://sale/flash); "
+                  "javascript:, data:, vbscript: and file: links are refused.")
     data = MessageDataField(
         required=False, help_text="String values, delivered in the push data. In a data-only push the "
         "keys title, body, image, channel_id, sound, badge and click_link are the push's own.")

@@ -27,7 +27,7 @@ from django.utils import timezone
 from devices.models import Device
 from devices.services import deactivate_devices
 from messaging import fcm
-from messaging.models import Audience, Delivery, Message, new_tracking_token
+from messaging.models import Audience, Delivery, Message, new_tracking_token, zone_of
 from messaging.selectors import audience_size, message_devices
 from tenants.credentials import (
     ADC_ENVIRONMENT_VARIABLE,
@@ -75,6 +75,7 @@ class MessageInput:
     audience: str = Audience.ALL
     audience_params: dict = field(default_factory=dict)
     schedule_at: datetime | None = None
+    schedule_tz: str | None = None  # the zone schedule_at was written in; from schedule_at when None
     ttl_seconds: int | None = None
     dry_run: bool = False
 
@@ -89,6 +90,8 @@ def create_message(*, tenant: Tenant, spec: MessageInput, source: str = Message.
     """
     now = timezone.now()
     fields = {k: v for k, v in vars(spec).items() if v is not None}
+    if spec.schedule_at is not None and spec.schedule_tz is None:
+        fields["schedule_tz"] = zone_of(spec.schedule_at)  # +03:00 from the API's RFC 3339 offset
     with transaction.atomic():
         if idempotency_key:
             earlier = Message.objects.select_for_update().filter(
@@ -109,6 +112,27 @@ def create_message(*, tenant: Tenant, spec: MessageInput, source: str = Message.
         if send:
             _start(message)
     return message, True
+
+
+def save_draft(*, tenant: Tenant, spec: MessageInput, created_by=None, draft: Message | None = None,
+               source: str = Message.Source.ADMIN) -> Message:
+    """Keep a message to send later: a new draft, or `draft` rewritten to `spec`.
+
+    Raises MessagingError when `draft` was sent or cancelled meanwhile.
+    """
+    if draft is None:
+        message, _ = create_message(tenant=tenant, spec=spec, source=source, created_by=created_by,
+                                    send=False)
+        return message
+    fields = {k: v for k, v in vars(spec).items() if v is not None}
+    if spec.schedule_at is None:
+        fields.update(schedule_at=None, schedule_tz="")
+    elif spec.schedule_tz is None:
+        fields["schedule_tz"] = zone_of(spec.schedule_at)
+    changed = Message.objects.filter(pk=draft.pk, status=Message.Status.DRAFT).update(tenant=tenant, **fields)
+    if not changed:
+        raise MessagingError("This message is no longer a draft: it was sent or cancelled meanwhile.")
+    return Message.objects.get(pk=draft.pk)
 
 
 def send_message(*, message: Message) -> Message:

@@ -65,7 +65,9 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     # create, rename and revoke them. Keys are revoked, not deleted: the row is the audit.
     view_role = Role.VIEWER
     add_role = change_role = Role.ADMIN
-    delete_role = None
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # not even for superusers: no "Delete selected API keys", no delete page
 
     def get_readonly_fields(self, request, obj=None):
         # A key's identity is fixed at birth; only its name may change.
@@ -94,19 +96,22 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def created(self, obj):
         by = f" by {obj.created_by.get_username()}" if obj.created_by else ""
         return format_html('<span class="hd-num">{}</span><span class="hd-sub">{}</span>',
-                           date_format(timezone.localtime(obj.created_at), "j M Y"), by.strip())
+                           date_format(timezone.localtime(obj.created_at), "DATE_FORMAT"), by.strip())
 
     @admin.display(description="state", ordering="revoked_at")
     def state(self, obj):
         if obj.is_revoked:
-            return format_html('<span class="hd-chip hd-chip-bad" title="{}">revoked</span>', obj.revoked_at)
+            return format_html('<span class="hd-chip hd-chip-bad" title="{}">revoked</span>',
+                               date_format(timezone.localtime(obj.revoked_at), "DATETIME_FORMAT"))
         return mark_safe('<span class="hd-chip hd-chip-ok">active</span>')
 
     @admin.display(description="last used", ordering="last_used_at")
     def last_use(self, obj):
         if obj.last_used_at is None:
             return mark_safe('<span class="hd-muted">never</span>')
-        return format_html('<span title="{}">{} ago</span>', obj.last_used_at, timesince(obj.last_used_at))
+        return format_html('<span title="{}">{} ago</span>',
+                           date_format(timezone.localtime(obj.last_used_at), "DATETIME_FORMAT"),
+                           timesince(obj.last_used_at))
 
     def get_list_display(self, request):
         columns = super().get_list_display(request)
@@ -227,8 +232,8 @@ class FirebaseCredentialForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             field = self.fields["service_account_file"]
-            field.required = False
             field.label = "Replace with a new key"
+            field.error_messages["required"] = "Choose the new service-account JSON file to upload first."
 
     def clean_service_account_file(self) -> bytes | None:
         upload = self.cleaned_data.get("service_account_file")
@@ -247,7 +252,7 @@ class FirebaseCredentialForm(forms.ModelForm):
 @admin.register(FirebaseCredential)
 class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     form = FirebaseCredentialForm
-    list_display = ["tenant", "project_id", "client_email", "private_key_id", "uploaded_at", "last_check"]
+    list_display = ["tenant", "project_id", "client_email", "key_id", "uploaded_at", "last_check"]
     list_filter = ["tenant"]
     search_fields = ["tenant__name", "tenant__tenant_id", "project_id", "client_email"]
     # Tenant admins manage the credential; editors may check it; viewers only look.
@@ -265,6 +270,14 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return ["tenant", *self.SHOWN] if obj else []
 
+    @admin.display(description="key ID", ordering="private_key_id")
+    def key_id(self, obj: FirebaseCredential):
+        # 40 hex digits in one unbreakable run would push the list's last columns off screen.
+        if not obj.private_key_id:
+            return "—"
+        return format_html('<code class="hd-code" title="{}">{}…</code>', obj.private_key_id,
+                           obj.private_key_id[:10])
+
     @admin.display(description="last check")
     def last_check(self, obj: FirebaseCredential):
         if obj.last_checked_at is None:
@@ -272,18 +285,23 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         colour, word = ("#080", "works") if obj.last_check_ok else ("#b00", "failed")
         return format_html(
             '<span style="color:{}" title="{}">{}</span> {}',
-            colour, obj.last_check_message, word, obj.last_checked_at.strftime("%Y-%m-%d %H:%M"),
+            colour, obj.last_check_message, word,
+            date_format(timezone.localtime(obj.last_checked_at), "DATETIME_FORMAT"),
         )
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        credential = self.get_object(request, object_id)
+        extra_context = {**(extra_context or {}),
+                         "can_check": self.has_role(request, Membership.Role.EDITOR, credential)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def save_model(self, request, obj, form, change):
-        raw = form.cleaned_data.get("service_account_file")
-        if raw is None:
-            return  # a change form sent without a new file changes nothing
+        raw = form.cleaned_data["service_account_file"]  # required: a form without a file is refused
         credential = set_credentials(tenant=obj.tenant, raw=raw, uploaded_by=request.user)
         obj.pk = credential.pk
         obj.__dict__.update(credential.__dict__)
         messages.info(
             request,
             f"Stored the key of {credential.client_email} for project {credential.project_id}. "
-            "Use the “Check credentials” action to make sure it works.",
+            "Use “Check now” on its page to make sure it works.",
         )

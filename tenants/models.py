@@ -3,15 +3,29 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from tenants.codes import LANGUAGES, time_zones
 from tenants.encryption import decrypt
 
 # last_used_at is a hint for humans, not an audit log: write it at most this
 # often per key so that a busy key does not turn every request into an UPDATE.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def validate_language(value: str) -> None:
+    if value not in LANGUAGES:
+        raise ValidationError("%(value)s is not an ISO 639-1 language code, e.g. en or tr.",
+                              params={"value": value}, code="invalid_language")
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in time_zones():
+        raise ValidationError("%(value)s is not an IANA time zone name, e.g. UTC or Europe/Istanbul.",
+                              params={"value": value}, code="invalid_time_zone")
 
 
 class Tenant(models.Model):
@@ -25,6 +39,12 @@ class Tenant(models.Model):
         validators=[RegexValidator(r"^[A-Za-z0-9_.-]+$", "Letters, digits, '_', '.' and '-' only.")],
         help_text="The public identifier apps send as tenant_id.",
     )
+    default_language = models.CharField(
+        max_length=2, default="en", validators=[validate_language],
+        help_text="ISO 639-1, e.g. en: the language staff write in first.")
+    time_zone = models.CharField(
+        max_length=64, default="UTC", validators=[validate_time_zone],
+        help_text="IANA, e.g. Europe/Istanbul: the zone staff schedule in.")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -1,9 +1,11 @@
 """Fixtures every test can use: a tenant with keys, and a JSON client for the API."""
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -57,6 +59,15 @@ def _plain_static_storage(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture
+def frozen_clock():
+    """The clock stopped at hh:mm:30.000, a little ahead of now, with time-machine: fixed
+    rate-limit windows cannot roll over mid-test. `frozen_clock.shift(seconds)` moves it on."""
+    start = datetime.now(UTC).replace(second=30, microsecond=0) + timedelta(minutes=1)
+    with time_machine.travel(start, tick=False) as traveller:
+        yield traveller
 
 
 @pytest.fixture

@@ -34,9 +34,9 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi import checks
 
 from config.wsgi import application
-from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import AppUser, Device
 from messaging.models import Delivery, Message
+from tenants.codes import COUNTRIES, LANGUAGES
 from tenants.models import ApiKey, Tenant, hash_key
 
 # The checks that judge each answer. `ignored_auth` is left out: the app endpoints take

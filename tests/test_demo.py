@@ -34,8 +34,12 @@ def wait_until(check, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def demo(tmp_path):
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One demo for every test here, started once per run: booting it (migrations, four
+    processes, the simulator's ramp-up) is most of what these tests cost, and what each
+    checks only accumulates. Module-scoped, so it stops before the next module's tests."""
+    tmp_path = tmp_path_factory.mktemp("demo")
     port, sandbox_port = free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
            "STATIC_ROOT": str(tmp_path / "static"), "TASK_BACKEND": "database", "PYTHONUNBUFFERED": "1"}
@@ -115,3 +119,20 @@ def test_the_demos_virtual_devices_fill_the_dashboard_within_a_minute(demo):
                 and count("SELECT COALESCE(SUM(opened_count), 0) FROM messaging_message") >= 1)
 
     wait_until(alive, 60, "devices, rotations, deliveries and opens from the simulator")
+
+
+def test_the_demos_help_names_its_ports_and_their_defaults():
+    from django.core.management import get_commands, load_command_class
+
+    text = " ".join(load_command_class(get_commands()["demo"], "demo")
+                    .create_parser("manage.py", "demo").format_help().split())
+
+    assert "--port PORT Herald's web port (default 8000" in text
+    assert "--sandbox-port SANDBOX_PORT the FCM sandbox's port (default 9099)" in text
+
+
+def test_make_demo_passes_args_on_to_the_demo():
+    dry_run = subprocess.run(["make", "-n", "demo", "ARGS=--port 8001 --sandbox-port 9199"], cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+
+    assert "manage.py demo --port 8001 --sandbox-port 9199" in dry_run.stdout

@@ -13,6 +13,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
@@ -422,15 +423,65 @@ def test_the_python_sample_returns_none_without_a_device_and_refuses_a_bad_key(p
         sample["send_push"]("user_123", "Hi", "There")
 
 
-def test_the_python_sample_waits_out_a_429_and_sends(play, settings):
+def test_the_python_sample_waits_out_a_429_and_sends(play, settings, frozen_clock):
     _, sample = play("backend.md")
     settings.DEVELOPER_PUSH_RATE = "1/s"
     cache.clear()
+    slept = []
+
+    def sleep(seconds):  # the sample's time.sleep moves the stopped clock on, not waiting for real
+        slept.append(seconds)
+        frozen_clock.shift(seconds)
+
+    sample["time"] = SimpleNamespace(sleep=sleep)
 
     answers = [sample["send_push"]("user_123", "Hi", f"Push {i}") for i in range(2)]
 
     assert [a["push_count"] for a in answers] == [1, 1]
+    assert slept == [1]  # Retry-After: 1
     assert Message.objects.filter(body__startswith="Push ").count() == 2
+
+
+# --- The guides' shell commands --------------------------------------------------------------
+
+MANAGE_PY = re.compile(r"^(?:\.venv/bin/python )?manage\.py\s")
+INLINE_CODE = re.compile(r"`([^`\n]+)`")
+
+
+def manage_py_commands(name: str) -> list[list[str]]:
+    """Every `manage.py …` command in a guide, in order: in sh blocks and in inline code."""
+    text = (GUIDES / name).read_text()
+    commands = []
+    for match in TOKENS.finditer(text):
+        if match["code"] is not None and match["lang"] == "sh":
+            for line in match["code"].replace("\\\n", " ").splitlines():
+                if MANAGE_PY.match(line.strip()):
+                    commands.append((match.start(), line.strip()))
+    prose = TOKENS.sub(lambda m: " " * len(m[0]) if m["code"] is not None else m[0], text)
+    commands += [(m.start(), m[1]) for m in INLINE_CODE.finditer(prose) if MANAGE_PY.match(m[1])]
+    return [shlex.split(command, comments=True)[1:] if command.startswith("manage.py")
+            else shlex.split(command, comments=True)[2:] for _, command in sorted(commands)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ALL_GUIDES)
+def test_every_manage_py_command_in_the_guide_runs_as_written(name):
+    from django.core.management import call_command
+
+    from tenants.models import ApiKey, Tenant, hash_key
+
+    commands = [[word.replace("YOUR_TENANT_ID", "guide-shop") for word in words]
+                for words in manage_py_commands(name)]
+    assert any(words[0] == "create_api_key" for words in commands), "the guide says how to get a key"
+    if not any(words[0] == "create_tenant" for words in commands):
+        Tenant.objects.create(tenant_id="guide-shop", name="Guide shop")  # the operator made it
+
+    for words in commands:
+        out = io.StringIO()
+        call_command(*words, stdout=out, stderr=io.StringIO())
+        if words[0] == "create_api_key":
+            key = ApiKey.objects.get(key_hash=hash_key(out.getvalue().strip()))
+            assert (key.tenant.tenant_id, key.kind) == ("guide-shop", words[words.index("--kind") + 1])
 
 
 def test_the_index_links_every_guide():

@@ -208,3 +208,12 @@ def test_the_command_fails_when_herald_refuses_the_key(live_server, sandbox, ten
         call_command("simulate_devices", "--base-url", live_server.url, "--tenant", tenant.tenant_id,
                      "--app-key", "wrong", "--sandbox-url", sandbox.url, "--devices", "2", "--duration", "5",
                      "--ramp-up", "0", "--tick", "0.1", stdout=io.StringIO())
+
+
+def test_waiting_for_herald_logs_no_api_error(fleet, caplog):
+    simulator = fleet(devices=1)
+
+    with caplog.at_level("INFO"):
+        assert simulator.wait_until_reachable(10)
+
+    assert [r.getMessage() for r in caplog.records if r.name in ("herald.api", "django.request")] == []

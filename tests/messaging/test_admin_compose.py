@@ -338,3 +338,22 @@ def test_the_preview_has_android_ios_and_web(editor):
     for platform in ("android", "ios", "web"):
         assert f'data-platform="{platform}"' in page
     assert json.loads(page.split('id="hd-tenant-names" type="application/json">')[1].split("</script>")[0])
+
+
+def test_the_composer_starts_with_the_tenant_the_superuser_was_looking_at(superuser, tenant, other_tenant):
+    # Acme sorts first; the superuser was looking at Globex.
+    dashboard = superuser.get(f"/admin/?tenant={other_tenant.pk}").content.decode()
+    listing = superuser.get(f"/admin/messaging/message/?tenant={other_tenant.pk}").content.decode()
+    compose = f"/admin/messaging/message/compose/?tenant={other_tenant.pk}"
+
+    page = superuser.get(compose).content.decode()
+
+    assert f'href="{compose}"' in dashboard and f'href="{compose}"' in listing
+    assert f'<option value="{other_tenant.pk}" selected>Globex (globex)</option>' in page
+    assert f'<option value="{tenant.pk}">Acme (acme)</option>' in page
+
+
+def test_the_composer_ignores_a_tenant_the_editor_may_not_send_for(editor, tenant, other_tenant):
+    page = editor.get(f"/admin/messaging/message/compose/?tenant={other_tenant.pk}").content.decode()
+
+    assert f'name="tenant" value="{tenant.pk}"' in page and "Globex" not in page

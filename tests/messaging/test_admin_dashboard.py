@@ -127,3 +127,15 @@ def test_charts_escape_their_text_and_say_when_there_is_nothing():
 def test_axis_tops_are_round_numbers_with_whole_halves():
     assert [charts.nice_ceiling(v) for v in (0, 1, 3, 7, 11, 45, 99, 101, 1234)] == \
         [2, 2, 4, 8, 20, 60, 100, 200, 2000]
+
+
+def test_recent_messages_are_what_staff_composed_not_a_back_ends_one_user_pushes(viewer, tenant):
+    make_message(tenant, title="Weekend sale", source=Message.Source.ADMIN,
+                 created_at=timezone.now() - timedelta(hours=1))
+    for i in range(10):
+        make_message(tenant, title=f"Your order {i} has shipped", source=Message.Source.DEVELOPER_PUSH)
+
+    page = viewer.get("/admin/").content.decode()
+
+    assert "Weekend sale" in page
+    assert "has shipped" not in page

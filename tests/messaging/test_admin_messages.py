@@ -94,8 +94,16 @@ def test_the_progress_endpoint_reports_sent_failed_and_pending_of_targeted(viewe
     assert progress == {
         "status": "sending", "status_label": "Sending", "final": False, "targeted": 200, "sent": 90,
         "validated": 0, "failed": 10, "pending": 100, "opened": 9, "percent_done": 50.0, "percent_sent": 45.0,
-        "percent_failed": 5.0, "open_rate": 10.0,
+        "percent_failed": 5.0, "open_rate": 10.0, "breakdown": [],
     }
+
+
+def test_the_progress_endpoint_counts_failures_by_fcm_error_for_the_live_panel(viewer, sent_message):
+    progress = viewer.get(page_of(sent_message, "progress/")).json()
+
+    assert [(row["code"], row["count"]) for row in progress["breakdown"]] == [
+        ("UNREGISTERED", 2), ("QUOTA_EXCEEDED", 1)]
+    assert "uninstalled" in progress["breakdown"][0]["explanation"]
 
 
 def test_a_sending_message_page_polls_for_progress(viewer, tenant):
@@ -177,3 +185,20 @@ def test_a_superuser_sees_every_tenants_messages(superuser, tenant, other_tenant
     page = superuser.get("/admin/messaging/message/").content.decode()
 
     assert "Acme news" in page and "Globex news" in page
+
+
+def test_the_list_leaves_developer_pushes_out_by_default_and_shows_them_on_request(viewer, tenant):
+    make_message(tenant, title="Weekend sale", source=Message.Source.ADMIN)
+    make_message(tenant, title="From the back end", source=Message.Source.API)
+    for i in range(30):  # a back end's transactional pushes, one every few seconds
+        make_message(tenant, title=f"Your order {i} has shipped", source=Message.Source.DEVELOPER_PUSH)
+
+    default = viewer.get("/admin/messaging/message/").content.decode()
+    transactional = viewer.get("/admin/messaging/message/?source=developer_push").content.decode()
+    everything = viewer.get("/admin/messaging/message/?source=all").content.decode()
+
+    assert "Weekend sale" in default and "From the back end" in default
+    assert "has shipped" not in default
+    assert "All but /developer/push" in default and "?source=developer_push" in default
+    assert transactional.count("has shipped") == 30 and "Weekend sale" not in transactional
+    assert "Weekend sale" in everything and everything.count("has shipped") == 30

@@ -316,7 +316,7 @@ def test_a_database_connection_killed_mid_send_loses_nothing_and_resends_nothing
 
         # The worker may die (recording its task's failure needs the connection it lost) or
         # reconnect and carry on; either way its claims run out and herald_beat re-queues them.
-        time.sleep(2.2)
+        workers.wait_for_claims_to_run_out()
         workers.run("herald_beat", "--once", env=env)
         replacement = workers.start("db_worker", "--no-startup-delay", "--interval", "0.1", env=env)
         workers.wait_for(lambda: Message.objects.get(pk=message.pk).is_final, timeout=30,

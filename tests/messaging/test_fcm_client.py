@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+import time_machine
 import urllib3
 from django.core.management import CommandError, call_command
 
@@ -112,8 +113,8 @@ def test_it_refreshes_the_token_shortly_before_it_expires(sandbox_service_accoun
     client.send(message())
     assert fcm_sandbox.state.token_requests == 1
 
-    time.sleep(1.2)
-    client.send(message())
+    with time_machine.travel(datetime.now(UTC) + timedelta(seconds=2)):
+        client.send(message())
 
     assert fcm_sandbox.state.token_requests == 2
     client.close()

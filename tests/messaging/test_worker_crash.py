@@ -1,7 +1,6 @@
 """A worker killed mid-chunk loses nothing and never resends what it had marked sent."""
 
 import signal
-import time
 from collections import Counter
 
 from fcm_sandbox.models import SandboxMessage
@@ -31,7 +30,7 @@ def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_nothing_marked_sent
     sent_before_kill = set(Delivery.objects.filter(status="sent").values_list("tracking_token", flat=True))
     assert 0 < len(sent_before_kill) < len(devices), "the kill must land mid-message"
 
-    time.sleep(2.2)  # the dead worker's claims run out
+    workers.wait_for_claims_to_run_out()
     workers.run("herald_beat", "--once", env=env)  # re-queues what the dead worker held
     replacement = workers.start("db_worker", "--no-startup-delay", "--interval", "0.1", env=env)
     try:

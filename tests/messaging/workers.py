@@ -46,3 +46,14 @@ def wait_for(condition, *, timeout: float, what: str, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_for_claims_to_run_out(*, timeout: float = 30) -> None:
+    """Until no delivery is claimed any more: what a dead worker's chunks wait for before
+    herald_beat may hand them to another (DELIVERY_CLAIM_SECONDS in the worker's env)."""
+    from django.utils import timezone
+
+    from messaging.models import Delivery
+
+    wait_for(lambda: not Delivery.objects.filter(claimed_until__gte=timezone.now()).exists(),
+             timeout=timeout, what="the dead worker's claims to run out")

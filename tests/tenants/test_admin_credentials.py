@@ -107,3 +107,15 @@ def test_check_now_on_the_credential_page_records_the_result(tenant_admin, tenan
     assert sandbox_credential.last_check_ok is True
     assert b"Works: got an access token" in response.content
     assert b">works<" in response.content
+
+
+def test_upload_and_replace_without_a_file_says_to_choose_one(tenant_admin, tenant, service_account):
+    credential = set_credentials(tenant=tenant, raw=json.dumps(service_account))
+    url = f"/admin/tenants/firebasecredential/{credential.pk}/change/"
+
+    response = tenant_admin.post(url, {"_save": "Upload and replace"})
+
+    assert response.status_code == 200
+    assert "Choose the new service-account JSON file to upload first." in response.content.decode()
+    credential.refresh_from_db()
+    assert credential.private_key_id == service_account["private_key_id"]

@@ -136,6 +136,23 @@ def test_keys_are_revoked_never_deleted(tenant_admin, tenant):
     assert ApiKey.objects.filter(pk=key.pk).exists()
 
 
+def test_not_even_a_superuser_is_offered_to_delete_keys(superuser, tenant):
+    key, _ = ApiKey.generate(tenant=tenant, name="iOS app", kind=ApiKey.Kind.APP)
+
+    page = superuser.get("/admin/tenants/apikey/").content.decode()
+    change_page = superuser.get(f"/admin/tenants/apikey/{key.pk}/change/").content.decode()
+    deleted = superuser.post("/admin/tenants/apikey/", {"action": "delete_selected",
+                                                        "_selected_action": key.pk,
+                                                        "post": "yes"})
+
+    assert 'value="revoke_keys"' in page
+    assert "delete_selected" not in page and "Delete selected" not in page
+    assert "deletelink" not in change_page
+    assert superuser.post(f"/admin/tenants/apikey/{key.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert deleted.status_code in (200, 302)
+    assert ApiKey.objects.filter(pk=key.pk).exists()
+
+
 def test_a_superuser_manages_the_keys_of_every_tenant(superuser, other_tenant):
     response = create(superuser, other_tenant)
 

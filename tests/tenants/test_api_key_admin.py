@@ -11,9 +11,8 @@ from tenants.models import ApiKey, hash_key
 
 @pytest.fixture
 def admin_client(db):
-    User.objects.create_superuser("root", "root@example.com", "pw")
     client = Client()
-    client.login(username="root", password="pw")
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
     return client
 
 

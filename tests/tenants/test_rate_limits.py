@@ -5,6 +5,9 @@ from rest_framework.test import APIClient
 
 from tests.devices.conftest import EVENT
 
+# Fixed windows on a stopped clock: a minute boundary cannot fall mid-test.
+pytestmark = pytest.mark.usefixtures("frozen_clock")
+
 
 @pytest.fixture
 def post_event(tenant):
@@ -24,7 +27,21 @@ def test_one_ip_over_its_limit_gets_429_with_retry_after(settings, post_event, a
     assert statuses == [200, 200, 200]
     assert limited.status_code == 429
     assert limited.json()["error"] == "rate_limited"
-    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert limited.headers["Retry-After"] == "30"  # the clock stands at hh:mm:30
+
+
+def test_the_next_window_starts_a_fresh_count(settings, post_event, app_key, frozen_clock):
+    settings.RATE_LIMIT_PER_IP = "2/min"
+    statuses = [post_event(app_key).status_code for _ in range(3)]
+
+    frozen_clock.shift(29)
+    still_limited = post_event(app_key)
+    frozen_clock.shift(1)
+    next_window = post_event(app_key)
+
+    assert statuses == [200, 200, 429]
+    assert (still_limited.status_code, still_limited.headers["Retry-After"]) == (429, "1")
+    assert next_window.status_code == 200
 
 
 def test_other_ips_are_not_held_back_by_a_noisy_one(settings, post_event, app_key):

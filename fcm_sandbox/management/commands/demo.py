@@ -23,12 +23,15 @@ class Command(BaseCommand):
     help = "Set up a demo tenant with keys and an admin login, then run the web server and a worker."
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--sandbox-port", type=int, default=9099)
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)),
+                            help="Herald's web port (default %(default)s; PORT in the environment sets it)")
+        parser.add_argument("--host", default="127.0.0.1",
+                            help="address every process listens on (default %(default)s)")
+        parser.add_argument("--sandbox-port", type=int, default=9099,
+                            help="the FCM sandbox's port (default %(default)s)")
         parser.add_argument("--setup-only", action="store_true", help="set up, print, and exit")
         parser.add_argument("--devices", type=int, default=40,
-                            help="virtual apps the device simulator runs (0: none)")
+                            help="virtual apps the device simulator runs (default %(default)s; 0: none)")
 
     def handle(self, *args, port, host, sandbox_port, setup_only, devices, **options):
         call_command("migrate", interactive=False, verbosity=0)

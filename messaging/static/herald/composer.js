@@ -84,7 +84,7 @@
 
   // Default the time zone to the browser's, unless the server sent one back.
   const tz = field("schedule_tz");
-  if (tz && tz.value === "UTC" && !form.querySelector(".errornote")) {
+  if (tz && tz.value === "UTC" && !form.querySelector(".errornote:not([hidden])")) {
     const local = Intl.DateTimeFormat().resolvedOptions().timeZone;
     if (local && Array.from(tz.options).some((o) => o.value === local)) tz.value = local;
   }
@@ -142,6 +142,52 @@
     }, 250);
   }
 
+  /* Field errors from a JSON answer, shown where the server would put them: beside the
+     field (its .hd-field block), the rest in a note at the top of the form. */
+  const errorNote = $("#hd-errors");
+  function clearErrors() {
+    $$(".hd-error").forEach((el) => el.remove());
+    $$(".hd-has-error").forEach((el) => el.classList.remove("hd-has-error"));
+    $$(".errornote").forEach((el) => { if (el !== errorNote) el.remove(); });
+    errorNote.hidden = true;
+    errorNote.replaceChildren();
+  }
+
+  function showErrors(answer) {
+    clearErrors();
+    const elsewhere = [];
+    let first = null;
+    Object.entries(answer.errors || {}).forEach(([name, messages]) => {
+      const block = document.getElementById("hd-field-" + name);
+      if (!block) {
+        elsewhere.push(...messages);
+        return;
+      }
+      block.classList.add("hd-has-error");
+      messages.forEach((text) => {
+        const p = document.createElement("p");
+        p.className = "hd-error";
+        p.textContent = text;
+        block.appendChild(p);
+      });
+      const details = block.closest("details");
+      if (details) details.open = true;
+      first = first || block;
+    });
+    const summary = document.createElement("strong");
+    summary.textContent = answer.summary || "Correct the marked fields first.";
+    errorNote.appendChild(summary);
+    elsewhere.forEach((text) => {
+      errorNote.appendChild(document.createElement("br"));
+      errorNote.appendChild(document.createTextNode(text));
+    });
+    errorNote.hidden = false;
+    const target = first || errorNote;
+    target.scrollIntoView({ block: "center" });
+    const input = first && first.querySelector("input:not([type=hidden]), textarea, select");
+    if (input) input.focus({ preventScroll: true });
+  }
+
   const checkBox = $("#hd-check");
   function showCheck(answer) {
     checkBox.hidden = false;
@@ -174,8 +220,11 @@
 
   function check(action, button, text) {
     busy(button, true, text);
-    post(action).then(showCheck)
-      .catch((error) => showCheck({ ok: false, summary: error.message }))
+    post(action).then((answer) => {
+      if (answer.errors) showErrors(answer);
+      else clearErrors();
+      showCheck(answer);
+    }).catch((error) => showCheck({ ok: false, summary: error.message }))
       .finally(() => busy(button, false));
   }
 
@@ -184,10 +233,11 @@
     busy(button, true, "Checking…");
     post("send").then((answer) => {
       if (!answer.ok) {
-        // Let the server show the errors beside their fields.
-        form.requestSubmit(button);
+        // Never submit again from here: that would come back to this handler, and loop.
+        showErrors(answer);
         return;
       }
+      clearErrors();
       $("#hd-dialog-text").textContent = answer.confirm;
       const yes = $("#hd-dialog-confirm");
       yes.hidden = answer.blocked;
@@ -211,7 +261,8 @@
 
   form.addEventListener("submit", (event) => {
     const button = event.submitter;
-    if (!button || !button.value || button.value === "confirm") return;  // server-side confirmation
+    // Only these three stay on the page; "confirm" and "draft" go to the server as a plain form.
+    if (!button || !["validate", "test", "send"].includes(button.value)) return;
     event.preventDefault();
     if (button.value === "validate") check("validate", button, "Validating…");
     else if (button.value === "test") check("test", button, "Sending test…");

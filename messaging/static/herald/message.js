@@ -7,8 +7,9 @@
   document.querySelectorAll("time[data-local]").forEach((el) => {
     const when = new Date(el.getAttribute("datetime"));
     if (Number.isNaN(when.getTime())) return;
-    const local = when.toLocaleString(undefined, {
-      weekday: "long", day: "numeric", month: "long", year: "numeric", hour: "2-digit", minute: "2-digit",
+    // The admin's one date format, 30 Nov 2026, 05:43, in the reader's zone.
+    const local = when.toLocaleString("en-GB", {
+      day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
       timeZoneName: "short",
     });
     const note = document.createElement("span");
@@ -32,6 +33,34 @@
     });
     if (field("status_label")) field("status_label").textContent = p.status_label;
     if (field("open_rate_text")) field("open_rate_text").textContent = p.open_rate === null ? "" : p.open_rate + " %";
+    renderBreakdown(p.breakdown || []);
+  }
+
+  // The "Failures by FCM error" panel, rebuilt from each answer as the counters are.
+  const breakdown = document.getElementById("hd-breakdown");
+  function renderBreakdown(rows) {
+    if (!breakdown) return;
+    const table = breakdown.querySelector("table");
+    const body = table.querySelector("tbody");
+    body.replaceChildren(...rows.map((row) => {
+      const tr = document.createElement("tr");
+      const what = document.createElement("td");
+      const link = document.createElement("a");
+      link.className = "hd-code";
+      link.href = "?code=" + encodeURIComponent(row.code) + "#hd-failures";
+      link.textContent = row.code;
+      const sub = document.createElement("span");
+      sub.className = "hd-sub";
+      sub.textContent = row.explanation;
+      what.append(link, sub);
+      const count = document.createElement("td");
+      count.className = "hd-num";
+      count.textContent = grouped(row.count);
+      tr.append(what, count);
+      return tr;
+    }));
+    table.hidden = rows.length === 0;
+    breakdown.querySelector("p").hidden = rows.length !== 0;
   }
 
   let delay = 1000;

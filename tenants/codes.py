@@ -1,4 +1,7 @@
-"""The code lists POST /events validates against. They change rarely; no package needed."""
+"""Code lists Herald validates against: events, audiences, tenant defaults. No package needed."""
+
+import functools
+import zoneinfo
 
 # ISO 639-1 two-letter language codes.
 LANGUAGES = frozenset("""
@@ -23,3 +26,9 @@ QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ
 TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM
 ZW XK
 """.split())
+
+
+@functools.cache
+def time_zones() -> frozenset[str]:
+    """IANA time zone names, as the system's (or tzdata's) database has them."""
+    return frozenset(zoneinfo.available_timezones())

@@ -15,7 +15,7 @@ def count_dry_runs_apart(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('messaging', '0001_initial'),
+        ('messaging', '0003_message_schedule_tz'),
     ]
 
     operations = [
