@@ -53,11 +53,44 @@ class LimitedJSONParser(parsers.JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"The body is larger than {limit} bytes.")
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(f"The body is not valid JSON: {exc}", code="malformed_json") from None
         except RecursionError:  # [[[[…]]]]: a few KB can nest deeper than the parser goes
             raise ApiError("The body is nested too deeply.", code="malformed_json") from None
+        _reject_lone_surrogates(data)
+        return data
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _reject_lone_surrogates(data) -> None:
+    """Refuse a string (a key too) holding half of a UTF-16 pair: JSON's "\\ud800" escape
+    parses to a str that cannot be encoded, hashed or stored. One check here covers every
+    field of every endpoint; the error names the top-level field that holds it. Iterative,
+    so that deep nesting cannot exhaust the stack."""
+    roots = data.items() if isinstance(data, dict) else [(None, data)]
+    for field, value in roots:
+        stack = [field, value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if _has_surrogate(item):
+                    detail = "Strings must be valid Unicode; a lone surrogate (\\ud800–\\udfff) is not."
+                    if isinstance(field, str) and not _has_surrogate(field):
+                        raise ApiError(f"{field}: {detail}", code="invalid_field", field=field)
+                    raise ApiError(detail, code="malformed_json")
+            elif isinstance(item, dict):
+                stack.extend(item)
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
 
 
 def _reject_constant(name):
@@ -131,7 +164,7 @@ _CODES = {
 # --- Errors outside DRF: paths no view matches, and the last resort ---------------------
 
 
-def _is_browser_path(request) -> bool:
+def is_browser_path(request) -> bool:
     return request.path.startswith(("/admin/", "/api/docs/"))
 
 
@@ -139,7 +172,7 @@ def not_found(request, exception=None):
     """handler404: an API client asking for /api/v1/messages/abc gets JSON, not an HTML page."""
     if request.path.startswith("/admin/"):
         return _admin_not_found(request)
-    if _is_browser_path(request):
+    if is_browser_path(request):
         return defaults.page_not_found(request, exception)
     return JsonResponse({"error": "not_found", "detail": f"No endpoint at {request.path}."}, status=404)
 
@@ -154,7 +187,7 @@ def _admin_not_found(request):
 
 def server_error(request):
     """handler500: should never run; when it does, API clients still get JSON."""
-    if _is_browser_path(request):
+    if is_browser_path(request):
         return defaults.server_error(request)
     return JsonResponse({"error": "server_error", "detail": "Herald failed; the error is logged."},
                         status=500)

@@ -62,6 +62,8 @@ if FCM_SANDBOX_ENABLED:
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # An API body over API_MAX_BODY_BYTES gets the JSON 413 before anything reads it.
+    "api.middleware.BodySizeLimitMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "api.metrics.RequestMetricsMiddleware",

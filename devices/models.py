@@ -3,6 +3,7 @@ import hashlib
 from django.db import models
 from django.utils import timezone as tz
 
+from api.fields import ReadableDateTimeField
 from devices.signals import devices_deactivated
 from tenants.models import Tenant
 
@@ -160,7 +161,7 @@ class Event(models.Model):
     user = models.ForeignKey(AppUser, on_delete=models.CASCADE, related_name="events")
     device = models.ForeignKey(Device, on_delete=models.SET_NULL, null=True, related_name="events")
     name = models.CharField(max_length=200)
-    occurred_at = models.DateTimeField()
+    occurred_at = ReadableDateTimeField()
     received_at = models.DateTimeField(default=tz.now)
     session_id = models.CharField(max_length=255)
     params = models.JSONField(default=dict, blank=True)

@@ -40,7 +40,7 @@ class EventSerializer(AppCredentialsSerializer):
         "stable for the device.",
     )
     event_name = StrictCharField(max_length=200, help_text="e.g. app_opened, purchase_completed")
-    event_time = RFC3339DateTimeField(help_text="RFC 3339 with an offset.")
+    event_time = RFC3339DateTimeField(help_text="RFC 3339 with an offset (within ±14:00), from 1970 to 2100.")
     device_token = _token_field(help_text="The FCM registration token (it may rotate).")
     platform = serializers.ChoiceField(choices=Platform.choices)
     push_permission_granted = StrictBooleanField(help_text="Only devices with true receive pushes.")
@@ -49,7 +49,8 @@ class EventSerializer(AppCredentialsSerializer):
     country = StrictCharField(max_length=2, min_length=2, help_text="ISO 3166-1 alpha-2, e.g. TR.")
     session_id = StrictCharField(max_length=255)
     params = serializers.DictField(
-        required=False, child=serializers.JSONField(), help_text="Event properties, any JSON values."
+        required=False, child=serializers.JSONField(allow_null=True),
+        help_text="Event properties, any JSON values (null included)."
     )
     token_kind = serializers.ChoiceField(
         choices=Device.TokenKind.choices, required=False, default=Device.TokenKind.REGISTRATION,

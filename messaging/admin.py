@@ -36,17 +36,20 @@ FAILURES_PER_PAGE = 25
 def progress(message: Message) -> dict:
     """A message's counts as the message page's progress bar shows them."""
     targeted = message.targeted_count
-    done = message.sent_count + message.failed_count
+    done = message.sent_count + message.validated_count + message.failed_count
 
     def share(n):
         return round(100 * n / targeted, 1) if targeted else 0
 
     return {
         "status": message.status, "status_label": message.get_status_display(), "final": message.is_final,
-        "targeted": targeted, "sent": message.sent_count, "failed": message.failed_count,
+        "targeted": targeted, "sent": message.sent_count, "validated": message.validated_count,
+        "failed": message.failed_count,
         "pending": message.pending_count, "opened": message.opened_count,
         "percent_done": 100 if message.is_final and not message.pending_count else share(done),
-        "percent_sent": share(message.sent_count), "percent_failed": share(message.failed_count),
+        # A dry run's bar fills with validations: nothing was sent, but that part is done.
+        "percent_sent": share(message.sent_count + message.validated_count),
+        "percent_failed": share(message.failed_count),
         "open_rate": round(100 * message.open_rate, 1) if message.open_rate is not None else None,
     }
 
@@ -144,14 +147,16 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         if p["open_rate"] is not None:
             opened = format_html('<span class="hd-sub">{} % opened</span>',
                                  formats.number_format(p["open_rate"], 0))
+        done, verb = (p["validated"], "validated") if obj.dry_run else (p["sent"], "sent")
         return format_html(
-            '<span class="hd-mini-bar" title="{} sent, {} failed, {} pending">'
+            '<span class="hd-mini-bar" title="{} {}, {} failed, {} pending">'
             '<span class="hd-bar-sent" style="width:{}%"></span>'
             '<span class="hd-bar-failed" style="width:{}%"></span></span>'
-            '<span class="hd-num">{} / {}</span>{}',
-            p["sent"], p["failed"], p["pending"], p["percent_sent"], p["percent_failed"],
-            formats.number_format(p["sent"], force_grouping=True),
-            formats.number_format(p["targeted"], force_grouping=True), opened)
+            '<span class="hd-num">{} / {}</span>{}{}',
+            done, verb, p["failed"], p["pending"], p["percent_sent"], p["percent_failed"],
+            formats.number_format(done, force_grouping=True),
+            formats.number_format(p["targeted"], force_grouping=True),
+            mark_safe(' <span class="hd-sub">validated, dry run</span>') if obj.dry_run else "", opened)
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "can_compose": self.has_role(request, Role.EDITOR)}
@@ -337,8 +342,10 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
                 return JsonResponse(check.as_json())
             return self._compose_page(request, form, check=check, check_action=action, draft=draft)
 
-        size = audience_size(tenant=tenant, audience=spec.audience, params=spec.audience_params)
-        blocked = size == 0 and spec.schedule_at is None
+        try:
+            size, blocked = services.recipients(tenant=tenant, spec=spec), False
+        except services.NoTargetableDevice:  # nobody to send to now: say so, send nothing
+            size, blocked = 0, True
         if action == "confirm" and not blocked:
             if draft is None:
                 message, _ = services.create_message(tenant=tenant, spec=spec, source=Message.Source.ADMIN,

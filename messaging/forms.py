@@ -1,7 +1,10 @@
 """The composer's form: what staff type, turned into a `services.MessageInput`.
 
-The rules match the API's (`messaging.serializers`): the same limits, reserved data
-keys, country and language codes, and FCM's payload size.
+The form reads what staff type (lists one a line, a local time in a zone, a TTL in
+units, data as key and value pairs) into the body `POST /api/v1/messages` takes, and has
+the API's serializer (`messaging.serializers.MessageCreateSerializer`) judge it: the
+message rules are stated once, there. Only what belongs to the composer stays here: a
+data value without a key or a key typed twice, and a schedule that has passed.
 """
 
 import json
@@ -14,28 +17,29 @@ from django.utils import timezone
 
 from devices.models import MAX_TOKEN_LENGTH, Platform
 from messaging import content
-from messaging.models import MAX_TTL, Audience, Message, validate_link
-from messaging.serializers import (
-    MAX_PAYLOAD_BYTES,
-    ComposedContentSerializer,
-    is_reserved_data_key,
-    payload_size,
-)
+from messaging.models import Audience, Message, validate_link
+from messaging.serializers import ComposedContentSerializer, MessageCreateSerializer
 from messaging.services import MessageInput
-from tenants.codes import COUNTRIES, LANGUAGES
 from tenants.scoping import Role, tenants_for
 
 TTL_UNITS = [("60", "minutes"), ("3600", "hours"), ("86400", "days"), ("604800", "weeks")]
-# Keys a data-only push fills in from the form's own fields (see fcm.build_message).
-DATA_ONLY_KEYS = {"title", "body", "image", "channel_id", "sound", "badge", "click_link"}
-LABEL_RE = r"^[a-zA-Z0-9\-_.~%]{1,50}$"
-TOPIC_RE = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,900}$")
 MAX_DATA_PAIRS = 50
+# The API's field names where the form's differ.
+FORM_FIELDS = {"ttl_seconds": "ttl_value", "kind": "audience"}
 
 
 def _time_zones() -> list[tuple[str, str]]:
     zones = sorted(z for z in zoneinfo.available_timezones() if "/" in z or z == "UTC")
     return [(z, z.replace("_", " ")) for z in zones]
+
+
+def _texts(problems) -> list[str]:
+    """DRF's error details (lists, dicts by list index or field) as flat sentences."""
+    if isinstance(problems, dict):
+        return [t for value in problems.values() for t in _texts(value)]
+    if isinstance(problems, list):
+        return [t for value in problems for t in _texts(value)]
+    return [str(problems)]
 
 
 def split_list(text: str) -> list[str]:
@@ -74,8 +78,7 @@ class ComposeForm(forms.Form):
                                help_text="The number on the app icon (iOS).")
     collapse_key = forms.CharField(max_length=100, required=False,
                                    help_text="A newer push with the same key replaces an undelivered one.")
-    analytics_label = forms.RegexField(LABEL_RE, max_length=50, required=False, error_messages={
-        "invalid": "Letters, digits and - _ . ~ % only, up to 50."})
+    analytics_label = forms.CharField(max_length=50, required=False)
 
     audience = forms.ChoiceField(initial=Audience.ALL, widget=forms.RadioSelect, choices=[
         (Audience.ALL, "Everyone"),
@@ -131,66 +134,44 @@ class ComposeForm(forms.Form):
         keys, values = self.data.getlist("data_key"), self.data.getlist("data_value")
         return [(k, v) for k, v in zip(keys, values, strict=False) if k.strip() or v.strip()]
 
-    # --- Field rules ------------------------------------------------------------------
+    # --- Reading what staff typed (the rules are the API's, applied in clean()) -------------
 
     def clean_countries(self):
-        codes = [c.upper() for c in split_list(self.cleaned_data["countries"])]
-        if bad := [c for c in codes if c not in COUNTRIES]:
-            raise forms.ValidationError(f"Not ISO 3166-1 country codes: {', '.join(bad)}.")
-        return codes
+        return [c.upper() for c in split_list(self.cleaned_data["countries"])]
 
     def clean_languages(self):
-        codes = [c.lower() for c in split_list(self.cleaned_data["languages"])]
-        if bad := [c for c in codes if c not in LANGUAGES]:
-            raise forms.ValidationError(f"Not ISO 639-1 language codes: {', '.join(bad)}.")
-        return codes
+        return [c.lower() for c in split_list(self.cleaned_data["languages"])]
 
     def clean_app_user_ids(self):
-        ids = split_list(self.cleaned_data["app_user_ids"])
-        if len(ids) > 10000:
-            raise forms.ValidationError("At most 10,000 app users at a time.")
-        return ids
+        return split_list(self.cleaned_data["app_user_ids"])
 
     def clean_tokens(self):
-        tokens = [t for t in re.split(r"\s+", self.cleaned_data["tokens"]) if t]
-        if len(tokens) > 1000:
-            raise forms.ValidationError("At most 1,000 tokens at a time.")
-        return list(dict.fromkeys(tokens))
+        return list(dict.fromkeys(t for t in re.split(r"\s+", self.cleaned_data["tokens"]) if t))
 
     def clean_topic(self):
-        topic = self.cleaned_data["topic"].strip().removeprefix("/topics/")
-        if topic and not TOPIC_RE.match(topic):
-            raise forms.ValidationError("A topic name has letters, digits and - _ . ~ % only.")
-        return topic
+        return self.cleaned_data["topic"].strip().removeprefix("/topics/")
 
     def clean(self):
         cleaned = super().clean()
         self._clean_data_pairs(cleaned)
-        audience = cleaned.get("audience")
-        needs = {Audience.USERS: "app_user_ids", Audience.TOKENS: "tokens", Audience.TOPIC: "topic",
-                 Audience.CONDITION: "condition"}.get(audience)
-        if needs and not cleaned.get(needs) and needs not in self.errors:
-            self.add_error(needs, "Required for this audience.")
-        if audience == Audience.FILTER and not any(cleaned.get(f) for f in ("platforms", "countries",
-                                                                              "languages")):
-            self.add_error("platforms", "Choose at least one platform, country or language.")
-
         if "ttl_value" in cleaned and "ttl_unit" in cleaned:
-            ttl = cleaned["ttl_value"] * int(cleaned["ttl_unit"])
-            if ttl > MAX_TTL.total_seconds():
-                self.add_error("ttl_value", "FCM keeps a push at most 4 weeks.")
-            cleaned["ttl_seconds"] = ttl
-
+            cleaned["ttl_seconds"] = cleaned["ttl_value"] * int(cleaned["ttl_unit"])
         cleaned["schedule"] = None
         if cleaned.get("when") == "later" and cleaned.get("schedule_tz"):
             self._clean_schedule(cleaned)
         self._clean_content_doc(cleaned)
 
-        if "title" in cleaned and "body" in cleaned:
-            size = payload_size(cleaned["title"], cleaned["body"], cleaned.get("data", {}))
-            if size > MAX_PAYLOAD_BYTES:
-                self.add_error("body", f"Title, body and data come to {size:,} bytes; "
-                                       "FCM allows about 4,000.")
+        self.spec = None
+        api = MessageCreateSerializer(data=self._api_body(cleaned))
+        if api.is_valid():
+            self.spec = api.to_input()
+            # Other languages and variants: checked by the same rules in _clean_content_doc.
+            for name in ("localizations", "variants", "variant_mode", "ab_test"):
+                setattr(self.spec, name, cleaned.get(name))
+        else:
+            self._add_api_errors(api.errors)
+        if self.data_errors:
+            self.add_error(None, "Data: " + " ".join(self.data_errors))
         return cleaned
 
     def _clean_data_pairs(self, cleaned):
@@ -199,18 +180,11 @@ class ComposeForm(forms.Form):
             key = key.strip()
             if not key:
                 self.data_errors.append(f"The value {value[:40]!r} has no key.")
-            elif is_reserved_data_key(key):
-                self.data_errors.append(f"{key!r} is reserved by FCM or Herald; choose another key.")
-            elif cleaned.get("data_only", True) and key in DATA_ONLY_KEYS:
-                self.data_errors.append(
-                    f"{key!r} is filled in from the form in a data-only push; choose another key.")
             elif key in data:
                 self.data_errors.append(f"{key!r} appears twice.")
             data[key] = value
         if len(self.data_pairs) > MAX_DATA_PAIRS:
             self.data_errors.append(f"At most {MAX_DATA_PAIRS} data pairs.")
-        if self.data_errors:
-            self.add_error(None, "Data: " + " ".join(self.data_errors))
         cleaned["data"] = data
 
     def _clean_content_doc(self, cleaned):
@@ -244,6 +218,40 @@ class ComposeForm(forms.Form):
         data = content.spread_variants(dict(serializer.validated_data))
         cleaned.update(localizations=data.get("localizations") or {}, variants=data.get("variants") or [],
                        variant_mode=data.get("variant_mode", "split"), ab_test=data.get("ab_test"))
+    def _api_body(self, c) -> dict:
+        """What the form says, as the body of POST /api/v1/messages."""
+        options = {name: c.get(name) for name in ("android_channel", "sound", "badge", "collapse_key",
+                                                   "analytics_label")}
+        body = {
+            "title": c.get("title", ""), "body": c.get("body", ""), "image_url": c.get("image_url"),
+            "click_link": c.get("click_link"), "data": c.get("data"), "priority": c.get("priority"),
+            "data_only": c.get("data_only"), "ttl_seconds": c.get("ttl_seconds"),
+            "options": {k: v for k, v in options.items() if v not in ("", None)},
+            "audience": {"kind": c.get("audience") or Audience.ALL, **self.audience_params()},
+            "schedule_at": c["schedule"].isoformat() if c.get("schedule") else None,
+        }
+        return {k: v for k, v in body.items() if v not in ("", None)}
+
+    def _add_api_errors(self, errors: dict) -> None:
+        """Put the API's verdict beside the form's fields (nested ones: audience, options)."""
+        for name, problems in errors.items():
+            if isinstance(problems, dict) and name in ("audience", "options"):
+                for inner, inner_problems in problems.items():
+                    self._add_api_error(inner, inner_problems)
+            else:
+                self._add_api_error(name, problems)
+
+    def _add_api_error(self, name, problems) -> None:
+        texts = _texts(problems)
+        if name == "data":
+            self.data_errors.extend(texts)
+            return
+        field = FORM_FIELDS.get(name, name)
+        if field not in self.fields:
+            field = None
+        elif field in self.errors:
+            return  # the form already said what is wrong with it
+        self.add_error(field, texts)
 
     def _clean_schedule(self, cleaned):
         raw = (cleaned.get("schedule_at") or "").strip()
@@ -256,11 +264,10 @@ class ComposeForm(forms.Form):
             self.add_error("schedule_at", "Enter a date and time like 2026-11-24 09:30.")
             return
         when = naive.replace(tzinfo=zoneinfo.ZoneInfo(cleaned["schedule_tz"]))
+        # The composer's own rule: staff pick a time to come (the API takes a time just
+        # past as "now"); how far ahead is the API's rule.
         if when <= timezone.now() + timedelta(seconds=30):
             self.add_error("schedule_at", "That time has passed; choose one in the future or send now.")
-            return
-        if when > timezone.now() + timedelta(days=366):
-            self.add_error("schedule_at", "Schedule at most a year ahead.")
             return
         cleaned["schedule"] = when
 
@@ -286,19 +293,11 @@ class ComposeForm(forms.Form):
         return {k: v for k, v in params.items() if v}
 
     def to_spec(self) -> MessageInput:
-        c = self.cleaned_data
-        options = {"android_channel": c.get("android_channel"), "sound": c.get("sound"),
-                   "badge": c.get("badge"), "collapse_key": c.get("collapse_key"),
-                   "analytics_label": c.get("analytics_label")}
-        return MessageInput(
-            title=c["title"], body=c["body"], image_url=c.get("image_url", ""),
-            click_link=c.get("click_link", ""), data=c.get("data", {}), priority=c["priority"],
-            data_only=c["data_only"], options={k: v for k, v in options.items() if v not in ("", None)},
-            audience=c["audience"], audience_params=self.audience_params(),
-            schedule_at=c.get("schedule"), ttl_seconds=c.get("ttl_seconds"),
-            localizations=c.get("localizations") or {}, variants=c.get("variants") or [],
-            variant_mode=c.get("variant_mode") or "split", ab_test=c.get("ab_test"),
-        )
+        """The push the valid form describes, as the API's serializer read it."""
+        spec = self.spec
+        if spec.schedule_at is not None:
+            spec.schedule_at = self.cleaned_data["schedule"]  # keep the zone staff wrote it in
+        return spec
 
     @classmethod
     def initial_from(cls, message: Message, *, with_schedule: bool = False) -> dict:

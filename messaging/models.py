@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from api.fields import ReadableDateTimeField
 from devices.models import Device
 from tenants.models import Tenant
 
@@ -141,7 +142,7 @@ class Message(models.Model):
     # The audience's parameters: platforms, countries, languages, app_user_ids, tokens,
     # topic or condition, as the audience kind needs.
     audience_params = models.JSONField(default=dict, blank=True)
-    schedule_at = models.DateTimeField(null=True, blank=True)
+    schedule_at = ReadableDateTimeField(null=True, blank=True)
     schedule_tz = models.CharField(
         max_length=64, blank=True,
         help_text="The zone schedule_at was written in: an IANA name (the composer) or an offset "
@@ -161,6 +162,8 @@ class Message(models.Model):
     error = models.TextField(blank=True)
     targeted_count = models.PositiveIntegerField(default=0)
     sent_count = models.PositiveIntegerField(default=0)
+    # A dry run's deliveries FCM accepted (validate_only): checked, never delivered.
+    validated_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     opened_count = models.PositiveIntegerField(default=0)
 
@@ -216,7 +219,7 @@ class Message(models.Model):
 
     @property
     def pending_count(self) -> int:
-        return max(self.targeted_count - self.sent_count - self.failed_count, 0)
+        return max(self.targeted_count - self.sent_count - self.validated_count - self.failed_count, 0)
 
     @property
     def open_rate(self) -> float | None:
@@ -259,6 +262,7 @@ class Delivery(models.Model):
         PENDING = "pending", "Pending"
         RETRYING = "retrying", "Retrying"
         SENT = "sent", "Sent"
+        VALIDATED = "validated", "Validated (dry run)"
         FAILED = "failed", "Failed"
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")

@@ -1,5 +1,7 @@
 import json
+from datetime import timedelta
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -24,11 +26,22 @@ from messaging.models import (
     validate_link,
 )
 from messaging.selectors import content_stats, error_breakdown
+from messaging.services import MessageInput
 from tenants.codes import COUNTRIES, LANGUAGES
 
+# The rules of a message, stated once: the API's serializers below, which the composer's
+# form (messaging.forms) runs too.
+
 # FCM refuses these data keys (and any starting with "google." or "gcm."); Herald keeps
-# tracking_token for itself. The composer's form applies the same rules (messaging.forms).
+# tracking_token for itself.
 RESERVED_DATA_KEYS = {"from", "notification", "message_type", "collapse_key", "tracking_token"}
+# Keys a data-only push fills in from the push's own fields (see fcm.build_message), which
+# would silently drop a data value of the same name.
+DATA_ONLY_KEYS = {"title", "body", "image", "channel_id", "sound", "badge", "click_link"}
+# schedule_at: a time up to a day past still means "now" (a retried request, a slow clock);
+# further back is a mistake, and more than a year ahead too.
+SCHEDULE_GRACE = timedelta(days=1)
+SCHEDULE_HORIZON = timedelta(days=366)
 FCM_PAYLOAD_LIMIT = 4096
 # Title, body and data may come to this many bytes: room for tracking_token and FCM's own keys.
 MAX_PAYLOAD_BYTES = FCM_PAYLOAD_LIMIT - 100
@@ -56,25 +69,61 @@ class StrictSerializer(serializers.Serializer):
 
 
 class StringMapField(serializers.DictField):
-    """A JSON object of string values (FCM's data map)."""
+    """A JSON object of string values (FCM's data map), without keys FCM or Herald keep."""
 
     child = StrictCharField(allow_blank=True, trim_whitespace=False)
 
+    def filled_keys(self) -> set[str]:
+        """Keys the push fills in itself, refused here too (none, unless a subclass says)."""
+        return set()
+
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
-        for key in value:
-            if "\x00" in key:  # PostgreSQL's jsonb cannot store it
-                raise serializers.ValidationError("Null characters are not allowed.")
-            if is_reserved_data_key(key):
-                raise serializers.ValidationError(f"{key!r} is a reserved key.")
+        if any("\x00" in key for key in value):  # PostgreSQL's jsonb cannot store it
+            raise serializers.ValidationError("Null characters are not allowed.")
+        filled = self.filled_keys()
+        problems = [f"{key!r} is reserved by FCM or Herald; choose another key." for key in value
+                    if is_reserved_data_key(key)]
+        problems += [f"{key!r} is set from the title, body and options in a data-only push; choose another "
+                     "key." for key in value if key in filled]
+        if problems:
+            raise serializers.ValidationError(problems)
         return value
+
+
+class MessageDataField(StringMapField):
+    """A message's data: in a data-only push (the default) it may not name a key the push
+    fills in from its own fields (title, body, image, …): the data value would be dropped."""
+
+    def filled_keys(self) -> set[str]:
+        initial = getattr(self.parent, "initial_data", None)
+        data_only = initial.get("data_only", True) if isinstance(initial, dict) else True
+        return DATA_ONLY_KEYS if data_only is not False else set()
+
+
+class ScheduleAtField(RFC3339DateTimeField):
+    """When to send: RFC 3339, from a day ago (meaning now) to a year ahead."""
+
+    default_error_messages = {
+        "too_early": "Must be no more than a day in the past (a time that has passed means now).",
+        "too_late": "Must be at most 366 days ahead.",
+    }
+
+    def to_internal_value(self, value):
+        when = super().to_internal_value(value)
+        now = timezone.now()
+        if when < now - SCHEDULE_GRACE:
+            self.fail("too_early")
+        if when > now + SCHEDULE_HORIZON:
+            self.fail("too_late")
+        return when
 
 
 def check_payload_size(title: str, body: str, data: dict) -> None:
     size = payload_size(title, body, data)
     if size > MAX_PAYLOAD_BYTES:
         raise serializers.ValidationError(
-            {"body": [f"title, body and data come to {size} bytes; FCM allows about 4,000."]})
+            {"body": [f"Title, body and data come to {size:,} bytes; FCM allows about 4,000."]})
 
 
 class OptionsSerializer(StrictSerializer):
@@ -82,7 +131,8 @@ class OptionsSerializer(StrictSerializer):
     sound = StrictCharField(required=False, max_length=100)
     badge = StrictIntegerField(required=False, min_value=0, max_value=99999)
     collapse_key = StrictCharField(required=False, max_length=100)
-    analytics_label = StrictRegexField(r"^[a-zA-Z0-9-_.~%]{1,50}$", required=False)
+    analytics_label = StrictRegexField(r"^[a-zA-Z0-9-_.~%]{1,50}$", required=False, error_messages={
+        "invalid": "Letters, digits and - _ . ~ %% only, up to 50."})
 
 
 class AudienceSerializer(StrictSerializer):
@@ -95,7 +145,8 @@ class AudienceSerializer(StrictSerializer):
                                          max_length=10000)
     tokens = serializers.ListField(child=StrictCharField(max_length=MAX_TOKEN_LENGTH), required=False,
                                    max_length=1000)
-    topic = StrictRegexField(r"^[a-zA-Z0-9-_.~%]{1,900}$", required=False)
+    topic = StrictRegexField(r"^[a-zA-Z0-9-_.~%]{1,900}$", required=False, error_messages={
+        "invalid": "A topic name has letters, digits and - _ . ~ %% only."})
     condition = StrictCharField(required=False, max_length=1000)
     segment_id = StrictIntegerField(required=False, min_value=1, max_value=2**53,
                                     help_text="For a segment audience: one of /api/v1/segments.")
@@ -108,15 +159,21 @@ class AudienceSerializer(StrictSerializer):
                  Audience.CONDITION: "condition", Audience.SEGMENT: "segment_id",
                  Audience.RULES: "rules"}.get(kind)
         if needs and not attrs.get(needs):
-            raise serializers.ValidationError({needs: [f"Required for a {kind} audience."]})
+            raise serializers.ValidationError({needs: ["Required for this audience."]})
+        if kind == Audience.FILTER and not any(attrs.get(f) for f in ("platforms", "countries", "languages")):
+            # A filter with no criteria is "everyone" by accident; the kind "all" says it on purpose.
+            raise serializers.ValidationError(
+                {"platforms": ["Choose at least one platform, country or language (or the audience all)."]})
         if "countries" in attrs:
             attrs["countries"] = [c.upper() for c in attrs["countries"]]
             if bad := [c for c in attrs["countries"] if c not in COUNTRIES]:
-                raise serializers.ValidationError({"countries": [f"Not ISO 3166-1 codes: {bad}"]})
+                raise serializers.ValidationError(
+                    {"countries": [f"Not ISO 3166-1 country codes: {', '.join(bad)}."]})
         if "languages" in attrs:
             attrs["languages"] = [c.lower() for c in attrs["languages"]]
             if bad := [c for c in attrs["languages"] if c not in LANGUAGES]:
-                raise serializers.ValidationError({"languages": [f"Not ISO 639-1 codes: {bad}"]})
+                raise serializers.ValidationError(
+                    {"languages": [f"Not ISO 639-1 language codes: {', '.join(bad)}."]})
         return attrs
 
 
@@ -277,14 +334,18 @@ class MessageCreateSerializer(StrictSerializer):
         required=False, max_length=1000, validators=[validate_link],
         help_text="An http(s) URL or an app deep link (myshop://sale/flash); "
                   "javascript:, data:, vbscript: and file: links are refused.")
-    data = StringMapField(required=False, help_text="String values, delivered in the push data.")
+    data = MessageDataField(
+        required=False, help_text="String values, delivered in the push data. In a data-only push the "
+        "keys title, body, image, channel_id, sound, badge and click_link are the push's own.")
     priority = StrictIntegerField(required=False, min_value=1, max_value=10, default=5)
     data_only = StrictBooleanField(required=False, default=True,
                                    help_text="false sends an FCM notification message instead.")
     options = OptionsSerializer(required=False)
     audience = AudienceSerializer(required=False)
-    schedule_at = RFC3339DateTimeField(required=False)
-    ttl_seconds = StrictIntegerField(required=False, min_value=0, max_value=int(MAX_TTL.total_seconds()))
+    schedule_at = ScheduleAtField(required=False, help_text="RFC 3339; from a day ago (meaning now) to "
+                                  "366 days ahead.")
+    ttl_seconds = StrictIntegerField(required=False, min_value=0, max_value=int(MAX_TTL.total_seconds()),
+                                     error_messages={"max_value": "FCM keeps a push at most 4 weeks."})
     dry_run = StrictBooleanField(required=False, default=False,
                                  help_text="Validate every message with FCM (validate_only); deliver none.")
     localizations = LocalizationsField(required=False)
@@ -303,10 +364,19 @@ class MessageCreateSerializer(StrictSerializer):
                       data=attrs.get("data", {}))
         return attrs
 
+    def to_input(self) -> MessageInput:
+        """The validated message, as `services.create_message` takes it."""
+        data = content.spread_variants(dict(self.validated_data))
+        audience = dict(data.pop("audience", {}) or {})
+        return MessageInput(audience=audience.pop("kind", Audience.ALL), audience_params=audience, **data)
+
 
 class CountsSerializer(serializers.Serializer):
     targeted = serializers.IntegerField(source="targeted_count")
-    sent = serializers.IntegerField(source="sent_count")
+    sent = serializers.IntegerField(source="sent_count", help_text="Delivered to FCM (never in a dry run).")
+    validated = serializers.IntegerField(source="validated_count",
+                                         help_text="A dry run's messages FCM accepted (validate_only): none "
+                                         "delivered.")
     failed = serializers.IntegerField(source="failed_count")
     pending = serializers.IntegerField(source="pending_count")
     opened = serializers.IntegerField(source="opened_count")
@@ -416,8 +486,12 @@ class DeveloperPushSerializer(serializers.Serializer):
     app_user_id = StrictCharField(max_length=255)
     title = StrictCharField(max_length=200)
     body = StrictCharField(max_length=2000)
-    extra_data = StringMapField(required=False)
-    schedule_at = RFC3339DateTimeField(required=False)
+    extra_data = StringMapField(
+        required=False, help_text="String values, delivered in the push data beside title, body and "
+        "tracking_token; a key title or body is ignored (the push's own fields win), as the data-only "
+        "push fills those in.")
+    schedule_at = ScheduleAtField(required=False, help_text="RFC 3339; from a day ago (meaning now) to "
+                                  "366 days ahead.")
     priority = StrictIntegerField(required=False, min_value=1, max_value=10, default=5)
     dedupe_key = StrictCharField(required=False, max_length=200)
     localizations = LocalizationsField(
@@ -435,6 +509,9 @@ class DeveloperPushResponseSerializer(serializers.Serializer):
     push_count = serializers.IntegerField(help_text="Devices targeted.")
     app_user_id = serializers.CharField()
     app_id = serializers.CharField(help_text="The tenant_id.")
+    deduplicated = serializers.BooleanField(
+        required=False, help_text="Present (true) only when a dedupe_key repeated for the same user "
+        "within 10 minutes suppressed this push: nothing was sent again, push_count is the first push's.")
 
 
 class PushOpenedSerializer(serializers.Serializer):

@@ -8,6 +8,7 @@ to run out; `recover_stalled` (run by `manage.py herald_beat`) nudges such work 
 a delivery marked sent is never sent again.
 """
 
+import hashlib
 import logging
 import os
 import queue
@@ -31,7 +32,7 @@ from devices.models import Device
 from devices.services import deactivate_devices
 from messaging import content, fcm
 from messaging.models import AbTest, Audience, Delivery, Message, VariantMode, new_tracking_token, zone_of
-from messaging.selectors import message_devices
+from messaging.selectors import audience_size, message_devices
 from messaging.signals import deliveries_recorded, message_completed, push_opened
 from tenants.credentials import (
     ADC_ENVIRONMENT_VARIABLE,
@@ -238,27 +239,58 @@ def cancel_tenant_messages(sender=None, *, tenant: Tenant, reason: str = TENANT_
         log.info("tenant deactivated: messages cancelled",
                  extra={"tenant": tenant.tenant_id, "cancelled": cancelled})
     return cancelled
+def recipients(*, tenant: Tenant, spec: MessageInput, even_if_scheduled: bool = False) -> int | None:
+    """How many devices the push reaches now (None for a topic or condition: FCM knows).
+
+    The "nobody to send to" rule: raises NoTargetableDevice when it reaches none and is to
+    go out now; a scheduled push may find its audience by then, unless `even_if_scheduled`
+    (SmartAppPush's /developer/push refuses a user without a device whenever it sends).
+    """
+    size = audience_size(tenant=tenant, audience=spec.audience, params=spec.audience_params)
+    if size == 0 and (spec.schedule_at is None or spec.schedule_at <= timezone.now() or even_if_scheduled):
+        raise NoTargetableDevice
+    return size
+
+
+@dataclass(frozen=True)
+class DeveloperPush:
+    message: Message
+    count: int  # devices targeted
+    deduplicated: bool  # a repeated dedupe_key: the earlier message, nothing sent now
+
+
+def dedupe_idempotency_key(*, app_user_id: str, dedupe_key: str) -> str:
+    """A dedupe_key belongs to one app user: two users' pushes with one key are two pushes.
+    (The user's id is hashed: with the key itself it could outgrow the column.)"""
+    user = hashlib.sha256(app_user_id.encode()).hexdigest()[:32]
+    return f"dedupe:{user}:{dedupe_key}"
 
 
 def send_developer_push(*, tenant: Tenant, app_user_id: str, spec: MessageInput,
-                        dedupe_key: str = "") -> tuple[Message, int]:
-    """POST /developer/push: every targetable device of one user. A dedupe_key repeated
-    within ten minutes returns the first message and sends nothing. Returns (message,
-    devices targeted)."""
+                        dedupe_key: str = "") -> DeveloperPush:
+    """POST /developer/push: every targetable device of one user.
+
+    A dedupe_key repeated for the same user within ten minutes returns the first message
+    and sends nothing. Two identical requests at once send once: the key is unique per
+    tenant in the database, and `create_message` returns the winner's message to the loser.
+    """
     spec.audience, spec.audience_params = Audience.USERS, {"app_user_ids": [app_user_id]}
-    count = message_devices(Message(tenant=tenant, audience=spec.audience,
-                                    audience_params=spec.audience_params)).count()
-    key = f"dedupe:{dedupe_key}" if dedupe_key else ""
+    key = dedupe_idempotency_key(app_user_id=app_user_id, dedupe_key=dedupe_key) if dedupe_key else ""
     if key:
         earlier = Message.objects.filter(tenant=tenant, idempotency_key=key,
                                          created_at__gte=timezone.now() - DEDUPE_WINDOW).first()
         if earlier is not None:
-            return earlier, earlier.targeted_count or count
-    if count == 0:
-        raise NoTargetableDevice
-    message, _ = create_message(tenant=tenant, spec=spec, source=Message.Source.DEVELOPER_PUSH,
-                                idempotency_key=key, idempotency_window=DEDUPE_WINDOW)
-    return message, count
+            return DeveloperPush(message=earlier, count=earlier.targeted_count or _count(tenant, spec),
+                                 deduplicated=True)
+    count = recipients(tenant=tenant, spec=spec, even_if_scheduled=True)
+    message, created = create_message(tenant=tenant, spec=spec, source=Message.Source.DEVELOPER_PUSH,
+                                      idempotency_key=key, idempotency_window=DEDUPE_WINDOW)
+    return DeveloperPush(message=message, count=count if created else message.targeted_count or count,
+                         deduplicated=not created)
+
+
+def _count(tenant: Tenant, spec: MessageInput) -> int:
+    return audience_size(tenant=tenant, audience=spec.audience, params=spec.audience_params) or 0
 
 
 # --- FCM credentials --------------------------------------------------------------------
@@ -417,7 +449,14 @@ def fan_out(*, message_id: int) -> None:
         _cancel_for_inactive_tenant(message)
         return
     if message.status == Message.Status.SCHEDULED:
-        if message.schedule_at and message.schedule_at > now + timedelta(seconds=1):
+        if message.schedule_at is None:
+            # Read as NULL: a time out of any range (stored before Herald bounded schedule_at,
+            # and answered with a 400). Nobody can say when it was meant to go: stop it for good.
+            Message.objects.filter(pk=message.pk, status=Message.Status.SCHEDULED).update(
+                status=Message.Status.CANCELLED, cancelled_at=now, completed_at=now,
+                error="schedule_at is outside the dates Herald accepts; the message was not sent.")
+            return
+        if message.schedule_at > now + timedelta(seconds=1):
             return  # early (a clock skew or a re-scheduled message); herald_beat will come back
         if not Message.objects.filter(pk=message.pk, status=Message.Status.SCHEDULED).update(
                 status=Message.Status.SENDING, started_at=now):
@@ -740,14 +779,16 @@ def _record(message: Message, outcomes) -> None:
                 failed.append(delivery)
                 if error.unregistered and delivery.device_id:
                     dead_devices.setdefault(error.code, []).append(delivery.device_id)
-        _record_sent(sent, now)
+        # A dry run's accepted deliveries were validated, not sent: counted apart.
+        _record_sent(sent, now, status=Delivery.Status.VALIDATED if message.dry_run else Delivery.Status.SENT)
+        answered = "validated_count" if message.dry_run else "sent_count"
         if failed or retrying:
             # An upsert on the primary key: one VALUES list, where bulk_update's CASE WHEN
             # per column and row cost ~25x more (measured with bench/fanout.py).
             Delivery.objects.bulk_create(failed + retrying, update_conflicts=True, unique_fields=["id"],
                                          update_fields=fields, batch_size=500)
         Message.objects.filter(pk=message.pk).update(
-            sent_count=F("sent_count") + len(sent), failed_count=F("failed_count") + len(failed))
+            **{answered: F(answered) + len(sent)}, failed_count=F("failed_count") + len(failed))
         for code, device_ids in dead_devices.items():
             deactivate_devices(device_ids=device_ids, reason=code)
         if sent or failed:
@@ -761,7 +802,7 @@ def _record(message: Message, outcomes) -> None:
             "retrying": len(retrying), "errors": dict(Counter(d.error_code for d in failed + retrying))})
 
 
-def _record_sent(deliveries: list[Delivery], now: datetime) -> None:
+def _record_sent(deliveries: list[Delivery], now: datetime, *, status: str = Delivery.Status.SENT) -> None:
     """Mark deliveries sent: the hot path of every fan-out, so two lean statements.
 
     One UPDATE sets what all of them share; the FCM message names, one per row, go in
@@ -771,7 +812,7 @@ def _record_sent(deliveries: list[Delivery], now: datetime) -> None:
     if not deliveries:
         return
     Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
-        status=Delivery.Status.SENT, sent_at=now, attempts=F("attempts") + 1, claim="",
+        status=status, sent_at=now, attempts=F("attempts") + 1, claim="",
         claimed_until=None, error_code="", error_detail="")
     table = connection.ops.quote_name(Delivery._meta.db_table)
     name = connection.ops.quote_name(Delivery._meta.get_field("fcm_message_name").column)
@@ -872,7 +913,7 @@ def finalize_if_done(*, message_id: int) -> None:
         return
     if message.failed_count == 0:
         status = Message.Status.COMPLETED
-    elif message.sent_count == 0:
+    elif message.sent_count + message.validated_count == 0:
         status = Message.Status.FAILED
     else:
         status = Message.Status.COMPLETED_WITH_FAILURES

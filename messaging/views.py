@@ -1,3 +1,4 @@
+from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
@@ -9,7 +10,7 @@ from api.openapi import ERROR_RESPONSES, ErrorSerializer
 from api.pagination import StrictPages
 from api.throttling import DeveloperPushThrottle
 from audiences.selectors import segment_rules
-from messaging import content, services, variants
+from messaging import services, variants
 from messaging.models import Audience, Message
 from messaging.serializers import (
     DeveloperPushResponseSerializer,
@@ -43,7 +44,8 @@ class DeveloperPushView(APIView):
         operation_id="developer_push",
         summary="Send a push to one user from a back end",
         description="Every device of the user with push permission gets it. A dedupe_key "
-        "repeated within 10 minutes does not send again.",
+        "repeated for the same app_user_id within 10 minutes does not send again: the answer is "
+        "201 with the first push's push_count and `deduplicated: true`.",
         request=DeveloperPushSerializer,
         responses={201: DeveloperPushResponseSerializer, **ERROR_RESPONSES(400, 401, 413, 415, 429),
                    404: OpenApiResponse(description="No device with push permission for that user.")},
@@ -61,14 +63,16 @@ class DeveloperPushView(APIView):
             localizations=data.get("localizations", {}),
         )
         try:
-            _, count = services.send_developer_push(
+            push = services.send_developer_push(
                 tenant=tenant, app_user_id=data["app_user_id"], spec=spec,
                 dedupe_key=data.get("dedupe_key", ""))
         except services.NoTargetableDevice:
             raise ApiError("No device with push permission for that user.", code="no_targetable_device",
                            status=404) from None
-        return Response({"push_count": count, "app_user_id": data["app_user_id"],
-                         "app_id": tenant.tenant_id}, status=status.HTTP_201_CREATED)
+        answer = {"push_count": push.count, "app_user_id": data["app_user_id"], "app_id": tenant.tenant_id}
+        if push.deduplicated:
+            answer["deduplicated"] = True  # beside SmartAppPush's fields: nothing was sent this time
+        return Response(answer, status=status.HTTP_201_CREATED)
 
 
 class PushOpenedView(AppEndpoint):
@@ -129,21 +133,21 @@ class MessageListView(ServerEndpoint, generics.ListAPIView):
         serializer = MessageCreateSerializer(
             data=request.data, context={"default_language": request.auth.tenant.default_language})
         serializer.is_valid(raise_exception=True)
-        data = content.spread_variants(dict(serializer.validated_data))
-        audience = dict(data.pop("audience", {}) or {})
         key = request.headers.get("Idempotency-Key", "")
         if len(key) > 200:
             raise ApiError("Idempotency-Key is longer than 200 characters.", code="invalid_header")
-        if audience.get("kind") == Audience.SEGMENT and segment_rules(
-                tenant=request.auth.tenant, segment_id=audience.get("segment_id")) is None:
+        spec = serializer.to_input()
+        if spec.audience == Audience.SEGMENT and segment_rules(
+                tenant=request.auth.tenant, segment_id=spec.audience_params.get("segment_id")) is None:
             raise ApiError("No segment with this id in this tenant.", code="invalid_field",
                            field="audience.segment_id")
-        spec = services.MessageInput(audience=audience.pop("kind", "all"), audience_params=audience,
-                                     **data)
-        message, created = services.create_message(
-            tenant=request.auth.tenant, spec=spec, idempotency_key=f"idem:{key}" if key else "")
-        return Response(MessageDetailSerializer(message).data,
-                        status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+        # One transaction for the insert and the answer: if the answer cannot be made, no row
+        # stays behind an error.
+        with transaction.atomic():
+            message, created = services.create_message(
+                tenant=request.auth.tenant, spec=spec, idempotency_key=f"idem:{key}" if key else "")
+            answer = MessageDetailSerializer(message).data
+        return Response(answer, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
 
 
 class MessageDetailView(ServerEndpoint, APIView):

@@ -15,7 +15,7 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.errors import body_object
+from api.errors import ApiError, body_object
 from api.throttling import PerKeyThrottle, PerTenantIpThrottle
 from tenants.models import ApiKey, hash_key
 
@@ -34,9 +34,14 @@ class BodyKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate(self, request):
         data = body_object(request)
-        tenant_id, raw_key = data.get("tenant_id"), data.get("api_key")
-        if not isinstance(tenant_id, str) or not isinstance(raw_key, str) or not tenant_id or not raw_key:
-            raise exceptions.NotAuthenticated("tenant_id and api_key are required.")
+        # A missing or malformed field is the client's bug, a 400 naming it (as for every
+        # other field); only a well-formed pair that matches no key is a 401.
+        for name in ("tenant_id", "api_key"):
+            if data.get(name) is None:
+                raise ApiError(f"{name}: This field is required.", code="missing_field", field=name)
+            if not isinstance(data[name], str) or not data[name]:
+                raise ApiError(f"{name}: Must be a non-empty string.", code="invalid_field", field=name)
+        tenant_id, raw_key = data["tenant_id"], data["api_key"]
         key = find_key(raw_key)
         if key is None or key.tenant.tenant_id != tenant_id:
             raise exceptions.AuthenticationFailed(INVALID)

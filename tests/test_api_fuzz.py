@@ -9,6 +9,11 @@ must be refused with a 4xx.
 Twice: with the tenant's credentials (pinned into the schema the fuzzer reads, so that
 generated requests get past authentication and reach validation and the services), and
 with whatever the fuzzer makes up (so authentication itself is fuzzed).
+
+Beyond what the schema describes, hostile input a JSON schema cannot express is mixed in:
+every `date-time` field also gets the calendar's edges and offsets no place has (year 1 and
+9999 at an offset that leaves the year, +23:59), and a hook replaces one string of a body,
+value or key, anywhere in it, with one holding a lone surrogate ("\\ud800").
 """
 
 import copy
@@ -22,6 +27,7 @@ from django.db import close_old_connections
 from django.test import Client
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
@@ -58,6 +64,63 @@ CONFIG = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {
     "expected-statuses": ["400", "401", "403", "404", "405", "409", "413", "415", "422", "429"],
 }}})
 BODY_CREDENTIAL_SCHEMAS = ("EventRequest", "RefreshTokenRequest", "PushOpenedRequest")
+
+# --- Hostile input a schema cannot describe ---------------------------------------------------
+
+# Timestamps that parse as RFC 3339 yet fall outside what any clock or database holds: the
+# calendar's ends (leaving year 1 or 9999 once converted to UTC), offsets beyond any real zone,
+# the edges of Herald's range, and days that do not exist.
+CALENDAR_EDGES = [
+    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z", "2026-11-23T10:00:00+23:59", "2026-11-23T10:00:00-23:59",
+    "2026-11-23T10:00:00+14:01", "1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z",
+    "2099-12-31T23:59:59.999999999Z", "2100-01-01T00:00:00Z", "2027-02-29T00:00:00Z",
+    "2026-12-31T23:59:60Z",
+]
+schemathesis.openapi.format("date-time", st.one_of(
+    st.sampled_from(CALENDAR_EDGES),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+))
+LONE_SURROGATES = ["\ud800", "a\udfffb", "\udc00\ud800", "ok\ud83d"]
+
+
+def _string_places(value, path=()) -> list[tuple]:
+    """Where a JSON value holds strings: (path, "value") for a string, (path, "key") for a key."""
+    places = []
+    if isinstance(value, str):
+        places.append((path, "value"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            places.append(((*path, key), "key"))
+            places += _string_places(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            places += _string_places(item, (*path, index))
+    return places
+
+
+def _poisoned(body, place: tuple, surrogate: str):
+    """A copy of body whose string (or key) at `place` holds `surrogate`."""
+    (path, what), body = place, copy.deepcopy(body)
+    if not path:
+        return surrogate if what == "value" else body
+    parent = body
+    for step in path[:-1]:
+        parent = parent[step]
+    if what == "key":
+        parent[f"{path[-1]}{surrogate}"] = parent.pop(path[-1])
+    else:
+        parent[path[-1]] = f"{parent[path[-1]]}{surrogate}"
+    return body
+
+
+def with_lone_surrogates(context, body):
+    """Half of the bodies unchanged; the rest with one string or key, anywhere, poisoned."""
+    places = _string_places(body)
+    if not places:
+        return st.just(body)
+    return st.one_of(st.just(body), st.builds(_poisoned, st.just(body), st.sampled_from(places),
+                                              st.sampled_from(LONE_SURROGATES)))
 
 
 # Fixed credentials and objects, known when the tests are generated (at collection, before
@@ -154,6 +217,8 @@ def wsgi(raw: dict):
 PUBLISHED = published_schema()
 authenticated = wsgi(with_credentials(PUBLISHED))
 anonymous = wsgi(PUBLISHED)
+for _schema in (authenticated, anonymous):
+    _schema.hook("flatmap_body")(with_lone_surrogates)
 
 
 @FUZZ

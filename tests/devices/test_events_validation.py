@@ -135,3 +135,12 @@ def test_get_is_not_allowed(client):
 def test_unknown_fields_are_ignored_as_smartapppush_does(api, event_body):
     # Apps may send fields Herald does not know (app_version, say); that is no error.
     assert api("/events", {**event_body, "app_version": "1.2.3"}).status_code == 200
+
+
+def test_params_may_hold_null_at_the_top_level_as_anywhere_else(api, event_body):
+    params = {"coupon": None, "cart": {"note": None}, "tags": [None]}
+
+    response = api("/events", {**event_body, "params": params})
+
+    assert response.status_code == 200, response.content
+    assert Event.objects.get().params == params

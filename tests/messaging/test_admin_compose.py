@@ -161,7 +161,7 @@ def test_reserved_and_duplicate_data_keys_are_refused(editor, tenant, phones):
 
     page = response.content.decode()
     assert "reserved by FCM or Herald" in page and "appears twice" in page
-    assert "filled in from the form" in page
+    assert "set from the title, body and options" in page
     assert not Message.objects.exists()
 
 

@@ -93,7 +93,7 @@ def test_the_progress_endpoint_reports_sent_failed_and_pending_of_targeted(viewe
 
     assert progress == {
         "status": "sending", "status_label": "Sending", "final": False, "targeted": 200, "sent": 90,
-        "failed": 10, "pending": 100, "opened": 9, "percent_done": 50.0, "percent_sent": 45.0,
+        "validated": 0, "failed": 10, "pending": 100, "opened": 9, "percent_done": 50.0, "percent_sent": 45.0,
         "percent_failed": 5.0, "open_rate": 10.0, "breakdown": [],
     }
 

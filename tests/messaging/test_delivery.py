@@ -153,7 +153,8 @@ def test_the_message_api_breaks_failures_down_by_error_code(sandbox, server, mak
 
     body = server.get(f"/api/v1/messages/{message.pk}").json()
     assert body["errors"] == {"UNREGISTERED": 2, "INVALID_ARGUMENT": 1}
-    assert body["counts"] == {"targeted": 4, "sent": 1, "failed": 3, "pending": 0, "opened": 0}
+    assert body["counts"] == {"targeted": 4, "sent": 1, "validated": 0, "failed": 3, "pending": 0,
+                              "opened": 0}
     assert body["status"] == "completed_with_failures"
 
 
@@ -221,8 +222,9 @@ def test_a_dry_run_validates_every_message_and_delivers_none(sandbox, server, ma
 
     message.refresh_from_db()
     assert inbox() == {}
-    assert (message.sent_count, message.failed_count) == (1, 1)
+    assert (message.sent_count, message.validated_count, message.failed_count) == (0, 1, 1)
     assert message.deliveries.get(status="failed").error_code == "INVALID_ARGUMENT"
+    assert message.deliveries.filter(status="validated").count() == 1
 
 
 def test_a_scheduled_message_waits_for_its_time(sandbox, server, make_device, inbox):

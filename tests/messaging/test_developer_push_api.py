@@ -112,3 +112,37 @@ def test_over_the_rate_limit_it_answers_429_with_retry_after(server, make_device
     assert limited.json()["error"] == "rate_limited"
     assert limited.headers["Retry-After"] == "1"
     assert next_second.status_code == 201
+
+
+def test_a_dedupe_key_belongs_to_one_app_user(server, make_device):
+    make_device("alice-phone", user="alice")
+    make_device("bob-phone", user="bob")
+
+    alice = push(server, app_user_id="alice", dedupe_key="welcome")
+    bob = push(server, app_user_id="bob", dedupe_key="welcome")
+
+    assert (alice.status_code, bob.status_code) == (201, 201)
+    assert "deduplicated" not in bob.json()
+    assert sorted(m.audience_params["app_user_ids"][0] for m in Message.objects.all()) == ["alice", "bob"]
+
+
+def test_a_suppressed_repeat_says_it_was_deduplicated(server, make_device):
+    make_device("phone")
+
+    first = push(server, dedupe_key="order-42")
+    again = push(server, dedupe_key="order-42")
+
+    assert first.json() == {"push_count": 1, "app_user_id": "user_1", "app_id": "acme"}
+    assert again.json() == {"push_count": 1, "app_user_id": "user_1", "app_id": "acme", "deduplicated": True}
+
+
+def test_extra_data_cannot_replace_the_pushs_title_or_body(server, make_device):
+    from messaging.services import fcm_message
+
+    make_device("phone")
+
+    response = push(server, extra_data={"title": "from extra_data", "screen": "inbox"})
+
+    assert response.status_code == 201
+    data = fcm_message(push=Message.objects.get())["data"]
+    assert (data["title"], data["body"], data["screen"]) == ("Hi", "There", "inbox")

@@ -28,7 +28,7 @@
     const bar = card.querySelector(".hd-progress");
     if (bar) bar.setAttribute("aria-valuenow", Math.round(p.percent_done));
     if (field("percent_done")) field("percent_done").textContent = Math.round(p.percent_done) + " %";
-    ["targeted", "sent", "failed", "pending", "opened"].forEach((name) => {
+    ["targeted", "sent", "validated", "failed", "pending", "opened"].forEach((name) => {
       if (field(name)) field(name).textContent = grouped(p[name]);
     });
     if (field("status_label")) field("status_label").textContent = p.status_label;
