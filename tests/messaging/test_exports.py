@@ -116,8 +116,6 @@ def users(tenant):
     ({"anonymous": "false", "language": "de"}, ["de-ios"]),
     ({"seen_before": (timezone.now() - timedelta(days=30)).isoformat()}, ["anon_1"]),
     ({"seen_after": (timezone.now() - timedelta(days=30)).isoformat()}, ["tr-android", "de-ios"]),
-    # An offset PostgreSQL cannot take (it allows ±15:59) is still a valid RFC 3339 time.
-    ({"seen_after": "2000-01-01T00:00:00+19:33"}, ["tr-android", "de-ios", "anon_1"]),
 ])
 def test_it_exports_the_users_matching_a_filter(server, users, query, expected):
     rows = rows_of(server.get("/api/v1/users.csv", query))
@@ -135,6 +133,8 @@ def test_the_user_export_counts_each_users_devices(server, users):
 @pytest.mark.parametrize(("query", "field"), [({"country": "XX"}, "country"),
                                               ({"anonymous": "yes"}, "anonymous"),
                                               ({"seen_after": "yesterday"}, "seen_after"),
+                                              # Herald bounds offsets to ±14:00, as every date it takes.
+                                              ({"seen_after": "2000-01-01T00:00:00+19:33"}, "seen_after"),
                                               ({"contry": "TR"}, "contry")])
 def test_a_malformed_or_unknown_filter_is_a_400(server, users, query, field):
     response = server.get("/api/v1/users.csv", query)
