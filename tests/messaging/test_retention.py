@@ -86,8 +86,8 @@ def test_it_deletes_old_deliveries_of_finished_messages_and_keeps_every_total(te
     assert not Delivery.objects.filter(message=old).exists()
     assert Delivery.objects.filter(message__in=[recent, stuck]).count() == 2
     after = client.get(f"/api/v1/messages/{old.pk}", HTTP_X_SERVER_KEY=server_key).json()
-    assert after["counts"] == before["counts"] == {"targeted": 5, "sent": 3, "validated": 0, "failed": 2, "pending": 0,
-                                                   "opened": 1}
+    assert after["counts"] == before["counts"] == {"targeted": 5, "sent": 3, "validated": 0, "failed": 2,
+                                                   "pending": 0, "opened": 1}
     assert after["errors"] == before["errors"] == {"UNREGISTERED": 1, "INVALID_ARGUMENT": 1}
     assert after["open_rate"] == before["open_rate"]
 
