@@ -298,11 +298,61 @@ def refresh_token(*, tenant: Tenant, old_token: str, new_token: str,
     """
     if old_token == new_token:
         raise IdenticalTokens
+    if connection.vendor == "postgresql":
+        device = _refresh_token_postgresql(tenant=tenant, old_token=old_token, new_token=new_token,
+                                           app_user_id=app_user_id, platform=platform)
+        if device is not None:
+            return device
     with transaction.atomic():
         return _refresh_token(
             tenant=tenant, old_token=old_token, new_token=new_token,
             app_user_id=app_user_id, platform=platform,
         )
+
+
+# The common refresh on PostgreSQL in one round trip, sent and run as RECORD_EVENT_SQL is: the
+# device holding old_token takes new_token, when no row holds new_token yet and the named
+# user (if any) exists. Anything else (a merge, a retry, a 404 or 409, a user seen for the
+# first time) changes nothing here and goes through _refresh_token.
+_DEVICE_COLUMNS = [field.column for field in Device._meta.concrete_fields]
+REFRESH_TOKEN_SQL = LOCK_SQL + """;
+WITH device AS (
+    SELECT id, user_id FROM devices_device
+    WHERE tenant_id = %(tenant)s AND token_hash = %(old_hash)s AND NOT EXISTS (
+        SELECT 1 FROM devices_device WHERE tenant_id = %(tenant)s AND token_hash = %(new_hash)s)
+), owner AS (
+    SELECT device.id AS device_id, CASE WHEN %(app_user_id)s = '' THEN device.user_id ELSE (
+        SELECT id FROM devices_appuser WHERE tenant_id = %(tenant)s AND app_user_id = %(app_user_id)s
+    ) END AS id
+    FROM device
+), rotation AS (
+    INSERT INTO devices_tokenrotation (device_id, old_token, old_token_hash, new_token, rotated_at)
+    SELECT device_id, %(old_token)s, %(old_hash)s, %(new_token)s, %(now)s
+    FROM owner WHERE owner.id IS NOT NULL
+    RETURNING device_id
+)
+UPDATE devices_device AS d SET
+    token = %(new_token)s, token_hash = %(new_hash)s, token_updated_at = %(now)s, user_id = owner.id,
+    platform = CASE WHEN %(platform)s = '' THEN d.platform ELSE %(platform)s END,
+    is_active = true, deactivated_at = NULL, deactivation_reason = '', last_seen_at = %(now)s
+FROM owner JOIN rotation USING (device_id)
+WHERE d.id = rotation.device_id
+RETURNING """ + ", ".join(f"d.{column}" for column in _DEVICE_COLUMNS)
+
+
+def _refresh_token_postgresql(*, tenant, old_token, new_token, app_user_id, platform) -> Device | None:
+    old_hash, new_hash = hash_token(old_token), hash_token(new_token)
+    with connection.cursor() as cursor:
+        cursor.execute(REFRESH_TOKEN_SQL, {
+            "lock_keys": _lock_keys(tenant=tenant, token_hashes=[old_hash, new_hash]),
+            "tenant": tenant.pk, "old_hash": old_hash, "new_hash": new_hash, "old_token": old_token,
+            "new_token": new_token, "app_user_id": app_user_id, "platform": platform, "now": timezone.now(),
+        })
+        cursor.nextset()
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Device.from_db(connection.alias, [f.attname for f in Device._meta.concrete_fields], row)
 
 
 def _refresh_token(*, tenant, old_token, new_token, app_user_id, platform) -> Device:
