@@ -98,7 +98,8 @@ class Driver:
     def body(self, kind: str, n: int) -> tuple[str, bytes]:
         if kind == "events":
             return "/events", json.dumps(event_body(self.run, self.tenant_id, self.key, n)).encode()
-        body = {"tenant_id": self.tenant_id, "api_key": self.key, "old_token": f"{self.run}-chain-{self.chain}",
+        body = {"tenant_id": self.tenant_id, "api_key": self.key,
+                "old_token": f"{self.run}-chain-{self.chain}",
                 "new_token": f"{self.run}-chain-{self.chain + 1}", "app_user_id": f"{self.run}-chain-user"}
         self.chain += 1
         return "/devices/refresh-token", json.dumps(body).encode()
@@ -198,8 +199,8 @@ def profile(driver: Driver, kind: str, requests: int) -> None:
                  and label in ("authentication (key lookup + last-used touch)", "rate-limit checks (Redis)"))
     by_part[PARTS[2][0]] = dispatch - view - inside
     print(f"  cProfile breakdown over {requests} requests (share of the whole request):")
-    for label, suffix, _ in PARTS:
-        value = by_part.get(label, 0.0)
+    for label in dict.fromkeys(label for label, _, _ in PARTS):
+        value, suffix = by_part.get(label, 0.0), next(suffix for name, suffix, _ in PARTS if name == label)
         if value or suffix is None:
             print(f"    {label:<52} {100 * value / whole:5.1f} %   {1000 * value / requests:6.3f} ms")
 
@@ -218,7 +219,8 @@ def seed(run: str):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/herald_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--requests", type=int, default=2000)
@@ -255,8 +257,9 @@ def main() -> None:
             path = {"events": "POST /events", "refresh": "POST /devices/refresh-token"}[kind]
             print(f"\n{path}")
             cpu = measure(driver, kind, args.requests, redis_client)
-            print(f"  per request, no profiler: wall {cpu['wall_ms']:.3f} ms; CPU: Python {cpu['python_ms']:.3f} ms, "
-                  f"PostgreSQL backend {cpu['postgres_ms']:.3f} ms, Redis (whole server) {cpu['redis_ms']:.3f} ms")
+            print(f"  per request, no profiler: wall {cpu['wall_ms']:.3f} ms; "
+                  f"CPU: Python {cpu['python_ms']:.3f} ms, PostgreSQL backend {cpu['postgres_ms']:.3f} ms, "
+                  f"Redis (whole server) {cpu['redis_ms']:.3f} ms")
             seen = round_trips(driver, kind, 5_000, 100)
             print(f"  PostgreSQL round trips per request: {sum(seen.values()) / 100:.2f}")
             for sql, count in seen.most_common():
