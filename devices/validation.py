@@ -20,7 +20,6 @@ from devices.serializers import _time_zones
 PLATFORMS = frozenset(Platform.values)
 TOKEN_KINDS = frozenset(Device.TokenKind.values)
 _event_time = RFC3339DateTimeField()
-_MISSING = object()
 
 
 def _storable(value: str) -> bool:
@@ -74,6 +73,25 @@ def _params(value) -> dict | None:
     return value
 
 
+def _app_user_id(value) -> str | None:
+    return _text(value, max_length=255, blank=True)
+
+
+def _platform(value) -> str | None:
+    return value if isinstance(value, str) and value in PLATFORMS else None
+
+
+def _optional(data: dict, fields: dict, name: str, read) -> bool:
+    """Put an optional field, when sent, into `fields`; False when it is sent and not accepted."""
+    if name not in data:
+        return True
+    value = read(data[name])
+    if value is None:
+        return False
+    fields[name] = value
+    return True
+
+
 def event_input(data: dict) -> dict | None:
     """The validated fields of a POST /events body (as EventSerializer gives them, without the
     credentials, which authentication has checked), or None: then the serializer must judge it."""
@@ -110,16 +128,9 @@ def event_input(data: dict) -> dict | None:
     fields["language"], fields["country"] = language.lower(), country.upper()
     fields["event_time"] = event_time
 
-    app_user_id = data.get("app_user_id", _MISSING)
-    if app_user_id is not _MISSING:
-        if (app_user_id := _text(app_user_id, max_length=255, blank=True)) is None:
+    for name, read in (("app_user_id", _app_user_id), ("params", _params)):
+        if not _optional(data, fields, name, read):
             return None
-        fields["app_user_id"] = app_user_id
-    params = data.get("params", _MISSING)
-    if params is not _MISSING:
-        if (params := _params(params)) is None:
-            return None
-        fields["params"] = params
     token_kind = data.get("token_kind", Device.TokenKind.REGISTRATION)
     if not isinstance(token_kind, str) or token_kind not in TOKEN_KINDS:
         return None
@@ -136,14 +147,7 @@ def refresh_input(data: dict) -> dict | None:
     }
     if None in fields.values():
         return None
-    app_user_id = data.get("app_user_id", _MISSING)
-    if app_user_id is not _MISSING:
-        if (app_user_id := _text(app_user_id, max_length=255, blank=True)) is None:
+    for name, read in (("app_user_id", _app_user_id), ("platform", _platform)):
+        if not _optional(data, fields, name, read):
             return None
-        fields["app_user_id"] = app_user_id
-    platform = data.get("platform", _MISSING)
-    if platform is not _MISSING:
-        if not isinstance(platform, str) or platform not in PLATFORMS:
-            return None
-        fields["platform"] = platform
     return fields

@@ -77,26 +77,23 @@ def present(body: dict) -> dict:
     return {name: value for name, value in body.items() if value is not MISSING}
 
 
-@CHECK
-@given(event_bodies)
-def test_an_events_body_read_by_hand_is_one_the_serializer_accepts_and_reads_the_same(body):
-    body = present(body)
+@pytest.mark.parametrize(("bodies", "read_by_hand", "serializer_class"), [
+    (event_bodies, validation.event_input, EventSerializer),
+    (refresh_bodies, validation.refresh_input, RefreshTokenSerializer),
+], ids=["events", "refresh-token"])
+def test_a_body_read_by_hand_is_one_the_serializer_accepts_and_reads_the_same(
+        bodies, read_by_hand, serializer_class):
+    @CHECK
+    @given(bodies)
+    def check(body):
+        body = present(body)
 
-    by_hand = validation.event_input({**CREDENTIALS, **body})
+        by_hand = read_by_hand({**CREDENTIALS, **body})
 
-    if by_hand is not None:
-        assert by_hand == judged_by_serializer(EventSerializer, body)
+        if by_hand is not None:
+            assert by_hand == judged_by_serializer(serializer_class, body)
 
-
-@CHECK
-@given(refresh_bodies)
-def test_a_refresh_body_read_by_hand_is_one_the_serializer_accepts_and_reads_the_same(body):
-    body = present(body)
-
-    by_hand = validation.refresh_input({**CREDENTIALS, **body})
-
-    if by_hand is not None:
-        assert by_hand == judged_by_serializer(RefreshTokenSerializer, body)
+    check()
 
 
 @pytest.mark.parametrize("body", [

@@ -71,3 +71,17 @@ def test_when_redis_is_down_requests_are_let_through_not_failed(settings, post_e
     settings.RATE_LIMIT_PER_IP = "1/min"
 
     assert [post_event(app_key).status_code for _ in range(3)] == [200, 200, 200]
+
+
+@pytest.mark.redis
+def test_a_redis_counter_expires_just_after_its_window(settings, post_event, app_key):
+    import redis
+
+    settings.RATE_LIMIT_PER_IP = "5/min"
+    for _ in range(2):
+        assert post_event(app_key, ip="192.0.2.45").status_code == 200
+
+    other_process = redis.Redis.from_url(settings.REDIS_URL)
+    (counter,) = other_process.scan_iter("herald:rl:ip:192.0.2.45:*")
+    assert other_process.get(counter) == b"2"
+    assert 0 < other_process.ttl(counter) <= 61
