@@ -164,6 +164,51 @@ def start_gunicorn(args, env: dict, port: int) -> subprocess.Popen:
     raise SystemExit("gunicorn did not answer /healthz within 30 s")
 
 
+# --- CPU accounting: gunicorn's workers, the database's backends, Redis ------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU (user + system) process `pid` has used, from /proc; 0 once it has exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_sample(server: subprocess.Popen, redis_url: str) -> dict:
+    """CPU so far of each gunicorn process, of each PostgreSQL backend serving the benchmark's
+    database (bar this process's own), and of the Redis server (the whole server: other users
+    of it count too)."""
+    from django.db import connection
+
+    workers = {server.pid: cpu_seconds(server.pid)}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == server.pid:
+                workers[int(stat.parent.name)] = cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid()")
+        backends = {pid: cpu_seconds(pid) for (pid,) in cursor.fetchall()}
+    redis_cpu = 0.0
+    if redis_url:
+        import redis
+
+        info = redis.Redis.from_url(redis_url).info("cpu")
+        redis_cpu = info["used_cpu_user"] + info["used_cpu_sys"]
+    return {"gunicorn": workers, "postgres": backends, "redis": redis_cpu}
+
+
+def cpu_used(before: dict, after: dict) -> dict:
+    """Seconds of CPU each side used between two samples (processes that started in between
+    count whole; those that exited in between are lost, which CONN_MAX_AGE makes rare)."""
+    return {side: sum(cpu - before[side].get(pid, 0.0) for pid, cpu in after[side].items())
+            for side in ("gunicorn", "postgres")} | {"redis": after["redis"] - before["redis"]}
+
+
 # --- The clients (a separate process: `--client SPEC`) ----------------------------------------
 
 
@@ -203,7 +248,13 @@ async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
     measure_from, stop_at = spec["measure_from"], spec["stop_at"]
     reader = writer = None
     n, chain = 0, 0
+    # With --rate, each client sends on a schedule, and a request's latency counts from its
+    # scheduled time: a slow answer delays the next ones, and that wait counts too.
+    interval = spec["interval"]
+    scheduled = time.perf_counter() + interval * (client % 97) / 97
     while time.time() < stop_at:
+        if interval:
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
         if kind == "refresh":
             body = {"tenant_id": spec["tenant_id"], "api_key": spec["api_key"],
                     "old_token": f"{spec['run']}-chain-{client}-{chain}",
@@ -215,7 +266,8 @@ async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
         request = (f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nContent-Type: application/json\r\n"
                    f"Content-Length: {len(raw)}\r\n\r\n").encode() + raw
         n += 1
-        started = time.perf_counter()
+        started = scheduled if interval else time.perf_counter()
+        scheduled += interval
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(LOOPBACK, port)
@@ -258,7 +310,8 @@ def client_main(spec_json: str) -> None:
 # --- The orchestrator -------------------------------------------------------------------------
 
 
-def run_scenario(kind: str, args, port: int, run: str, tenant_id: str, api_key: str) -> dict:
+def run_scenario(kind: str, args, port: int, run: str, tenant_id: str, api_key: str,
+                 server: subprocess.Popen) -> dict:
     now = time.time()
     measure_from = now + 1 + args.warmup
     stop_at = measure_from + args.duration
@@ -268,9 +321,13 @@ def run_scenario(kind: str, args, port: int, run: str, tenant_id: str, api_key: 
         count = min(per_process, args.clients - p * per_process)
         spec = {"kind": kind, "port": port, "run": run, "tenant_id": tenant_id, "api_key": api_key,
                 "first_client": p * per_process, "clients": count, "measure_from": measure_from,
-                "stop_at": stop_at}
+                "stop_at": stop_at, "interval": args.clients / args.rate if args.rate else 0.0}
         processes.append(subprocess.Popen([sys.executable, __file__, "--client", json.dumps(spec)],
                                           stdout=subprocess.PIPE, text=True))
+    time.sleep(max(0.0, measure_from - time.time()))
+    cpu_before = cpu_sample(server, args.redis_url)
+    time.sleep(max(0.0, stop_at - time.time()))
+    cpu = cpu_used(cpu_before, cpu_sample(server, args.redis_url))
     merged = {"latencies_us": [], "errors": {}, "accepted": 0}
     for process in processes:
         out, _ = process.communicate(timeout=args.warmup + args.duration + 60)
@@ -287,7 +344,8 @@ def run_scenario(kind: str, args, port: int, run: str, tenant_id: str, api_key: 
     return {"scenario": kind, "requests": len(latencies), "rps": len(latencies) / args.duration,
             "p50_ms": percentile(0.50), "p99_ms": percentile(0.99), "max_ms": percentile(1.0),
             "errors": sum(merged["errors"].values()), "error_kinds": merged["errors"],
-            "accepted_total": merged["accepted"]}
+            "accepted_total": merged["accepted"],
+            **{f"cpu_{side}_ms": 1000 * seconds / max(1, len(latencies)) for side, seconds in cpu.items()}}
 
 
 def main() -> None:
@@ -304,6 +362,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--scenarios", default="floor,events,refresh")
     parser.add_argument("--keep", action="store_true", help="keep the seeded tenant and its rows")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="requests/s per scenario, spread over the clients (0: as fast as answered)")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -325,7 +386,7 @@ def main() -> None:
         for kind in args.scenarios.split(","):
             print(f"{SCENARIOS[kind][0]}: {args.clients} clients, {args.warmup:g} s warm-up, "
                   f"{args.duration:g} s measured ...", flush=True)
-            rows.append(run_scenario(kind, args, port, run, tenant_id, api_key))
+            rows.append(run_scenario(kind, args, port, run, tenant_id, api_key, server))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -343,11 +404,18 @@ def main() -> None:
           f"{args.workers}x{args.threads}, rate-limit counters in {'Redis' if args.redis_url else 'memory'}, "
           f"{args.clients} clients, {args.duration:g} s each, load average before {load_before:.2f}\n")
     print(f"{'scenario':<30} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'errors':>7}")
+          f"{'errors':>7}   CPU ms per request: {'gunicorn':>8} {'postgres':>8} {'redis*':>7} {'total':>7}")
     for row in rows:
+        total = row["cpu_gunicorn_ms"] + row["cpu_postgres_ms"] + row["cpu_redis_ms"]
         print(f"{SCENARIOS[row['scenario']][1]:<30} {row['requests']:>9} {row['rps']:>8.0f} "
-              f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['max_ms']:>8.1f} {row['errors']:>7}"
+              f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['max_ms']:>8.1f} {row['errors']:>7}   "
+              f"{'':>19} {row['cpu_gunicorn_ms']:>8.2f} {row['cpu_postgres_ms']:>8.2f} "
+              f"{row['cpu_redis_ms']:>7.2f} {total:>7.2f}"
               + (f"  {row['error_kinds']}" if row["errors"] else ""))
+    print("* Redis: the whole server's CPU, so others' use of it on this machine counts too")
+    if args.json:
+        print("JSON " + json.dumps({"load_before": load_before, "load_after": os.getloadavg()[0],
+                                    "rows": rows}))
     by_kind = {row["scenario"]: row for row in rows}
     for kind, what, table in (("events", "events", "events"), ("refresh", "token rotations", "rotations")):
         if kind in by_kind:

@@ -216,6 +216,9 @@ SPECTACULAR_SETTINGS = {
 }
 # SmartAppPush allows 100 requests/s per IP on /developer/push; so does Herald by default.
 DEVELOPER_PUSH_RATE = env.str("DEVELOPER_PUSH_RATE", default="100/s")
+# Seconds each web process trusts an API key it has read (with its tenant) before reading it
+# again: a revoked key or a deactivated tenant is refused everywhere within this time. 0: no cache.
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 # The largest JSON body the API reads, in bytes; larger ones get 413.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 

@@ -3,7 +3,7 @@ from rest_framework.response import Response
 
 from api.errors import ApiError
 from api.openapi import ERROR_RESPONSES
-from devices import services
+from devices import services, validation
 from devices.serializers import (
     EventSerializer,
     FingerprintSerializer,
@@ -25,10 +25,12 @@ class EventsView(AppEndpoint):
         tags=["app"],
     )
     def post(self, request):
-        serializer = EventSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        data.pop("tenant_id"), data.pop("api_key")
+        data = validation.event_input(request.data)
+        if data is None:  # not a plainly valid body: the serializer judges it and words the error
+            serializer = EventSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+            data.pop("tenant_id"), data.pop("api_key")
         event = services.record_event(tenant=request.auth.tenant, event=services.EventInput(**data))
         return Response({"fingerprint": event.fingerprint})
 
@@ -52,9 +54,11 @@ class RefreshTokenView(AppEndpoint):
         tags=["app"],
     )
     def post(self, request):
-        serializer = RefreshTokenSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validation.refresh_input(request.data)
+        if data is None:  # not a plainly valid body: the serializer judges it and words the error
+            serializer = RefreshTokenSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
         try:
             services.refresh_token(
                 tenant=request.auth.tenant,

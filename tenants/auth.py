@@ -9,6 +9,10 @@ Body-key endpoints (`AppEndpoint`) answer CORS: browsers call them, and because 
 in the body, never in a cookie, any origin may.
 """
 
+import time
+from collections.abc import Callable
+
+from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, exceptions, permissions
@@ -22,11 +26,56 @@ from tenants.models import ApiKey, hash_key
 INVALID = "Invalid tenant_id or api_key."
 
 
+class KeyCache:
+    """Active keys by hash, remembered by this process for API_KEY_CACHE_SECONDS.
+
+    Every app request names a key, and reading it (with its tenant) through the ORM cost
+    more than the rest of authentication together. A remembered key is trusted until its
+    entry is API_KEY_CACHE_SECONDS old and then read again, so a revoked key or a
+    deactivated tenant is refused by every process within that many seconds (5 by
+    default; 0 turns the cache off). Only keys that were accepted are remembered: a new
+    key works at once, and unknown keys are looked up every time.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._entries: dict[str, tuple[float, ApiKey]] = {}
+
+    def get(self, key_hash: str) -> ApiKey | None:
+        entry = self._entries.get(key_hash)
+        if entry is None:
+            return None
+        if self.clock() >= entry[0]:
+            self._entries.pop(key_hash, None)
+            return None
+        return entry[1]
+
+    def put(self, key_hash: str, key: ApiKey, *, ttl: float) -> None:
+        if len(self._entries) >= 10_000:  # more keys than any deployment has: start over
+            self._entries.clear()
+        self._entries[key_hash] = (self.clock() + ttl, key)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+keys = KeyCache()
+
+
 def find_key(raw_key: str) -> ApiKey | None:
-    """The active key with this value, or None (revoked, unknown, or tenant inactive)."""
+    """The active key with this value, or None (revoked, unknown, or tenant inactive).
+
+    Remembered for API_KEY_CACHE_SECONDS (see KeyCache)."""
     if not raw_key or len(raw_key) > 200:
         return None
-    return ApiKey.objects.active().select_related("tenant").filter(key_hash=hash_key(raw_key)).first()
+    key_hash = hash_key(raw_key)
+    key = keys.get(key_hash)
+    if key is None:
+        key = ApiKey.objects.active().select_related("tenant").filter(key_hash=key_hash).first()
+        ttl = settings.API_KEY_CACHE_SECONDS
+        if key is not None and ttl > 0:
+            keys.put(key_hash, key, ttl=ttl)
+    return key
 
 
 class BodyKeyAuthentication(authentication.BaseAuthentication):

@@ -57,6 +57,14 @@ def _fresh_rate_limits():
 
 
 @pytest.fixture(autouse=True)
+def _fresh_key_cache():
+    # Keys remembered by a previous test may name rows that test's rollback removed.
+    from tenants.auth import keys
+
+    keys.clear()
+
+
+@pytest.fixture(autouse=True)
 def _plain_static_storage(settings):
     # The manifest storage needs collectstatic first; tests render pages without it.
     settings.STORAGES = {

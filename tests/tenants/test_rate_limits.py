@@ -186,3 +186,17 @@ def test_the_app_budget_fits_thousands_of_phones_behind_one_nat(settings):
     # 5,000 phones behind one carrier address, each sending two events a minute.
     assert limit / period * 60 >= 10_000
     assert parse_rate(settings.RATE_LIMIT_PER_IP)[0] < limit
+
+
+@pytest.mark.redis
+def test_a_redis_counter_expires_just_after_its_window(settings, post_event, app_key):
+    import redis
+
+    settings.RATE_LIMIT_APP_PER_IP = "5/min"
+    for _ in range(2):
+        assert post_event(app_key, ip="192.0.2.45").status_code == 200
+
+    other_process = redis.Redis.from_url(settings.REDIS_URL)
+    (counter,) = other_process.scan_iter("herald:rl:appip:*:192.0.2.45:*")
+    assert other_process.get(counter) == b"2"
+    assert 0 < other_process.ttl(counter) <= 61

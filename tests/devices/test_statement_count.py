@@ -1,0 +1,54 @@
+"""How many SQL statements an event and a token refresh take: a behaviour of the service (each
+round trip to the database costs CPU on both ends), not a timing. The API key is remembered
+after the first request, and its last use written at most once a minute, so later requests
+carry no statement of authentication."""
+
+import pytest
+
+from devices.models import Device, Event, TokenRotation
+from tests.devices.conftest import EVENT
+
+# SQLite (the portable path): the device read, the user upsert, the device update, the event
+# insert, and the savepoint around them (its two statements).
+PORTABLE_EVENT_STATEMENTS = 6
+
+
+@pytest.fixture
+def known_device(register):
+    register()  # the key is read, its use written, the device and user created
+
+
+@pytest.mark.postgres
+def test_an_event_for_a_known_device_is_one_statement_on_postgresql(
+        postgres_only, known_device, api, django_assert_max_num_queries):
+    with django_assert_max_num_queries(1):
+        assert api("/events", {**EVENT, "session_id": "s2"}).status_code == 200
+
+    assert Event.objects.count() == 2
+
+
+@pytest.mark.postgres
+def test_an_event_from_a_new_install_is_one_statement_on_postgresql(
+        postgres_only, known_device, api, django_assert_max_num_queries):
+    with django_assert_max_num_queries(1):
+        assert api("/events", {**EVENT, "app_user_id": "", "device_token": "fresh"}).status_code == 200
+
+    assert Device.objects.get(token="fresh").user.is_anonymous
+
+
+def test_an_event_takes_a_bounded_number_of_statements_on_any_database(
+        known_device, api, django_assert_max_num_queries):
+    with django_assert_max_num_queries(PORTABLE_EVENT_STATEMENTS):
+        assert api("/events", {**EVENT, "session_id": "s2"}).status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_token_refresh_is_one_statement_on_postgresql(
+        postgres_only, known_device, api, django_assert_max_num_queries):
+    body = {"old_token": EVENT["device_token"], "new_token": "rotated", "app_user_id": EVENT["app_user_id"]}
+
+    with django_assert_max_num_queries(1):
+        assert api("/devices/refresh-token", body).status_code == 200
+
+    assert Device.objects.get().token == "rotated"
+    assert TokenRotation.objects.get().old_token == EVENT["device_token"]
