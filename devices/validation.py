@@ -13,9 +13,8 @@ and read a body as they do: tests/devices/test_fast_validation.py holds them to 
 from rest_framework.exceptions import ValidationError
 
 from api.fields import RFC3339DateTimeField
-from devices.codes import COUNTRIES, LANGUAGES
 from devices.models import MAX_TOKEN_LENGTH, Device, Platform
-from devices.serializers import _time_zones
+from tenants.codes import COUNTRIES, LANGUAGES, time_zones
 
 PLATFORMS = frozenset(Platform.values)
 TOKEN_KINDS = frozenset(Device.TokenKind.values)
@@ -114,7 +113,7 @@ def event_input(data: dict) -> dict | None:
     }
     if None in fields.values():
         return None
-    if not isinstance(fields["timezone"], str) or fields["timezone"] not in _time_zones():
+    if not isinstance(fields["timezone"], str) or fields["timezone"] not in time_zones():
         return None
     if not isinstance(fields["platform"], str) or fields["platform"] not in PLATFORMS:
         return None
