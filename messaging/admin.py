@@ -396,7 +396,7 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         size = audience_size(tenant=c["tenant"], audience=c["audience"], params=params)
         users = audience_users(tenant=c["tenant"], audience=c["audience"], params=params)
         if users is not None:  # a segment or rules: counted as the segment editor counts them
-            text = f"≈ {users:,} users · {size:,} devices that allow pushes"
+            text = reach_text(users, size)
             return JsonResponse({"size": size, "users": users, "ok": True, "text": text})
         if size is None:
             text = "FCM delivers to the topic's subscribers; Herald cannot count them"
@@ -405,6 +405,12 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         else:
             text = f"{size:,} device{'s' if size != 1 else ''} will get it"
         return JsonResponse({"size": size, "ok": True, "text": text})
+
+
+def reach_text(users: int, devices: int) -> str:
+    """"≈ 1 user · 2 devices that allow pushes", as the segment editor says it (rule_builder.js)."""
+    return (f"≈ {users:,} user{'' if users == 1 else 's'} · {devices:,} "
+            + ("device that allows pushes" if devices == 1 else "devices that allow pushes"))
 
 
 def audience_phrase(size: int | None) -> str:

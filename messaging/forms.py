@@ -68,7 +68,9 @@ class SegmentSelect(forms.Select):
 def segment_label(segment: Segment) -> str:
     """A segment as the composer lists it: its name and its size now."""
     size = audience_selectors.count(segment.tenant, segment.rules)
-    return f"{segment.name} · ≈ {size['users']:,} users · {size['devices']:,} devices"
+    users, devices = size["users"], size["devices"]
+    return (f"{segment.name} · ≈ {users:,} user{'' if users == 1 else 's'} · "
+            f"{devices:,} device{'' if devices == 1 else 's'}")
 
 
 class ComposeForm(forms.Form):

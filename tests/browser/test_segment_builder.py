@@ -128,7 +128,7 @@ def test_an_editor_builds_a_segment_and_sends_a_push_to_it(
     page.locator("#hd-audience-size", has_text="≈ 4 users · 4 devices that allow pushes").wait_for()
     page.locator(".hd-rules-part .rule-include .rule-add-group").click()
     page.locator(".hd-rules-part .rule-value").first.fill("de")
-    page.locator("#hd-audience-size", has_text="≈ 1 users · 1 devices that allow pushes").wait_for()
+    page.locator("#hd-audience-size", has_text="≈ 1 user · 1 device that allows pushes").wait_for()
     page.locator(".hd-rules-part").scroll_into_view_if_needed()
     screenshot(page, "compose-rules")
 

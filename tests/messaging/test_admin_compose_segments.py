@@ -88,7 +88,7 @@ def test_the_composer_lists_the_tenants_segments_with_their_size(editor, tenant,
     page = editor.get(COMPOSE).content.decode()
 
     assert f'data-tenant="{tenant.pk}"' in page
-    assert "Turkish on Android · ≈ 1 users · 2 devices" in page
+    assert "Turkish on Android · ≈ 1 user · 2 devices" in page
     assert 'src="/static/audiences/rule_builder.js"' in page
 
 

@@ -43,6 +43,11 @@
     }
     return v === undefined || v === null ? "" : String(v);
   }
+  // "≈ 1 user · 2 devices that allow pushes", as the composer says it (messaging/admin.py).
+  function reach(users, devices) {
+    return `≈ ${users.toLocaleString()} user${users === 1 ? "" : "s"} · ${devices.toLocaleString()} ` +
+      (devices === 1 ? "device that allows pushes" : "devices that allow pushes");
+  }
   function splitList(text) { return text.split(",").map((s) => s.trim()).filter(Boolean); }
 
   function init() {
@@ -145,7 +150,10 @@
       }
       const remove = el("button", {type: "button", class: "rule-remove", text: "×", title: "Remove the rule"});
       remove.addEventListener("click", () => { list.splice(index, 1); render(); write(); });
-      row.append(remove, el("div", {class: "rule-error", role: "alert"}));
+      // At the end of the rule's own line, before an event rule's param filters.
+      const params = row.querySelector(":scope > .rule-params");
+      if (params) params.before(remove); else row.append(remove);
+      row.append(el("div", {class: "rule-error", role: "alert"}));
       return row;
     }
     function side(name, title, joiner) {
@@ -207,7 +215,7 @@
         else target.append(el("div", {class: "rule-error", role: "alert", text: body.text}));
         return;
       }
-      status.textContent = `≈ ${body.users.toLocaleString()} users · ${body.devices.toLocaleString()} devices that allow pushes`;
+      status.textContent = reach(body.users, body.devices);
       lastUsers = body.sample;
       if (users.childElementCount) drawUsers();
     }
