@@ -17,19 +17,20 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from api.csv_export import csv_response
+from audiences.models import Segment
 from devices.models import Platform
 from messaging import charts, checks, content, services, variants
 from messaging.exports import DELIVERY_EXPORT_COLUMNS, delivery_export_rows
 from messaging.forms import ComposeForm
 from messaging.models import Audience, Delivery, Message
-from messaging.selectors import audience_size, content_stats, error_breakdown
+from messaging.selectors import audience_size, audience_users, content_stats, error_breakdown
 from tenants import admin as tenants_admin
 from tenants.codes import LANGUAGES
 from tenants.models import FirebaseCredential, Membership
 from tenants.scoping import Role, TenantScopedAdminMixin, roles_of, tenants_for
 
 AUDIENCE_FIELDS = {"tenant", "audience", "platforms", "countries", "languages", "app_user_ids", "tokens",
-                   "topic", "condition"}
+                   "topic", "condition", "segment", "rules"}
 FAILURES_PER_PAGE = 25
 
 
@@ -74,6 +75,13 @@ def describe_audience(audience: str, params: dict) -> str:
     if audience == Audience.TOKENS:
         n = len(params.get("tokens", []))
         return f"{n:,} device token{'s' if n != 1 else ''}"
+    if audience == Audience.SEGMENT:
+        name = Segment.objects.filter(pk=params.get("segment_id")).values_list("name", flat=True).first()
+        return f"Segment “{name}”" if name else "A segment since deleted"
+    if audience == Audience.RULES:
+        rules = params.get("rules") or {}
+        return (f"Ad-hoc rules: {len(rules.get('include', []))} include and "
+                f"{len(rules.get('exclude', []))} except groups")
     base = " and ".join(platforms) + " devices" if platforms else "All devices"
     return " ".join([base, *where])
 
@@ -384,7 +392,12 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             if name in AUDIENCE_FIELDS:
                 return JsonResponse({"size": None, "ok": False, "text": str(errors[0])})
         c = form.cleaned_data
-        size = audience_size(tenant=c["tenant"], audience=c["audience"], params=form.audience_params())
+        params = form.audience_params()
+        size = audience_size(tenant=c["tenant"], audience=c["audience"], params=params)
+        users = audience_users(tenant=c["tenant"], audience=c["audience"], params=params)
+        if users is not None:  # a segment or rules: counted as the segment editor counts them
+            text = reach_text(users, size)
+            return JsonResponse({"size": size, "users": users, "ok": True, "text": text})
         if size is None:
             text = "FCM delivers to the topic's subscribers; Herald cannot count them"
         elif size == 0:
@@ -392,6 +405,12 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         else:
             text = f"{size:,} device{'s' if size != 1 else ''} will get it"
         return JsonResponse({"size": size, "ok": True, "text": text})
+
+
+def reach_text(users: int, devices: int) -> str:
+    """"≈ 1 user · 2 devices that allow pushes", as the segment editor says it (rule_builder.js)."""
+    return (f"≈ {users:,} user{'' if users == 1 else 's'} · {devices:,} "
+            + ("device that allows pushes" if devices == 1 else "devices that allow pushes"))
 
 
 def audience_phrase(size: int | None) -> str:

@@ -13,8 +13,12 @@ import zoneinfo
 from datetime import datetime, timedelta
 
 from django import forms
+from django.urls import reverse
 from django.utils import timezone
 
+from audiences import rules as rule_doc
+from audiences import selectors as audience_selectors
+from audiences.models import Segment, no_rules
 from devices.models import MAX_TOKEN_LENGTH, Platform
 from messaging import content
 from messaging.models import Audience, Message, validate_link
@@ -25,7 +29,7 @@ from tenants.scoping import Role, tenants_for
 TTL_UNITS = [("60", "minutes"), ("3600", "hours"), ("86400", "days"), ("604800", "weeks")]
 MAX_DATA_PAIRS = 50
 # The API's field names where the form's differ.
-FORM_FIELDS = {"ttl_seconds": "ttl_value", "kind": "audience"}
+FORM_FIELDS = {"ttl_seconds": "ttl_value", "kind": "audience", "segment_id": "segment"}
 
 
 def _time_zones() -> list[tuple[str, str]]:
@@ -49,6 +53,24 @@ def split_list(text: str) -> list[str]:
         if value.strip():
             seen.setdefault(value.strip(), None)
     return list(seen)
+
+
+class SegmentSelect(forms.Select):
+    """Each segment's option names its tenant (data-tenant), so the page offers only the chosen tenant's."""
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        if instance := getattr(value, "instance", None):
+            option["attrs"]["data-tenant"] = str(instance.tenant_id)
+        return option
+
+
+def segment_label(segment: Segment) -> str:
+    """A segment as the composer lists it: its name and its size now."""
+    size = audience_selectors.count(segment.tenant, segment.rules)
+    users, devices = size["users"], size["devices"]
+    return (f"{segment.name} · ≈ {users:,} user{'' if users == 1 else 's'} · "
+            f"{devices:,} device{'' if devices == 1 else 's'}")
 
 
 class ComposeForm(forms.Form):
@@ -87,7 +109,14 @@ class ComposeForm(forms.Form):
         (Audience.TOKENS, "Device tokens"),
         (Audience.TOPIC, "FCM topic"),
         (Audience.CONDITION, "FCM condition"),
+        (Audience.SEGMENT, "Segment"),
+        (Audience.RULES, "Rules"),
     ])
+    segment = forms.ModelChoiceField(queryset=None, required=False, empty_label="Choose a segment",
+                                     widget=SegmentSelect)
+    # The rule document, as JSON; audiences/rule_builder.js draws it and writes it back.
+    rules = forms.CharField(required=False, widget=forms.Textarea(attrs={
+        "rows": 4, "class": "rules-json", "spellcheck": "false", "aria-label": "Rules as JSON"}))
     platforms = forms.MultipleChoiceField(choices=Platform.choices, required=False,
                                           widget=forms.CheckboxSelectMultiple)
     countries = forms.CharField(required=False, help_text="ISO codes, comma-separated: TR, DE",
@@ -125,6 +154,11 @@ class ComposeForm(forms.Form):
         if self.fields["tenant"].queryset.count() == 1:
             self.fields["tenant"].widget = forms.HiddenInput()
             self.fields["tenant"].initial = self.fields["tenant"].queryset.get().pk
+        self.fields["segment"].queryset = Segment.objects.filter(
+            tenant__in=self.fields["tenant"].queryset).select_related("tenant")
+        self.fields["segment"].label_from_instance = segment_label
+        self.fields["rules"].initial = json.dumps(no_rules())
+        self.fields["rules"].widget.attrs["data-preview-url"] = reverse("admin:audiences_segment_preview")
         self.data_pairs: list[tuple[str, str]] = self._read_pairs()
         self.data_errors: list[str] = []
 
@@ -147,6 +181,25 @@ class ComposeForm(forms.Form):
 
     def clean_tokens(self):
         return list(dict.fromkeys(t for t in re.split(r"\s+", self.cleaned_data["tokens"]) if t))
+
+    def clean_segment(self):
+        segment, tenant = self.cleaned_data["segment"], self.cleaned_data.get("tenant")
+        if self.cleaned_data.get("audience") != Audience.SEGMENT:
+            return None
+        if segment is not None and tenant is not None and segment.tenant_id != tenant.pk:
+            raise forms.ValidationError("This segment belongs to another tenant.", code="invalid_choice")
+        return segment
+
+    def clean_rules(self):
+        """The rule document, checked and normalised by the segments' own rules (audiences.rules)."""
+        if self.cleaned_data.get("audience") != Audience.RULES:
+            return None
+        try:
+            return rule_doc.parse(json.loads(self.cleaned_data["rules"] or "{}"))
+        except ValueError as exc:  # RuleError is a ValueError too
+            if isinstance(exc, rule_doc.RuleError):
+                raise forms.ValidationError(str(exc), code="invalid_rules") from None
+            raise forms.ValidationError("The rules could not be read; reload the page.") from None
 
     def clean_topic(self):
         return self.cleaned_data["topic"].strip().removeprefix("/topics/")
@@ -288,6 +341,10 @@ class ComposeForm(forms.Form):
             params = {"topic": c.get("topic")}
         elif kind == Audience.CONDITION:
             params = {"condition": c.get("condition")}
+        elif kind == Audience.SEGMENT:
+            params = {"segment_id": c["segment"].pk if c.get("segment") else None}
+        elif kind == Audience.RULES:
+            params = {"rules": c.get("rules")}
         else:
             params = {}
         return {k: v for k, v in params.items() if v}
@@ -319,6 +376,7 @@ class ComposeForm(forms.Form):
             "languages": ", ".join(p.get("languages", [])),
             "app_user_ids": "\n".join(p.get("app_user_ids", [])), "tokens": "\n".join(p.get("tokens", [])),
             "topic": p.get("topic", ""), "condition": p.get("condition", ""),
+            "segment": p.get("segment_id"), "rules": json.dumps(p.get("rules") or no_rules()),
             "ttl_value": ttl // int(unit), "ttl_unit": unit, "content_doc": content_doc(message),
             **(cls._schedule_initial(message) if with_schedule and message.schedule_at else {}),
         }

@@ -56,6 +56,18 @@ def audience_size(*, tenant, audience: str, params: dict) -> int | None:
     return audience_devices(tenant=tenant, audience=audience, params=params).count()
 
 
+def audience_users(*, tenant, audience: str, params: dict) -> int | None:
+    """How many app users a segment or rules audience matches now (None for other audiences),
+    counted as the segment editor counts them: matching users, with or without a pushable device."""
+    if audience not in (Audience.SEGMENT, Audience.RULES):
+        return None
+    rules = (params.get("rules") if audience == Audience.RULES
+             else audience_selectors.segment_rules(tenant=tenant, segment_id=params.get("segment_id")))
+    if rules is None:
+        return 0
+    return audience_selectors.users_matching(tenant, rules).count()
+
+
 def error_breakdown(message: Message) -> dict[str, int]:
     """Failed deliveries of a message counted by FCM error code."""
     rows = (

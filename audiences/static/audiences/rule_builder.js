@@ -2,6 +2,8 @@
 // (AND inside a group, OR between groups, then "except"), writes every change back to the
 // field, and asks the admin's preview view for the live size, 20 matching users and errors.
 // A static file with no inline handlers, so a strict Content-Security-Policy allows it.
+// The composer reuses it for a "Rules" audience: the textarea's data-preview-url names the
+// preview view, and every change fires an "input" event on the textarea for the page to hear.
 (function () {
   "use strict";
   const PROPS = {
@@ -41,11 +43,18 @@
     }
     return v === undefined || v === null ? "" : String(v);
   }
+  // "≈ 1 user · 2 devices that allow pushes", as the composer says it (messaging/admin.py).
+  function reach(users, devices) {
+    return `≈ ${users.toLocaleString()} user${users === 1 ? "" : "s"} · ${devices.toLocaleString()} ` +
+      (devices === 1 ? "device that allows pushes" : "devices that allow pushes");
+  }
   function splitList(text) { return text.split(",").map((s) => s.trim()).filter(Boolean); }
 
   function init() {
-    const field = document.querySelector("textarea.rules-json");
-    if (!field) return;
+    document.querySelectorAll("textarea.rules-json").forEach(setUp);
+  }
+
+  function setUp(field) {
     let doc;
     try { doc = JSON.parse(field.value || "{}"); } catch (e) { return; }  // leave raw JSON to the field's error
     doc.include = doc.include || []; doc.exclude = doc.exclude || [];
@@ -60,6 +69,7 @@
 
     function write() {
       field.value = JSON.stringify({version: 1, include: doc.include, exclude: doc.exclude}, null, 1);
+      field.dispatchEvent(new Event("input", {bubbles: true}));
       schedule();
     }
     function ruleRow(rule, path, list, index) {
@@ -140,7 +150,10 @@
       }
       const remove = el("button", {type: "button", class: "rule-remove", text: "×", title: "Remove the rule"});
       remove.addEventListener("click", () => { list.splice(index, 1); render(); write(); });
-      row.append(remove, el("div", {class: "rule-error", role: "alert"}));
+      // At the end of the rule's own line, before an event rule's param filters.
+      const params = row.querySelector(":scope > .rule-params");
+      if (params) params.before(remove); else row.append(remove);
+      row.append(el("div", {class: "rule-error", role: "alert"}));
       return row;
     }
     function side(name, title, joiner) {
@@ -176,7 +189,8 @@
     }
 
     const tenantField = document.getElementById("id_tenant");
-    const base = location.pathname.replace(/\/audiences\/segment\/.*$/, "/audiences/segment/");
+    const previewUrl = field.dataset.previewUrl ||
+      location.pathname.replace(/\/audiences\/segment\/.*$/, "/audiences/segment/") + "preview/";
     const csrf = document.querySelector("input[name=csrfmiddlewaretoken]");
     let timer = null, lastUsers = [];
     function schedule() { clearTimeout(timer); timer = setTimeout(preview, 300); }
@@ -186,7 +200,7 @@
       const tenant = tenantField ? tenantField.value : field.dataset.tenant;
       if (!tenant) { status.textContent = "Choose a tenant to see the size."; return; }
       status.textContent = "Counting …";
-      const response = await fetch(base + "preview/", {
+      const response = await fetch(previewUrl, {
         method: "POST", credentials: "same-origin",
         headers: {"Content-Type": "application/json", "X-CSRFToken": csrf ? csrf.value : ""},
         body: JSON.stringify({tenant: tenant, rules: JSON.parse(field.value)}),
@@ -201,7 +215,7 @@
         else target.append(el("div", {class: "rule-error", role: "alert", text: body.text}));
         return;
       }
-      status.textContent = `≈ ${body.users.toLocaleString()} users · ${body.devices.toLocaleString()} devices that allow pushes`;
+      status.textContent = reach(body.users, body.devices);
       lastUsers = body.sample;
       if (users.childElementCount) drawUsers();
     }

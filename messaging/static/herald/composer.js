@@ -74,7 +74,20 @@
 
   /* --- Sections that depend on a choice ------------------------------------------- */
 
+  // Only the chosen tenant's segments are offered (each option names its tenant).
+  function updateSegments() {
+    const segment = field("segment");
+    if (!segment) return;
+    const tenant = value("tenant");
+    Array.from(segment.options).forEach((option) => {
+      if (!option.dataset.tenant) return;
+      option.hidden = option.disabled = option.dataset.tenant !== tenant;
+    });
+    if (segment.selectedOptions.length && segment.selectedOptions[0].disabled) segment.value = "";
+  }
+
   function updateSections() {
+    updateSegments();
     const audience = value("audience");
     $$(".hd-audience-part").forEach((part) => { part.hidden = part.dataset.for !== audience; });
     const later = value("when") === "later";
@@ -277,7 +290,7 @@
   });
 
   const AUDIENCE_INPUTS = ["tenant", "audience", "platforms", "countries", "languages", "app_user_ids",
-                           "tokens", "topic", "condition"];
+                           "tokens", "topic", "condition", "segment", "rules"];
   form.addEventListener("input", (event) => {
     updatePreview();
     if (AUDIENCE_INPUTS.includes(event.target.name)) updateAudience();
