@@ -63,6 +63,21 @@ ACCESS_TOKEN_FETCHES = Counter(
     "OAuth access tokens fetched for FCM, by outcome (ok or an error code).",
     ["outcome"],
 )
+WEBHOOK_EVENTS_RECORDED = Counter(
+    "herald_webhook_events_recorded",
+    "Webhook events written to the outbox (one per subscribed endpoint), by event type.",
+    ["type", "tenant"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "herald_webhook_attempts",
+    "POSTs to tenants' webhook endpoints, by outcome (ok, or the error class the attempt log records).",
+    ["outcome", "tenant"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "herald_webhook_request_duration_seconds",
+    "Time of one webhook POST that went out, by outcome (ok or the error class).",
+    ["outcome"], buckets=LATENCY_BUCKETS,
+)
 
 
 def tenant_label(tenant_id: str) -> str:
