@@ -6,34 +6,21 @@ their partial index, the head of each enabled endpoint's queue on the sender's o
 (endpoint, batch, id) index, one probe per endpoint. Endpoints are few; they are counted.
 """
 
-import logging
-
-from django.db import DatabaseError
 from django.db.models import Count, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
+from api.metrics import DatabaseGauges
 from webhooks.models import Batch, Endpoint, Event
 
-log = logging.getLogger("herald.metrics")
 
-
-class WebhookOutboxCollector:
+class WebhookOutboxCollector(DatabaseGauges):
     """Events waiting to be posted, the age of the oldest, and endpoints by state."""
 
-    def collect(self):
-        up = GaugeMetricFamily("herald_webhook_metrics_database_up",
-                               "1 when the scrape could read the webhook gauges from the database.")
-        try:
-            families = self._read()
-        except DatabaseError as exc:
-            log.warning("metrics: could not read the webhook gauges", extra={"error": type(exc).__name__})
-            up.add_metric([], 0)
-            return [up]
-        up.add_metric([], 1)
-        return [up, *families]
+    up_name = "herald_webhook_metrics_database_up"
+    up_help = "1 when the scrape could read the webhook gauges from the database."
 
-    def _read(self):
+    def read(self):
         now = timezone.now()
         pending = Q(batch__status=Batch.Status.PENDING)
         outbox = GaugeMetricFamily(
