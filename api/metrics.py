@@ -19,17 +19,22 @@ come from FCM's short list, and tenants appear only with ``METRICS_TENANT_LABEL=
 import functools
 import hmac
 import ipaddress
+import logging
 import time
 from collections.abc import Callable, Mapping
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from rest_framework.throttling import BaseThrottle
+
+log = logging.getLogger("herald.metrics")
 
 # Seconds: API answers and FCM round trips both live between a millisecond and a few seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -62,6 +67,21 @@ ACCESS_TOKEN_FETCHES = Counter(
     "herald_fcm_access_token_fetches",
     "OAuth access tokens fetched for FCM, by outcome (ok or an error code).",
     ["outcome"],
+)
+WEBHOOK_EVENTS_RECORDED = Counter(
+    "herald_webhook_events_recorded",
+    "Webhook events written to the outbox (one per subscribed endpoint), by event type.",
+    ["type", "tenant"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "herald_webhook_attempts",
+    "POSTs to tenants' webhook endpoints, by outcome (ok, or the error class the attempt log records).",
+    ["outcome", "tenant"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "herald_webhook_request_duration_seconds",
+    "Time of one webhook POST that went out, by outcome (ok or the error class).",
+    ["outcome"], buckets=LATENCY_BUCKETS,
 )
 
 
@@ -168,6 +188,30 @@ def register_scrape_collector(collector) -> None:
     """
     if collector not in _scrape_collectors:
         _scrape_collectors.append(collector)
+
+
+class DatabaseGauges:
+    """A scrape-time collector of gauges read from the database, for an app to subclass:
+    ``read()`` returns the metric families; ``up_name`` is a gauge that says whether it
+    could (a database error leaves only that gauge, at 0, never a failed scrape)."""
+
+    up_name = ""
+    up_help = ""
+
+    def read(self) -> list:
+        raise NotImplementedError
+
+    def collect(self):
+        up = GaugeMetricFamily(self.up_name, self.up_help)
+        try:
+            families = self.read()
+        except DatabaseError as exc:
+            log.warning("metrics: could not read gauges from the database",
+                        extra={"gauges": self.up_name, "error": type(exc).__name__})
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        return [up, *families]
 
 
 class _ThisProcess:

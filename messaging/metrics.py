@@ -5,35 +5,23 @@ partial index on unfinished deliveries, the message status index), so a scrape e
 15 seconds costs little even with a large queue.
 """
 
-import logging
-
-from django.db import DatabaseError
 from django.db.models import Count
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
+from api.metrics import DatabaseGauges
 from messaging.models import Delivery, Message
 
-log = logging.getLogger("herald.metrics")
 UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.RETRYING)
 
 
-class DeliveryQueueCollector:
+class DeliveryQueueCollector(DatabaseGauges):
     """Queue depth, the age of the oldest due delivery, and messages by status."""
 
-    def collect(self):
-        up = GaugeMetricFamily("herald_metrics_database_up",
-                               "1 when the scrape could read the queue gauges from the database.")
-        try:
-            families = self._read()
-        except DatabaseError as exc:
-            log.warning("metrics: could not read the queue gauges", extra={"error": type(exc).__name__})
-            up.add_metric([], 0)
-            return [up]
-        up.add_metric([], 1)
-        return [up, *families]
+    up_name = "herald_metrics_database_up"
+    up_help = "1 when the scrape could read the queue gauges from the database."
 
-    def _read(self):
+    def read(self):
         now = timezone.now()
         depth = GaugeMetricFamily("herald_delivery_queue_depth",
                                   "Deliveries not finished yet, by status (pending, retrying).",

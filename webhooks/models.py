@@ -127,7 +127,13 @@ class Batch(models.Model):
         ordering = ["-id"]
         verbose_name = "webhook batch"
         verbose_name_plural = "webhook batches"
-        indexes = [models.Index(fields=["endpoint", "status", "id"], name="webhook_batch_queue_idx")]
+        indexes = [
+            models.Index(fields=["endpoint", "status", "id"], name="webhook_batch_queue_idx"),
+            # The few batches not delivered yet, for the metrics' outbox gauges without
+            # reading the delivered ones kept for WEBHOOKS_KEEP_DAYS.
+            models.Index(fields=["id"], condition=models.Q(status="pending"),
+                         name="webhook_batch_pending_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.webhook_id

@@ -30,7 +30,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from api import outbound
+from api import metrics, outbound
 from tenants.models import Tenant
 from webhooks.models import TEST_EVENT, Attempt, Batch, Endpoint, Event, EventType, new_secret, rfc3339
 
@@ -114,8 +114,21 @@ def record_events(*, tenant_id: int, event_type: str, items: list[dict], at: dat
             chunk = rows[start:start + 500]
             cursor.execute(f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
                            + ", ".join(["(%s, %s, %s, %s)"] * len(chunk)), [v for row in chunk for v in row])
-    transaction.on_commit(lambda: kick(endpoint_ids))
+
+    def after_commit():  # counted once the rows exist: a rolled-back send records nothing
+        metrics.WEBHOOK_EVENTS_RECORDED.labels(str(event_type), _tenant_label(tenant_id)).inc(len(rows))
+        kick(endpoint_ids)
+
+    transaction.on_commit(after_commit)
     return len(rows)
+
+
+def _tenant_label(tenant_pk: int) -> str:
+    """The metrics' tenant label (see api.metrics.tenant_label); a query only when it is on."""
+    if not settings.METRICS_TENANT_LABEL:
+        return ""
+    return metrics.tenant_label(
+        Tenant.objects.filter(pk=tenant_pk).values_list("tenant_id", flat=True).first() or "")
 
 
 def kick(endpoint_ids) -> None:
@@ -242,13 +255,18 @@ def _post(url: str, *, body: bytes, headers: dict[str, str]) -> PostResult:
         error = "dns" if exc.code == "unresolvable_host" else "unsafe_url"
         return PostResult(False, None, 0, error, str(exc)[:300])
     except outbound.RequestFailed as exc:
-        return PostResult(False, None, exc.latency_ms, exc.error_class, str(exc)[:300])
-    if 200 <= answer.status < 300:
-        return PostResult(True, answer.status, answer.latency_ms, "", "")
-    detail = f"HTTP {answer.status}"
-    if 300 <= answer.status < 400:
-        detail += ": a redirect, which Herald does not follow"
-    return PostResult(False, answer.status, answer.latency_ms, "http_status", detail)
+        result = PostResult(False, None, exc.latency_ms, exc.error_class, str(exc)[:300])
+    else:
+        if 200 <= answer.status < 300:
+            result = PostResult(True, answer.status, answer.latency_ms, "", "")
+        else:
+            detail = f"HTTP {answer.status}"
+            if 300 <= answer.status < 400:
+                detail += ": a redirect, which Herald does not follow"
+            result = PostResult(False, answer.status, answer.latency_ms, "http_status", detail)
+    # Timed only when the POST went out (a refused URL above never left Herald).
+    metrics.WEBHOOK_LATENCY.labels(result.error or "ok").observe(result.latency_ms / 1000)
+    return result
 
 
 def post_batch(*, batch: Batch, now: datetime | None = None,
@@ -280,6 +298,7 @@ def post_batch(*, batch: Batch, now: datetime | None = None,
             ok=result.ok, status_code=result.status_code, latency_ms=result.latency_ms, error=result.error,
             detail=result.detail)
         Batch.objects.filter(pk=batch.pk).update(**changes)
+    metrics.WEBHOOK_ATTEMPTS.labels(result.error or "ok", _tenant_label(endpoint.tenant_id)).inc()
     for name, value in changes.items():
         setattr(batch, name, value)
     log.info("webhook attempt", extra={
