@@ -41,9 +41,9 @@ test: install browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The pre-commit hooks (.pre-commit-config.yaml) over the whole tree: ruff check, then the
-# ruff format check. LINT_FORMAT=0 skips the format check until the tree has been formatted
-# in one commit (`.venv/bin/ruff format .`); then make LINT_FORMAT default to 1.
-LINT_FORMAT ?= 0
+# ruff check and ruff format --check, as the pre-commit hooks run them (LINT_FORMAT=0 skips
+# the format check, for a quick look at lint alone).
+LINT_FORMAT ?= 1
 lint: install
 	$(VENV)/bin/ruff check .
 	@if [ "$(LINT_FORMAT)" = 1 ]; then $(VENV)/bin/ruff format --check .; \

@@ -140,12 +140,18 @@ def exception_handler(exc, context):
     request = context.get("request")
     key = getattr(request, "_auth", None)
     # What happened and to whom, never what was sent: bodies carry keys and tokens.
-    log.info("api error", extra={
-        "status": exc.status_code, "error": body["error"], "field": body.get("field"),
-        "path": getattr(request, "path", None), "method": getattr(request, "method", None),
-        "tenant": key.tenant.tenant_id if key is not None else None,
-        "key_prefix": key.prefix if key is not None else None,
-    })
+    log.info(
+        "api error",
+        extra={
+            "status": exc.status_code,
+            "error": body["error"],
+            "field": body.get("field"),
+            "path": getattr(request, "path", None),
+            "method": getattr(request, "method", None),
+            "tenant": key.tenant.tenant_id if key is not None else None,
+            "key_prefix": key.prefix if key is not None else None,
+        },
+    )
     return Response(body, status=exc.status_code, headers=headers)
 
 
@@ -189,8 +195,9 @@ def server_error(request):
     """handler500: should never run; when it does, API clients still get JSON."""
     if is_browser_path(request):
         return defaults.server_error(request)
-    return JsonResponse({"error": "server_error", "detail": "Herald failed; the error is logged."},
-                        status=500)
+    return JsonResponse(
+        {"error": "server_error", "detail": "Herald failed; the error is logged."}, status=500
+    )
 
 
 def _text(detail) -> str:

@@ -30,7 +30,8 @@ class StrictCharField(fields.CharField):
         if self.max_length is not None and len(data) > self.max_length:
             # As documented (maxLength): the string sent, before surrounding spaces are trimmed.
             raise fields.ValidationError(
-                f"Ensure this field has no more than {self.max_length} characters.", code="max_length")
+                f"Ensure this field has no more than {self.max_length} characters.", code="max_length"
+            )
         return super().to_internal_value(data)
 
 
@@ -65,9 +66,7 @@ class StrictRegexField(fields.RegexField):
         return super().to_internal_value(data)
 
 
-RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 class RFC3339DateTimeField(fields.DateTimeField):
@@ -86,7 +85,7 @@ class RFC3339DateTimeField(fields.DateTimeField):
         if "." in text:  # Python keeps microseconds; RFC 3339 allows nanoseconds.
             head, _, tail = text.partition(".")
             digits = re.match(r"\d+", tail).group()
-            text = f"{head}.{digits[:6].ljust(6, '0')}{tail[len(digits):]}"
+            text = f"{head}.{digits[:6].ljust(6, '0')}{tail[len(digits) :]}"
         try:
             value = datetime.fromisoformat(text)
         except ValueError:
@@ -114,12 +113,18 @@ class ReadableDateTimeField(models.DateTimeField):
         if compiler.connection.vendor == "sqlite":
             # SQLite keeps "YYYY-MM-DD HH:MM:SS[.ffffff]" text: a five-digit year breaks the
             # string order, so the fifth character must be the first dash.
-            bounds = [EARLIEST_READABLE.strftime("%Y-%m-%d %H:%M:%S"),
-                      LATEST_READABLE.strftime("%Y-%m-%d %H:%M:%S")]
-            return (f"CASE WHEN substr({sql}, 5, 1) = '-' AND {sql} BETWEEN %s AND %s THEN {sql} END",
-                    (*params, *params, *bounds, *params))
-        return (f"CASE WHEN {sql} BETWEEN %s AND %s THEN {sql} END",
-                (*params, EARLIEST_READABLE, LATEST_READABLE, *params))
+            bounds = [
+                EARLIEST_READABLE.strftime("%Y-%m-%d %H:%M:%S"),
+                LATEST_READABLE.strftime("%Y-%m-%d %H:%M:%S"),
+            ]
+            return (
+                f"CASE WHEN substr({sql}, 5, 1) = '-' AND {sql} BETWEEN %s AND %s THEN {sql} END",
+                (*params, *params, *bounds, *params),
+            )
+        return (
+            f"CASE WHEN {sql} BETWEEN %s AND %s THEN {sql} END",
+            (*params, EARLIEST_READABLE, LATEST_READABLE, *params),
+        )
 
     def deconstruct(self):
         name, _, args, kwargs = super().deconstruct()

@@ -87,8 +87,10 @@ def _is_superuser(request) -> bool:
 @require_GET
 def healthz(request):
     details = _is_superuser(request)
-    checks = {"database": _timed("database", _database, details=details),
-              "tasks": _timed("tasks", _tasks, details=details)}
+    checks = {
+        "database": _timed("database", _database, details=details),
+        "tasks": _timed("tasks", _tasks, details=details),
+    }
     if settings.REDIS_URL:
         checks["redis"] = _timed("redis", _redis, details=details)
     essential = checks["database"]["ok"] and checks["tasks"]["ok"]

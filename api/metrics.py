@@ -40,28 +40,36 @@ log = logging.getLogger("herald.metrics")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 API_REQUESTS = Counter(
-    "herald_api_requests", "HTTP requests answered, by route name, method and status.",
+    "herald_api_requests",
+    "HTTP requests answered, by route name, method and status.",
     ["endpoint", "method", "status"],
 )
 API_LATENCY = Histogram(
-    "herald_api_request_duration_seconds", "Time to answer an HTTP request, by route name and method.",
-    ["endpoint", "method"], buckets=LATENCY_BUCKETS,
+    "herald_api_request_duration_seconds",
+    "Time to answer an HTTP request, by route name and method.",
+    ["endpoint", "method"],
+    buckets=LATENCY_BUCKETS,
 )
 EVENTS_RECORDED = Counter(
-    "herald_events_recorded", "Events accepted by POST /events (client retries included).",
+    "herald_events_recorded",
+    "Events accepted by POST /events (client retries included).",
 )
 TOKEN_ROTATIONS = Counter("herald_token_rotations", "FCM token swaps stored by POST /devices/refresh-token.")
 DELIVERIES = Counter(
-    "herald_deliveries", "Deliveries finished, by outcome (sent, failed) and FCM error code.",
+    "herald_deliveries",
+    "Deliveries finished, by outcome (sent, failed) and FCM error code.",
     ["outcome", "error_code", "tenant"],
 )
 RETRIES_SCHEDULED = Counter(
-    "herald_delivery_retries_scheduled", "Deliveries put back for another attempt, by FCM error code.",
+    "herald_delivery_retries_scheduled",
+    "Deliveries put back for another attempt, by FCM error code.",
     ["error_code", "tenant"],
 )
 FCM_LATENCY = Histogram(
-    "herald_fcm_request_duration_seconds", "Time of one HTTP request to FCM's messages:send, by outcome.",
-    ["outcome"], buckets=LATENCY_BUCKETS,
+    "herald_fcm_request_duration_seconds",
+    "Time of one HTTP request to FCM's messages:send, by outcome.",
+    ["outcome"],
+    buckets=LATENCY_BUCKETS,
 )
 ACCESS_TOKEN_FETCHES = Counter(
     "herald_fcm_access_token_fetches",
@@ -81,7 +89,8 @@ WEBHOOK_ATTEMPTS = Counter(
 WEBHOOK_LATENCY = Histogram(
     "herald_webhook_request_duration_seconds",
     "Time of one webhook POST that went out, by outcome (ok or the error class).",
-    ["outcome"], buckets=LATENCY_BUCKETS,
+    ["outcome"],
+    buckets=LATENCY_BUCKETS,
 )
 
 
@@ -90,8 +99,13 @@ def tenant_label(tenant_id: str) -> str:
     return tenant_id if settings.METRICS_TENANT_LABEL else ""
 
 
-def record_deliveries(*, tenant_id: str, sent: int = 0, failed: Mapping[str, int] | None = None,
-                      retrying: Mapping[str, int] | None = None) -> None:
+def record_deliveries(
+    *,
+    tenant_id: str,
+    sent: int = 0,
+    failed: Mapping[str, int] | None = None,
+    retrying: Mapping[str, int] | None = None,
+) -> None:
     """Count a batch of send results: how many were sent, and how many failed and were
     scheduled for a retry, by error code ({"UNREGISTERED": 3})."""
     tenant = tenant_label(tenant_id)
@@ -206,8 +220,10 @@ class DatabaseGauges:
         try:
             families = self.read()
         except DatabaseError as exc:
-            log.warning("metrics: could not read gauges from the database",
-                        extra={"gauges": self.up_name, "error": type(exc).__name__})
+            log.warning(
+                "metrics: could not read gauges from the database",
+                extra={"gauges": self.up_name, "error": type(exc).__name__},
+            )
             up.add_metric([], 0)
             return [up]
         up.add_metric([], 1)
@@ -250,8 +266,9 @@ def _token_ok(request) -> bool:
     if not settings.METRICS_TOKEN:
         return True
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                               settings.METRICS_TOKEN.encode())
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), settings.METRICS_TOKEN.encode()
+    )
 
 
 def _error(status: int, code: str, detail: str, **headers) -> JsonResponse:
@@ -274,8 +291,12 @@ def metrics_view(request):
     if not _client_allowed(request):
         return _error(403, "forbidden", "This address may not read the metrics.")
     if not _token_ok(request):
-        return _error(401, "unauthorized", "A valid metrics token is needed (Authorization: Bearer …).",
-                      WWW_Authenticate='Bearer realm="metrics"')
+        return _error(
+            401,
+            "unauthorized",
+            "A valid metrics token is needed (Authorization: Bearer …).",
+            WWW_Authenticate='Bearer realm="metrics"',
+        )
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(scrape_registry()), content_type=content_type)
 
@@ -283,29 +304,43 @@ def metrics_view(request):
 def document_metrics_endpoint(result, generator, request, public):
     """drf-spectacular postprocessing hook: describe GET /metrics, a plain Django view."""
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    result.setdefault("paths", {})["/metrics"] = {"get": {
-        "operationId": "metrics",
-        "summary": "Prometheus metrics",
-        "description": (
-            "Counters and histograms of every Herald process, in the Prometheus text format "
-            "(OpenMetrics when the scraper asks for it). Off (404) unless the operator sets "
-            "METRICS_TOKEN (send it as `Authorization: Bearer`) or METRICS_ALLOWED_NETWORKS; "
-            "see docs/operations.md for what each metric means."
-        ),
-        "tags": ["operations"],
-        "security": [{"metricsToken": []}, {}],
-        "responses": {
-            "200": {"description": "The metrics.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}}},
-            "401": {"description": "METRICS_TOKEN is set and the request did not carry it.",
-                    "content": error},
-            "403": {"description": "The client's address is outside METRICS_ALLOWED_NETWORKS.",
-                    "content": error},
-            "404": {"description": "Metrics are off (neither METRICS_TOKEN nor METRICS_ALLOWED_NETWORKS "
-                                   "is set).", "content": error},
-        },
-    }}
+    result.setdefault("paths", {})["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics",
+            "description": (
+                "Counters and histograms of every Herald process, in the Prometheus text format "
+                "(OpenMetrics when the scraper asks for it). Off (404) unless the operator sets "
+                "METRICS_TOKEN (send it as `Authorization: Bearer`) or METRICS_ALLOWED_NETWORKS; "
+                "see docs/operations.md for what each metric means."
+            ),
+            "tags": ["operations"],
+            "security": [{"metricsToken": []}, {}],
+            "responses": {
+                "200": {
+                    "description": "The metrics.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": {
+                    "description": "METRICS_TOKEN is set and the request did not carry it.",
+                    "content": error,
+                },
+                "403": {
+                    "description": "The client's address is outside METRICS_ALLOWED_NETWORKS.",
+                    "content": error,
+                },
+                "404": {
+                    "description": "Metrics are off (neither METRICS_TOKEN nor METRICS_ALLOWED_NETWORKS "
+                    "is set).",
+                    "content": error,
+                },
+            },
+        }
+    }
     schemes = result.setdefault("components", {}).setdefault("securitySchemes", {})
-    schemes["metricsToken"] = {"type": "http", "scheme": "bearer",
-                               "description": "The operator's METRICS_TOKEN."}
+    schemes["metricsToken"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The operator's METRICS_TOKEN.",
+    }
     return result

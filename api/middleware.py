@@ -18,8 +18,9 @@ from api.errors import is_browser_path
 
 def payload_too_large() -> JsonResponse:
     limit = settings.API_MAX_BODY_BYTES
-    return JsonResponse({"error": "payload_too_large", "detail": f"The body is larger than {limit} bytes."},
-                        status=413)
+    return JsonResponse(
+        {"error": "payload_too_large", "detail": f"The body is larger than {limit} bytes."}, status=413
+    )
 
 
 class BodySizeLimitMiddleware:

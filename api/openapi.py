@@ -43,11 +43,17 @@ def document_rate_limits(result, generator, request, public):
     """
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
-            operation.setdefault("responses", {}).setdefault("429", {
-                "description": _MEANINGS[429],
-                "headers": {"Retry-After": {"schema": {"type": "integer"},
-                                            "description": "Seconds to wait before retrying."}},
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            })
+            operation.setdefault("responses", {}).setdefault(
+                "429",
+                {
+                    "description": _MEANINGS[429],
+                    "headers": {
+                        "Retry-After": {
+                            "schema": {"type": "integer"},
+                            "description": "Seconds to wait before retrying.",
+                        }
+                    },
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+            )
     return result
-

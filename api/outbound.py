@@ -112,8 +112,11 @@ def parse_url(url: str, *, allow_http: bool) -> tuple[str, str, int, str]:
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeUrl(f"The URL is longer than {MAX_URL_LENGTH} characters.", code="invalid_url")
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url) or not url.isascii():
-        raise UnsafeUrl("The URL contains spaces, control or non-ASCII characters; percent-encode them "
-                        "(and write an international domain name in its xn-- form).", code="invalid_url")
+        raise UnsafeUrl(
+            "The URL contains spaces, control or non-ASCII characters; percent-encode them "
+            "(and write an international domain name in its xn-- form).",
+            code="invalid_url",
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -140,8 +143,14 @@ def parse_url(url: str, *, allow_http: bool) -> tuple[str, str, int, str]:
     return scheme, host, port or (443 if scheme == "https" else 80), target
 
 
-def check_url(url: str, *, allow_http: bool = False, allow_private: bool = False,
-              resolver=None, require_resolution: bool = True) -> SafeUrl:
+def check_url(
+    url: str,
+    *,
+    allow_http: bool = False,
+    allow_private: bool = False,
+    resolver=None,
+    require_resolution: bool = True,
+) -> SafeUrl:
     """Check a URL and resolve its host; raise UnsafeUrl if Herald must not send to it.
 
     With ``require_resolution=False`` a host that does not resolve (yet) passes with no
@@ -160,13 +169,23 @@ def check_url(url: str, *, allow_http: bool = False, allow_private: bool = False
             if not is_public(address):
                 raise UnsafeUrl(
                     f"The host {host} resolves to {address}, a private, loopback, link-local or "
-                    "reserved address; Herald does not send there.", code="private_address")
+                    "reserved address; Herald does not send there.",
+                    code="private_address",
+                )
     return SafeUrl(url=url, scheme=scheme, host=host, port=port, target=target, addresses=addresses)
 
 
-def post(url: str, *, body: bytes, headers: dict[str, str], allow_http: bool = False,
-         allow_private: bool = False, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-         read_timeout: float = DEFAULT_READ_TIMEOUT, resolver=None) -> OutboundResponse:
+def post(
+    url: str,
+    *,
+    body: bytes,
+    headers: dict[str, str],
+    allow_http: bool = False,
+    allow_private: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    resolver=None,
+) -> OutboundResponse:
     """POST body to url under the rules above and return the status (3xx included: never
     followed) and latency. Raises UnsafeUrl before connecting, or RequestFailed when no
     HTTP answer came."""
@@ -180,15 +199,26 @@ def post(url: str, *, body: bytes, headers: dict[str, str], allow_http: bool = F
     timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
     options = {"timeout": timeout, "retries": False, "maxsize": 1, "block": False}
     if safe.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(address, safe.port, server_hostname=safe.host,
-                                           assert_hostname=safe.host, cert_reqs="CERT_REQUIRED",
-                                           ssl_context=ssl.create_default_context(), **options)
+        pool = urllib3.HTTPSConnectionPool(
+            address,
+            safe.port,
+            server_hostname=safe.host,
+            assert_hostname=safe.host,
+            cert_reqs="CERT_REQUIRED",
+            ssl_context=ssl.create_default_context(),
+            **options,
+        )
     else:
         pool = urllib3.HTTPConnectionPool(address, safe.port, **options)
     try:
-        response = pool.urlopen("POST", safe.target, body=body, redirect=False, preload_content=False,
-                                headers={**headers, "Host": safe.host_header,
-                                         "Content-Length": str(len(body))})
+        response = pool.urlopen(
+            "POST",
+            safe.target,
+            body=body,
+            redirect=False,
+            preload_content=False,
+            headers={**headers, "Host": safe.host_header, "Content-Length": str(len(body))},
+        )
         try:
             response.read(_DRAIN_BYTES, decode_content=False)  # thrown away, never kept
         except urllib3.exceptions.HTTPError:

@@ -49,7 +49,9 @@ def _redis() -> redis.Redis | None:
             if _client is None:
                 timeout = settings.REDIS_SOCKET_TIMEOUT
                 _client = redis.Redis.from_url(
-                    settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout,
+                    settings.REDIS_URL,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
                     retry=Retry(NoBackoff(), 0),  # redis-py retries 3 times by default
                 )
     return _client
@@ -66,8 +68,9 @@ setting_changed.connect(_forget_client)
 
 # INCR, and EXPIRE on the window's first hit, atomically: one command and one reply, where a
 # MULTI of INCR and EXPIRE is four of each (a third less client CPU per check, measured).
-HIT_SCRIPT = ("local n = redis.call('INCR', KEYS[1]) "
-              "if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end return n")
+HIT_SCRIPT = (
+    "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end return n"
+)
 _script = None
 
 
@@ -109,9 +112,12 @@ def _call_redis(operation):
         return operation(client)
     except redis.RedisError as exc:
         breaker.trip()
-        log.warning("rate limits counted in process memory for %ss: Redis failed (%s)",
-                    settings.REDIS_BREAKER_SECONDS, type(exc).__name__,
-                    extra={"error": type(exc).__name__})
+        log.warning(
+            "rate limits counted in process memory for %ss: Redis failed (%s)",
+            settings.REDIS_BREAKER_SECONDS,
+            type(exc).__name__,
+            extra={"error": type(exc).__name__},
+        )
         return None
 
 
@@ -152,8 +158,18 @@ def redis_health() -> dict:
     return {"breaker_open": breaker.is_open()}
 
 
-PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
-           "d": 86400, "day": 86400}
+PERIODS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
 
 
 def parse_rate(rate: str) -> tuple[int, int] | None:
@@ -254,8 +270,11 @@ class AuthFailureLimitMiddleware:
         from rest_framework.views import APIView
 
         view_class = getattr(view_func, "cls", None)
-        if not (isinstance(view_class, type) and issubclass(view_class, APIView)
-                and view_class.authentication_classes):
+        if not (
+            isinstance(view_class, type)
+            and issubclass(view_class, APIView)
+            and view_class.authentication_classes
+        ):
             return None
         rate = parse_rate(settings.RATE_LIMIT_AUTH_FAILURES_PER_IP)
         if rate is None:
@@ -269,9 +288,12 @@ class AuthFailureLimitMiddleware:
             return None
         wait = max(1, int((window + 1) * period - now + 0.999))
         response = JsonResponse(
-            {"error": "rate_limited",
-             "detail": f"Too many failed authentications from this address; try again in {wait} s."},
-            status=429, headers={"Retry-After": str(wait)},
+            {
+                "error": "rate_limited",
+                "detail": f"Too many failed authentications from this address; try again in {wait} s.",
+            },
+            status=429,
+            headers={"Retry-After": str(wait)},
         )
         for header, value in getattr(view_class, "cors_headers", {}).items():
             response[header] = value

@@ -21,9 +21,13 @@ from tenants.scoping import Role, TenantScopedAdminMixin, has_role
 
 
 class SegmentForm(forms.ModelForm):
-    rules = forms.JSONField(initial=dict, widget=forms.Textarea(attrs={
-        "rows": 8, "class": "vLargeTextField rules-json", "spellcheck": "false"}),
-        help_text="The rule document (README, Segments). The builder above writes it for you.")
+    rules = forms.JSONField(
+        initial=dict,
+        widget=forms.Textarea(
+            attrs={"rows": 8, "class": "vLargeTextField rules-json", "spellcheck": "false"}
+        ),
+        help_text="The rule document (README, Segments). The builder above writes it for you.",
+    )
 
     class Meta:
         model = Segment
@@ -75,8 +79,10 @@ class SegmentAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     def get_urls(self):
         view = self.admin_site.admin_view
-        return [path("preview/", view(self.preview_view), name="audiences_segment_preview"),
-                *super().get_urls()]
+        return [
+            path("preview/", view(self.preview_view), name="audiences_segment_preview"),
+            *super().get_urls(),
+        ]
 
     def preview_view(self, request):
         """POST {tenant, rules}: the size and 20 matching users, or the rule error and its path."""
@@ -94,7 +100,13 @@ class SegmentAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         except rule_doc.RuleError as exc:
             return JsonResponse({"ok": False, "path": exc.path, "error": exc.message, "text": str(exc)})
         size = selectors.count(tenant, parsed)
-        sample = [{"app_user_id": u.app_user_id, "language": u.language, "country": u.country,
-                  "last_seen": u.last_seen_at.isoformat(timespec="minutes")}
-                 for u in selectors.sample_users(tenant, parsed)]
+        sample = [
+            {
+                "app_user_id": u.app_user_id,
+                "language": u.language,
+                "country": u.country,
+                "last_seen": u.last_seen_at.isoformat(timespec="minutes"),
+            }
+            for u in selectors.sample_users(tenant, parsed)
+        ]
         return JsonResponse({"ok": True, **size, "sample": sample})

@@ -33,13 +33,13 @@ from tenants.codes import COUNTRIES, LANGUAGES, time_zones
 VERSION = 1
 # Events are kept this long unless settings say otherwise; a window cannot reach further back.
 DEFAULT_EVENT_RETENTION_DAYS = 180
-MAX_GROUPS = 20          # include and exclude groups together
-MAX_RULES = 50           # rules in the whole document
-MAX_PARAMS = 10          # param filters on one event rule
-MAX_LIST = 10_000        # values in an app_user_id list
-MAX_CODES = 500          # values in any other list
+MAX_GROUPS = 20  # include and exclude groups together
+MAX_RULES = 50  # rules in the whole document
+MAX_PARAMS = 10  # param filters on one event rule
+MAX_LIST = 10_000  # values in an app_user_id list
+MAX_CODES = 500  # values in any other list
 MAX_STRING = 1000
-MAX_NUMBER = 1e15        # beyond this, floats on two databases stop agreeing
+MAX_NUMBER = 1e15  # beyond this, floats on two databases stop agreeing
 MAX_SEEN_DAYS = 36_500
 
 PROPERTY_LISTS = ("language", "country", "timezone", "platform", "app_user_id")
@@ -121,8 +121,9 @@ def _property(rule: dict, path: str) -> dict:
     _only(rule, path, {"type", "property", "op", "value"})
     prop = rule.get("property")
     if prop not in PROPERTIES:
-        raise RuleError(f"{path}.property",
-                        f"unknown property {_show(prop)}; use one of {', '.join(PROPERTIES)}")
+        raise RuleError(
+            f"{path}.property", f"unknown property {_show(prop)}; use one of {', '.join(PROPERTIES)}"
+        )
     op = _op(rule, path)
     value = rule.get("value")
     vpath = f"{path}.value"
@@ -153,8 +154,13 @@ def _event(rule: dict, path: str) -> dict:
     op = _op(rule, path)
     if op not in EVENT_OPS:
         raise RuleError(f"{path}.op", f"unknown operator {_show(op)} for an event; use did or did_not")
-    return {"type": "event", "event": _event_name(rule, path), "op": op, **_window(rule, path),
-            "params": _params(rule, path)}
+    return {
+        "type": "event",
+        "event": _event_name(rule, path),
+        "op": op,
+        **_window(rule, path),
+        "params": _params(rule, path),
+    }
 
 
 def _event_count(rule: dict, path: str) -> dict:
@@ -174,8 +180,14 @@ def _event_count(rule: dict, path: str) -> dict:
         value = [low, high]
     else:
         value = _whole(value, vpath, 0, 10**9, "a count")
-    return {"type": "event_count", "event": _event_name(rule, path), "op": op, "value": value,
-            **_window(rule, path), "params": _params(rule, path)}
+    return {
+        "type": "event_count",
+        "event": _event_name(rule, path),
+        "op": op,
+        "value": value,
+        **_window(rule, path),
+        "params": _params(rule, path),
+    }
 
 
 def _event_name(rule: dict, path: str) -> str:
@@ -191,8 +203,9 @@ def _window(rule: dict, path: str) -> dict:
     retention = event_retention_days()
     days = _whole(rule["within_days"], f"{path}.within_days", 1, None, "a number of days")
     if days > retention:
-        raise RuleError(f"{path}.within_days",
-                        f"{days} days is longer than the {retention} days events are kept")
+        raise RuleError(
+            f"{path}.within_days", f"{days} days is longer than the {retention} days events are kept"
+        )
     return {"within_days": days}
 
 
@@ -299,8 +312,9 @@ def parse_date(value, path: str = "value") -> datetime:
             return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise RuleError(path, f"{_show(value)} is not a date (2025-01-31 or 2025-01-31T09:00:00+03:00)"
-                        ) from None
+        raise RuleError(
+            path, f"{_show(value)} is not a date (2025-01-31 or 2025-01-31T09:00:00+03:00)"
+        ) from None
     if moment.tzinfo is None:
         raise RuleError(path, f"{_show(value)} has no offset; add Z or +03:00")
     return moment
@@ -338,8 +352,14 @@ def _only(obj: dict, path: str, allowed: set[str]) -> None:
 def _kind(value) -> str:
     if value is None:
         return "null"
-    return {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
-            dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def _show(value) -> str:

@@ -65,13 +65,17 @@ class ParamKind(_Param):
     """number, string, true, false, null, object or array; NULL when the key is absent."""
 
     def postgresql(self, column, params):
-        sql = (f"CASE jsonb_typeof({column} -> %s) WHEN 'boolean' THEN ({column} ->> %s) "
-               f"ELSE jsonb_typeof({column} -> %s) END")
+        sql = (
+            f"CASE jsonb_typeof({column} -> %s) WHEN 'boolean' THEN ({column} ->> %s) "
+            f"ELSE jsonb_typeof({column} -> %s) END"
+        )
         return sql, [*params, self.key, *params, self.key, *params, self.key]
 
     def sqlite(self, column, params):
-        sql = (f"CASE json_type({column}, %s) WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' "
-               f"WHEN 'text' THEN 'string' ELSE json_type({column}, %s) END")
+        sql = (
+            f"CASE json_type({column}, %s) WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' "
+            f"WHEN 'text' THEN 'string' ELSE json_type({column}, %s) END"
+        )
         return sql, [*params, self._path(), *params, self._path()]
 
 
@@ -81,13 +85,17 @@ class ParamNumber(_Param):
     output_field = FloatField()
 
     def postgresql(self, column, params):
-        sql = (f"CASE WHEN jsonb_typeof({column} -> %s) = 'number' "
-               f"AND abs(({column} -> %s)::numeric) < 1e300 THEN ({column} -> %s)::float8 END")
+        sql = (
+            f"CASE WHEN jsonb_typeof({column} -> %s) = 'number' "
+            f"AND abs(({column} -> %s)::numeric) < 1e300 THEN ({column} -> %s)::float8 END"
+        )
         return sql, [*params, self.key, *params, self.key, *params, self.key]
 
     def sqlite(self, column, params):
-        sql = (f"CASE WHEN json_type({column}, %s) IN ('integer', 'real') "
-               f"THEN CAST(json_extract({column}, %s) AS REAL) END")
+        sql = (
+            f"CASE WHEN json_type({column}, %s) IN ('integer', 'real') "
+            f"THEN CAST(json_extract({column}, %s) AS REAL) END"
+        )
         return sql, [*params, self._path(), *params, self._path()]
 
 
@@ -194,8 +202,9 @@ class _Builder:
         if rule["type"] == "event":
             did = Q(Exists(events))
             return did if rule["op"] == "did" else ~did
-        counted = Subquery(events.annotate(n=Func(F("pk"), function="COUNT")).values("n"),
-                           output_field=IntegerField())
+        counted = Subquery(
+            events.annotate(n=Func(F("pk"), function="COUNT")).values("n"), output_field=IntegerField()
+        )
         if rule["op"] == "between":
             low, high = rule["value"]
             return Q(Compare(counted, ">=", low)) & Q(Compare(counted, "<=", high))
@@ -216,8 +225,12 @@ class _Builder:
             has = Q(Exists(Device.objects.filter(user_id=self.user_ref, is_active=True, platform__in=value)))
             return has if op == "in" else ~has
         if prop in rule_doc.PROPERTY_LISTS:
-            column = {"language": "language", "country": "country", "timezone": "timezone",
-                      "app_user_id": "app_user_id"}[prop]
+            column = {
+                "language": "language",
+                "country": "country",
+                "timezone": "timezone",
+                "app_user_id": "app_user_id",
+            }[prop]
             matched = Q(**{f"{p}{column}__in": value})
             return matched if op == "in" else ~matched
         if prop == "anonymous":
@@ -246,8 +259,10 @@ def devices_matching(tenant, rules: dict, now: datetime | None = None) -> QueryS
 def count(tenant, rules: dict, now: datetime | None = None) -> dict[str, int]:
     """A segment's live size: {"users": …, "devices": …} (devices that allow pushes)."""
     now = now or timezone.now()
-    return {"users": users_matching(tenant, rules, now).count(),
-            "devices": devices_matching(tenant, rules, now).count()}
+    return {
+        "users": users_matching(tenant, rules, now).count(),
+        "devices": devices_matching(tenant, rules, now).count(),
+    }
 
 
 def sample_users(tenant, rules: dict, now: datetime | None = None, limit: int = 20) -> list[AppUser]:

@@ -9,16 +9,27 @@ from audiences.models import Segment
 RULES_SCHEMA = {
     "type": "object",
     "description": "A rule document (README, Segments): "
-                   '{"version": 1, "include": [[rule, …], …], "exclude": [[rule, …], …]}.',
+    '{"version": 1, "include": [[rule, …], …], "exclude": [[rule, …], …]}.',
     "properties": {
         "version": {"type": "integer", "enum": [1]},
         "include": {"type": "array", "items": {"type": "array", "items": {"type": "object"}}},
         "exclude": {"type": "array", "items": {"type": "array", "items": {"type": "object"}}},
     },
     "additionalProperties": False,
-    "example": {"include": [[{"type": "event", "event": "purchase", "op": "did", "within_days": 14,
-                              "params": [{"param": "amount", "op": ">", "value": 50}]}]],
-                "exclude": []},
+    "example": {
+        "include": [
+            [
+                {
+                    "type": "event",
+                    "event": "purchase",
+                    "op": "did",
+                    "within_days": 14,
+                    "params": [{"param": "amount", "op": ">", "value": 50}],
+                }
+            ]
+        ],
+        "exclude": [],
+    },
 }
 
 

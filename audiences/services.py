@@ -32,8 +32,9 @@ class SegmentInUse(SegmentError):
 def create_segment(*, tenant, name: str, rules, description: str = "", by=None) -> Segment:
     """Save a new segment; raises RuleError for bad rules, DuplicateName for a taken name."""
     parsed = rule_doc.parse(rules)
-    segment = Segment(tenant=tenant, name=name, description=description, rules=parsed,
-                      created_by=by, updated_by=by)
+    segment = Segment(
+        tenant=tenant, name=name, description=description, rules=parsed, created_by=by, updated_by=by
+    )
     try:
         with transaction.atomic():
             segment.save()

@@ -37,25 +37,36 @@ class SegmentListView(ServerEndpoint, generics.ListAPIView):
     def get_queryset(self):
         return Segment.objects.for_tenant(self.request.auth.tenant).order_by("name", "pk")
 
-    @extend_schema(operation_id="list_segments", summary="List segments, by name",
-                   responses={200: SegmentSerializer(many=True), **ERROR_RESPONSES(400, 401, 403, 404)},
-                   tags=["segments"])
+    @extend_schema(
+        operation_id="list_segments",
+        summary="List segments, by name",
+        responses={200: SegmentSerializer(many=True), **ERROR_RESPONSES(400, 401, 403, 404)},
+        tags=["segments"],
+    )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(operation_id="create_segment", summary="Save a segment",
-                   description="Rules are checked first: a fault is a 400 whose `field` is its path, "
-                   "e.g. rules.include[0][1].params[0].op.",
-                   request=SegmentWriteSerializer,
-                   responses={201: SegmentSerializer, **ERROR_RESPONSES(400, 401, 403, 409, 413, 415)},
-                   tags=["segments"])
+    @extend_schema(
+        operation_id="create_segment",
+        summary="Save a segment",
+        description="Rules are checked first: a fault is a 400 whose `field` is its path, "
+        "e.g. rules.include[0][1].params[0].op.",
+        request=SegmentWriteSerializer,
+        responses={201: SegmentSerializer, **ERROR_RESPONSES(400, 401, 403, 409, 413, 415)},
+        tags=["segments"],
+    )
     def post(self, request):
         serializer = SegmentWriteSerializer(data=body_object(request))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        segment = _saved(lambda: services.create_segment(
-            tenant=request.auth.tenant, name=data["name"], description=data.get("description", ""),
-            rules=data["rules"]))
+        segment = _saved(
+            lambda: services.create_segment(
+                tenant=request.auth.tenant,
+                name=data["name"],
+                description=data.get("description", ""),
+                rules=data["rules"],
+            )
+        )
         return Response(SegmentSerializer(segment).data, status=status.HTTP_201_CREATED)
 
 
@@ -63,17 +74,24 @@ class SegmentDetailView(ServerEndpoint, APIView):
     def segment(self, request, pk) -> Segment:
         return get_object_or_404(Segment, pk=pk, tenant=request.auth.tenant)
 
-    @extend_schema(operation_id="get_segment", summary="A segment",
-                   responses={200: SegmentSerializer, **ERROR_RESPONSES(401, 403, 404)}, tags=["segments"])
+    @extend_schema(
+        operation_id="get_segment",
+        summary="A segment",
+        responses={200: SegmentSerializer, **ERROR_RESPONSES(401, 403, 404)},
+        tags=["segments"],
+    )
     def get(self, request, pk):
         return Response(SegmentSerializer(self.segment(request, pk)).data)
 
-    @extend_schema(operation_id="update_segment", summary="Change a segment's name, description or rules",
-                   description="Messages that target the segment and have not been sent yet use the new "
-                   "rules: membership is evaluated when a message is sent.",
-                   request=SegmentWriteSerializer(partial=True),
-                   responses={200: SegmentSerializer, **ERROR_RESPONSES(400, 401, 403, 404, 409, 413, 415)},
-                   tags=["segments"])
+    @extend_schema(
+        operation_id="update_segment",
+        summary="Change a segment's name, description or rules",
+        description="Messages that target the segment and have not been sent yet use the new "
+        "rules: membership is evaluated when a message is sent.",
+        request=SegmentWriteSerializer(partial=True),
+        responses={200: SegmentSerializer, **ERROR_RESPONSES(400, 401, 403, 404, 409, 413, 415)},
+        tags=["segments"],
+    )
     def patch(self, request, pk):
         segment = self.segment(request, pk)
         serializer = SegmentWriteSerializer(data=body_object(request), partial=True)
@@ -81,9 +99,13 @@ class SegmentDetailView(ServerEndpoint, APIView):
         segment = _saved(lambda: services.update_segment(segment=segment, **serializer.validated_data))
         return Response(SegmentSerializer(segment).data)
 
-    @extend_schema(operation_id="delete_segment", summary="Delete a segment",
-                   description="Refused (409) while a draft, scheduled or unsent message targets it.",
-                   responses={204: None, **ERROR_RESPONSES(401, 403, 404, 409)}, tags=["segments"])
+    @extend_schema(
+        operation_id="delete_segment",
+        summary="Delete a segment",
+        description="Refused (409) while a draft, scheduled or unsent message targets it.",
+        responses={204: None, **ERROR_RESPONSES(401, 403, 404, 409)},
+        tags=["segments"],
+    )
     def delete(self, request, pk):
         segment = self.segment(request, pk)
         try:
@@ -94,18 +116,25 @@ class SegmentDetailView(ServerEndpoint, APIView):
 
 
 class SegmentCountView(ServerEndpoint, APIView):
-    @extend_schema(operation_id="count_segment", summary="A segment's size now",
-                   responses={200: SizeSerializer, **ERROR_RESPONSES(401, 403, 404)}, tags=["segments"])
+    @extend_schema(
+        operation_id="count_segment",
+        summary="A segment's size now",
+        responses={200: SizeSerializer, **ERROR_RESPONSES(401, 403, 404)},
+        tags=["segments"],
+    )
     def get(self, request, pk):
         segment = get_object_or_404(Segment, pk=pk, tenant=request.auth.tenant)
         return Response(selectors.count(request.auth.tenant, segment.rules))
 
 
 class AdHocCountView(ServerEndpoint, APIView):
-    @extend_schema(operation_id="count_rules", summary="The size of a rule document, without saving it",
-                   request=AdHocCountSerializer,
-                   responses={200: SizeSerializer, **ERROR_RESPONSES(400, 401, 403, 413, 415)},
-                   tags=["segments"])
+    @extend_schema(
+        operation_id="count_rules",
+        summary="The size of a rule document, without saving it",
+        request=AdHocCountSerializer,
+        responses={200: SizeSerializer, **ERROR_RESPONSES(400, 401, 403, 413, 415)},
+        tags=["segments"],
+    )
     def post(self, request):
         serializer = AdHocCountSerializer(data=body_object(request))
         serializer.is_valid(raise_exception=True)

@@ -86,11 +86,19 @@ def forget_redis_if_silent(args) -> None:
 
 def server_env(args) -> dict:
     no_limit = "1000000000/min"  # on, so that their cost is measured, but never reached
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.load_settings", "DATABASE_URL": args.database_url,
-           "DEBUG": "false", "ALLOWED_HOSTS": LOOPBACK, "RATE_LIMIT_PER_IP": no_limit,
-           "RATE_LIMIT_PER_KEY": no_limit, "LOG_LEVEL": "WARNING", "TASK_BACKEND": "database",
-           # The API serves no static files; an empty directory keeps WhiteNoise from warning.
-           "STATIC_ROOT": tempfile.mkdtemp(prefix="herald-bench-static-")}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench.load_settings",
+        "DATABASE_URL": args.database_url,
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": LOOPBACK,
+        "RATE_LIMIT_PER_IP": no_limit,
+        "RATE_LIMIT_PER_KEY": no_limit,
+        "LOG_LEVEL": "WARNING",
+        "TASK_BACKEND": "database",
+        # The API serves no static files; an empty directory keeps WhiteNoise from warning.
+        "STATIC_ROOT": tempfile.mkdtemp(prefix="herald-bench-static-"),
+    }
     env.pop("REDIS_URL", None)
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
@@ -98,8 +106,13 @@ def server_env(args) -> dict:
 
 
 def setup_django(env: dict) -> None:
-    os.environ.update({k: v for k, v in env.items() if k in (
-        "DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL", "TASK_BACKEND", "LOG_LEVEL")})
+    os.environ.update(
+        {
+            k: v
+            for k, v in env.items()
+            if k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL", "TASK_BACKEND", "LOG_LEVEL")
+        }
+    )
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -117,20 +130,32 @@ def seed(run: str, clients: int) -> tuple[str, str]:
     tenant = Tenant.objects.create(name=f"Load {run}", tenant_id=run)
     _, key = ApiKey.generate(tenant=tenant, name="load", kind=ApiKey.Kind.APP)
     users = AppUser.objects.bulk_create(
-        [AppUser(tenant=tenant, app_user_id=f"{run}-chain-user-{c}") for c in range(clients)])
+        [AppUser(tenant=tenant, app_user_id=f"{run}-chain-user-{c}") for c in range(clients)]
+    )
     tokens = [f"{run}-chain-{c}-0" for c in range(clients)]
-    Device.objects.bulk_create([
-        Device(tenant=tenant, user=user, token=token, token_hash=hash_token(token), platform="android",
-               push_permission=True)
-        for token, user in zip(tokens, users, strict=True)])
+    Device.objects.bulk_create(
+        [
+            Device(
+                tenant=tenant,
+                user=user,
+                token=token,
+                token_hash=hash_token(token),
+                platform="android",
+                push_permission=True,
+            )
+            for token, user in zip(tokens, users, strict=True)
+        ]
+    )
     return tenant.tenant_id, key
 
 
 def stored(run: str) -> dict:
     from devices.models import Event, TokenRotation
 
-    return {"events": Event.objects.filter(tenant__tenant_id=run).count(),
-            "rotations": TokenRotation.objects.filter(device__tenant__tenant_id=run).count()}
+    return {
+        "events": Event.objects.filter(tenant__tenant_id=run).count(),
+        "rotations": TokenRotation.objects.filter(device__tenant__tenant_id=run).count(),
+    }
 
 
 def cleanup(run: str) -> None:
@@ -146,9 +171,24 @@ def free_port() -> int:
 
 
 def start_gunicorn(args, env: dict, port: int) -> subprocess.Popen:
-    command = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi", "--bind", f"{LOOPBACK}:{port}",
-               "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
-               "--keep-alive", "10", "--backlog", "2048", "--log-level", "warning"]
+    command = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "config.wsgi",
+        "--bind",
+        f"{LOOPBACK}:{port}",
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+        "--worker-class",
+        "gthread",
+        "--keep-alive",
+        "10",
+        "--backlog",
+        "2048",
+        "--log-level",
+        "warning",
+    ]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -190,8 +230,9 @@ def cpu_sample(server: subprocess.Popen, redis_url: str) -> dict:
         except (OSError, ValueError):
             continue
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                       "AND pid <> pg_backend_pid()")
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
         backends = {pid: cpu_seconds(pid) for (pid,) in cursor.fetchall()}
     redis_cpu = 0.0
     if redis_url:
@@ -205,8 +246,10 @@ def cpu_sample(server: subprocess.Popen, redis_url: str) -> dict:
 def cpu_used(before: dict, after: dict) -> dict:
     """Seconds of CPU each side used between two samples (processes that started in between
     count whole; those that exited in between are lost, which CONN_MAX_AGE makes rare)."""
-    return {side: sum(cpu - before[side].get(pid, 0.0) for pid, cpu in after[side].items())
-            for side in ("gunicorn", "postgres")} | {"redis": after["redis"] - before["redis"]}
+    return {
+        side: sum(cpu - before[side].get(pid, 0.0) for pid, cpu in after[side].items())
+        for side in ("gunicorn", "postgres")
+    } | {"redis": after["redis"] - before["redis"]}
 
 
 # --- The clients (a separate process: `--client SPEC`) ----------------------------------------
@@ -215,13 +258,20 @@ def cpu_used(before: dict, after: dict) -> dict:
 def event_body(spec: dict, client: int, n: int) -> dict:
     device = n % DEVICES_PER_EVENTS_CLIENT
     return {
-        "tenant_id": spec["tenant_id"], "api_key": spec["api_key"],
-        "app_user_id": f"{spec['run']}-ev-user-{client}-{device}", "event_name": "screen_view",
+        "tenant_id": spec["tenant_id"],
+        "api_key": spec["api_key"],
+        "app_user_id": f"{spec['run']}-ev-user-{client}-{device}",
+        "event_name": "screen_view",
         # A new time every request: a new event, not a retry that the fingerprint dedupes.
         "event_time": datetime.now(UTC).isoformat(timespec="microseconds"),
-        "device_token": f"{spec['run']}-ev-{client}-{device}-" + "x" * 120, "platform": "android",
-        "push_permission_granted": True, "timezone": "Europe/Istanbul", "language": "tr", "country": "TR",
-        "session_id": f"s-{client}-{n // 50}", "params": {"screen": "home", "n": n},
+        "device_token": f"{spec['run']}-ev-{client}-{device}-" + "x" * 120,
+        "platform": "android",
+        "push_permission_granted": True,
+        "timezone": "Europe/Istanbul",
+        "language": "tr",
+        "country": "TR",
+        "session_id": f"s-{client}-{n // 50}",
+        "params": {"screen": "home", "n": n},
     }
 
 
@@ -243,8 +293,10 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
 
 
 async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
-    kind, path = spec["kind"], {"floor": "/bench/floor", "events": "/events",
-                                "refresh": "/devices/refresh-token"}[spec["kind"]]
+    kind, path = (
+        spec["kind"],
+        {"floor": "/bench/floor", "events": "/events", "refresh": "/devices/refresh-token"}[spec["kind"]],
+    )
     measure_from, stop_at = spec["measure_from"], spec["stop_at"]
     reader = writer = None
     n, chain = 0, 0
@@ -256,15 +308,20 @@ async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
         if interval:
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
         if kind == "refresh":
-            body = {"tenant_id": spec["tenant_id"], "api_key": spec["api_key"],
-                    "old_token": f"{spec['run']}-chain-{client}-{chain}",
-                    "new_token": f"{spec['run']}-chain-{client}-{chain + 1}",
-                    "app_user_id": f"{spec['run']}-chain-user-{client}"}
+            body = {
+                "tenant_id": spec["tenant_id"],
+                "api_key": spec["api_key"],
+                "old_token": f"{spec['run']}-chain-{client}-{chain}",
+                "new_token": f"{spec['run']}-chain-{client}-{chain + 1}",
+                "app_user_id": f"{spec['run']}-chain-user-{client}",
+            }
         else:
             body = event_body(spec, client, n)
         raw = json.dumps(body).encode()
-        request = (f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nContent-Type: application/json\r\n"
-                   f"Content-Length: {len(raw)}\r\n\r\n").encode() + raw
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(raw)}\r\n\r\n"
+        ).encode() + raw
         n += 1
         started = scheduled if interval else time.perf_counter()
         scheduled += interval
@@ -297,8 +354,12 @@ async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
 
 async def run_clients(spec: dict) -> dict:
     results = {"latencies_us": [], "errors": {}, "accepted": 0}
-    await asyncio.gather(*(run_client(spec, client, spec["port"], results)
-                           for client in range(spec["first_client"], spec["first_client"] + spec["clients"])))
+    await asyncio.gather(
+        *(
+            run_client(spec, client, spec["port"], results)
+            for client in range(spec["first_client"], spec["first_client"] + spec["clients"])
+        )
+    )
     return results
 
 
@@ -310,8 +371,9 @@ def client_main(spec_json: str) -> None:
 # --- The orchestrator -------------------------------------------------------------------------
 
 
-def run_scenario(kind: str, args, port: int, run: str, tenant_id: str, api_key: str,
-                 server: subprocess.Popen) -> dict:
+def run_scenario(
+    kind: str, args, port: int, run: str, tenant_id: str, api_key: str, server: subprocess.Popen
+) -> dict:
     now = time.time()
     measure_from = now + 1 + args.warmup
     stop_at = measure_from + args.duration
@@ -319,11 +381,23 @@ def run_scenario(kind: str, args, port: int, run: str, tenant_id: str, api_key: 
     processes = []
     for p in range(args.client_processes):
         count = min(per_process, args.clients - p * per_process)
-        spec = {"kind": kind, "port": port, "run": run, "tenant_id": tenant_id, "api_key": api_key,
-                "first_client": p * per_process, "clients": count, "measure_from": measure_from,
-                "stop_at": stop_at, "interval": args.clients / args.rate if args.rate else 0.0}
-        processes.append(subprocess.Popen([sys.executable, __file__, "--client", json.dumps(spec)],
-                                          stdout=subprocess.PIPE, text=True))
+        spec = {
+            "kind": kind,
+            "port": port,
+            "run": run,
+            "tenant_id": tenant_id,
+            "api_key": api_key,
+            "first_client": p * per_process,
+            "clients": count,
+            "measure_from": measure_from,
+            "stop_at": stop_at,
+            "interval": args.clients / args.rate if args.rate else 0.0,
+        }
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--client", json.dumps(spec)], stdout=subprocess.PIPE, text=True
+            )
+        )
     time.sleep(max(0.0, measure_from - time.time()))
     cpu_before = cpu_sample(server, args.redis_url)
     time.sleep(max(0.0, stop_at - time.time()))
@@ -341,19 +415,30 @@ def run_scenario(kind: str, args, port: int, run: str, tenant_id: str, api_key: 
     def percentile(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] / 1000 if latencies else 0.0
 
-    return {"scenario": kind, "requests": len(latencies), "rps": len(latencies) / args.duration,
-            "p50_ms": percentile(0.50), "p99_ms": percentile(0.99), "max_ms": percentile(1.0),
-            "errors": sum(merged["errors"].values()), "error_kinds": merged["errors"],
-            "accepted_total": merged["accepted"],
-            **{f"cpu_{side}_ms": 1000 * seconds / max(1, len(latencies)) for side, seconds in cpu.items()}}
+    return {
+        "scenario": kind,
+        "requests": len(latencies),
+        "rps": len(latencies) / args.duration,
+        "p50_ms": percentile(0.50),
+        "p99_ms": percentile(0.99),
+        "max_ms": percentile(1.0),
+        "errors": sum(merged["errors"].values()),
+        "error_kinds": merged["errors"],
+        "accepted_total": merged["accepted"],
+        **{f"cpu_{side}_ms": 1000 * seconds / max(1, len(latencies)) for side, seconds in cpu.items()},
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/herald_bench")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15",
-                        help="cache for the rate-limit counters ('' for per-process memory)")
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/15",
+        help="cache for the rate-limit counters ('' for per-process memory)",
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each")
     parser.add_argument("--clients", type=int, default=64, help="concurrent keep-alive connections")
@@ -363,8 +448,12 @@ def main() -> None:
     parser.add_argument("--scenarios", default="floor,events,refresh")
     parser.add_argument("--keep", action="store_true", help="keep the seeded tenant and its rows")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
-    parser.add_argument("--rate", type=float, default=0.0,
-                        help="requests/s per scenario, spread over the clients (0: as fast as answered)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests/s per scenario, spread over the clients (0: as fast as answered)",
+    )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -384,8 +473,11 @@ def main() -> None:
     rows = []
     try:
         for kind in args.scenarios.split(","):
-            print(f"{SCENARIOS[kind][0]}: {args.clients} clients, {args.warmup:g} s warm-up, "
-                  f"{args.duration:g} s measured ...", flush=True)
+            print(
+                f"{SCENARIOS[kind][0]}: {args.clients} clients, {args.warmup:g} s warm-up, "
+                f"{args.duration:g} s measured ...",
+                flush=True,
+            )
             rows.append(run_scenario(kind, args, port, run, tenant_id, api_key, server))
     finally:
         server.terminate()
@@ -399,23 +491,30 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         pg_version = cursor.fetchone()[0]
-    print(f"\nHerald API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}, PostgreSQL {pg_version}, gunicorn gthread "
-          f"{args.workers}x{args.threads}, rate-limit counters in {'Redis' if args.redis_url else 'memory'}, "
-          f"{args.clients} clients, {args.duration:g} s each, load average before {load_before:.2f}\n")
-    print(f"{'scenario':<30} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'errors':>7}   CPU ms per request: {'gunicorn':>8} {'postgres':>8} {'redis*':>7} {'total':>7}")
+    print(
+        f"\nHerald API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+        f"Python {sys.version.split()[0]}, PostgreSQL {pg_version}, gunicorn gthread "
+        f"{args.workers}x{args.threads}, rate-limit counters in {'Redis' if args.redis_url else 'memory'}, "
+        f"{args.clients} clients, {args.duration:g} s each, load average before {load_before:.2f}\n"
+    )
+    print(
+        f"{'scenario':<30} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'errors':>7}   CPU ms per request: {'gunicorn':>8} {'postgres':>8} {'redis*':>7} {'total':>7}"
+    )
     for row in rows:
         total = row["cpu_gunicorn_ms"] + row["cpu_postgres_ms"] + row["cpu_redis_ms"]
-        print(f"{SCENARIOS[row['scenario']][1]:<30} {row['requests']:>9} {row['rps']:>8.0f} "
-              f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['max_ms']:>8.1f} {row['errors']:>7}   "
-              f"{'':>19} {row['cpu_gunicorn_ms']:>8.2f} {row['cpu_postgres_ms']:>8.2f} "
-              f"{row['cpu_redis_ms']:>7.2f} {total:>7.2f}"
-              + (f"  {row['error_kinds']}" if row["errors"] else ""))
+        print(
+            f"{SCENARIOS[row['scenario']][1]:<30} {row['requests']:>9} {row['rps']:>8.0f} "
+            f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['max_ms']:>8.1f} {row['errors']:>7}   "
+            f"{'':>19} {row['cpu_gunicorn_ms']:>8.2f} {row['cpu_postgres_ms']:>8.2f} "
+            f"{row['cpu_redis_ms']:>7.2f} {total:>7.2f}"
+            + (f"  {row['error_kinds']}" if row["errors"] else "")
+        )
     print("* Redis: the whole server's CPU, so others' use of it on this machine counts too")
     if args.json:
-        print("JSON " + json.dumps({"load_before": load_before, "load_after": os.getloadavg()[0],
-                                    "rows": rows}))
+        print(
+            "JSON " + json.dumps({"load_before": load_before, "load_after": os.getloadavg()[0], "rows": rows})
+        )
     by_kind = {row["scenario"]: row for row in rows}
     for kind, what, table in (("events", "events", "events"), ("refresh", "token rotations", "rotations")):
         if kind in by_kind:

@@ -78,11 +78,19 @@ def redis_cpu(client) -> float:
 def event_body(run: str, tenant_id: str, key: str, n: int) -> dict:
     device = n % 20
     return {
-        "tenant_id": tenant_id, "api_key": key, "app_user_id": f"{run}-user-{device}",
-        "event_name": "screen_view", "event_time": datetime.now(UTC).isoformat(timespec="microseconds"),
-        "device_token": f"{run}-ev-{device}-" + "x" * 120, "platform": "android",
-        "push_permission_granted": True, "timezone": "Europe/Istanbul", "language": "tr", "country": "TR",
-        "session_id": f"s-{n // 50}", "params": {"screen": "home", "n": n},
+        "tenant_id": tenant_id,
+        "api_key": key,
+        "app_user_id": f"{run}-user-{device}",
+        "event_name": "screen_view",
+        "event_time": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "device_token": f"{run}-ev-{device}-" + "x" * 120,
+        "platform": "android",
+        "push_permission_granted": True,
+        "timezone": "Europe/Istanbul",
+        "language": "tr",
+        "country": "TR",
+        "session_id": f"s-{n // 50}",
+        "params": {"screen": "home", "n": n},
     }
 
 
@@ -98,21 +106,37 @@ class Driver:
     def body(self, kind: str, n: int) -> tuple[str, bytes]:
         if kind == "events":
             return "/events", json.dumps(event_body(self.run, self.tenant_id, self.key, n)).encode()
-        body = {"tenant_id": self.tenant_id, "api_key": self.key,
-                "old_token": f"{self.run}-chain-{self.chain}",
-                "new_token": f"{self.run}-chain-{self.chain + 1}", "app_user_id": f"{self.run}-chain-user"}
+        body = {
+            "tenant_id": self.tenant_id,
+            "api_key": self.key,
+            "old_token": f"{self.run}-chain-{self.chain}",
+            "new_token": f"{self.run}-chain-{self.chain + 1}",
+            "app_user_id": f"{self.run}-chain-user",
+        }
         self.chain += 1
         return "/devices/refresh-token", json.dumps(body).encode()
 
     def request(self, kind: str, n: int) -> None:
         path, raw = self.body(kind, n)
         environ = {
-            "REQUEST_METHOD": "POST", "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
-            "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(raw)),
-            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "REMOTE_ADDR": "127.0.0.1",
-            "HTTP_HOST": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.input": io.BytesIO(raw),
-            "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr, "wsgi.multithread": True,
-            "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path,
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(raw)),
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "127.0.0.1",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.input": io.BytesIO(raw),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
         }
         status = []
         result = self.application(environ, lambda s, h, exc_info=None: status.append(s))
@@ -164,12 +188,20 @@ def measure(driver: Driver, kind: str, requests: int, redis_client) -> dict:
     for n in range(200):  # warm: connection, key cache, plan caches
         driver.request(kind, n)
     pid = backend_pid() if connection.vendor == "postgresql" else None
-    started = (time.process_time(), cpu_of(pid) if pid else 0.0,
-               redis_cpu(redis_client) if redis_client else 0.0, time.perf_counter())
+    started = (
+        time.process_time(),
+        cpu_of(pid) if pid else 0.0,
+        redis_cpu(redis_client) if redis_client else 0.0,
+        time.perf_counter(),
+    )
     for n in range(200, 200 + requests):
         driver.request(kind, n)
-    ended = (time.process_time(), cpu_of(pid) if pid else 0.0,
-             redis_cpu(redis_client) if redis_client else 0.0, time.perf_counter())
+    ended = (
+        time.process_time(),
+        cpu_of(pid) if pid else 0.0,
+        redis_cpu(redis_client) if redis_client else 0.0,
+        time.perf_counter(),
+    )
     if pid and backend_pid() != pid:
         print("  (the database connection was replaced during the run: its CPU is not counted)")
     per = [(e - s) * 1000 / requests for s, e in zip(started, ended, strict=True)]
@@ -190,13 +222,22 @@ def profile(driver: Driver, kind: str, requests: int) -> None:
         total = sum(v[3] for (file, _, func), v in stats.items() if file.endswith(suffix) and func == name)
         by_part[label] = by_part.get(label, 0.0) + total
     whole = by_part[PARTS[0][0]] or 1e-9
-    view = sum(v[3] for (file, _, func), v in stats.items()
-               if func == "post" and file.endswith("devices/views.py"))
-    dispatch = sum(v[3] for (file, _, func), v in stats.items()
-                   if func == "dispatch" and file.endswith("rest_framework/views.py"))
+    view = sum(
+        v[3] for (file, _, func), v in stats.items() if func == "post" and file.endswith("devices/views.py")
+    )
+    dispatch = sum(
+        v[3]
+        for (file, _, func), v in stats.items()
+        if func == "dispatch" and file.endswith("rest_framework/views.py")
+    )
     by_part[PARTS[1][0]] = whole - dispatch
-    inside = sum(by_part[label] for label, suffix, _ in PARTS[3:] if suffix and not label.startswith(" ")
-                 and label in ("authentication (key lookup + last-used touch)", "rate-limit checks (Redis)"))
+    inside = sum(
+        by_part[label]
+        for label, suffix, _ in PARTS[3:]
+        if suffix
+        and not label.startswith(" ")
+        and label in ("authentication (key lookup + last-used touch)", "rate-limit checks (Redis)")
+    )
     by_part[PARTS[2][0]] = dispatch - view - inside
     print(f"  cProfile breakdown over {requests} requests (share of the whole request):")
     for label in dict.fromkeys(label for label, _, _ in PARTS):
@@ -213,27 +254,46 @@ def seed(run: str):
     _, key = ApiKey.generate(tenant=tenant, name="profile", kind=ApiKey.Kind.APP)
     user = AppUser.objects.create(tenant=tenant, app_user_id=f"{run}-chain-user")
     token = f"{run}-chain-0"
-    Device.objects.create(tenant=tenant, user=user, token=token, token_hash=hash_token(token),
-                          platform="android", push_permission=True)
+    Device.objects.create(
+        tenant=tenant,
+        user=user,
+        token=token,
+        token_hash=hash_token(token),
+        platform="android",
+        push_permission=True,
+    )
     return tenant, key
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/herald_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--scenarios", default="events,refresh")
-    parser.add_argument("--without-rate-limits", action="store_true",
-                        help="turn rate limiting off, to see what its checks cost")
+    parser.add_argument(
+        "--without-rate-limits",
+        action="store_true",
+        help="turn rate limiting off, to see what its checks cost",
+    )
     args = parser.parse_args()
     no_limit = "" if args.without_rate_limits else "1000000000/min"  # on but never reached, or off
-    os.environ.update({"DJANGO_SETTINGS_MODULE": "bench.load_settings", "DATABASE_URL": args.database_url,
-                       "REDIS_URL": args.redis_url, "DEBUG": "false", "ALLOWED_HOSTS": "127.0.0.1",
-                       "RATE_LIMIT_PER_IP": no_limit, "RATE_LIMIT_PER_KEY": no_limit, "LOG_LEVEL": "WARNING",
-                       # One connection for the whole run, so that its backend's CPU can be read.
-                       "CONN_MAX_AGE": "3600"})
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "bench.load_settings",
+            "DATABASE_URL": args.database_url,
+            "REDIS_URL": args.redis_url,
+            "DEBUG": "false",
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "RATE_LIMIT_PER_IP": no_limit,
+            "RATE_LIMIT_PER_KEY": no_limit,
+            "LOG_LEVEL": "WARNING",
+            # One connection for the whole run, so that its backend's CPU can be read.
+            "CONN_MAX_AGE": "3600",
+        }
+    )
     if args.database_url.startswith(("postgres://", "postgresql://")):
         sys.path.insert(0, str(ROOT / "bench"))
         from api_load import ensure_database
@@ -252,16 +312,20 @@ def main() -> None:
     tenant, key = seed(run)
     driver = Driver(run, tenant.tenant_id, key)
     load = os.getloadavg()[0]
-    print(f"Herald API profile, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
-          f"load average {load:.2f}, {args.requests} requests per scenario")
+    print(
+        f"Herald API profile, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+        f"load average {load:.2f}, {args.requests} requests per scenario"
+    )
     try:
         for kind in args.scenarios.split(","):
             path = {"events": "POST /events", "refresh": "POST /devices/refresh-token"}[kind]
             print(f"\n{path}")
             cpu = measure(driver, kind, args.requests, redis_client)
-            print(f"  per request, no profiler: wall {cpu['wall_ms']:.3f} ms; "
-                  f"CPU: Python {cpu['python_ms']:.3f} ms, PostgreSQL backend {cpu['postgres_ms']:.3f} ms, "
-                  f"Redis (whole server) {cpu['redis_ms']:.3f} ms")
+            print(
+                f"  per request, no profiler: wall {cpu['wall_ms']:.3f} ms; "
+                f"CPU: Python {cpu['python_ms']:.3f} ms, PostgreSQL backend {cpu['postgres_ms']:.3f} ms, "
+                f"Redis (whole server) {cpu['redis_ms']:.3f} ms"
+            )
             seen = round_trips(driver, kind, 5_000, 100)
             print(f"  PostgreSQL round trips per request: {sum(seen.values()) / 100:.2f}")
             for sql, count in seen.most_common():

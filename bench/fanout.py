@@ -70,12 +70,20 @@ def make_devices(tenant, count: int, *, prefix: str) -> None:
     batch = 10_000
     for start in range(0, count, batch):
         n = range(start, min(start + batch, count))
-        users = AppUser.objects.bulk_create(
-            [AppUser(tenant=tenant, app_user_id=f"{prefix}-u{i}") for i in n])
-        Device.objects.bulk_create([
-            Device(tenant=tenant, user=u, token=f"{prefix}-token-{i}",
-                   token_hash=hash_token(f"{prefix}-token-{i}"), platform="android", push_permission=True)
-            for i, u in zip(n, users, strict=True)])
+        users = AppUser.objects.bulk_create([AppUser(tenant=tenant, app_user_id=f"{prefix}-u{i}") for i in n])
+        Device.objects.bulk_create(
+            [
+                Device(
+                    tenant=tenant,
+                    user=u,
+                    token=f"{prefix}-token-{i}",
+                    token_hash=hash_token(f"{prefix}-token-{i}"),
+                    platform="android",
+                    push_permission=True,
+                )
+                for i, u in zip(n, users, strict=True)
+            ]
+        )
 
 
 def queries_per_thousand(tenant) -> float:
@@ -89,9 +97,15 @@ def queries_per_thousand(tenant) -> float:
     immediate = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
     with override_settings(TASKS=immediate):
         with CaptureQueriesContext(connection) as ctx:
-            message, _ = create_message(tenant=tenant, spec=MessageInput(
-                title="Q", body="count", audience="tokens",
-                audience_params={"tokens": [f"q-token-{i}" for i in range(2000)]}))
+            message, _ = create_message(
+                tenant=tenant,
+                spec=MessageInput(
+                    title="Q",
+                    body="count",
+                    audience="tokens",
+                    audience_params={"tokens": [f"q-token-{i}" for i in range(2000)]},
+                ),
+            )
     message.refresh_from_db()
     assert message.sent_count == 2000, message.status
     from devices.models import Device
@@ -107,13 +121,33 @@ def run_once(tenant, count: int, *, database_url: str, fcm_url: str, concurrency
     Device.objects.filter(tenant=tenant).update(push_permission=False)
     prefix = f"n{count}"
     make_devices(tenant, count, prefix=prefix)
-    message, _ = create_message(tenant=tenant, spec=MessageInput(
-        title="Bench", body="Hello", audience="filter", audience_params={"platforms": ["android"]}))
-    env = {**os.environ, "DATABASE_URL": database_url, "FCM_API_URL": fcm_url,
-           "SEND_CONCURRENCY": str(concurrency), "LOG_LEVEL": "WARNING"}
+    message, _ = create_message(
+        tenant=tenant,
+        spec=MessageInput(
+            title="Bench", body="Hello", audience="filter", audience_params={"platforms": ["android"]}
+        ),
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "FCM_API_URL": fcm_url,
+        "SEND_CONCURRENCY": str(concurrency),
+        "LOG_LEVEL": "WARNING",
+    }
     started = time.perf_counter()
-    worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "db_worker", "--batch",
-                               "--no-startup-delay", "--interval", "0.05"], env=env, cwd=ROOT)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "db_worker",
+            "--batch",
+            "--no-startup-delay",
+            "--interval",
+            "0.05",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
     peak = 0.0
     while worker.poll() is None:
         peak = max(peak, peak_rss_mb(worker.pid))
@@ -121,14 +155,17 @@ def run_once(tenant, count: int, *, database_url: str, fcm_url: str, concurrency
     wall = time.perf_counter() - started
     message.refresh_from_db()
     if message.status != "completed" or message.sent_count != count:
-        raise SystemExit(f"worker exited with {worker.returncode}; message {message.status}, "
-                         f"{message.sent_count}/{count} sent")
+        raise SystemExit(
+            f"worker exited with {worker.returncode}; message {message.status}, "
+            f"{message.sent_count}/{count} sent"
+        )
     return {"devices": count, "seconds": wall, "msgs_per_s": count / wall, "peak_mb": peak}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--devices", default="10000,100000", help="comma-separated audience sizes")
     parser.add_argument("--database-url", help="default: a fresh SQLite file in a temp dir")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added by the fake FCM")
@@ -146,21 +183,30 @@ def main() -> None:
 
         tenant, service_account = make_tenant(fake.url)
         per_thousand = queries_per_thousand(tenant)
-        rows = [run_once(tenant, n, database_url=database_url, fcm_url=fake.url,
-                         concurrency=args.concurrency) for n in sizes]
-        yardstick = None if args.no_yardstick else measure_yardstick(
-            service_account, fake.url, args.yardstick_messages)
+        rows = [
+            run_once(tenant, n, database_url=database_url, fcm_url=fake.url, concurrency=args.concurrency)
+            for n in sizes
+        ]
+        yardstick = (
+            None
+            if args.no_yardstick
+            else measure_yardstick(service_account, fake.url, args.yardstick_messages)
+        )
 
-    print(f"\nHerald fan-out, one db_worker process, {connection.vendor}, "
-          f"fake FCM +{args.latency_ms:g} ms, {args.concurrency} concurrent sends, {os.cpu_count()} cores")
+    print(
+        f"\nHerald fan-out, one db_worker process, {connection.vendor}, "
+        f"fake FCM +{args.latency_ms:g} ms, {args.concurrency} concurrent sends, {os.cpu_count()} cores"
+    )
     print(f"{'devices':>10} {'wall s':>8} {'msgs/s':>9} {'peak MB':>8}")
     for r in rows:
         print(f"{r['devices']:>10,} {r['seconds']:>8.1f} {r['msgs_per_s']:>9,.0f} {r['peak_mb']:>8.0f}")
     print(f"queries per 1,000 deliveries (whole send path, 2,000-device message): {per_thousand:.0f}")
     if yardstick:
         best = max(r["msgs_per_s"] for r in rows)
-        print(f"\nfirebase-admin send_each, batches of 500, same fake: {yardstick['msgs_per_s']:,.0f} msgs/s "
-              f"({yardstick['cpu_ms_per_msg']:.2f} CPU ms/msg, no database)")
+        print(
+            f"\nfirebase-admin send_each, batches of 500, same fake: {yardstick['msgs_per_s']:,.0f} msgs/s "
+            f"({yardstick['cpu_ms_per_msg']:.2f} CPU ms/msg, no database)"
+        )
         print(f"Herald / firebase-admin: {best / yardstick['msgs_per_s']:.1f}x")
     elif not args.no_yardstick:
         print("\nfirebase-admin yardstick unavailable (see above)")

@@ -58,7 +58,8 @@ def add_old_events(tenant_id: str, count: int) -> None:
                 "SELECT %s, %s, NULL, 'screen_view', now() - make_interval(days => %s, secs => i), "
                 "now() - make_interval(days => %s, secs => i), 's-' || (i / 50), '{\"screen\": \"home\"}', "
                 "'old-' || i FROM generate_series(%s, %s) AS i",
-                [tenant.pk, user.pk, AGE_DAYS, AGE_DAYS, first + 1, last])
+                [tenant.pk, user.pk, AGE_DAYS, AGE_DAYS, first + 1, last],
+            )
             print(f"  {last:,} old events ({time.monotonic() - started:.0f} s)", flush=True)
         cursor.execute("VACUUM ANALYZE devices_event")
 
@@ -85,18 +86,23 @@ def drop_database(url: str) -> None:
 
     parts = urlsplit(url)
     with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(parts.path.lstrip("/"))))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(parts.path.lstrip("/")))
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=10_000_000, help="old events to delete")
     parser.add_argument("--batch-size", type=int, default=5000, help="ids per DELETE (RETENTION_BATCH_SIZE)")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/herald_bench_retention")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15",
-                        help="rate-limit counters ('' for per-process memory)")
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/15",
+        help="rate-limit counters ('' for per-process memory)",
+    )
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds, before and during")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--clients", type=int, default=16, help="concurrent keep-alive connections")
@@ -131,8 +137,9 @@ def main() -> None:
         print(f"POST /events while retention deletes {args.events:,} events ...", flush=True)
         spec = json.dumps({"tenant_id": tenant_id, "batch_size": args.batch_size})
         retention_started = time.monotonic()
-        retention = subprocess.Popen([sys.executable, __file__, "--retain", spec], cwd=ROOT,
-                                     env=env, stdout=subprocess.PIPE, text=True)
+        retention = subprocess.Popen(
+            [sys.executable, __file__, "--retain", spec], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
         during = api_load.run_scenario("events", args, port, run, tenant_id, api_key)
         load_ended = time.monotonic() - retention_started
         out, _ = retention.communicate()
@@ -152,26 +159,35 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         pg_version = cursor.fetchone()[0]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     connection.close()
     if not args.keep:
         drop_database(args.database_url)
 
-    print(f"\nRetention under load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, "
-          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, PostgreSQL {pg_version}, gunicorn "
-          f"gthread {args.workers}x{args.threads}, {args.clients} clients, load average before "
-          f"{load_before:.2f}")
+    print(
+        f"\nRetention under load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, "
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, PostgreSQL {pg_version}, gunicorn "
+        f"gthread {args.workers}x{args.threads}, {args.clients} clients, load average before "
+        f"{load_before:.2f}"
+    )
     print(f"{args.events:,} old events generated in {generate_s:.0f} s\n")
-    print(f"{'POST /events':<28} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'errors':>7}")
+    print(
+        f"{'POST /events':<28} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'errors':>7}"
+    )
     for name, row in (("before (no retention)", before), ("during retention", during)):
-        print(f"{name:<28} {row['requests']:>9} {row['rps']:>8.0f} {row['p50_ms']:>8.1f} "
-              f"{row['p99_ms']:>8.1f} {row['max_ms']:>8.1f} {row['errors']:>7}")
+        print(
+            f"{name:<28} {row['requests']:>9} {row['rps']:>8.0f} {row['p50_ms']:>8.1f} "
+            f"{row['p99_ms']:>8.1f} {row['max_ms']:>8.1f} {row['errors']:>7}"
+        )
     wall = report["wall_s"]
-    print(f"\nretention: {report['events']:,} events deleted in {report['batches']:,} batches of "
-          f"{args.batch_size:,}, {wall:.1f} s ({report['events'] / wall:,.0f} rows/s, "
-          f"{1000 * wall / max(report['batches'], 1):.0f} ms per batch)")
+    print(
+        f"\nretention: {report['events']:,} events deleted in {report['batches']:,} batches of "
+        f"{args.batch_size:,}, {wall:.1f} s ({report['events'] / wall:,.0f} rows/s, "
+        f"{1000 * wall / max(report['batches'], 1):.0f} ms per batch)"
+    )
     if wall < load_ended:
         print(f"note: retention finished after {wall:.0f} s, before the {load_ended:.0f} s of load ended")
     print(f"old events left: {old_left} (expected 0); events stored by /events kept: {left - old_left}")

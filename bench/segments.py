@@ -40,15 +40,19 @@ def generate(tenant, users: int, events: int) -> None:
 
     t = tenant.pk
     with connection.cursor() as cursor:
-        cursor.execute("""
+        cursor.execute(
+            """
             INSERT INTO devices_appuser (tenant_id, app_user_id, is_anonymous, language, country, timezone,
                                          first_seen_at, last_seen_at)
             SELECT %s, 'u' || i, i %% 7 = 0,
                    (ARRAY['tr','en','de','es','fr','pt','ja','ar'])[1 + i %% 8],
                    (ARRAY['TR','US','DE','ES','FR','BR','JP','EG'])[1 + i %% 8], 'UTC',
                    now() - interval '120 days' * random(), now() - interval '30 days' * random()
-            FROM generate_series(1, %s) AS i""", [t, users])
-        cursor.execute("""
+            FROM generate_series(1, %s) AS i""",
+            [t, users],
+        )
+        cursor.execute(
+            """
             INSERT INTO devices_device (tenant_id, user_id, token, token_hash, token_kind, platform,
                 push_permission, is_active, deactivation_reason, last_session_id, created_at, last_seen_at,
                 token_updated_at)
@@ -57,12 +61,15 @@ def generate(tenant, users: int, events: int) -> None:
                    (ARRAY['android','ios','web'])[1 + (u.id + k) %% 3], random() < 0.8, true, '', '',
                    now(), now(), now()
             FROM devices_appuser u CROSS JOIN generate_series(1, 2) AS k
-            WHERE u.tenant_id = %s AND (k = 1 OR u.id %% 5 = 0)""", [t])
+            WHERE u.tenant_id = %s AND (k = 1 OR u.id %% 5 = 0)""",
+            [t],
+        )
         cursor.execute("SELECT min(id), max(id) FROM devices_appuser WHERE tenant_id = %s", [t])
         low, high = cursor.fetchone()
         batch = 1_000_000
         for start in range(0, events, batch):
-            cursor.execute("""
+            cursor.execute(
+                """
                 INSERT INTO devices_event (tenant_id, user_id, name, occurred_at, received_at, session_id,
                                            params, fingerprint)
                 SELECT %s, %s + floor(random() * (%s - %s + 1))::bigint, e.name,
@@ -78,7 +85,8 @@ def generate(tenant, users: int, events: int) -> None:
                                        'cart_add','cart_add','level_complete','level_complete','purchase'])
                                 [1 + (i::bigint * 7919) %% 10] AS name
                       FROM generate_series(%s, %s) AS i) AS e""",
-                [t, low, high, low, start + 1, min(start + batch, events)])
+                [t, low, high, low, start + 1, min(start + batch, events)],
+            )
             print(f"  events {min(start + batch, events):,}", flush=True)
         cursor.execute("ANALYZE devices_appuser; ANALYZE devices_device; ANALYZE devices_event")
 
@@ -96,9 +104,15 @@ def fan_out_rate(tenant, audience: str, params: dict) -> tuple[float, int]:
     from messaging.models import Message
     from messaging.services import fan_out
 
-    message = Message.objects.create(tenant=tenant, title="bench", body="bench", audience=audience,
-                                     audience_params=params, status=Message.Status.SENDING,
-                                     started_at=timezone.now())
+    message = Message.objects.create(
+        tenant=tenant,
+        title="bench",
+        body="bench",
+        audience=audience,
+        audience_params=params,
+        status=Message.Status.SENDING,
+        started_at=timezone.now(),
+    )
     seconds, _ = timed(lambda: fan_out(message_id=message.pk))
     message.refresh_from_db()
     count = message.targeted_count
@@ -108,8 +122,9 @@ def fan_out_rate(tenant, audience: str, params: dict) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="1 = 1,000,000 users and 10,000,000 events")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/herald_bench_segments")
     parser.add_argument("--keep", action="store_true", help="reuse the data of an earlier run at this scale")

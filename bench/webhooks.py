@@ -93,8 +93,9 @@ def cpu_seconds(process: subprocess.Popen) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_once(tenant, count: int, *, mode: str, round_no: int, receiver: Receiver, env: dict,
-             post: bool = True) -> dict:
+def run_once(
+    tenant, count: int, *, mode: str, round_no: int, receiver: Receiver, env: dict, post: bool = True
+) -> dict:
     from devices.models import Device
     from messaging.services import MessageInput, create_message
     from webhooks.models import Endpoint, EventType
@@ -106,18 +107,28 @@ def run_once(tenant, count: int, *, mode: str, round_no: int, receiver: Receiver
     receiver.reset()
     Device.objects.filter(tenant=tenant).update(push_permission=False)
     make_devices(tenant, count, prefix=f"r{round_no}{mode}")
-    message, _ = create_message(tenant=tenant, spec=MessageInput(
-        title="Bench", body="Hello", audience="filter", audience_params={"platforms": ["android"]}))
+    message, _ = create_message(
+        tenant=tenant,
+        spec=MessageInput(
+            title="Bench", body="Hello", audience="filter", audience_params={"platforms": ["android"]}
+        ),
+    )
     manage = [sys.executable, str(ROOT / "manage.py")]
     started = time.perf_counter()
-    sender = subprocess.Popen([*manage, "db_worker", "--batch", "--no-startup-delay", "--interval", "0.05"],
-                              env=env, cwd=ROOT)
+    sender = subprocess.Popen(
+        [*manage, "db_worker", "--batch", "--no-startup-delay", "--interval", "0.05"], env=env, cwd=ROOT
+    )
     helpers = [subprocess.Popen([*manage, "herald_beat", "--interval", "1"], env=env, cwd=ROOT)]
     if post:
         # At db_worker's default interval: an idle worker polling every 50 ms slowed the sender
         # visibly on two cores, with webhooks off as much as on.
-        helpers.append(subprocess.Popen([*manage, "db_worker", "--queue-name", "webhooks",
-                                         "--no-startup-delay", "--interval", "1"], env=env, cwd=ROOT))
+        helpers.append(
+            subprocess.Popen(
+                [*manage, "db_worker", "--queue-name", "webhooks", "--no-startup-delay", "--interval", "1"],
+                env=env,
+                cwd=ROOT,
+            )
+        )
     sender_cpu = cpu_seconds(sender)
     wall = time.perf_counter() - started
     message.refresh_from_db()
@@ -135,20 +146,31 @@ def run_once(tenant, count: int, *, mode: str, round_no: int, receiver: Receiver
         helper_cpu += cpu_seconds(helper)
     if message.status != "completed" or message.sent_count != count:
         raise SystemExit(f"message {message.status}, {message.sent_count}/{count} sent")
-    return {"mode": mode, "seconds": wall, "msgs_per_s": count / wall, "drained": drained,
-            "cpu_per_s": count / sender_cpu, "total_cpu_ms": 1000 * (sender_cpu + helper_cpu) / count,
-            "posts": receiver.posts, "events": dict(receiver.events)}
+    return {
+        "mode": mode,
+        "seconds": wall,
+        "msgs_per_s": count / wall,
+        "drained": drained,
+        "cpu_per_s": count / sender_cpu,
+        "total_cpu_ms": 1000 * (sender_cpu + helper_cpu) / count,
+        "posts": receiver.posts,
+        "events": dict(receiver.events),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database-url", help="default: a fresh SQLite file in a temp dir")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added by the fake FCM")
-    parser.add_argument("--record-only", action="store_true",
-                        help="run no webhooks worker: measure recording events alone, not posting them")
+    parser.add_argument(
+        "--record-only",
+        action="store_true",
+        help="run no webhooks worker: measure recording events alone, not posting them",
+    )
     args = parser.parse_args()
 
     os.environ["WEBHOOKS_ALLOW_PRIVATE_ADDRESSES"] = os.environ["WEBHOOKS_ALLOW_HTTP"] = "true"
@@ -165,33 +187,52 @@ def main() -> None:
         for round_no in range(args.rounds):
             order = ("off", "on") if round_no % 2 == 0 else ("on", "off")
             for mode in order:
-                row = run_once(tenant, args.devices, mode=mode, round_no=round_no, receiver=receiver, env=env,
-                               post=not args.record_only)
+                row = run_once(
+                    tenant,
+                    args.devices,
+                    mode=mode,
+                    round_no=round_no,
+                    receiver=receiver,
+                    env=env,
+                    post=not args.record_only,
+                )
                 rows.append(row)
-                drained = f", every event received after {row['drained']:.1f} s in {row['posts']} POSTs" \
-                    if row["drained"] else ""
-                print(f"round {round_no + 1} {mode:>3}: {row['seconds']:.1f} s, "
-                      f"{row['msgs_per_s']:,.0f} msgs/s, {row['cpu_per_s']:,.0f} per sender CPU second, "
-                      f"{row['total_cpu_ms']:.2f} CPU ms per delivery in all workers{drained}", flush=True)
+                drained = (
+                    f", every event received after {row['drained']:.1f} s in {row['posts']} POSTs"
+                    if row["drained"]
+                    else ""
+                )
+                print(
+                    f"round {round_no + 1} {mode:>3}: {row['seconds']:.1f} s, "
+                    f"{row['msgs_per_s']:,.0f} msgs/s, {row['cpu_per_s']:,.0f} per sender CPU second, "
+                    f"{row['total_cpu_ms']:.2f} CPU ms per delivery in all workers{drained}",
+                    flush=True,
+                )
 
     def median_of(key):
         return {m: statistics.median(r[key] for r in rows if r["mode"] == m) for m in ("off", "on")}
 
     median, per_cpu, total = median_of("msgs_per_s"), median_of("cpu_per_s"), median_of("total_cpu_ms")
-    print(f"\nHerald delivery with and without webhooks, {args.devices:,} devices, {connection.vendor}, "
-          f"fake FCM +{args.latency_ms:g} ms, {os.cpu_count()} cores, medians of {args.rounds}")
+    print(
+        f"\nHerald delivery with and without webhooks, {args.devices:,} devices, {connection.vendor}, "
+        f"fake FCM +{args.latency_ms:g} ms, {os.cpu_count()} cores, medians of {args.rounds}"
+    )
     print(f"{'webhooks':>9} {'msgs/s':>9} {'per sender CPU s':>17} {'CPU ms/delivery, all workers':>29}")
     for mode in ("off", "on"):
         print(f"{mode:>9} {median[mode]:>9,.0f} {per_cpu[mode]:>17,.0f} {total[mode]:>29.2f}")
-    print(f"on / off: {median['on'] / median['off']:.1%} of the throughput, "
-          f"{per_cpu['on'] / per_cpu['off']:.1%} per sender CPU second (goal: at least 90 %)")
+    print(
+        f"on / off: {median['on'] / median['off']:.1%} of the throughput, "
+        f"{per_cpu['on'] / per_cpu['off']:.1%} per sender CPU second (goal: at least 90 %)"
+    )
     on = [r for r in rows if r["mode"] == "on"]
     if args.record_only:
         print("(record only: no webhooks worker ran)")
     elif all(r["drained"] for r in on):
-        print(f"every webhook event received within {statistics.median(r['drained'] for r in on):.1f} s "
-              f"of the start (median), in {statistics.median(r['posts'] for r in on):.0f} POSTs "
-              f"for {args.devices + 1:,} events")
+        print(
+            f"every webhook event received within {statistics.median(r['drained'] for r in on):.1f} s "
+            f"of the start (median), in {statistics.median(r['posts'] for r in on):.0f} POSTs "
+            f"for {args.devices + 1:,} events"
+        )
     else:
         print("some webhook events had not arrived two minutes after sending finished")
 

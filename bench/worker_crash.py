@@ -50,8 +50,15 @@ def free_port() -> int:
 
 
 def setup_django(database_url: str, fcm_url: str) -> None:
-    os.environ.update({"DATABASE_URL": database_url, "FCM_API_URL": fcm_url, "FCM_SANDBOX_ENABLED": "1",
-                       "TASK_BACKEND": "database", "DJANGO_SETTINGS_MODULE": "config.settings"})
+    os.environ.update(
+        {
+            "DATABASE_URL": database_url,
+            "FCM_API_URL": fcm_url,
+            "FCM_SANDBOX_ENABLED": "1",
+            "TASK_BACKEND": "database",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+        }
+    )
     import django
 
     django.setup()
@@ -62,8 +69,9 @@ def setup_django(database_url: str, fcm_url: str) -> None:
 
 def manage(*command: str, env: dict, quiet: bool = True) -> subprocess.Popen:
     out = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *command], env=env, cwd=ROOT,
-                            stdout=out, stderr=out)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), *command], env=env, cwd=ROOT, stdout=out, stderr=out
+    )
 
 
 def make_tenant(tenant_id: str, devices: int, sandbox_url: str):
@@ -74,11 +82,21 @@ def make_tenant(tenant_id: str, devices: int, sandbox_url: str):
     tenant = Tenant.objects.create(name=tenant_id.title(), tenant_id=tenant_id)
     provision_tenant(tenant=tenant, sandbox_url=sandbox_url)
     users = AppUser.objects.bulk_create(
-        [AppUser(tenant=tenant, app_user_id=f"{tenant_id}-u{i}") for i in range(devices)])
-    Device.objects.bulk_create([
-        Device(tenant=tenant, user=user, token=f"{tenant_id}-token-{i}",
-               token_hash=hash_token(f"{tenant_id}-token-{i}"), platform="android", push_permission=True)
-        for i, user in enumerate(users)])
+        [AppUser(tenant=tenant, app_user_id=f"{tenant_id}-u{i}") for i in range(devices)]
+    )
+    Device.objects.bulk_create(
+        [
+            Device(
+                tenant=tenant,
+                user=user,
+                token=f"{tenant_id}-token-{i}",
+                token_hash=hash_token(f"{tenant_id}-token-{i}"),
+                platform="android",
+                push_permission=True,
+            )
+            for i, user in enumerate(users)
+        ]
+    )
     return tenant
 
 
@@ -95,15 +113,21 @@ def collapse_ids(message: dict) -> set[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--devices", type=int, default=5000)
     parser.add_argument("--latency-ms", type=int, default=20, help="the sandbox's added latency per send")
-    parser.add_argument("--kill-at", type=float, default=0.33,
-                        help="share of deliveries sent before the kill (not a multiple of the chunk size: "
-                             "a worker between two chunks has nothing in flight)")
-    parser.add_argument("--claim-seconds", type=int, default=15,
-                        help="DELIVERY_CLAIM_SECONDS for the workers")
+    parser.add_argument(
+        "--kill-at",
+        type=float,
+        default=0.33,
+        help="share of deliveries sent before the kill (not a multiple of the chunk size: "
+        "a worker between two chunks has nothing in flight)",
+    )
+    parser.add_argument(
+        "--claim-seconds", type=int, default=15, help="DELIVERY_CLAIM_SECONDS for the workers"
+    )
     parser.add_argument("--database-url", help="default: a fresh SQLite file in a temp dir")
     args = parser.parse_args()
 
@@ -121,12 +145,19 @@ def main() -> None:
     from messaging.services import MessageInput, create_message
     from tests.messaging.workers import wait_for
 
-    env = {**os.environ, "LOG_LEVEL": "WARNING", "DELIVERY_CLAIM_SECONDS": str(args.claim_seconds),
-           "DELIVERY_RECOVERY_GRACE_SECONDS": "2"}
+    env = {
+        **os.environ,
+        "LOG_LEVEL": "WARNING",
+        "DELIVERY_CLAIM_SECONDS": str(args.claim_seconds),
+        "DELIVERY_RECOVERY_GRACE_SECONDS": "2",
+    }
     processes: list[subprocess.Popen] = []
     try:
-        processes.append(manage("fcm_sandbox", "--port", str(port), "--latency-ms", str(args.latency_ms),
-                                "--quiet", env=env))
+        processes.append(
+            manage(
+                "fcm_sandbox", "--port", str(port), "--latency-ms", str(args.latency_ms), "--quiet", env=env
+            )
+        )
         wait_for(lambda: _answers(port), timeout=30, what="the sandbox")
         crash = make_tenant("crash", args.devices, sandbox_url)
         bystander = make_tenant("bystander", 1, sandbox_url)
@@ -135,8 +166,12 @@ def main() -> None:
         worker = manage("db_worker", "--no-startup-delay", "--interval", "0.05", env=env)
         processes.append(worker)
         kill_at = max(1, int(args.devices * args.kill_at))
-        wait_for(lambda: Delivery.objects.filter(message=message, status="sent").count() >= kill_at,
-                 timeout=600, what="the first worker to send", interval=0.01)
+        wait_for(
+            lambda: Delivery.objects.filter(message=message, status="sent").count() >= kill_at,
+            timeout=600,
+            what="the first worker to send",
+            interval=0.01,
+        )
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         killed_at = time.monotonic()
@@ -178,27 +213,34 @@ def main() -> None:
     message.refresh_from_db()
     received = defaultdict(list)
     for target, body in SandboxMessage.objects.filter(target__startswith="crash-").values_list(
-            "target", "message"):
+        "target", "message"
+    ):
         received[target].append(body)
     twice = {t: copies for t, copies in received.items() if len(copies) > 1}
     shown_twice = sum(1 for copies in twice.values() if not set.intersection(*map(collapse_ids, copies)))
     most_copies = max((len(c) for c in received.values()), default=0)
     statuses = dict(Delivery.objects.filter(message=message).values_list("status").annotate(n=Count("id")))
 
-    print(f"\nworker killed mid-send: {args.devices:,} devices, sandbox +{args.latency_ms} ms, "
-          f"{Path(database_url).name if database_url.startswith('sqlite') else 'PostgreSQL'}, "
-          f"claims of {args.claim_seconds} s")
+    print(
+        f"\nworker killed mid-send: {args.devices:,} devices, sandbox +{args.latency_ms} ms, "
+        f"{Path(database_url).name if database_url.startswith('sqlite') else 'PostgreSQL'}, "
+        f"claims of {args.claim_seconds} s"
+    )
     print(f"  marked sent when killed           {sent_at_kill:,}")
     print(f"  message ended                     {message.status} ({statuses})")
     print(f"  devices that received it          {len(received):,}")
     print(f"  devices that received it twice    {len(twice):,} (most copies to one device: {most_copies})")
     print(f"  ... of which shown twice          {shown_twice:,} (no shared collapse key)")
-    print(f"  tasks queued while claims ran     {tasks_in_claim_window:,} "
-          f"({tasks_in_claim_window / args.claim_seconds:,.1f}/s); most task rows at once {most_tasks:,}")
+    print(
+        f"  tasks queued while claims ran     {tasks_in_claim_window:,} "
+        f"({tasks_in_claim_window / args.claim_seconds:,.1f}/s); most task rows at once {most_tasks:,}"
+    )
     small.refresh_from_db()
-    print(f"  bystander's 1-device message      {bystander_wait:.1f} s from queueing to completed"
-          if bystander_wait is not None else f"  bystander's message not finished ({small.status}) "
-                                             f"{total_wall:.1f} s after queueing")
+    print(
+        f"  bystander's 1-device message      {bystander_wait:.1f} s from queueing to completed"
+        if bystander_wait is not None
+        else f"  bystander's message not finished ({small.status}) {total_wall:.1f} s after queueing"
+    )
     print(f"  kill to last delivery             {total_wall:.1f} s")
 
 

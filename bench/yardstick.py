@@ -23,8 +23,9 @@ def ensure_venv() -> Path | None:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     ok = subprocess.run([str(PYTHON), "-c", "import firebase_admin"], capture_output=True).returncode == 0
     if not ok:
-        done = subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "firebase-admin"],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [str(PYTHON), "-m", "pip", "install", "-q", "firebase-admin"], capture_output=True, text=True
+        )
         if done.returncode != 0:
             print(f"firebase-admin could not be installed: {done.stderr[-500:]}", file=sys.stderr)
             return None
@@ -38,7 +39,10 @@ def measure(*, service_account: dict, fcm_url: str, count: int, batch: int = 500
         return None
     done = subprocess.run(
         [str(python), __file__, "run", json.dumps(service_account), fcm_url, str(count), str(batch)],
-        capture_output=True, text=True, timeout=3600)
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if done.returncode != 0:
         print(done.stderr[-2000:], file=sys.stderr)
         return None
@@ -53,17 +57,29 @@ def _run(service_account: str, fcm_url: str, count: int, batch: int) -> None:
     messaging._MessagingService.FCM_URL = fcm_url + "/v1/projects/{0}/messages:send"
     info = json.loads(service_account)
     app = firebase_admin.initialize_app(credentials.Certificate(info), {"projectId": info["project_id"]})
-    messages = [messaging.Message(token=f"token-{i}", data={"title": "Hi", "body": "There",
-                                                             "tracking_token": f"t{i}"})
-                for i in range(count)]
+    messages = [
+        messaging.Message(
+            token=f"token-{i}", data={"title": "Hi", "body": "There", "tracking_token": f"t{i}"}
+        )
+        for i in range(count)
+    ]
     cpu, wall = time.process_time(), time.perf_counter()
     failures = 0
     for start in range(0, count, batch):
-        response = messaging.send_each(messages[start:start + batch], app=app)
+        response = messaging.send_each(messages[start : start + batch], app=app)
         failures += response.failure_count
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(json.dumps({"messages": count, "failures": failures, "seconds": wall,
-                      "msgs_per_s": count / wall, "cpu_ms_per_msg": 1000 * cpu / count}))
+    print(
+        json.dumps(
+            {
+                "messages": count,
+                "failures": failures,
+                "seconds": wall,
+                "msgs_per_s": count / wall,
+                "cpu_ms_per_msg": 1000 * cpu / count,
+            }
+        )
+    )
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["run"]:

@@ -27,21 +27,32 @@ urlpatterns = [
     path("developer/push", messaging_views.DeveloperPushView.as_view(), name="developer-push"),
     path("api/v1/messages", messaging_views.MessageListView.as_view(), name="messages"),
     path("api/v1/messages/<int:pk>", messaging_views.MessageDetailView.as_view(), name="message"),
-    path("api/v1/messages/<int:pk>/cancel", messaging_views.MessageCancelView.as_view(),
-         name="message-cancel"),
-    path("api/v1/messages/<int:pk>/deliveries.csv", data_views.MessageDeliveriesCsvView.as_view(),
-         name="message-deliveries-csv"),
+    path(
+        "api/v1/messages/<int:pk>/cancel", messaging_views.MessageCancelView.as_view(), name="message-cancel"
+    ),
+    path(
+        "api/v1/messages/<int:pk>/deliveries.csv",
+        data_views.MessageDeliveriesCsvView.as_view(),
+        name="message-deliveries-csv",
+    ),
     path("api/v1/users.csv", data_views.AppUsersCsvView.as_view(), name="users-csv"),
     # Any characters, line breaks too: an app user id is whatever the app sent.
     re_path(r"^api/v1/users/(?P<app_user_id>[\s\S]+)\Z", data_views.AppUserDataView.as_view(), name="user"),
     path("api/v1/webhooks", webhook_views.WebhookListView.as_view(), name="webhooks"),
     path("api/v1/webhooks/<int:pk>", webhook_views.WebhookDetailView.as_view(), name="webhook"),
-    path("api/v1/webhooks/<int:pk>/rotate-secret", webhook_views.WebhookRotateSecretView.as_view(),
-         name="webhook-rotate-secret"),
-    path("api/v1/webhooks/<int:pk>/attempts", webhook_views.WebhookAttemptsView.as_view(),
-         name="webhook-attempts"),
-    path("api/v1/messages/<int:pk>/winner", messaging_views.MessageWinnerView.as_view(),
-         name="message-winner"),
+    path(
+        "api/v1/webhooks/<int:pk>/rotate-secret",
+        webhook_views.WebhookRotateSecretView.as_view(),
+        name="webhook-rotate-secret",
+    ),
+    path(
+        "api/v1/webhooks/<int:pk>/attempts",
+        webhook_views.WebhookAttemptsView.as_view(),
+        name="webhook-attempts",
+    ),
+    path(
+        "api/v1/messages/<int:pk>/winner", messaging_views.MessageWinnerView.as_view(), name="message-winner"
+    ),
     path("api/v1/segments", audience_views.SegmentListView.as_view(), name="segments"),
     path("api/v1/segments/count", audience_views.AdHocCountView.as_view(), name="segments-count"),
     path("api/v1/segments/<int:pk>", audience_views.SegmentDetailView.as_view(), name="segment"),
@@ -51,8 +62,13 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI's page keeps a <style> block inline and draws icons from data: URLs; its
     # script is served as a file (the split view), so scripts stay 'self' only.
-    path("api/docs/", csp_override({**settings.SECURE_CSP, "style-src": [CSP.SELF, CSP.UNSAFE_INLINE]})(
-        SpectacularSwaggerSplitView.as_view(url_name="schema")), name="api-docs"),
+    path(
+        "api/docs/",
+        csp_override({**settings.SECURE_CSP, "style-src": [CSP.SELF, CSP.UNSAFE_INLINE]})(
+            SpectacularSwaggerSplitView.as_view(url_name="schema")
+        ),
+        name="api-docs",
+    ),
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
 ]

@@ -35,8 +35,11 @@ class DeviceStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request, model_admin):
-        return [("targetable", "Active"), ("no_permission", "Active, no push permission"),
-                ("deactivated", "Deactivated")]
+        return [
+            ("targetable", "Active"),
+            ("no_permission", "Active, no push permission"),
+            ("deactivated", "Deactivated"),
+        ]
 
     def queryset(self, request, queryset):
         match self.value():
@@ -74,25 +77,37 @@ class DeviceAdmin(ReadOnlyScopedAdmin):
     fieldsets = [
         (None, {"fields": ["tenant", "user", "platform", "token", "token_kind"]}),
         ("State", {"fields": ["is_active", "push_permission", "deactivated_at", "deactivation_reason"]}),
-        ("Times", {"fields": ["created_at", "last_seen_at", "token_updated_at", "last_session_id"],
-                   "classes": ["collapse"]}),
+        (
+            "Times",
+            {
+                "fields": ["created_at", "last_seen_at", "token_updated_at", "last_session_id"],
+                "classes": ["collapse"],
+            },
+        ),
     ]
 
     @admin.display(description="device", ordering="pk")
     def device_column(self, obj):
-        return format_html('<span class="hd-platform hd-platform-{}"></span><span class="hd-code">…{}</span>',
-                           obj.platform, obj.token[-12:])
+        return format_html(
+            '<span class="hd-platform hd-platform-{}"></span><span class="hd-code">…{}</span>',
+            obj.platform,
+            obj.token[-12:],
+        )
 
     @admin.display(description="last seen", ordering="last_seen_at")
     def last_seen(self, obj):
-        return format_html('<span title="{}">{} ago</span>', obj.last_seen_at,
-                           timesince(obj.last_seen_at, depth=1))
+        return format_html(
+            '<span title="{}">{} ago</span>', obj.last_seen_at, timesince(obj.last_seen_at, depth=1)
+        )
 
     @admin.display(description="state", ordering="is_active")
     def state_column(self, obj):
         if not obj.is_active:
-            return format_html('<span class="hd-chip hd-chip-bad" title="deactivated {}">{}</span>',
-                               obj.deactivated_at, obj.deactivation_reason or "deactivated")
+            return format_html(
+                '<span class="hd-chip hd-chip-bad" title="deactivated {}">{}</span>',
+                obj.deactivated_at,
+                obj.deactivation_reason or "deactivated",
+            )
         if not obj.push_permission:
             return mark_safe('<span class="hd-chip hd-chip-warn">no permission</span>')
         return mark_safe('<span class="hd-chip hd-chip-ok">active</span>')
@@ -112,8 +127,11 @@ class DeviceAdmin(ReadOnlyScopedAdmin):
 
     def get_urls(self):
         return [
-            path("<path:object_id>/deactivate/", self.admin_site.admin_view(self.deactivate_view),
-                 name="devices_device_deactivate"),
+            path(
+                "<path:object_id>/deactivate/",
+                self.admin_site.admin_view(self.deactivate_view),
+                name="devices_device_deactivate",
+            ),
             *super().get_urls(),
         ]
 
@@ -138,12 +156,20 @@ class DeviceAdmin(ReadOnlyScopedAdmin):
             if device.deactivate(reason=staff_reason(request)):
                 messages.success(request, "The device is deactivated: Herald no longer sends to it.")
             return HttpResponseRedirect(back)
-        return TemplateResponse(request, "admin/herald/confirm.html", {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Deactivate device",
-            "question": f"Deactivate {device}? Herald stops sending to it until the app registers its "
-                        "token again.",
-            "confirm_label": "Yes, deactivate it", "danger": True, "back": back,
-        })
+        return TemplateResponse(
+            request,
+            "admin/herald/confirm.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Deactivate device",
+                "question": f"Deactivate {device}? Herald stops sending to it until the app registers its "
+                "token again.",
+                "confirm_label": "Yes, deactivate it",
+                "danger": True,
+                "back": back,
+            },
+        )
 
     @admin.action(description="Deactivate selected devices", permissions=["deactivate"])
     def deactivate_selected(self, request, queryset):
@@ -157,18 +183,31 @@ class DeviceAdmin(ReadOnlyScopedAdmin):
         if not allowed:
             self.message_user(request, "None of the selected devices is active.", messages.WARNING)
             return None
-        return TemplateResponse(request, "admin/devices/device/deactivate_selected.html", {
-            **self.admin_site.each_context(request), "opts": self.model._meta,
-            "title": "Deactivate devices", "ids": allowed, "count": len(allowed),
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        })
+        return TemplateResponse(
+            request,
+            "admin/devices/device/deactivate_selected.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Deactivate devices",
+                "ids": allowed,
+                "count": len(allowed),
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
 
 
 class DeviceInline(admin.TabularInline):
     model = Device
     extra = 0
-    fields = ["device_link", "platform", "is_active", "push_permission", "deactivation_reason",
-              "last_seen_at"]
+    fields = [
+        "device_link",
+        "platform",
+        "is_active",
+        "push_permission",
+        "deactivation_reason",
+        "last_seen_at",
+    ]
     readonly_fields = fields
     can_delete = False
     show_change_link = False
@@ -184,14 +223,22 @@ class DeviceInline(admin.TabularInline):
 
     @admin.display(description="device")
     def device_link(self, obj):
-        return format_html('<a href="{}">…{}</a>', reverse("admin:devices_device_change", args=[obj.pk]),
-                           obj.token[-16:])
+        return format_html(
+            '<a href="{}">…{}</a>', reverse("admin:devices_device_change", args=[obj.pk]), obj.token[-16:]
+        )
 
 
 @admin.register(AppUser)
 class AppUserAdmin(ReadOnlyScopedAdmin):
-    list_display = ["app_user_id", "tenant", "device_count", "language", "country", "timezone",
-                    "last_seen_at"]
+    list_display = [
+        "app_user_id",
+        "tenant",
+        "device_count",
+        "language",
+        "country",
+        "timezone",
+        "last_seen_at",
+    ]
     list_filter = ["tenant", "is_anonymous", "country"]
     search_fields = ["app_user_id"]
     list_select_related = ["tenant"]
@@ -216,8 +263,9 @@ class AppUserAdmin(ReadOnlyScopedAdmin):
             users = self.get_changelist_instance(request).queryset
         except IncorrectLookupParameters:
             return HttpResponseRedirect(reverse("admin:devices_appuser_changelist"))
-        return csv_response(header=USER_EXPORT_COLUMNS, rows=user_export_rows(users),
-                            filename="app-users.csv")
+        return csv_response(
+            header=USER_EXPORT_COLUMNS, rows=user_export_rows(users), filename="app-users.csv"
+        )
 
     def has_erase_permission(self, request, obj=None):
         return self.has_role(request, Role.ADMIN, obj)
@@ -225,23 +273,36 @@ class AppUserAdmin(ReadOnlyScopedAdmin):
     @admin.action(description="Delete the selected users' data", permissions=["erase"])
     def erase_selected(self, request, queryset):
         allowed = set(tenant_ids(request.user, Role.ADMIN))
-        users = [(pk, tenant, app_user_id) for pk, tenant, app_user_id
-                 in queryset.values_list("pk", "tenant_id", "app_user_id") if tenant in allowed]
+        users = [
+            (pk, tenant, app_user_id)
+            for pk, tenant, app_user_id in queryset.values_list("pk", "tenant_id", "app_user_id")
+            if tenant in allowed
+        ]
         if not users:
             self.message_user(request, "You may not delete the data of the selected users.", messages.WARNING)
             return None
         if request.POST.get("confirmed") != "yes":
-            return TemplateResponse(request, "admin/devices/appuser/erase_selected.html", {
-                **self.admin_site.each_context(request), "opts": self.model._meta,
-                "title": "Delete users' data", "ids": [pk for pk, _, _ in users], "count": len(users),
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-            })
+            return TemplateResponse(
+                request,
+                "admin/devices/appuser/erase_selected.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "opts": self.model._meta,
+                    "title": "Delete users' data",
+                    "ids": [pk for pk, _, _ in users],
+                    "count": len(users),
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
         tenants = Tenant.objects.in_bulk({tenant for _, tenant, _ in users})
         removed = Counter()
         for _, tenant, app_user_id in users:
             removed.update(erase_app_user(tenant=tenants[tenant], app_user_id=app_user_id))
-        self.message_user(request, "Deleted " + ", ".join(
-            f"{n:,} {kind.replace('_', ' ')}" for kind, n in removed.items()) + ".", messages.SUCCESS)
+        self.message_user(
+            request,
+            "Deleted " + ", ".join(f"{n:,} {kind.replace('_', ' ')}" for kind, n in removed.items()) + ".",
+            messages.SUCCESS,
+        )
         return None
 
 
@@ -252,5 +313,14 @@ class EventAdmin(ReadOnlyScopedAdmin):
     search_fields = ["name", "user__app_user_id"]
     list_select_related = ["tenant", "user"]
     date_hierarchy = "occurred_at"
-    fields = ["tenant", "user", "device", "name", "occurred_at", "received_at", "session_id", "params",
-              "fingerprint"]
+    fields = [
+        "tenant",
+        "user",
+        "device",
+        "name",
+        "occurred_at",
+        "received_at",
+        "session_id",
+        "params",
+        "fingerprint",
+    ]

@@ -73,9 +73,7 @@ class Device(models.Model):
     user = models.ForeignKey(AppUser, on_delete=models.CASCADE, related_name="devices")
     token = models.TextField()
     token_hash = models.CharField(max_length=64, editable=False)
-    token_kind = models.CharField(
-        max_length=16, choices=TokenKind.choices, default=TokenKind.REGISTRATION
-    )
+    token_kind = models.CharField(max_length=16, choices=TokenKind.choices, default=TokenKind.REGISTRATION)
     platform = models.CharField(max_length=10, choices=Platform.choices)
     push_permission = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
@@ -127,8 +125,9 @@ class Device(models.Model):
         changed = Device.objects.filter(pk=self.pk).deactivate(reason=reason, now=now)
         if changed:
             self.is_active, self.deactivated_at, self.deactivation_reason = False, now, reason[:64]
-            devices_deactivated.send(sender=Device, tenant_id=self.tenant_id, device_ids=[self.pk],
-                                     reason=reason[:64], at=now)
+            devices_deactivated.send(
+                sender=Device, tenant_id=self.tenant_id, device_ids=[self.pk], reason=reason[:64], at=now
+            )
         return bool(changed)
 
     def reactivate(self) -> None:

@@ -35,7 +35,9 @@ class AppCredentialsSerializer(serializers.Serializer):
 
 class EventSerializer(AppCredentialsSerializer):
     app_user_id = StrictCharField(
-        required=False, allow_blank=True, max_length=255,
+        required=False,
+        allow_blank=True,
+        max_length=255,
         help_text="Your own id of the user. When empty Herald generates an anonymous id, "
         "stable for the device.",
     )
@@ -49,11 +51,14 @@ class EventSerializer(AppCredentialsSerializer):
     country = StrictCharField(max_length=2, min_length=2, help_text="ISO 3166-1 alpha-2, e.g. TR.")
     session_id = StrictCharField(max_length=255)
     params = serializers.DictField(
-        required=False, child=serializers.JSONField(allow_null=True),
-        help_text="Event properties, any JSON values (null included)."
+        required=False,
+        child=serializers.JSONField(allow_null=True),
+        help_text="Event properties, any JSON values (null included).",
     )
     token_kind = serializers.ChoiceField(
-        choices=Device.TokenKind.choices, required=False, default=Device.TokenKind.REGISTRATION,
+        choices=Device.TokenKind.choices,
+        required=False,
+        default=Device.TokenKind.REGISTRATION,
         help_text="Herald extension: `fid` when device_token is a Firebase installation ID.",
     )
 
@@ -86,7 +91,9 @@ class RefreshTokenSerializer(AppCredentialsSerializer):
     old_token = _token_field(help_text="The previous FCM registration token being replaced.")
     new_token = _token_field(help_text="The new token from onNewToken().")
     app_user_id = StrictCharField(
-        required=False, allow_blank=True, max_length=255,
+        required=False,
+        allow_blank=True,
+        max_length=255,
         help_text="Your id of the user; decides conflicts when the new token already exists.",
     )
     platform = serializers.ChoiceField(choices=Platform.choices, required=False)

@@ -50,29 +50,57 @@ def anonymous_user_id(*, tenant: Tenant, token: str) -> str:
     return "anon_" + hashlib.sha256(f"{tenant.pk}:{token}".encode()).hexdigest()[:24]
 
 
-def event_fingerprint(*, tenant: Tenant, app_user_id: str, device_token: str, event_name: str,
-                      event_time: datetime, session_id: str, params: dict) -> str:
+def event_fingerprint(
+    *,
+    tenant: Tenant,
+    app_user_id: str,
+    device_token: str,
+    event_name: str,
+    event_time: datetime,
+    session_id: str,
+    params: dict,
+) -> str:
     """A stable id of an event: the same event sent twice (a retry) gets the same one."""
     canonical = json.dumps(
-        [tenant.pk, app_user_id, device_token, event_name,
-         event_time.astimezone(timezone.UTC).isoformat(), session_id, params],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        [
+            tenant.pk,
+            app_user_id,
+            device_token,
+            event_name,
+            event_time.astimezone(timezone.UTC).isoformat(),
+            session_id,
+            params,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def _upsert_user(*, tenant: Tenant, app_user_id: str, now: datetime, anonymous: bool = False,
-                 **profile) -> AppUser:
+def _upsert_user(
+    *, tenant: Tenant, app_user_id: str, now: datetime, anonymous: bool = False, **profile
+) -> AppUser:
     """Create the user or update its profile: one INSERT … ON CONFLICT DO UPDATE.
 
     The unique constraint (tenant, app_user_id) arbitrates concurrent first sightings of
     one user, so they end with one row and neither fails. Only the primary key of the
     returned object is to be trusted (an existing row keeps its first_seen_at).
     """
-    user = AppUser(tenant=tenant, app_user_id=app_user_id, is_anonymous=anonymous,
-                   first_seen_at=now, last_seen_at=now, **profile)
-    AppUser.objects.bulk_create([user], update_conflicts=True, unique_fields=["tenant", "app_user_id"],
-                                update_fields=[*profile, "last_seen_at"])
+    user = AppUser(
+        tenant=tenant,
+        app_user_id=app_user_id,
+        is_anonymous=anonymous,
+        first_seen_at=now,
+        last_seen_at=now,
+        **profile,
+    )
+    AppUser.objects.bulk_create(
+        [user],
+        update_conflicts=True,
+        unique_fields=["tenant", "app_user_id"],
+        update_fields=[*profile, "last_seen_at"],
+    )
     return user
 
 
@@ -85,10 +113,12 @@ def _get_or_create_user(*, tenant: Tenant, app_user_id: str) -> AppUser:
 
 def _lock_keys(*, tenant: Tenant, token_hashes: list[str]) -> list[int]:
     """The advisory-lock keys of these tokens, in the one global order locks are taken in."""
-    return sorted({
-        int.from_bytes(hashlib.sha256(f"{tenant.pk}:{h}".encode()).digest()[:8], "big", signed=True)
-        for h in token_hashes
-    })
+    return sorted(
+        {
+            int.from_bytes(hashlib.sha256(f"{tenant.pk}:{h}".encode()).digest()[:8], "big", signed=True)
+            for h in token_hashes
+        }
+    )
 
 
 # Takes the advisory locks in array order: callers pass _lock_keys() (sorted).
@@ -138,16 +168,22 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
     now = timezone.now()
     params = event.params or {}
     fingerprint = event_fingerprint(
-        tenant=tenant, app_user_id=event.app_user_id, device_token=event.device_token,
-        event_name=event.event_name, event_time=event.event_time,
-        session_id=event.session_id, params=params,
+        tenant=tenant,
+        app_user_id=event.app_user_id,
+        device_token=event.device_token,
+        event_name=event.event_name,
+        event_time=event.event_time,
+        session_id=event.session_id,
+        params=params,
     )
     if connection.vendor == "postgresql":
-        stored = _record_event_postgresql(tenant=tenant, event=event, params=params, fingerprint=fingerprint,
-                                          now=now)
+        stored = _record_event_postgresql(
+            tenant=tenant, event=event, params=params, fingerprint=fingerprint, now=now
+        )
     else:
-        stored = _record_event_portable(tenant=tenant, event=event, params=params, fingerprint=fingerprint,
-                                        now=now)
+        stored = _record_event_portable(
+            tenant=tenant, event=event, params=params, fingerprint=fingerprint, now=now
+        )
     transaction.on_commit(metrics.EVENTS_RECORDED.inc)
     return stored
 
@@ -158,7 +194,9 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
 # inserts the event. In READ COMMITTED every statement takes a new snapshot, so the
 # second one reads what the last holder of the lock committed, exactly as the separate
 # statements of _record_event_portable do.
-RECORD_EVENT_SQL = LOCK_SQL + """;
+RECORD_EVENT_SQL = (
+    LOCK_SQL
+    + """;
 WITH known AS (
     SELECT user_id FROM devices_device WHERE tenant_id = %(tenant)s AND token_hash = %(token_hash)s
 ), named AS (
@@ -203,34 +241,56 @@ WITH known AS (
     ON CONFLICT (tenant_id, fingerprint) DO NOTHING
 )
 SELECT id, user_id FROM device"""
+)
 
 
-def _record_event_postgresql(*, tenant: Tenant, event: EventInput, params: dict, fingerprint: str,
-                             now: datetime) -> Event:
+def _record_event_postgresql(
+    *, tenant: Tenant, event: EventInput, params: dict, fingerprint: str, now: datetime
+) -> Event:
     token_hash = hash_token(event.device_token)
     app_user_id = event.app_user_id or anonymous_user_id(tenant=tenant, token=event.device_token)
     with connection.cursor() as cursor:
-        cursor.execute(RECORD_EVENT_SQL, {
-            "lock_keys": _lock_keys(tenant=tenant, token_hashes=[token_hash]),
-            "tenant": tenant.pk, "token_hash": token_hash, "app_user_id": app_user_id,
-            "anonymous": not event.app_user_id, "language": event.language, "country": event.country,
-            "timezone": event.timezone, "now": now, "token": event.device_token,
-            "token_kind": event.token_kind, "platform": event.platform,
-            "permission": event.push_permission_granted, "session_id": event.session_id,
-            "name": event.event_name, "occurred_at": event.event_time,
-            "params": json.dumps(params), "fingerprint": fingerprint,
-        })
+        cursor.execute(
+            RECORD_EVENT_SQL,
+            {
+                "lock_keys": _lock_keys(tenant=tenant, token_hashes=[token_hash]),
+                "tenant": tenant.pk,
+                "token_hash": token_hash,
+                "app_user_id": app_user_id,
+                "anonymous": not event.app_user_id,
+                "language": event.language,
+                "country": event.country,
+                "timezone": event.timezone,
+                "now": now,
+                "token": event.device_token,
+                "token_kind": event.token_kind,
+                "platform": event.platform,
+                "permission": event.push_permission_granted,
+                "session_id": event.session_id,
+                "name": event.event_name,
+                "occurred_at": event.event_time,
+                "params": json.dumps(params),
+                "fingerprint": fingerprint,
+            },
+        )
         cursor.nextset()
         device_id, user_id = cursor.fetchone()
     return Event(
-        tenant=tenant, user_id=user_id, device_id=device_id, name=event.event_name,
-        occurred_at=event.event_time, session_id=event.session_id, params=params,
-        fingerprint=fingerprint, received_at=now,
+        tenant=tenant,
+        user_id=user_id,
+        device_id=device_id,
+        name=event.event_name,
+        occurred_at=event.event_time,
+        session_id=event.session_id,
+        params=params,
+        fingerprint=fingerprint,
+        received_at=now,
     )
 
 
-def _record_event_portable(*, tenant: Tenant, event: EventInput, params: dict, fingerprint: str,
-                           now: datetime) -> Event:
+def _record_event_portable(
+    *, tenant: Tenant, event: EventInput, params: dict, fingerprint: str, now: datetime
+) -> Event:
     """record_event through the ORM, for SQLite: its IMMEDIATE transactions admit one writer."""
     token_hash = hash_token(event.device_token)
     profile = {"language": event.language, "country": event.country, "timezone": event.timezone}
@@ -260,9 +320,15 @@ def _record_event_portable(*, tenant: Tenant, event: EventInput, params: dict, f
             device.save()
 
         stored = Event(
-            tenant=tenant, user=user, device=device, name=event.event_name,
-            occurred_at=event.event_time, session_id=event.session_id, params=params,
-            fingerprint=fingerprint, received_at=now,
+            tenant=tenant,
+            user=user,
+            device=device,
+            name=event.event_name,
+            occurred_at=event.event_time,
+            session_id=event.session_id,
+            params=params,
+            fingerprint=fingerprint,
+            received_at=now,
         )
         # The same event again (a client retry) is stored already: ON CONFLICT DO NOTHING.
         Event.objects.bulk_create([stored], ignore_conflicts=True)
@@ -272,9 +338,16 @@ def _record_event_portable(*, tenant: Tenant, event: EventInput, params: dict, f
 def _create_device(*, tenant: Tenant, user: AppUser, event: EventInput, now: datetime) -> Device:
     """Insert the device, or lock the one a concurrent request inserted a moment ago."""
     device = Device(
-        tenant=tenant, user=user, token=event.device_token, token_kind=event.token_kind,
-        platform=event.platform, push_permission=event.push_permission_granted,
-        last_session_id=event.session_id, created_at=now, last_seen_at=now, token_updated_at=now,
+        tenant=tenant,
+        user=user,
+        token=event.device_token,
+        token_kind=event.token_kind,
+        platform=event.platform,
+        push_permission=event.push_permission_granted,
+        last_session_id=event.session_id,
+        created_at=now,
+        last_seen_at=now,
+        token_updated_at=now,
     )
     try:
         with transaction.atomic():
@@ -284,8 +357,9 @@ def _create_device(*, tenant: Tenant, user: AppUser, event: EventInput, now: dat
         return _locked_device(tenant=tenant, token_hash=hash_token(event.device_token))
 
 
-def refresh_token(*, tenant: Tenant, old_token: str, new_token: str,
-                  app_user_id: str = "", platform: str = "") -> Device:
+def refresh_token(
+    *, tenant: Tenant, old_token: str, new_token: str, app_user_id: str = "", platform: str = ""
+) -> Device:
     """Swap a rotated FCM token in place: the same device row now holds new_token.
 
     The old token goes into the device's history and can no longer be targeted.
@@ -308,16 +382,24 @@ def refresh_token(*, tenant: Tenant, old_token: str, new_token: str,
         # One transaction, so that what the rooms above write on token_rotated (a webhook's
         # outbox row) commits or rolls back with the rotation.
         with transaction.atomic():
-            device = _refresh_token_postgresql(tenant=tenant, old_token=old_token, new_token=new_token,
-                                               app_user_id=app_user_id, platform=platform)
+            device = _refresh_token_postgresql(
+                tenant=tenant,
+                old_token=old_token,
+                new_token=new_token,
+                app_user_id=app_user_id,
+                platform=platform,
+            )
             if device is not None:
                 transaction.on_commit(metrics.TOKEN_ROTATIONS.inc)
                 token_rotated.send(sender=Device, device=device, at=device.token_updated_at)
                 return device
     with transaction.atomic():
         return _refresh_token(
-            tenant=tenant, old_token=old_token, new_token=new_token,
-            app_user_id=app_user_id, platform=platform,
+            tenant=tenant,
+            old_token=old_token,
+            new_token=new_token,
+            app_user_id=app_user_id,
+            platform=platform,
         )
 
 
@@ -326,7 +408,9 @@ def refresh_token(*, tenant: Tenant, old_token: str, new_token: str,
 # user (if any) exists. Anything else (a merge, a retry, a 404 or 409, a user seen for the
 # first time) changes nothing here and goes through _refresh_token.
 _DEVICE_COLUMNS = [field.column for field in Device._meta.concrete_fields]
-REFRESH_TOKEN_SQL = LOCK_SQL + """;
+REFRESH_TOKEN_SQL = (
+    LOCK_SQL
+    + """;
 WITH device AS (
     SELECT id, user_id FROM devices_device
     WHERE tenant_id = %(tenant)s AND token_hash = %(old_hash)s AND NOT EXISTS (
@@ -348,17 +432,28 @@ UPDATE devices_device AS d SET
     is_active = true, deactivated_at = NULL, deactivation_reason = '', last_seen_at = %(now)s
 FROM owner JOIN rotation USING (device_id)
 WHERE d.id = rotation.device_id
-RETURNING """ + ", ".join(f"d.{column}" for column in _DEVICE_COLUMNS)
+RETURNING """
+    + ", ".join(f"d.{column}" for column in _DEVICE_COLUMNS)
+)
 
 
 def _refresh_token_postgresql(*, tenant, old_token, new_token, app_user_id, platform) -> Device | None:
     old_hash, new_hash = hash_token(old_token), hash_token(new_token)
     with connection.cursor() as cursor:
-        cursor.execute(REFRESH_TOKEN_SQL, {
-            "lock_keys": _lock_keys(tenant=tenant, token_hashes=[old_hash, new_hash]),
-            "tenant": tenant.pk, "old_hash": old_hash, "new_hash": new_hash, "old_token": old_token,
-            "new_token": new_token, "app_user_id": app_user_id, "platform": platform, "now": timezone.now(),
-        })
+        cursor.execute(
+            REFRESH_TOKEN_SQL,
+            {
+                "lock_keys": _lock_keys(tenant=tenant, token_hashes=[old_hash, new_hash]),
+                "tenant": tenant.pk,
+                "old_hash": old_hash,
+                "new_hash": new_hash,
+                "old_token": old_token,
+                "new_token": new_token,
+                "app_user_id": app_user_id,
+                "platform": platform,
+                "now": timezone.now(),
+            },
+        )
         cursor.nextset()
         row = cursor.fetchone()
     if row is None:
@@ -421,8 +516,9 @@ def deactivate_devices(*, device_ids: list[int], reason: str) -> int:
     now = timezone.now()
     changed = Device.objects.filter(pk__in=device_ids).deactivate(reason=reason, now=now)
     if changed:
-        devices_deactivated.send(sender=Device, tenant_id=None, device_ids=device_ids, reason=reason[:64],
-                                 at=now)
+        devices_deactivated.send(
+            sender=Device, tenant_id=None, device_ids=device_ids, reason=reason[:64], at=now
+        )
     return changed
 
 
@@ -434,10 +530,10 @@ def deactivate_stale_devices(*, tenant: Tenant | None = None, days: int) -> int:
         devices = devices.filter(tenant=tenant)
     changed = devices.deactivate(reason="STALE", now=now)
     if changed:
-        devices_deactivated.send(sender=Device, tenant_id=tenant.pk if tenant else None, device_ids=None,
-                                 reason="STALE", at=now)
+        devices_deactivated.send(
+            sender=Device, tenant_id=tenant.pk if tenant else None, device_ids=None, reason="STALE", at=now
+        )
     return changed
-
 
 
 def erase_app_user(*, tenant: Tenant, app_user_id: str) -> dict[str, int]:
@@ -451,8 +547,11 @@ def erase_app_user(*, tenant: Tenant, app_user_id: str) -> dict[str, int]:
     """
     counts = dict.fromkeys(ERASED_KINDS, 0)
     with transaction.atomic():
-        hashes = list(Device.objects.filter(tenant=tenant, user__app_user_id=app_user_id)
-                      .values_list("token_hash", flat=True))
+        hashes = list(
+            Device.objects.filter(tenant=tenant, user__app_user_id=app_user_id).values_list(
+                "token_hash", flat=True
+            )
+        )
         _lock_tokens(tenant=tenant, token_hashes=hashes)
         user = AppUser.objects.select_for_update().filter(tenant=tenant, app_user_id=app_user_id).first()
         if user is None:
@@ -460,10 +559,12 @@ def erase_app_user(*, tenant: Tenant, app_user_id: str) -> dict[str, int]:
         device_ids = list(Device.objects.filter(user=user).values_list("pk", flat=True))
         tokens = set(Device.objects.filter(pk__in=device_ids).values_list("token", flat=True))
         for old, new in TokenRotation.objects.filter(device_id__in=device_ids).values_list(
-                "old_token", "new_token"):
+            "old_token", "new_token"
+        ):
             tokens.update((old, new))
-        for _, removed in app_user_erasing.send(sender=AppUser, tenant=tenant, app_user_id=app_user_id,
-                                                device_ids=device_ids, tokens=tokens):
+        for _, removed in app_user_erasing.send(
+            sender=AppUser, tenant=tenant, app_user_id=app_user_id, device_ids=device_ids, tokens=tokens
+        ):
             for kind, n in (removed or {}).items():
                 counts[kind] = counts.get(kind, 0) + n
         counts["token_rotations"] = _delete(TokenRotation.objects.filter(device_id__in=device_ids))

@@ -70,9 +70,13 @@ class RefreshTokenView(AppEndpoint):
         except services.IdenticalTokens:
             raise ApiError("old_token and new_token must be different.", code="identical_tokens") from None
         except services.DeviceNotFound:
-            raise ApiError("Device not found for the given old token.", code="device_not_found",
-                           status=404) from None
+            raise ApiError(
+                "Device not found for the given old token.", code="device_not_found", status=404
+            ) from None
         except services.TokenOwnedByAnotherUser:
-            raise ApiError("New token is already registered to a different user.",
-                           code="token_owned_by_another_user", status=409) from None
+            raise ApiError(
+                "New token is already registered to a different user.",
+                code="token_owned_by_another_user",
+                status=409,
+            ) from None
         return Response({"success": True})

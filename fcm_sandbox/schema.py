@@ -320,9 +320,7 @@ def check_message(message: dict) -> None:
     # What APNs and the Web Push services refuse, and FCM passes back as INVALID_ARGUMENT.
     collapse_id = ((message.get("apns") or {}).get("headers") or {}).get("apns-collapse-id")
     if collapse_id is not None and len(collapse_id.encode()) > 64:
-        raise MessageError(
-            "apns-collapse-id must be at most 64 bytes.", field="message.apns.headers"
-        )
+        raise MessageError("apns-collapse-id must be at most 64 bytes.", field="message.apns.headers")
     topic = ((message.get("webpush") or {}).get("headers") or {}).get("Topic")
     if topic is not None and not _WEBPUSH_TOPIC.match(topic):
         raise MessageError(

@@ -58,19 +58,40 @@ EVENTS: list[tuple[str, Callable[[random.Random], dict]]] = [
     ("screen_viewed", lambda rng: {"screen": rng.choice(["home", "search", "product", "cart", "profile"])}),
     ("search", lambda rng: {"query": rng.choice(["shoes", "coffee", "headphones", "tent"])}),
     ("app_open", lambda rng: {"source": rng.choice(["launcher", "push", "deep_link"])}),
-    ("cart_add", lambda rng: {"sku": f"SKU-{rng.randint(100, 999)}", "quantity": rng.randint(1, 3),
-                              "price": round(rng.uniform(3, 120), 2)}),
-    ("purchase", lambda rng: {"amount": round(rng.uniform(5, 250), 2), "items": rng.randint(1, 5),
-                              "currency": rng.choice(["EUR", "TRY", "USD"])}),
-    ("level_complete", lambda rng: {"level": rng.randint(1, 40), "score": rng.randint(100, 9000),
-                                    "stars": rng.randint(1, 3)}),
+    (
+        "cart_add",
+        lambda rng: {
+            "sku": f"SKU-{rng.randint(100, 999)}",
+            "quantity": rng.randint(1, 3),
+            "price": round(rng.uniform(3, 120), 2),
+        },
+    ),
+    (
+        "purchase",
+        lambda rng: {
+            "amount": round(rng.uniform(5, 250), 2),
+            "items": rng.randint(1, 5),
+            "currency": rng.choice(["EUR", "TRY", "USD"]),
+        },
+    ),
+    (
+        "level_complete",
+        lambda rng: {
+            "level": rng.randint(1, 40),
+            "score": rng.randint(100, 9000),
+            "stars": rng.randint(1, 3),
+        },
+    ),
 ]
 # What the virtual back end sends to one user: (title, body, extra_data).
 PUSHES = [
     ("Your order has shipped", "Track it in the app.", {"deep_link": "shop://orders/latest"}),
     ("Back in stock", "The item on your wishlist is available again.", {"deep_link": "shop://wishlist"}),
-    ("You left something in your cart", "Complete your order before it sells out.",
-     {"deep_link": "shop://cart"}),
+    (
+        "You left something in your cart",
+        "Complete your order before it sells out.",
+        {"deep_link": "shop://cart"},
+    ),
     ("Your receipt", "Thanks for your purchase!", {"deep_link": "shop://orders/receipt"}),
 ]
 CAMPAIGNS = [
@@ -151,8 +172,15 @@ class SimulatorConfig:
             raise ValueError("devices must be at least 1.")
         if self.max_requests < 1:
             raise ValueError("max_requests must be at least 1.")
-        for name in ("event_chance", "rotate_chance", "reinstall_chance", "grant_later_chance",
-                     "anonymous_share", "denied_share", "open_rate"):
+        for name in (
+            "event_chance",
+            "rotate_chance",
+            "reinstall_chance",
+            "grant_later_chance",
+            "anonymous_share",
+            "denied_share",
+            "open_rate",
+        ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be between 0 and 1.")
         if self.tick <= 0 or self.workers < 1:
@@ -224,8 +252,9 @@ class Transport:
     def _request(self, method: str, url: str, label: str, **kwargs) -> requests.Response | None:
         self._spend()
         try:
-            response = self._session().request(method, url, timeout=self.timeout, allow_redirects=False,
-                                               **kwargs)
+            response = self._session().request(
+                method, url, timeout=self.timeout, allow_redirects=False, **kwargs
+            )
         except requests.RequestException as exc:
             log.debug("%s %s failed: %s", method, url, exc)
             self.stats.answered(label, "network error")
@@ -239,8 +268,12 @@ class Transport:
 
     def inbox(self, *, token: str, after: int) -> list[dict] | None:
         """New messages the sandbox holds for a token (oldest first); None on failure."""
-        response = self._request("GET", f"{self.sandbox_url}/inbox.json", "GET sandbox /inbox.json",
-                                 params={"token": token, "after": after, "limit": 100})
+        response = self._request(
+            "GET",
+            f"{self.sandbox_url}/inbox.json",
+            "GET sandbox /inbox.json",
+            params={"token": token, "after": after, "limit": 100},
+        )
         if response is None or response.status_code != 200:
             return None
         return response.json().get("messages", [])
@@ -262,6 +295,7 @@ class Transport:
 
 def fcm_like_token(rng: random.Random) -> str:
     """A token shaped like FCM's: an instance id, ':APA91b', and a long base64url tail."""
+
     def b64(n: int) -> str:
         return base64.urlsafe_b64encode(rng.randbytes(n)).decode().rstrip("=")
 
@@ -286,9 +320,19 @@ class VirtualDevice:
     reinstall). Whenever they differ, ``sync_token`` puts Herald right.
     """
 
-    def __init__(self, *, number: int, run_id: str, config: SimulatorConfig, transport: Transport,
-                 stats: Stats, rng: random.Random, anonymous: bool, denied: bool,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        *,
+        number: int,
+        run_id: str,
+        config: SimulatorConfig,
+        transport: Transport,
+        stats: Stats,
+        rng: random.Random,
+        anonymous: bool,
+        denied: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.number, self.config, self.transport, self.stats, self.rng = number, config, transport, stats, rng
         self.clock = clock
         self.platform = rng.choices(PLATFORMS, PLATFORM_WEIGHTS)[0]
@@ -461,8 +505,17 @@ class VirtualDevice:
 class VirtualBackend:
     """The app's back end: a push to one user now and then, and a campaign to everyone."""
 
-    def __init__(self, *, config: SimulatorConfig, transport: Transport, stats: Stats,
-                 rng: random.Random, run_id: str, devices: list[VirtualDevice], started: float):
+    def __init__(
+        self,
+        *,
+        config: SimulatorConfig,
+        transport: Transport,
+        stats: Stats,
+        rng: random.Random,
+        run_id: str,
+        devices: list[VirtualDevice],
+        started: float,
+    ):
         self.config, self.transport, self.stats, self.rng = config, transport, stats, rng
         self.run_id, self.devices = run_id, devices
         self.next_push = started + config.ramp_up + config.tick
@@ -491,9 +544,16 @@ class VirtualBackend:
         if not users:
             return
         title, body, extra = self.rng.choice(PUSHES)
-        response = self.transport.post("/developer/push", {
-            "app_user_id": self.rng.choice(users), "title": title, "body": body, "extra_data": extra,
-        }, headers=self._headers())
+        response = self.transport.post(
+            "/developer/push",
+            {
+                "app_user_id": self.rng.choice(users),
+                "title": title,
+                "body": body,
+                "extra_data": extra,
+            },
+            headers=self._headers(),
+        )
         status = None if response is None else response.status_code
         if status == 201:
             self.stats.add("developer_pushes")
@@ -507,8 +567,10 @@ class VirtualBackend:
         self.campaigns += 1
         title, body = CAMPAIGNS[(self.campaigns - 1) % len(CAMPAIGNS)]
         response = self.transport.post(
-            "/api/v1/messages", {"title": title, "body": body, "data": {"deep_link": "shop://sale"}},
-            headers={**self._headers(), "Idempotency-Key": f"simulator-{self.run_id}-{self.campaigns}"})
+            "/api/v1/messages",
+            {"title": title, "body": body, "data": {"deep_link": "shop://sale"}},
+            headers={**self._headers(), "Idempotency-Key": f"simulator-{self.run_id}-{self.campaigns}"},
+        )
         if response is not None and response.status_code in (200, 202):
             self.stats.add("campaigns")
         else:
@@ -521,21 +583,40 @@ class VirtualBackend:
 class Simulator:
     """N virtual devices (and, with a server key, a virtual back end) on one clock."""
 
-    def __init__(self, config: SimulatorConfig, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, progress: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        progress: Callable[[str], None] | None = None,
+    ):
         self.config, self.clock, self.sleep, self.progress = config, clock, sleep, progress
         self.rng = random.Random(config.seed)
         self.run_id = f"{self.rng.getrandbits(16):04x}"
         self.stats = Stats()
-        self.transport = Transport(base_url=config.base_url, sandbox_url=config.sandbox_url,
-                                   max_requests=config.max_requests, timeout=config.timeout, stats=self.stats)
+        self.transport = Transport(
+            base_url=config.base_url,
+            sandbox_url=config.sandbox_url,
+            max_requests=config.max_requests,
+            timeout=config.timeout,
+            stats=self.stats,
+        )
         n = config.devices
         anonymous = set(self.rng.sample(range(n), round(n * config.anonymous_share)))
         denied = set(self.rng.sample(range(n), round(n * config.denied_share)))
         self.devices = [
-            VirtualDevice(number=i, run_id=self.run_id, config=config, transport=self.transport,
-                          stats=self.stats, rng=random.Random(self.rng.getrandbits(64)),
-                          anonymous=i in anonymous, denied=i in denied, clock=clock)
+            VirtualDevice(
+                number=i,
+                run_id=self.run_id,
+                config=config,
+                transport=self.transport,
+                stats=self.stats,
+                rng=random.Random(self.rng.getrandbits(64)),
+                anonymous=i in anonymous,
+                denied=i in denied,
+                clock=clock,
+            )
             for i in range(n)
         ]
         start = clock()
@@ -543,9 +624,15 @@ class Simulator:
             device.next_tick = start + self.rng.uniform(0, config.ramp_up)
         self.backend = None
         if config.server_key:
-            self.backend = VirtualBackend(config=config, transport=self.transport, stats=self.stats,
-                                          rng=random.Random(self.rng.getrandbits(64)), run_id=self.run_id,
-                                          devices=self.devices, started=start)
+            self.backend = VirtualBackend(
+                config=config,
+                transport=self.transport,
+                stats=self.stats,
+                rng=random.Random(self.rng.getrandbits(64)),
+                run_id=self.run_id,
+                devices=self.devices,
+                started=start,
+            )
         self.stop_reason = ""
         self.elapsed = 0.0
 
@@ -562,8 +649,9 @@ class Simulator:
                 return False
             self.sleep(0.5)
 
-    def run(self, duration: float, *, until: Callable[[], bool] | None = None,
-            progress_every: float = 10.0) -> Stats:
+    def run(
+        self, duration: float, *, until: Callable[[], bool] | None = None, progress_every: float = 10.0
+    ) -> Stats:
         """Run the fleet for `duration` seconds, until the request budget is spent, or until
         `until()` is true (checked between rounds).
 
@@ -620,9 +708,11 @@ class Simulator:
 
     def progress_line(self, elapsed: float) -> str:
         c = self.stats.counts
-        return (f"[{elapsed:5.0f}s] registered {c['registered']}/{len(self.devices)}, events {c['events']}, "
-                f"rotations {c['rotations']}, pushes received {c['pushes_received']}, "
-                f"opens {c['opens_reported']}, requests {self.transport.sent}")
+        return (
+            f"[{elapsed:5.0f}s] registered {c['registered']}/{len(self.devices)}, events {c['events']}, "
+            f"rotations {c['rotations']}, pushes received {c['pushes_received']}, "
+            f"opens {c['opens_reported']}, requests {self.transport.sent}"
+        )
 
     def summary(self) -> dict:
         """What happened, for people (see `summary_lines`) and machines."""
@@ -664,8 +754,10 @@ class Simulator:
             f"  opens reported       {opens}{rate}",
         ]
         if self.backend is not None:
-            lines.append(f"  back end             {c.get('developer_pushes', 0)} developer pushes, "
-                         f"{c.get('campaigns', 0)} campaigns, "
-                         f"{c.get('developer_pushes_rate_limited', 0)} rate-limited")
+            lines.append(
+                f"  back end             {c.get('developer_pushes', 0)} developer pushes, "
+                f"{c.get('campaigns', 0)} campaigns, "
+                f"{c.get('developer_pushes_rate_limited', 0)} rate-limited"
+            )
         lines.append("  answers              " + ", ".join(f"{k}: {n}" for k, n in s["responses"].items()))
         return lines

@@ -29,8 +29,19 @@ from tenants.codes import LANGUAGES
 from tenants.models import FirebaseCredential, Membership
 from tenants.scoping import Role, TenantScopedAdminMixin, roles_of, tenants_for
 
-AUDIENCE_FIELDS = {"tenant", "audience", "platforms", "countries", "languages", "app_user_ids", "tokens",
-                   "topic", "condition", "segment", "rules"}
+AUDIENCE_FIELDS = {
+    "tenant",
+    "audience",
+    "platforms",
+    "countries",
+    "languages",
+    "app_user_ids",
+    "tokens",
+    "topic",
+    "condition",
+    "segment",
+    "rules",
+}
 FAILURES_PER_PAGE = 25
 
 
@@ -43,10 +54,15 @@ def progress(message: Message) -> dict:
         return round(100 * n / targeted, 1) if targeted else 0
 
     return {
-        "status": message.status, "status_label": message.get_status_display(), "final": message.is_final,
-        "targeted": targeted, "sent": message.sent_count, "validated": message.validated_count,
+        "status": message.status,
+        "status_label": message.get_status_display(),
+        "final": message.is_final,
+        "targeted": targeted,
+        "sent": message.sent_count,
+        "validated": message.validated_count,
         "failed": message.failed_count,
-        "pending": message.pending_count, "opened": message.opened_count,
+        "pending": message.pending_count,
+        "opened": message.opened_count,
         "percent_done": 100 if message.is_final and not message.pending_count else share(done),
         # A dry run's bar fills with validations: nothing was sent, but that part is done.
         "percent_sent": share(message.sent_count + message.validated_count),
@@ -80,15 +96,18 @@ def describe_audience(audience: str, params: dict) -> str:
         return f"Segment “{name}”" if name else "A segment since deleted"
     if audience == Audience.RULES:
         rules = params.get("rules") or {}
-        return (f"Ad-hoc rules: {len(rules.get('include', []))} include and "
-                f"{len(rules.get('exclude', []))} except groups")
+        return (
+            f"Ad-hoc rules: {len(rules.get('include', []))} include and "
+            f"{len(rules.get('exclude', []))} except groups"
+        )
     base = " and ".join(platforms) + " devices" if platforms else "All devices"
     return " ".join([base, *where])
 
 
 def status_chip(message: Message):
-    return format_html('<span class="hd-chip hd-status-{}">{}</span>', message.status,
-                       message.get_status_display())
+    return format_html(
+        '<span class="hd-chip hd-status-{}">{}</span>', message.status, message.get_status_display()
+    )
 
 
 class SourceFilter(admin.SimpleListFilter):
@@ -111,11 +130,17 @@ class SourceFilter(admin.SimpleListFilter):
         return queryset.composed()
 
     def choices(self, changelist):
-        yield {"selected": self.value() is None, "display": "All but /developer/push",
-               "query_string": changelist.get_query_string(remove=[self.parameter_name])}
+        yield {
+            "selected": self.value() is None,
+            "display": "All but /developer/push",
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+        }
         for value, label in self.lookup_choices:
-            yield {"selected": self.value() == value, "display": label,
-                   "query_string": changelist.get_query_string({self.parameter_name: value})}
+            yield {
+                "selected": self.value() == value,
+                "display": label,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+            }
 
 
 @admin.register(Message)
@@ -133,14 +158,19 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="message", ordering="created_at")
     def title_column(self, obj):
         if obj.status == Message.Status.SCHEDULED and obj.schedule_at:
-            when = (f"scheduled for {formats.date_format(obj.schedule_local, 'DATETIME_FORMAT')} "
-                    f"{obj.schedule_zone_label}")
+            when = (
+                f"scheduled for {formats.date_format(obj.schedule_local, 'DATETIME_FORMAT')} "
+                f"{obj.schedule_zone_label}"
+            )
         else:
             when = formats.date_format(timezone.localtime(obj.created_at), "DATETIME_FORMAT")
         body = obj.body[:90] + ("…" if len(obj.body) > 90 else "")
-        return format_html('<span class="hd-title">{}</span>'
-                           '<span class="hd-sub"><span class="hd-num">{}</span> · {}</span>',
-                           obj.title, when, body)
+        return format_html(
+            '<span class="hd-title">{}</span><span class="hd-sub"><span class="hd-num">{}</span> · {}</span>',
+            obj.title,
+            when,
+            body,
+        )
 
     @admin.display(description="status", ordering="status")
     def status_column(self, obj):
@@ -153,18 +183,26 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             return mark_safe('<span class="hd-muted">—</span>')
         opened = ""
         if p["open_rate"] is not None:
-            opened = format_html('<span class="hd-sub">{} % opened</span>',
-                                 formats.number_format(p["open_rate"], 0))
+            opened = format_html(
+                '<span class="hd-sub">{} % opened</span>', formats.number_format(p["open_rate"], 0)
+            )
         done, verb = (p["validated"], "validated") if obj.dry_run else (p["sent"], "sent")
         return format_html(
             '<span class="hd-mini-bar" title="{} {}, {} failed, {} pending">'
             '<span class="hd-bar-sent" style="width:{}%"></span>'
             '<span class="hd-bar-failed" style="width:{}%"></span></span>'
             '<span class="hd-num">{} / {}</span>{}{}',
-            done, verb, p["failed"], p["pending"], p["percent_sent"], p["percent_failed"],
+            done,
+            verb,
+            p["failed"],
+            p["pending"],
+            p["percent_sent"],
+            p["percent_failed"],
             formats.number_format(done, force_grouping=True),
             formats.number_format(p["targeted"], force_grouping=True),
-            mark_safe(' <span class="hd-sub">validated, dry run</span>') if obj.dry_run else "", opened)
+            mark_safe(' <span class="hd-sub">validated, dry run</span>') if obj.dry_run else "",
+            opened,
+        )
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "can_compose": self.has_role(request, Role.EDITOR)}
@@ -180,8 +218,11 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             path("<path:object_id>/progress/", view(self.progress_view), name="messaging_message_progress"),
             path("<path:object_id>/cancel/", view(self.cancel_view), name="messaging_message_cancel"),
             path("<path:object_id>/send/", view(self.send_view), name="messaging_message_send"),
-            path("<path:object_id>/deliveries.csv", view(self.deliveries_csv_view),
-                 name="messaging_message_deliveries_csv"),
+            path(
+                "<path:object_id>/deliveries.csv",
+                view(self.deliveries_csv_view),
+                name="messaging_message_deliveries_csv",
+            ),
             path("<path:object_id>/winner/", view(self.winner_view), name="messaging_message_winner"),
             *super().get_urls(),
         ]
@@ -202,42 +243,67 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         return message
 
     def _page(self, request, template, title, **context):
-        return TemplateResponse(request, template, {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": title, **context})
+        return TemplateResponse(
+            request,
+            template,
+            {**self.admin_site.each_context(request), "opts": self.model._meta, "title": title, **context},
+        )
 
     # --- The message page ----------------------------------------------------------------
 
     def message_view(self, request, object_id):
         message = self._message(request, object_id)
-        failures = (message.deliveries.filter(status=Delivery.Status.FAILED)
-                    .select_related("device", "device__user").order_by("error_code", "pk"))
+        failures = (
+            message.deliveries.filter(status=Delivery.Status.FAILED)
+            .select_related("device", "device__user")
+            .order_by("error_code", "pk")
+        )
         failure_code = request.GET.get("code", "")
         if failure_code:
             failures = failures.filter(error_code=failure_code)
         page = Paginator(failures, FAILURES_PER_PAGE).get_page(request.GET.get("page"))
-        breakdown = [(code, n, checks.explain_fcm_error(code))
-                     for code, n in error_breakdown(message).items()]
+        breakdown = [
+            (code, n, checks.explain_fcm_error(code)) for code, n in error_breakdown(message).items()
+        ]
         can_edit = self.has_role(request, Role.EDITOR, message)
         waiting = message.status in (Message.Status.SCHEDULED, Message.Status.DRAFT) or (
-            message.status == Message.Status.CANCELLED and message.started_at is None)
-        audience_now = audience_size(tenant=message.tenant, audience=message.audience,
-                                     params=message.audience_params) if waiting else None
+            message.status == Message.Status.CANCELLED and message.started_at is None
+        )
+        audience_now = (
+            audience_size(tenant=message.tenant, audience=message.audience, params=message.audience_params)
+            if waiting
+            else None
+        )
         return self._page(
-            request, "admin/messaging/message/detail.html", message.title, message=message, original=message,
-            progress=progress(message), breakdown=breakdown, waiting=waiting, audience_now=audience_now,
-            failures=page, failure_code=failure_code,
+            request,
+            "admin/messaging/message/detail.html",
+            message.title,
+            message=message,
+            original=message,
+            progress=progress(message),
+            breakdown=breakdown,
+            waiting=waiting,
+            audience_now=audience_now,
+            failures=page,
+            failure_code=failure_code,
             audience_text=describe_audience(message.audience, message.audience_params),
             can_cancel=can_edit and message.status in Message.CANCELLABLE,
             can_send=can_edit and message.status == Message.Status.DRAFT,
-            can_compose=can_edit, multi_tenant=len(roles_of(request.user)) > 1,
-            options=message.options or {}, data_pairs=sorted((message.data or {}).items()),
+            can_compose=can_edit,
+            multi_tenant=len(roles_of(request.user)) > 1,
+            options=message.options or {},
+            data_pairs=sorted((message.data or {}).items()),
             **variant_context(message, can_edit=can_edit),
         )
 
     def deliveries_csv_view(self, request, object_id):
         message = self._message(request, object_id)
-        return csv_response(header=DELIVERY_EXPORT_COLUMNS, rows=delivery_export_rows(message),
-                            filename=f"message-{message.pk}-deliveries.csv")
+        return csv_response(
+            header=DELIVERY_EXPORT_COLUMNS,
+            rows=delivery_export_rows(message),
+            filename=f"message-{message.pk}-deliveries.csv",
+        )
+
     def winner_view(self, request, object_id):
         """POST: staff pick an A/B test's winner by hand; it goes to the rest at once."""
         message = self._message(request, object_id, Role.EDITOR)
@@ -257,15 +323,23 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def progress_view(self, request, object_id):
         message = self._message(request, object_id)
         # The failures panel moves with the counters: failed deliveries by FCM error code.
-        breakdown = [{"code": code, "count": n, "explanation": checks.explain_fcm_error(code)}
-                     for code, n in error_breakdown(message).items()]
+        breakdown = [
+            {"code": code, "count": n, "explanation": checks.explain_fcm_error(code)}
+            for code, n in error_breakdown(message).items()
+        ]
         return JsonResponse({**progress(message), "breakdown": breakdown})
 
     def _confirm_or_act(self, request, message, *, act, verb, question, done):
         """GET asks `question`; POST does `act` (a service) and goes back to the message page."""
         if request.method != "POST":
-            return self._page(request, "admin/messaging/message/confirm.html", f"{verb} “{message.title}”",
-                              message=message, question=question, verb=verb)
+            return self._page(
+                request,
+                "admin/messaging/message/confirm.html",
+                f"{verb} “{message.title}”",
+                message=message,
+                question=question,
+                verb=verb,
+            )
         try:
             act(message=message)
         except services.MessagingError as exc:
@@ -277,19 +351,32 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def cancel_view(self, request, object_id):
         message = self._message(request, object_id, Role.EDITOR)
         if message.status == Message.Status.SENDING:
-            question = ("Cancel this message? Devices that have it already keep it "
-                        f"({message.sent_count:,} so far); nobody else will get it.")
+            question = (
+                "Cancel this message? Devices that have it already keep it "
+                f"({message.sent_count:,} so far); nobody else will get it."
+            )
         else:
             question = "Cancel this message? It has not gone out, and nobody will get it."
-        return self._confirm_or_act(request, message, act=services.cancel_message, verb="Cancel",
-                                    question=question, done=f"Cancelled “{message.title}”.")
+        return self._confirm_or_act(
+            request,
+            message,
+            act=services.cancel_message,
+            verb="Cancel",
+            question=question,
+            done=f"Cancelled “{message.title}”.",
+        )
 
     def send_view(self, request, object_id):
         message = self._message(request, object_id, Role.EDITOR)
         size = audience_size(tenant=message.tenant, audience=message.audience, params=message.audience_params)
-        return self._confirm_or_act(request, message, act=services.send_message, verb="Send",
-                                    question=f"Send this draft {audience_phrase(size)} now?",
-                                    done=f"“{message.title}” is on its way.")
+        return self._confirm_or_act(
+            request,
+            message,
+            act=services.send_message,
+            verb="Send",
+            question=f"Send this draft {audience_phrase(size)} now?",
+            done=f"“{message.title}” is on its way.",
+        )
 
     # --- The composer --------------------------------------------------------------------
 
@@ -309,7 +396,8 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             elif source := request.GET.get("from"):
                 initial = ComposeForm.initial_from(self._message(request, source))
             elif (tenant := request.GET.get("tenant", "")).isdigit() and tenants_for(
-                    request.user, Role.EDITOR).filter(pk=int(tenant)).exists():
+                request.user, Role.EDITOR
+            ).filter(pk=int(tenant)).exists():
                 # The tenant the user was looking at (dashboard, filtered list), if they may send for it.
                 initial = {"tenant": int(tenant)}
             return self._compose_page(request, ComposeForm(user=request.user, initial=initial), draft=draft)
@@ -323,8 +411,9 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
                 if form.data_errors:  # shown under the data pairs, not as a form-wide error
                     errors["data"] = form.data_errors
                     errors.pop("__all__", None)
-                return JsonResponse({"ok": False, "summary": "Correct the marked fields first.",
-                                     "errors": errors})
+                return JsonResponse(
+                    {"ok": False, "summary": "Correct the marked fields first.", "errors": errors}
+                )
             return self._compose_page(request, form, draft=draft)
 
         tenant, spec = form.cleaned_data["tenant"], form.to_spec()
@@ -334,18 +423,17 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             except services.MessagingError as exc:
                 messages.error(request, str(exc))
                 return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[draft.pk]))
-            messages.success(request,
-                             f"Saved the draft “{message.title}”. Send it from here when it is ready.")
+            messages.success(
+                request, f"Saved the draft “{message.title}”. Send it from here when it is ready."
+            )
             return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[message.pk]))
         if action in ("validate", "test"):
             if action == "validate":
                 check = checks.validate_message(tenant=tenant, spec=spec)
             elif not form.cleaned_data["test_to"].strip():
-                check = checks.FcmCheck(ok=False,
-                                                    summary="Enter an app user id or token to test.")
+                check = checks.FcmCheck(ok=False, summary="Enter an app user id or token to test.")
             else:
-                check = checks.send_test_push(tenant=tenant, spec=spec,
-                                                          to=form.cleaned_data["test_to"])
+                check = checks.send_test_push(tenant=tenant, spec=spec, to=form.cleaned_data["test_to"])
             if as_json:
                 return JsonResponse(check.as_json())
             return self._compose_page(request, form, check=check, check_action=action, draft=draft)
@@ -356,12 +444,16 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             size, blocked = 0, True
         if action == "confirm" and not blocked:
             if draft is None:
-                message, _ = services.create_message(tenant=tenant, spec=spec, source=Message.Source.ADMIN,
-                                                     created_by=request.user)
+                message, _ = services.create_message(
+                    tenant=tenant, spec=spec, source=Message.Source.ADMIN, created_by=request.user
+                )
             else:
                 try:
-                    message = services.send_message(message=services.save_draft(
-                        tenant=tenant, spec=spec, created_by=request.user, draft=draft))
+                    message = services.send_message(
+                        message=services.save_draft(
+                            tenant=tenant, spec=spec, created_by=request.user, draft=draft
+                        )
+                    )
                 except services.MessagingError as exc:
                     messages.error(request, str(exc))
                     return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[draft.pk]))
@@ -376,11 +468,17 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def _compose_page(self, request, form, draft=None, **context):
         tenants = form.fields["tenant"].queryset
         return self._page(
-            request, "admin/messaging/message/compose.html", "Edit the draft" if draft else "Compose a push",
-            form=form, draft=draft,
-            tenant_names={str(t.pk): t.name for t in tenants}, single_tenant=tenants.count() == 1,
+            request,
+            "admin/messaging/message/compose.html",
+            "Edit the draft" if draft else "Compose a push",
+            form=form,
+            draft=draft,
+            tenant_names={str(t.pk): t.name for t in tenants},
+            single_tenant=tenants.count() == 1,
             tenant_languages={str(t.pk): t.default_language for t in tenants},
-            language_codes=sorted(LANGUAGES), **context)
+            language_codes=sorted(LANGUAGES),
+            **context,
+        )
 
     def audience_view(self, request):
         """The size of the audience the composer describes, as JSON: {"size": n, "text": "…"}."""
@@ -408,13 +506,14 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
 
 def reach_text(users: int, devices: int) -> str:
-    """"≈ 1 user · 2 devices that allow pushes", as the segment editor says it (rule_builder.js)."""
-    return (f"≈ {users:,} user{'' if users == 1 else 's'} · {devices:,} "
-            + ("device that allows pushes" if devices == 1 else "devices that allow pushes"))
+    """ "≈ 1 user · 2 devices that allow pushes", as the segment editor says it (rule_builder.js)."""
+    return f"≈ {users:,} user{'' if users == 1 else 's'} · {devices:,} " + (
+        "device that allows pushes" if devices == 1 else "devices that allow pushes"
+    )
 
 
 def audience_phrase(size: int | None) -> str:
-    """"to 1,234 devices", "to every subscriber of the topic" ."""
+    """ "to 1,234 devices", "to every subscriber of the topic" ."""
     if size is None:
         return "to every device subscribed to the topic (FCM knows how many; Herald does not)"
     return f"to {size:,} device{'s' if size != 1 else ''}"
@@ -430,8 +529,10 @@ def confirmation(spec: services.MessageInput, size: int | None, *, tz_name: str)
     when = formats.date_format(local, "DATETIME_FORMAT") + f" ({tz_name})"
     if size is None:
         return f"Schedule “{spec.title}” for {when}, {audience_phrase(size)}?"
-    return (f"Schedule “{spec.title}” for {when}? It would reach {size:,} device{'s' if size != 1 else ''} "
-            "if sent now; Herald counts the audience again when it goes out.")
+    return (
+        f"Schedule “{spec.title}” for {when}? It would reach {size:,} device{'s' if size != 1 else ''} "
+        "if sent now; Herald counts the audience again when it goes out."
+    )
 
 
 # --- Firebase credentials: checking one talks to FCM, so the action lives here -------------
@@ -445,8 +546,10 @@ class FirebaseCredentialAdmin(tenants_admin.FirebaseCredentialAdmin):
 
     actions = ["check_selected"]
 
-    @admin.action(description="Check credentials (get a token, validate a test message)",
-                  location=[admin.ActionLocation.CHANGE_LIST, admin.ActionLocation.CHANGE_FORM])
+    @admin.action(
+        description="Check credentials (get a token, validate a test message)",
+        location=[admin.ActionLocation.CHANGE_LIST, admin.ActionLocation.CHANGE_FORM],
+    )
     def check_selected(self, request, queryset):
         for credential in queryset.select_related("tenant"):
             if not self.has_role(request, Membership.Role.EDITOR, credential):
@@ -463,24 +566,43 @@ def variant_context(message: Message, *, can_edit: bool) -> dict:
     ab_test = getattr(message, "ab_test", None) if message.variant_mode == "ab_test" else None
     rows = []
     for stat, variant in zip(stats["variants"], composed, strict=True):
-        rows.append({"label": variants.label(stat.key), "index": stat.key, "stat": stat,
-                     "content": variant.content,
-                     "languages": sorted(variant.localizations),
-                     "rate": None if stat.open_rate is None else round(100 * stat.open_rate, 1)})
-    languages = [{"stat": s, "rate": None if s.open_rate is None else round(100 * s.open_rate, 1),
-                  "default": s.key == message.language} for s in stats["languages"]]
+        rows.append(
+            {
+                "label": variants.label(stat.key),
+                "index": stat.key,
+                "stat": stat,
+                "content": variant.content,
+                "languages": sorted(variant.localizations),
+                "rate": None if stat.open_rate is None else round(100 * stat.open_rate, 1),
+            }
+        )
+    languages = [
+        {
+            "stat": s,
+            "rate": None if s.open_rate is None else round(100 * s.open_rate, 1),
+            "default": s.key == message.language,
+        }
+        for s in stats["languages"]
+    ]
     return {
         "variant_rows": rows if message.variant_count > 1 else [],
         "language_rows": languages,
         "message_languages": [message.language, *sorted(composed[0].localizations)],
         "ab_test": ab_test,
         "winner_label": variants.label(ab_test.winner) if ab_test and ab_test.winner is not None else "",
-        "can_pick_winner": bool(can_edit and ab_test and ab_test.winner is None
-                                and message.status == Message.Status.SENDING),
+        "can_pick_winner": bool(
+            can_edit and ab_test and ab_test.winner is None and message.status == Message.Status.SENDING
+        ),
         "variant_chart": charts.rate_bars(
             rows=[(f"Variant {r['label']}", r["stat"].open_rate, r["stat"].sent) for r in rows],
-            label="Open rate per variant") if message.variant_count > 1 else "",
+            label="Open rate per variant",
+        )
+        if message.variant_count > 1
+        else "",
         "language_chart": charts.rate_bars(
             rows=[(r["stat"].key, r["stat"].open_rate, r["stat"].sent) for r in languages],
-            label="Open rate per language") if len(languages) > 1 else "",
+            label="Open rate per language",
+        )
+        if len(languages) > 1
+        else "",
     }

@@ -53,8 +53,9 @@ def _frame(days: list[date], top: float, *, percent: bool) -> list[str]:
         y = TOP + plot_h * (1 - fraction)
         label = f"{top * fraction:.0f}%" if percent else _number(top * fraction)
         parts.append(f'<line class="hc-grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="hc-axis" x="{LEFT - 5}" y="{y + 3.5:.1f}" text-anchor="end">'
-                     f"{label}</text>")
+        parts.append(
+            f'<text class="hc-axis" x="{LEFT - 5}" y="{y + 3.5:.1f}" text-anchor="end">{label}</text>'
+        )
     if days:
         slot = (WIDTH - LEFT - RIGHT) / len(days)
         picks = sorted({0, len(days) // 2, len(days) - 1})
@@ -62,8 +63,10 @@ def _frame(days: list[date], top: float, *, percent: bool) -> list[str]:
             x = LEFT + slot * (i + 0.5)
             anchor = "start" if i == 0 and len(days) > 1 else "end" if i == len(days) - 1 and i else "middle"
             x = LEFT if anchor == "start" else WIDTH - RIGHT if anchor == "end" else x
-            parts.append(f'<text class="hc-axis" x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}">'
-                         f"{_day(days[i])}</text>")
+            parts.append(
+                f'<text class="hc-axis" x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}">'
+                f"{_day(days[i])}</text>"
+            )
     return parts
 
 
@@ -71,18 +74,20 @@ def _svg(parts: list[str], label: str) -> SafeString:
     # Safe: every text interpolated into the parts was escaped where it was added.
     return mark_safe(
         f'<svg class="hc-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(label)}" '
-        f'preserveAspectRatio="xMidYMid meet" xmlns="http://www.w3.org/2000/svg">'
-        + "".join(parts) + "</svg>"
+        f'preserveAspectRatio="xMidYMid meet" xmlns="http://www.w3.org/2000/svg">' + "".join(parts) + "</svg>"
     )
 
 
 def _empty(parts: list[str], text: str) -> None:
-    parts.append(f'<text class="hc-empty" x="{(WIDTH + LEFT) / 2:.0f}" y="{(HEIGHT - BOTTOM) / 2 + 6:.0f}" '
-                 f'text-anchor="middle">{escape(text)}</text>')
+    parts.append(
+        f'<text class="hc-empty" x="{(WIDTH + LEFT) / 2:.0f}" y="{(HEIGHT - BOTTOM) / 2 + 6:.0f}" '
+        f'text-anchor="middle">{escape(text)}</text>'
+    )
 
 
-def bar_chart(*, days: list[date], series: list[Series], label: str, empty: str = "Nothing yet",
-              stacked: bool = True) -> SafeString:
+def bar_chart(
+    *, days: list[date], series: list[Series], label: str, empty: str = "Nothing yet", stacked: bool = True
+) -> SafeString:
     """Bars per day: the series stacked bottom to top in the order given, or side by side."""
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(days))]
     each = [v or 0 for s in series for v in s.values]
@@ -109,16 +114,25 @@ def bar_chart(*, days: list[date], series: list[Series], label: str, empty: str 
                 left, bottom = x, y
             else:
                 left, bottom = x + n * width, TOP + plot_h - h
-            parts.append(f'<rect class="{s.css}" x="{left:.2f}" y="{bottom:.2f}" width="{width:.2f}" '
-                         f'height="{h:.2f}" rx="{min(1.5, width / 3):.1f}"/>')
+            parts.append(
+                f'<rect class="{s.css}" x="{left:.2f}" y="{bottom:.2f}" width="{width:.2f}" '
+                f'height="{h:.2f}" rx="{min(1.5, width / 3):.1f}"/>'
+            )
         parts.append("</g>")
     if not any(totals):
         _empty(parts, empty)
     return _svg(parts, label)
 
 
-def line_chart(*, days: list[date], series: list[Series], label: str, percent: bool = False,
-               empty: str = "Nothing yet", bridge_gaps: bool = False) -> SafeString:
+def line_chart(
+    *,
+    days: list[date],
+    series: list[Series],
+    label: str,
+    percent: bool = False,
+    empty: str = "Nothing yet",
+    bridge_gaps: bool = False,
+) -> SafeString:
     """Lines per day; a None value leaves a gap (or, with `bridge_gaps`, is skipped over).
     With `percent`, the axis runs 0–100 %."""
     values = [v for s in series for v in s.values if v is not None]
@@ -143,15 +157,18 @@ def line_chart(*, days: list[date], series: list[Series], label: str, percent: b
                 parts.append(f'<polyline class="{s.css} hc-line" points="{points}"/>')
             for x, y, i, v in run:
                 shown = f"{v:.1f} %" if percent else _number(v)
-                parts.append(f'<circle class="{s.css} hc-dot" cx="{x:.1f}" cy="{y:.1f}" r="2.2">'
-                             f"<title>{escape(f'{_day(days[i])}: {shown} {s.name}')}</title></circle>")
+                parts.append(
+                    f'<circle class="{s.css} hc-dot" cx="{x:.1f}" cy="{y:.1f}" r="2.2">'
+                    f"<title>{escape(f'{_day(days[i])}: {shown} {s.name}')}</title></circle>"
+                )
     if not values or (not percent and not any(values)):
         _empty(parts, empty)
     return _svg(parts, label)
 
 
-def rate_bars(*, rows: list[tuple[str, float | None, int]], label: str, empty: str = "Nothing sent yet"
-              ) -> SafeString:
+def rate_bars(
+    *, rows: list[tuple[str, float | None, int]], label: str, empty: str = "Nothing sent yet"
+) -> SafeString:
     """Horizontal bars, one per (name, rate 0–1 or None, sample size): open rates of variants
     or languages, each with the number of sends it rests on beside it."""
     row_h, gap, name_w, note_w = 22, 8, 64, 120
@@ -163,21 +180,30 @@ def rate_bars(*, rows: list[tuple[str, float | None, int]], label: str, empty: s
     parts = []
     for i, (name, rate, sample) in enumerate(rows):
         y = gap + i * (row_h + gap)
-        parts.append(f'<text class="hc-axis" x="{name_w - 8}" y="{y + row_h / 2 + 4:.1f}" '
-                     f'text-anchor="end">{escape(name)}</text>')
+        parts.append(
+            f'<text class="hc-axis" x="{name_w - 8}" y="{y + row_h / 2 + 4:.1f}" '
+            f'text-anchor="end">{escape(name)}</text>'
+        )
         w = bar_span * (100 * rate) / scale if rate else 0
         shown = "–" if rate is None else f"{100 * rate:.1f} %"
-        parts.append(f"<g><title>{escape(f'{name}: {shown} of {sample:,} sent')}</title>"
-                     f'<rect class="hc-grid-bar" x="{name_w}" y="{y}" width="{bar_span}" '
-                     f'height="{row_h}" rx="3"/>'
-                     f'<rect class="hc-accent" x="{name_w}" y="{y}" width="{w:.2f}" height="{row_h}" rx="3"/>'
-                     "</g>")
-        parts.append(f'<text class="hc-axis" x="{name_w + bar_span + 8}" y="{y + row_h / 2 + 4:.1f}">'
-                     f"{escape(shown)} · n={sample:,}</text>")
+        parts.append(
+            f"<g><title>{escape(f'{name}: {shown} of {sample:,} sent')}</title>"
+            f'<rect class="hc-grid-bar" x="{name_w}" y="{y}" width="{bar_span}" '
+            f'height="{row_h}" rx="3"/>'
+            f'<rect class="hc-accent" x="{name_w}" y="{y}" width="{w:.2f}" height="{row_h}" rx="3"/>'
+            "</g>"
+        )
+        parts.append(
+            f'<text class="hc-axis" x="{name_w + bar_span + 8}" y="{y + row_h / 2 + 4:.1f}">'
+            f"{escape(shown)} · n={sample:,}</text>"
+        )
     if not rows or not any(sample for _, _, sample in rows):
-        parts.append(f'<text class="hc-empty" x="{width / 2:.0f}" y="{height / 2 + 4:.0f}" '
-                     f'text-anchor="middle">{escape(empty)}</text>')
+        parts.append(
+            f'<text class="hc-empty" x="{width / 2:.0f}" y="{height / 2 + 4:.0f}" '
+            f'text-anchor="middle">{escape(empty)}</text>'
+        )
     return mark_safe(  # every interpolated text was escaped above
         f'<svg class="hc-chart hc-rates" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(label)}" preserveAspectRatio="xMidYMid meet" '
-        f'xmlns="http://www.w3.org/2000/svg">' + "".join(parts) + "</svg>")
+        f'xmlns="http://www.w3.org/2000/svg">' + "".join(parts) + "</svg>"
+    )

@@ -21,25 +21,25 @@ VALIDATION_TOPIC = "herald-validate"
 
 EXPLANATIONS = {
     fcm.UNREGISTERED: "The app was uninstalled, or the token expired or was replaced. Herald stopped "
-                    "targeting the device.",
+    "targeting the device.",
     fcm.SENDER_ID_MISMATCH: "The token belongs to another Firebase project than this tenant's credential. "
-                          "Herald stopped targeting the device.",
+    "Herald stopped targeting the device.",
     fcm.INVALID_ARGUMENT: "FCM refused the message as malformed, or the token is not a valid FCM token.",
     fcm.QUOTA_EXCEEDED: "Too many messages too fast, for the project or for this one device; Herald "
-                      "retried later.",
+    "retried later.",
     fcm.UNAVAILABLE: "FCM was overloaded or down; Herald retried with backoff until the message expired.",
     fcm.INTERNAL: "FCM had an internal error; Herald retried with backoff until the message expired.",
     fcm.THIRD_PARTY_AUTH_ERROR: "Apple (APNs) or the browser's push service refused FCM's credentials: "
-                              "check the APNs key or web push certificate in the Firebase console.",
+    "check the APNs key or web push certificate in the Firebase console.",
     fcm.UNAUTHENTICATED: "Google refused the service-account key. Upload a new key under Firebase "
-                       "credentials.",
+    "credentials.",
     fcm.PERMISSION_DENIED: "The service account may not send for this project, or the Firebase Cloud "
-                         "Messaging API is disabled for it.",
+    "Messaging API is disabled for it.",
     fcm.NOT_FOUND: "FCM does not know the project: check the project ID of the Firebase credential.",
     fcm.TIMEOUT: "FCM did not answer in time.",
     fcm.CONNECTION_ERROR: "Herald could not reach FCM (network or DNS problem).",
     fcm.CONFIGURATION: "This tenant has no usable Firebase credential. Upload the service-account key "
-                     "under Firebase credentials.",
+    "under Firebase credentials.",
     fcm.CANCELLED: "The message was cancelled before this device's turn.",
     fcm.DEVICE_GONE: "The device was deleted or merged into another before its turn.",
 }
@@ -114,8 +114,11 @@ def send_test_push(*, tenant: Tenant, spec: MessageInput, to: str) -> FcmCheck:
     for device in devices:
         label = f"{device.get_platform_display()} device …{device.token[-8:]} of {device.user.app_user_id}"
         if not device.is_targetable:
-            why = (f"deactivated ({device.deactivation_reason or 'no reason'})" if not device.is_active
-                   else "the user has not allowed notifications")
+            why = (
+                f"deactivated ({device.deactivation_reason or 'no reason'})"
+                if not device.is_active
+                else "the user has not allowed notifications"
+            )
             details.append(f"{label}: not sent, {why}.")
             continue
         try:
@@ -130,6 +133,7 @@ def send_test_push(*, tenant: Tenant, spec: MessageInput, to: str) -> FcmCheck:
         sent += 1
         details.append(f"{label}: sent.")
     if sent:
-        return FcmCheck(ok=True, summary=f"Test push sent to {sent} of {len(devices)} device(s).",
-                        details=details)
+        return FcmCheck(
+            ok=True, summary=f"Test push sent to {sent} of {len(devices)} device(s).", details=details
+        )
     return FcmCheck(ok=False, summary="The test push reached no device.", details=details)

@@ -29,8 +29,12 @@ class Content:
     click_link: str = ""
 
     def as_dict(self) -> dict:
-        return {"title": self.title, "body": self.body, "image_url": self.image_url,
-                "click_link": self.click_link}
+        return {
+            "title": self.title,
+            "body": self.body,
+            "image_url": self.image_url,
+            "click_link": self.click_link,
+        }
 
 
 @dataclass(kw_only=True)
@@ -73,11 +77,13 @@ class ContentPlan:
     @classmethod
     def of(cls, message: Message) -> "ContentPlan":
         """One query for the content rows, one for the A/B test when the message has one."""
-        contents = {(0, message.language): Content(message.title, message.body, message.image_url,
-                                                    message.click_link)}
+        contents = {
+            (0, message.language): Content(message.title, message.body, message.image_url, message.click_link)
+        }
         for row in MessageContent.objects.filter(message_id=message.pk):
-            contents[(row.variant, row.language)] = Content(row.title, row.body, row.image_url,
-                                                            row.click_link)
+            contents[(row.variant, row.language)] = Content(
+                row.title, row.body, row.image_url, row.click_link
+            )
         ab_test = None
         if message.variant_mode == VariantMode.AB_TEST and message.variant_count > 1:
             ab_test = AbTest.objects.filter(message_id=message.pk).first()
@@ -94,8 +100,11 @@ class ContentPlan:
         return self.message.language
 
     def content(self, variant: int, language: str) -> Content:
-        return (self.contents.get((variant, language)) or self.contents.get((variant, self.message.language))
-                or self.contents[(0, self.message.language)])
+        return (
+            self.contents.get((variant, language))
+            or self.contents.get((variant, self.message.language))
+            or self.contents[(0, self.message.language)]
+        )
 
     def assign(self, rows, *, phase: str = "all") -> list[tuple[int, int, str]]:
         """(device_id, variant, language) for the rows (device_id, user_id, user_language)
@@ -124,20 +133,28 @@ class ContentPlan:
         return push
 
 
-def save_contents(*, message: Message, variants: list[VariantInput],
-                  localizations: dict[str, Content]) -> None:
+def save_contents(
+    *, message: Message, variants: list[VariantInput], localizations: dict[str, Content]
+) -> None:
     """Store a message's other languages and variants (replacing any it had: a draft
     rewritten). `localizations` are variant 0's; `variants`, when given, are all of them,
     the first being the message's own fields."""
     MessageContent.objects.filter(message=message).delete()
-    rows = [MessageContent(message=message, variant=0, language=lang, **c.as_dict())
-            for lang, c in localizations.items()]
+    rows = [
+        MessageContent(message=message, variant=0, language=lang, **c.as_dict())
+        for lang, c in localizations.items()
+    ]
     for index, variant in enumerate(variants):
         if index:
-            rows.append(MessageContent(message=message, variant=index, language=message.language,
-                                       **variant.content.as_dict()))
-            rows.extend(MessageContent(message=message, variant=index, language=lang, **c.as_dict())
-                        for lang, c in variant.localizations.items())
+            rows.append(
+                MessageContent(
+                    message=message, variant=index, language=message.language, **variant.content.as_dict()
+                )
+            )
+            rows.extend(
+                MessageContent(message=message, variant=index, language=lang, **c.as_dict())
+                for lang, c in variant.localizations.items()
+            )
     MessageContent.objects.bulk_create(rows)
 
 

@@ -74,8 +74,9 @@ class AppUserDataSerializer(serializers.Serializer):
     event_count = serializers.IntegerField()
     events = EventDataSerializer(many=True, help_text="The most recent 100, newest first.")
     delivery_count = serializers.IntegerField()
-    deliveries = DeliveryDataSerializer(many=True, help_text="Pushes to the user's devices, the most "
-                                                             "recent 100, newest first.")
+    deliveries = DeliveryDataSerializer(
+        many=True, help_text="Pushes to the user's devices, the most recent 100, newest first."
+    )
 
 
 class RemovedSerializer(serializers.Serializer):
@@ -84,8 +85,9 @@ class RemovedSerializer(serializers.Serializer):
     events = serializers.IntegerField()
     token_rotations = serializers.IntegerField()
     deliveries_anonymised = serializers.IntegerField()
-    messages_scrubbed = serializers.IntegerField(help_text="Messages whose audience named the user or a "
-                                                           "token of theirs, and no longer does.")
+    messages_scrubbed = serializers.IntegerField(
+        help_text="Messages whose audience named the user or a token of theirs, and no longer does."
+    )
 
 
 class ErasureSerializer(serializers.Serializer):
@@ -93,8 +95,12 @@ class ErasureSerializer(serializers.Serializer):
     removed = RemovedSerializer()
 
 
-APP_USER_ID = OpenApiParameter("app_user_id", str, OpenApiParameter.PATH,
-                               description="Your id of the user (as sent to /events), URL-encoded.")
+APP_USER_ID = OpenApiParameter(
+    "app_user_id",
+    str,
+    OpenApiParameter.PATH,
+    description="Your id of the user (as sent to /events), URL-encoded.",
+)
 
 
 def _storable(app_user_id: str) -> bool:
@@ -104,11 +110,13 @@ def _storable(app_user_id: str) -> bool:
 
 class AppUserDataView(ServerEndpoint, APIView):
     @extend_schema(
-        operation_id="get_app_user", summary="A user's data: profile, devices, recent events and pushes",
+        operation_id="get_app_user",
+        summary="A user's data: profile, devices, recent events and pushes",
         description="What Herald holds about one app user, for support and data-access requests. "
         "Tokens show only their last 12 characters.",
         parameters=[APP_USER_ID],
-        responses={200: AppUserDataSerializer, **ERROR_RESPONSES(401, 403, 404)}, tags=["users"],
+        responses={200: AppUserDataSerializer, **ERROR_RESPONSES(401, 403, 404)},
+        tags=["users"],
     )
     def get(self, request, app_user_id):
         try:
@@ -120,12 +128,14 @@ class AppUserDataView(ServerEndpoint, APIView):
         return Response(AppUserDataSerializer(data).data)
 
     @extend_schema(
-        operation_id="delete_app_user", summary="Delete a user's data",
+        operation_id="delete_app_user",
+        summary="Delete a user's data",
         description="Deletes the user, their devices, events and token history, and anonymises their "
         "deliveries (message totals stay as they were). Idempotent: deleting a user that is gone (or "
         "never existed) answers 200 with every count 0.",
         parameters=[APP_USER_ID],
-        responses={200: ErasureSerializer, **ERROR_RESPONSES(401, 403)}, tags=["users"],
+        responses={200: ErasureSerializer, **ERROR_RESPONSES(401, 403)},
+        tags=["users"],
     )
     def delete(self, request, app_user_id):
         removed = dict.fromkeys(user_data.ERASED_KINDS, 0)
@@ -135,14 +145,20 @@ class AppUserDataView(ServerEndpoint, APIView):
 
 
 class UserFilterSerializer(serializers.Serializer):
-    country = serializers.ChoiceField(choices=sorted(COUNTRIES), required=False,
-                                      help_text="ISO 3166-1 alpha-2, e.g. TR.")
-    language = serializers.ChoiceField(choices=sorted(LANGUAGES), required=False,
-                                       help_text="ISO 639-1, e.g. tr.")
-    platform = serializers.ChoiceField(choices=Platform.choices, required=False,
-                                       help_text="Users with a device of this platform.")
-    anonymous = serializers.ChoiceField(choices=["true", "false"], required=False,
-                                        help_text="Only anonymous users (true) or only named ones (false).")
+    country = serializers.ChoiceField(
+        choices=sorted(COUNTRIES), required=False, help_text="ISO 3166-1 alpha-2, e.g. TR."
+    )
+    language = serializers.ChoiceField(
+        choices=sorted(LANGUAGES), required=False, help_text="ISO 639-1, e.g. tr."
+    )
+    platform = serializers.ChoiceField(
+        choices=Platform.choices, required=False, help_text="Users with a device of this platform."
+    )
+    anonymous = serializers.ChoiceField(
+        choices=["true", "false"],
+        required=False,
+        help_text="Only anonymous users (true) or only named ones (false).",
+    )
     seen_after = RFC3339DateTimeField(required=False, help_text="Last seen at or after (RFC 3339).")
     seen_before = RFC3339DateTimeField(required=False, help_text="Last seen before (RFC 3339).")
 
@@ -156,11 +172,13 @@ class CsvEndpoint(ServerEndpoint, APIView):
 
 class AppUsersCsvView(CsvEndpoint):
     @extend_schema(
-        operation_id="export_app_users", summary="Export users matching a filter as CSV",
+        operation_id="export_app_users",
+        summary="Export users matching a filter as CSV",
         description="Columns: " + ", ".join(USER_EXPORT_COLUMNS) + ". Every filter given must match; "
         "an unknown query parameter is a 400. Streamed, so any number of users.",
         parameters=[UserFilterSerializer],
-        responses={(200, "text/csv"): CSV, **ERROR_RESPONSES(400, 401, 403)}, tags=["users"],
+        responses={(200, "text/csv"): CSV, **ERROR_RESPONSES(400, 401, 403)},
+        tags=["users"],
     )
     def get(self, request):
         unknown = sorted(set(request.query_params) - set(UserFilterSerializer().fields))
@@ -175,18 +193,26 @@ class AppUsersCsvView(CsvEndpoint):
         if "anonymous" in given:
             given["anonymous"] = given["anonymous"] == "true"
         users = filtered_app_users(tenant=request.auth.tenant, **given)
-        return csv_response(header=USER_EXPORT_COLUMNS, rows=user_export_rows(users),
-                            filename=f"{request.auth.tenant.tenant_id}-users.csv")
+        return csv_response(
+            header=USER_EXPORT_COLUMNS,
+            rows=user_export_rows(users),
+            filename=f"{request.auth.tenant.tenant_id}-users.csv",
+        )
 
 
 class MessageDeliveriesCsvView(CsvEndpoint):
     @extend_schema(
-        operation_id="export_message_deliveries", summary="Export a message's deliveries as CSV",
+        operation_id="export_message_deliveries",
+        summary="Export a message's deliveries as CSV",
         description="Columns: " + ", ".join(DELIVERY_EXPORT_COLUMNS) + ". Streamed, so any number of "
         "deliveries. Deliveries removed by retention are no longer listed (the message keeps its totals).",
-        responses={(200, "text/csv"): CSV, **ERROR_RESPONSES(401, 403, 404)}, tags=["messages"],
+        responses={(200, "text/csv"): CSV, **ERROR_RESPONSES(401, 403, 404)},
+        tags=["messages"],
     )
     def get(self, request, pk):
         message = get_object_or_404(Message, pk=pk, tenant=request.auth.tenant)
-        return csv_response(header=DELIVERY_EXPORT_COLUMNS, rows=delivery_export_rows(message),
-                            filename=f"message-{message.pk}-deliveries.csv")
+        return csv_response(
+            header=DELIVERY_EXPORT_COLUMNS,
+            rows=delivery_export_rows(message),
+            filename=f"message-{message.pk}-deliveries.csv",
+        )

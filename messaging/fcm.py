@@ -429,15 +429,24 @@ class _TokenRequest(google.auth.transport.requests.Request):
 
 
 # OAuth 2.0's error codes (RFC 6749 5.2): a refusal names one of these, or none.
-_OAUTH_ERRORS = frozenset({
-    "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
-    "unsupported_grant_type", "invalid_scope", "access_denied",
-})
+_OAUTH_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "access_denied",
+    }
+)
 # Google's error_description values Herald recognises, with what to say instead. Only
 # Herald's own words reach the admin and the logs: never the remote body.
 _KNOWN_REFUSALS = (
-    ("Invalid JWT Signature",
-     "Invalid JWT Signature: the key was deleted, disabled or is not this account's"),
+    (
+        "Invalid JWT Signature",
+        "Invalid JWT Signature: the key was deleted, disabled or is not this account's",
+    ),
     ("account not found", "the service account does not exist"),
     ("short-lived token", "the token's time was refused: is this server's clock right?"),
     ("audience", "the JWT's audience was refused"),

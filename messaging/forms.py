@@ -69,73 +69,132 @@ def segment_label(segment: Segment) -> str:
     """A segment as the composer lists it: its name and its size now."""
     size = audience_selectors.count(segment.tenant, segment.rules)
     users, devices = size["users"], size["devices"]
-    return (f"{segment.name} · ≈ {users:,} user{'' if users == 1 else 's'} · "
-            f"{devices:,} device{'' if devices == 1 else 's'}")
+    return (
+        f"{segment.name} · ≈ {users:,} user{'' if users == 1 else 's'} · "
+        f"{devices:,} device{'' if devices == 1 else 's'}"
+    )
 
 
 class ComposeForm(forms.Form):
     tenant = forms.ModelChoiceField(queryset=None, empty_label=None)
-    title = forms.CharField(max_length=200, widget=forms.TextInput(attrs={
-        "placeholder": "Your order is on its way", "autocomplete": "off"}))
-    body = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={
-        "rows": 3, "placeholder": "Arriving today between 2 and 4 pm."}))
-    image_url = forms.URLField(label="Image URL", required=False, max_length=1000, assume_scheme="https",
-                               widget=forms.URLInput(attrs={"placeholder": "https://…/picture.jpg"}))
-    click_link = forms.CharField(label="Link opened on click", required=False, max_length=1000,
-                                 validators=[validate_link],
-                                 widget=forms.URLInput(attrs={"placeholder": "https://… or myapp://…"}))
+    title = forms.CharField(
+        max_length=200,
+        widget=forms.TextInput(attrs={"placeholder": "Your order is on its way", "autocomplete": "off"}),
+    )
+    body = forms.CharField(
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Arriving today between 2 and 4 pm."}),
+    )
+    image_url = forms.URLField(
+        label="Image URL",
+        required=False,
+        max_length=1000,
+        assume_scheme="https",
+        widget=forms.URLInput(attrs={"placeholder": "https://…/picture.jpg"}),
+    )
+    click_link = forms.CharField(
+        label="Link opened on click",
+        required=False,
+        max_length=1000,
+        validators=[validate_link],
+        widget=forms.URLInput(attrs={"placeholder": "https://… or myapp://…"}),
+    )
 
     data_only = forms.TypedChoiceField(
-        label="Kind", coerce=lambda v: v == "1", initial="1", widget=forms.RadioSelect,
-        choices=[("1", "Data-only: the app draws the notification"),
-                 ("0", "Notification: the phone or browser draws it")])
+        label="Kind",
+        coerce=lambda v: v == "1",
+        initial="1",
+        widget=forms.RadioSelect,
+        choices=[
+            ("1", "Data-only: the app draws the notification"),
+            ("0", "Notification: the phone or browser draws it"),
+        ],
+    )
     priority = forms.TypedChoiceField(
-        coerce=int, initial=5,
-        choices=[(i, f"{i} · {'high, delivered at once' if i >= 7 else 'normal, may wait for the device'}")
-                 for i in range(10, 0, -1)])
+        coerce=int,
+        initial=5,
+        choices=[
+            (i, f"{i} · {'high, delivered at once' if i >= 7 else 'normal, may wait for the device'}")
+            for i in range(10, 0, -1)
+        ],
+    )
     android_channel = forms.CharField(label="Android channel", max_length=100, required=False)
-    sound = forms.CharField(max_length=100, required=False, widget=forms.TextInput(
-        attrs={"placeholder": "default"}))
-    badge = forms.IntegerField(min_value=0, max_value=99999, required=False,
-                               help_text="The number on the app icon (iOS).")
-    collapse_key = forms.CharField(max_length=100, required=False,
-                                   help_text="A newer push with the same key replaces an undelivered one.")
+    sound = forms.CharField(
+        max_length=100, required=False, widget=forms.TextInput(attrs={"placeholder": "default"})
+    )
+    badge = forms.IntegerField(
+        min_value=0, max_value=99999, required=False, help_text="The number on the app icon (iOS)."
+    )
+    collapse_key = forms.CharField(
+        max_length=100,
+        required=False,
+        help_text="A newer push with the same key replaces an undelivered one.",
+    )
     analytics_label = forms.CharField(max_length=50, required=False)
 
-    audience = forms.ChoiceField(initial=Audience.ALL, widget=forms.RadioSelect, choices=[
-        (Audience.ALL, "Everyone"),
-        (Audience.FILTER, "Platform, country, language"),
-        (Audience.USERS, "App users"),
-        (Audience.TOKENS, "Device tokens"),
-        (Audience.TOPIC, "FCM topic"),
-        (Audience.CONDITION, "FCM condition"),
-        (Audience.SEGMENT, "Segment"),
-        (Audience.RULES, "Rules"),
-    ])
-    segment = forms.ModelChoiceField(queryset=None, required=False, empty_label="Choose a segment",
-                                     widget=SegmentSelect)
+    audience = forms.ChoiceField(
+        initial=Audience.ALL,
+        widget=forms.RadioSelect,
+        choices=[
+            (Audience.ALL, "Everyone"),
+            (Audience.FILTER, "Platform, country, language"),
+            (Audience.USERS, "App users"),
+            (Audience.TOKENS, "Device tokens"),
+            (Audience.TOPIC, "FCM topic"),
+            (Audience.CONDITION, "FCM condition"),
+            (Audience.SEGMENT, "Segment"),
+            (Audience.RULES, "Rules"),
+        ],
+    )
+    segment = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="Choose a segment", widget=SegmentSelect
+    )
     # The rule document, as JSON; audiences/rule_builder.js draws it and writes it back.
-    rules = forms.CharField(required=False, widget=forms.Textarea(attrs={
-        "rows": 4, "class": "rules-json", "spellcheck": "false", "aria-label": "Rules as JSON"}))
-    platforms = forms.MultipleChoiceField(choices=Platform.choices, required=False,
-                                          widget=forms.CheckboxSelectMultiple)
-    countries = forms.CharField(required=False, help_text="ISO codes, comma-separated: TR, DE",
-                                widget=forms.TextInput(attrs={"placeholder": "TR, DE"}))
-    languages = forms.CharField(required=False, help_text="ISO codes, comma-separated: tr, en",
-                                widget=forms.TextInput(attrs={"placeholder": "tr, en"}))
-    app_user_ids = forms.CharField(label="App user ids", required=False, help_text="One a line.",
-                                   widget=forms.Textarea(attrs={"rows": 3}))
-    tokens = forms.CharField(required=False, help_text="FCM registration tokens, one a line.",
-                             widget=forms.Textarea(attrs={"rows": 3}))
-    topic = forms.CharField(required=False, max_length=900,
-                            widget=forms.TextInput(attrs={"placeholder": "news"}))
-    condition = forms.CharField(required=False, max_length=1000, widget=forms.TextInput(
-        attrs={"placeholder": "'news' in topics && 'tr' in topics"}))
+    rules = forms.CharField(
+        required=False,
+        widget=forms.Textarea(
+            attrs={"rows": 4, "class": "rules-json", "spellcheck": "false", "aria-label": "Rules as JSON"}
+        ),
+    )
+    platforms = forms.MultipleChoiceField(
+        choices=Platform.choices, required=False, widget=forms.CheckboxSelectMultiple
+    )
+    countries = forms.CharField(
+        required=False,
+        help_text="ISO codes, comma-separated: TR, DE",
+        widget=forms.TextInput(attrs={"placeholder": "TR, DE"}),
+    )
+    languages = forms.CharField(
+        required=False,
+        help_text="ISO codes, comma-separated: tr, en",
+        widget=forms.TextInput(attrs={"placeholder": "tr, en"}),
+    )
+    app_user_ids = forms.CharField(
+        label="App user ids",
+        required=False,
+        help_text="One a line.",
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+    tokens = forms.CharField(
+        required=False,
+        help_text="FCM registration tokens, one a line.",
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+    topic = forms.CharField(
+        required=False, max_length=900, widget=forms.TextInput(attrs={"placeholder": "news"})
+    )
+    condition = forms.CharField(
+        required=False,
+        max_length=1000,
+        widget=forms.TextInput(attrs={"placeholder": "'news' in topics && 'tr' in topics"}),
+    )
 
-    when = forms.ChoiceField(initial="now", widget=forms.RadioSelect,
-                             choices=[("now", "Send now"), ("later", "Schedule")])
-    schedule_at = forms.CharField(label="Date and time", required=False,
-                                  widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    when = forms.ChoiceField(
+        initial="now", widget=forms.RadioSelect, choices=[("now", "Send now"), ("later", "Schedule")]
+    )
+    schedule_at = forms.CharField(
+        label="Date and time", required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
     schedule_tz = forms.ChoiceField(label="Time zone", initial="UTC", choices=_time_zones)
     ttl_value = forms.IntegerField(label="Expires after", min_value=0, initial=4)
     ttl_unit = forms.ChoiceField(choices=TTL_UNITS, initial="604800")
@@ -144,8 +203,12 @@ class ComposeForm(forms.Form):
     # document: {"localizations": {...}, "variants": [...the others], "variant_mode", "ab_test"}.
     content_doc = forms.CharField(required=False, widget=forms.HiddenInput)
 
-    test_to = forms.CharField(label="Test device", required=False, max_length=MAX_TOKEN_LENGTH,
-                              widget=forms.TextInput(attrs={"placeholder": "app user id or FCM token"}))
+    test_to = forms.CharField(
+        label="Test device",
+        required=False,
+        max_length=MAX_TOKEN_LENGTH,
+        widget=forms.TextInput(attrs={"placeholder": "app user id or FCM token"}),
+    )
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
@@ -155,7 +218,8 @@ class ComposeForm(forms.Form):
             self.fields["tenant"].widget = forms.HiddenInput()
             self.fields["tenant"].initial = self.fields["tenant"].queryset.get().pk
         self.fields["segment"].queryset = Segment.objects.filter(
-            tenant__in=self.fields["tenant"].queryset).select_related("tenant")
+            tenant__in=self.fields["tenant"].queryset
+        ).select_related("tenant")
         self.fields["segment"].label_from_instance = segment_label
         self.fields["rules"].initial = json.dumps(no_rules())
         self.fields["rules"].widget.attrs["data-preview-url"] = reverse("admin:audiences_segment_preview")
@@ -263,22 +327,39 @@ class ComposeForm(forms.Form):
             payload.pop("ab_test", None)
             payload["variant_mode"] = "split"
         tenant = cleaned.get("tenant")
-        serializer = ComposedContentSerializer(data=payload, context={
-            "default_language": tenant.default_language if tenant else None, "data": cleaned.get("data", {})})
+        serializer = ComposedContentSerializer(
+            data=payload,
+            context={
+                "default_language": tenant.default_language if tenant else None,
+                "data": cleaned.get("data", {}),
+            },
+        )
         if not serializer.is_valid():
             self.add_error("content_doc", describe_errors(serializer.errors))
             return
         data = content.spread_variants(dict(serializer.validated_data))
-        cleaned.update(localizations=data.get("localizations") or {}, variants=data.get("variants") or [],
-                       variant_mode=data.get("variant_mode", "split"), ab_test=data.get("ab_test"))
+        cleaned.update(
+            localizations=data.get("localizations") or {},
+            variants=data.get("variants") or [],
+            variant_mode=data.get("variant_mode", "split"),
+            ab_test=data.get("ab_test"),
+        )
+
     def _api_body(self, c) -> dict:
         """What the form says, as the body of POST /api/v1/messages."""
-        options = {name: c.get(name) for name in ("android_channel", "sound", "badge", "collapse_key",
-                                                   "analytics_label")}
+        options = {
+            name: c.get(name)
+            for name in ("android_channel", "sound", "badge", "collapse_key", "analytics_label")
+        }
         body = {
-            "title": c.get("title", ""), "body": c.get("body", ""), "image_url": c.get("image_url"),
-            "click_link": c.get("click_link"), "data": c.get("data"), "priority": c.get("priority"),
-            "data_only": c.get("data_only"), "ttl_seconds": c.get("ttl_seconds"),
+            "title": c.get("title", ""),
+            "body": c.get("body", ""),
+            "image_url": c.get("image_url"),
+            "click_link": c.get("click_link"),
+            "data": c.get("data"),
+            "priority": c.get("priority"),
+            "data_only": c.get("data_only"),
+            "ttl_seconds": c.get("ttl_seconds"),
             "options": {k: v for k, v in options.items() if v not in ("", None)},
             "audience": {"kind": c.get("audience") or Audience.ALL, **self.audience_params()},
             "schedule_at": c["schedule"].isoformat() if c.get("schedule") else None,
@@ -331,8 +412,11 @@ class ComposeForm(forms.Form):
         c = self.cleaned_data
         kind = c["audience"]
         if kind == Audience.FILTER:
-            params = {"platforms": c.get("platforms"), "countries": c.get("countries"),
-                      "languages": c.get("languages")}
+            params = {
+                "platforms": c.get("platforms"),
+                "countries": c.get("countries"),
+                "languages": c.get("languages"),
+            }
         elif kind == Audience.USERS:
             params = {"app_user_ids": c.get("app_user_ids")}
         elif kind == Audience.TOKENS:
@@ -366,18 +450,32 @@ class ComposeForm(forms.Form):
                 unit = value
                 break
         return {
-            "tenant": message.tenant_id, "title": message.title, "body": message.body,
-            "image_url": message.image_url, "click_link": message.click_link, "data": message.data or {},
-            "data_only": "1" if message.data_only else "0", "priority": message.priority,
-            "android_channel": o.get("android_channel", ""), "sound": o.get("sound", ""),
-            "badge": o.get("badge"), "collapse_key": o.get("collapse_key", ""),
-            "analytics_label": o.get("analytics_label", ""), "audience": message.audience,
-            "platforms": p.get("platforms", []), "countries": ", ".join(p.get("countries", [])),
+            "tenant": message.tenant_id,
+            "title": message.title,
+            "body": message.body,
+            "image_url": message.image_url,
+            "click_link": message.click_link,
+            "data": message.data or {},
+            "data_only": "1" if message.data_only else "0",
+            "priority": message.priority,
+            "android_channel": o.get("android_channel", ""),
+            "sound": o.get("sound", ""),
+            "badge": o.get("badge"),
+            "collapse_key": o.get("collapse_key", ""),
+            "analytics_label": o.get("analytics_label", ""),
+            "audience": message.audience,
+            "platforms": p.get("platforms", []),
+            "countries": ", ".join(p.get("countries", [])),
             "languages": ", ".join(p.get("languages", [])),
-            "app_user_ids": "\n".join(p.get("app_user_ids", [])), "tokens": "\n".join(p.get("tokens", [])),
-            "topic": p.get("topic", ""), "condition": p.get("condition", ""),
-            "segment": p.get("segment_id"), "rules": json.dumps(p.get("rules") or no_rules()),
-            "ttl_value": ttl // int(unit), "ttl_unit": unit, "content_doc": content_doc(message),
+            "app_user_ids": "\n".join(p.get("app_user_ids", [])),
+            "tokens": "\n".join(p.get("tokens", [])),
+            "topic": p.get("topic", ""),
+            "condition": p.get("condition", ""),
+            "segment": p.get("segment_id"),
+            "rules": json.dumps(p.get("rules") or no_rules()),
+            "ttl_value": ttl // int(unit),
+            "ttl_unit": unit,
+            "content_doc": content_doc(message),
             **(cls._schedule_initial(message) if with_schedule and message.schedule_at else {}),
         }
 
@@ -407,10 +505,15 @@ def content_doc(message: Message) -> str:
     def localized(variant):
         return {lang: given(c) for lang, c in variant.localizations.items()}
 
-    doc = {"localizations": localized(composed[0]), "variant_mode": message.variant_mode,
-           "variants": [{**given(v.content), "localizations": localized(v)} for v in composed[1:]]}
+    doc = {
+        "localizations": localized(composed[0]),
+        "variant_mode": message.variant_mode,
+        "variants": [{**given(v.content), "localizations": localized(v)} for v in composed[1:]],
+    }
     ab_test = getattr(message, "ab_test", None) if message.variant_mode == "ab_test" else None
     if ab_test is not None:
-        doc["ab_test"] = {k: getattr(ab_test, k) for k in ("test_percent", "wait_seconds", "metric",
-                                                            "min_opens", "fallback_variant")}
+        doc["ab_test"] = {
+            k: getattr(ab_test, k)
+            for k in ("test_percent", "wait_seconds", "metric", "min_opens", "fallback_variant")
+        }
     return json.dumps(doc, ensure_ascii=False)

@@ -23,18 +23,28 @@ class DeliveryQueueCollector(DatabaseGauges):
 
     def read(self):
         now = timezone.now()
-        depth = GaugeMetricFamily("herald_delivery_queue_depth",
-                                  "Deliveries not finished yet, by status (pending, retrying).",
-                                  labels=["status"])
-        counts = dict(Delivery.objects.filter(status__in=UNFINISHED).values_list("status")
-                      .annotate(n=Count("id")).order_by())
+        depth = GaugeMetricFamily(
+            "herald_delivery_queue_depth",
+            "Deliveries not finished yet, by status (pending, retrying).",
+            labels=["status"],
+        )
+        counts = dict(
+            Delivery.objects.filter(status__in=UNFINISHED)
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
         for status in UNFINISHED:
             depth.add_metric([status], counts.get(status, 0))
 
         oldest = None
         for status in UNFINISHED:  # one index range each: (status, next_attempt_at)
-            due = (Delivery.objects.filter(status=status, next_attempt_at__lte=now)
-                   .order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first())
+            due = (
+                Delivery.objects.filter(status=status, next_attempt_at__lte=now)
+                .order_by("next_attempt_at")
+                .values_list("next_attempt_at", flat=True)
+                .first()
+            )
             if due is not None and (oldest is None or due < oldest):
                 oldest = due
         age = GaugeMetricFamily(

@@ -38,12 +38,16 @@ def validate_link(value: str) -> None:
         raise ValidationError("A link has no spaces or control characters.", code="invalid_link")
     match = _LINK.match(value)
     if not match:
-        raise ValidationError("Enter a full link with its scheme, like https://example.com/sale "
-                              "or myapp://sale.", code="invalid_link")
+        raise ValidationError(
+            "Enter a full link with its scheme, like https://example.com/sale or myapp://sale.",
+            code="invalid_link",
+        )
     scheme = match["scheme"].lower()
     if scheme in FORBIDDEN_LINK_SCHEMES:
-        raise ValidationError(f"{scheme}: links are not allowed; use https:// or your app's own scheme.",
-                              code="forbidden_scheme")
+        raise ValidationError(
+            f"{scheme}: links are not allowed; use https:// or your app's own scheme.",
+            code="forbidden_scheme",
+        )
     if scheme in ("http", "https"):
         URLValidator(schemes=["http", "https"], message="Enter a valid http(s) URL.")(value)
 
@@ -129,8 +133,12 @@ class Message(models.Model):
     title = models.CharField(max_length=200)
     body = models.TextField(max_length=2000)
     image_url = models.URLField(max_length=1000, blank=True)
-    click_link = models.CharField(max_length=1000, blank=True, validators=[validate_link],
-                                  help_text="An http(s) URL or an app deep link (myshop://sale/flash).")
+    click_link = models.CharField(
+        max_length=1000,
+        blank=True,
+        validators=[validate_link],
+        help_text="An http(s) URL or an app deep link (myshop://sale/flash).",
+    )
     data = models.JSONField(default=dict, blank=True, help_text="extra_data: string values only.")
     priority = models.PositiveSmallIntegerField(default=5, help_text="1–10; 7 and above is high.")
     data_only = models.BooleanField(
@@ -144,17 +152,21 @@ class Message(models.Model):
     audience_params = models.JSONField(default=dict, blank=True)
     schedule_at = ReadableDateTimeField(null=True, blank=True)
     schedule_tz = models.CharField(
-        max_length=64, blank=True,
+        max_length=64,
+        blank=True,
         help_text="The zone schedule_at was written in: an IANA name (the composer) or an offset "
-                  "such as +03:00 (the API), so pages show 09:00 Europe/Istanbul, not 06:00 UTC.")
+        "such as +03:00 (the API), so pages show 09:00 Europe/Istanbul, not 06:00 UTC.",
+    )
     ttl_seconds = models.PositiveIntegerField(default=int(MAX_TTL.total_seconds()))
     dry_run = models.BooleanField(default=False, help_text="Validate every message with FCM, deliver none.")
     # Localizations and variants (messaging.content): title, body, image_url and click_link
     # above are variant 0 in `language`; the other variants and languages are MessageContent rows.
     language = models.CharField(
-        max_length=2, blank=True,
+        max_length=2,
+        blank=True,
         help_text="ISO 639-1: the language of the content above, the fallback for users whose "
-                  "language the message lacks (the tenant's default language when created).")
+        "language the message lacks (the tenant's default language when created).",
+    )
     variant_count = models.PositiveSmallIntegerField(default=1)
     variant_mode = models.CharField(max_length=8, choices=VariantMode.choices, default=VariantMode.SPLIT)
 
@@ -168,9 +180,7 @@ class Message(models.Model):
     opened_count = models.PositiveIntegerField(default=0)
 
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
-    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     # NULL, not "", when absent: the unique constraint must ignore messages without a key.
     idempotency_key = models.CharField(max_length=300, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(default=timezone.now)
@@ -203,7 +213,8 @@ class Message(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(variant_count__gte=1, variant_count__lte=MAX_VARIANTS),
-                name="message_variant_count_1_5"),
+                name="message_variant_count_1_5",
+            ),
         ]
         indexes = [
             models.Index(fields=["tenant", "-created_at"], name="message_tenant_recent_idx"),
@@ -297,7 +308,8 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["message", "status", "next_attempt_at"], name="delivery_work_idx"),
             models.Index(
-                fields=["status", "next_attempt_at"], name="delivery_due_idx",
+                fields=["status", "next_attempt_at"],
+                name="delivery_due_idx",
                 condition=Q(status__in=["pending", "retrying"]),
             ),
             models.Index(fields=["sent_at"], name="delivery_sent_at_idx"),
@@ -305,8 +317,6 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id}→{self.device_id}: {self.status}"
-
-
 
 
 class MessageContent(models.Model):
@@ -326,8 +336,9 @@ class MessageContent(models.Model):
     class Meta:
         ordering = ["variant", "language"]
         constraints = [
-            models.UniqueConstraint(fields=["message", "variant", "language"],
-                                    name="message_content_unique_slot"),
+            models.UniqueConstraint(
+                fields=["message", "variant", "language"], name="message_content_unique_slot"
+            ),
             models.CheckConstraint(condition=Q(variant__lt=MAX_VARIANTS), name="message_content_variant_0_4"),
         ]
 
@@ -349,15 +360,19 @@ class AbTest(models.Model):
         TOO_FEW_OPENS = "too_few_opens", "Too few opens: the fallback variant"
         MANUAL = "manual", "Picked by hand"
 
-    message = models.OneToOneField(Message, on_delete=models.CASCADE, primary_key=True,
-                                   related_name="ab_test")
-    test_percent = models.PositiveSmallIntegerField(default=20,
-                                                    help_text="Share of the audience in the test.")
-    wait_seconds = models.PositiveIntegerField(default=3600,
-                                               help_text="From the test's fan-out to the winner.")
+    message = models.OneToOneField(
+        Message, on_delete=models.CASCADE, primary_key=True, related_name="ab_test"
+    )
+    test_percent = models.PositiveSmallIntegerField(
+        default=20, help_text="Share of the audience in the test."
+    )
+    wait_seconds = models.PositiveIntegerField(
+        default=3600, help_text="From the test's fan-out to the winner."
+    )
     metric = models.CharField(max_length=16, choices=Metric.choices, default=Metric.OPEN_RATE)
     min_opens = models.PositiveIntegerField(
-        default=10, help_text="Fewer opens than this in the whole test: the fallback variant wins.")
+        default=10, help_text="Fewer opens than this in the whole test: the fallback variant wins."
+    )
     fallback_variant = models.PositiveSmallIntegerField(default=0)
     test_sent_at = models.DateTimeField(null=True, blank=True, help_text="The test group's fan-out ended.")
     decide_at = models.DateTimeField(null=True, blank=True)
@@ -371,13 +386,16 @@ class AbTest(models.Model):
     class Meta:
         verbose_name = "A/B test"
         constraints = [
-            models.CheckConstraint(condition=Q(test_percent__gte=1, test_percent__lte=99),
-                                   name="ab_test_percent_1_99"),
-            models.CheckConstraint(condition=Q(fallback_variant__lt=MAX_VARIANTS),
-                                   name="ab_test_fallback_0_4"),
+            models.CheckConstraint(
+                condition=Q(test_percent__gte=1, test_percent__lte=99), name="ab_test_percent_1_99"
+            ),
+            models.CheckConstraint(
+                condition=Q(fallback_variant__lt=MAX_VARIANTS), name="ab_test_fallback_0_4"
+            ),
         ]
-        indexes = [models.Index(fields=["decide_at"], name="ab_test_due_idx",
-                                condition=Q(winner__isnull=True))]
+        indexes = [
+            models.Index(fields=["decide_at"], name="ab_test_due_idx", condition=Q(winner__isnull=True))
+        ]
 
     def __str__(self) -> str:
         return f"A/B test of message {self.message_id}"

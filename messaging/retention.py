@@ -49,10 +49,16 @@ def apply_retention(*, tenant: Tenant, now: datetime | None = None) -> dict:
         report["token_rotations"], n = _delete_in_batches(TokenRotation, rows, "rotated_at", batch)
         report["batches"] += n
     if "deliveries" in cutoffs:
-        messages = Message.objects.filter(
-            tenant=tenant, status__in=Message.FINAL, completed_at__lt=cutoffs["deliveries"],
-            deliveries_pruned_at__isnull=True,
-        ).order_by("pk").values_list("pk", flat=True)
+        messages = (
+            Message.objects.filter(
+                tenant=tenant,
+                status__in=Message.FINAL,
+                completed_at__lt=cutoffs["deliveries"],
+                deliveries_pruned_at__isnull=True,
+            )
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         for message_id in messages.iterator(chunk_size=500):
             deleted, n = _prune_deliveries(message_id=message_id, batch=batch, now=now)
             report["deliveries"] += deleted
@@ -63,15 +69,17 @@ def apply_retention(*, tenant: Tenant, now: datetime | None = None) -> dict:
     report["seconds"] = round(time.monotonic() - started, 3)
     Tenant.objects.filter(pk=tenant.pk).update(retention_ran_at=now, retention_report=report)
     tenant.retention_ran_at, tenant.retention_report = now, report
-    log.info("retention", extra={"tenant": tenant.tenant_id, **{k: v for k, v in report.items()
-                                                                  if k != "cutoffs"}})
+    log.info(
+        "retention", extra={"tenant": tenant.tenant_id, **{k: v for k, v in report.items() if k != "cutoffs"}}
+    )
     return report
 
 
 def apply_retention_everywhere(*, now: datetime | None = None) -> dict[str, dict]:
     """Retention for every tenant (the daily task). Returns each tenant's report."""
-    return {tenant.tenant_id: apply_retention(tenant=tenant, now=now)
-            for tenant in Tenant.objects.order_by("pk")}
+    return {
+        tenant.tenant_id: apply_retention(tenant=tenant, now=now) for tenant in Tenant.objects.order_by("pk")
+    }
 
 
 def _delete_in_batches(model, rows, time_field: str, batch: int) -> tuple[int, int]:
@@ -102,13 +110,17 @@ def _prune_deliveries(*, message_id: int, batch: int, now: datetime) -> tuple[in
     while True:
         with transaction.atomic():
             message = Message.objects.select_for_update().only("pk", "pruned_error_counts").get(pk=message_id)
-            found = list(Delivery.objects.filter(message_id=message_id).order_by()
-                         .values_list("pk", "status", "error_code")[:batch])
+            found = list(
+                Delivery.objects.filter(message_id=message_id)
+                .order_by()
+                .values_list("pk", "status", "error_code")[:batch]
+            )
             if not found:
                 Message.objects.filter(pk=message_id).update(deliveries_pruned_at=now)
                 return deleted, batches
-            failures = Counter(code or "UNKNOWN" for _, status, code in found
-                               if status == Delivery.Status.FAILED)
+            failures = Counter(
+                code or "UNKNOWN" for _, status, code in found if status == Delivery.Status.FAILED
+            )
             if failures:
                 kept = Counter(message.pruned_error_counts or {})
                 kept.update(failures)

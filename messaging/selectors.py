@@ -25,8 +25,11 @@ def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QueryS
     if audience in (Audience.TOPIC, Audience.CONDITION):
         return devices.none()
     if audience in (Audience.SEGMENT, Audience.RULES):
-        rules = (params.get("rules") if audience == Audience.RULES
-                 else audience_selectors.segment_rules(tenant=tenant, segment_id=params.get("segment_id")))
+        rules = (
+            params.get("rules")
+            if audience == Audience.RULES
+            else audience_selectors.segment_rules(tenant=tenant, segment_id=params.get("segment_id"))
+        )
         if rules is None:  # the segment was deleted: nobody
             return devices.none()
         devices = audience_selectors.devices_matching(tenant, rules, now)
@@ -45,8 +48,12 @@ def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QueryS
 
 def message_devices(message: Message) -> QuerySet[Device]:
     # Rules are evaluated at the send time, the same in every chunk and in a re-run.
-    return audience_devices(tenant=message.tenant, audience=message.audience, params=message.audience_params,
-                            now=message.started_at)
+    return audience_devices(
+        tenant=message.tenant,
+        audience=message.audience,
+        params=message.audience_params,
+        now=message.started_at,
+    )
 
 
 def audience_size(*, tenant, audience: str, params: dict) -> int | None:
@@ -61,8 +68,11 @@ def audience_users(*, tenant, audience: str, params: dict) -> int | None:
     counted as the segment editor counts them: matching users, with or without a pushable device."""
     if audience not in (Audience.SEGMENT, Audience.RULES):
         return None
-    rules = (params.get("rules") if audience == Audience.RULES
-             else audience_selectors.segment_rules(tenant=tenant, segment_id=params.get("segment_id")))
+    rules = (
+        params.get("rules")
+        if audience == Audience.RULES
+        else audience_selectors.segment_rules(tenant=tenant, segment_id=params.get("segment_id"))
+    )
     if rules is None:
         return 0
     return audience_selectors.users_matching(tenant, rules).count()
@@ -116,8 +126,14 @@ class Dashboard:
 
 
 def _per_day(queryset, when, start, tz) -> dict[date, int]:
-    rows = (queryset.annotate(when=when).filter(when__gte=start)
-            .annotate(day=TruncDate("when", tzinfo=tz)).values("day").annotate(n=Count("pk")).order_by())
+    rows = (
+        queryset.annotate(when=when)
+        .filter(when__gte=start)
+        .annotate(day=TruncDate("when", tzinfo=tz))
+        .values("day")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
     return {row["day"]: row["n"] for row in rows}
 
 
@@ -142,11 +158,15 @@ def dashboard(*, tenant_ids: list[int], days: int = DEFAULT_PERIOD) -> Dashboard
     # next_attempt_at. Cancelled ones were never tried and are not failures of delivery.
     failed_by_day = _per_day(
         deliveries.filter(status=Delivery.Status.FAILED).exclude(error_code=fcm.CANCELLED),
-        Coalesce("sent_at", "next_attempt_at"), start, tz)
+        Coalesce("sent_at", "next_attempt_at"),
+        start,
+        tz,
+    )
     validated_by_day = _per_day(tried.filter(status=Delivery.Status.VALIDATED), F("sent_at"), start, tz)
     opened_by_day = _per_day(deliveries.filter(opened_at__isnull=False), F("opened_at"), start, tz)
-    rotations_by_day = _per_day(TokenRotation.objects.filter(device__tenant_id__in=tenant_ids),
-                                F("rotated_at"), start, tz)
+    rotations_by_day = _per_day(
+        TokenRotation.objects.filter(device__tenant_id__in=tenant_ids), F("rotated_at"), start, tz
+    )
     deactivated_by_day = _per_day(devices.filter(is_active=False), F("deactivated_at"), start, tz)
 
     def series(counts):
@@ -157,50 +177,89 @@ def dashboard(*, tenant_ids: list[int], days: int = DEFAULT_PERIOD) -> Dashboard
     total_sent, total_failed = sum(sent), sum(failed)
     total_opened = sum(opened_by_day.values())
 
-    by_platform = devices.filter(is_active=True).values("platform").annotate(
-        active=Count("pk"), targetable=Count("pk", filter=Q(push_permission=True))).order_by()
+    by_platform = (
+        devices.filter(is_active=True)
+        .values("platform")
+        .annotate(active=Count("pk"), targetable=Count("pk", filter=Q(push_permission=True)))
+        .order_by()
+    )
     platform_rows = {row["platform"]: row for row in by_platform}
     active = sum(row["active"] for row in platform_rows.values())
     platforms = [
-        PlatformCount(platform=value, label=label, active=platform_rows.get(value, {}).get("active", 0),
-                      targetable=platform_rows.get(value, {}).get("targetable", 0),
-                      share=100 * platform_rows.get(value, {}).get("active", 0) / active if active else 0)
+        PlatformCount(
+            platform=value,
+            label=label,
+            active=platform_rows.get(value, {}).get("active", 0),
+            targetable=platform_rows.get(value, {}).get("targetable", 0),
+            share=100 * platform_rows.get(value, {}).get("active", 0) / active if active else 0,
+        )
         for value, label in Platform.choices
     ]
-    reasons = list(devices.filter(is_active=False, deactivated_at__gte=start)
-                   .values_list("deactivation_reason").annotate(n=Count("pk")).order_by("-n")[:6])
+    reasons = list(
+        devices.filter(is_active=False, deactivated_at__gte=start)
+        .values_list("deactivation_reason")
+        .annotate(n=Count("pk"))
+        .order_by("-n")[:6]
+    )
 
     board = Dashboard(
-        days=day_list, messages=sum(messages_by_day.values()), sent=total_sent, failed=total_failed,
+        days=day_list,
+        messages=sum(messages_by_day.values()),
+        sent=total_sent,
+        failed=total_failed,
         validated=sum(validated_by_day.values()),
         opened=total_opened,
         success_rate=100 * total_sent / (total_sent + total_failed) if total_sent + total_failed else None,
         open_rate=100 * total_opened / total_sent if total_sent else None,
-        active_devices=active, targetable_devices=sum(p.targetable for p in platforms),
-        rotations=sum(rotations_by_day.values()), deactivations=sum(deactivated_by_day.values()),
-        platforms=platforms, deactivation_reasons=[(r or "unknown", n) for r, n in reasons],
+        active_devices=active,
+        targetable_devices=sum(p.targetable for p in platforms),
+        rotations=sum(rotations_by_day.values()),
+        deactivations=sum(deactivated_by_day.values()),
+        platforms=platforms,
+        deactivation_reasons=[(r or "unknown", n) for r, n in reasons],
         recent=list(messages.composed().select_related("tenant")[:6]),
     )
     board.charts = {
         "messages": charts.bar_chart(
-            days=day_list, label="Messages per day", empty="No messages in this period",
-            series=[charts.Series("messages", "hc-primary", series(messages_by_day))]),
+            days=day_list,
+            label="Messages per day",
+            empty="No messages in this period",
+            series=[charts.Series("messages", "hc-primary", series(messages_by_day))],
+        ),
         "deliveries": charts.bar_chart(
-            days=day_list, label="Deliveries per day, sent and failed (dry runs apart)",
+            days=day_list,
+            label="Deliveries per day, sent and failed (dry runs apart)",
             empty="No deliveries in this period",
-            series=[charts.Series("sent", "hc-ok", sent), charts.Series("failed", "hc-bad", failed),
-                    charts.Series("validated (dry run)", "hc-primary", series(validated_by_day))]),
+            series=[
+                charts.Series("sent", "hc-ok", sent),
+                charts.Series("failed", "hc-bad", failed),
+                charts.Series("validated (dry run)", "hc-primary", series(validated_by_day)),
+            ],
+        ),
         "success": charts.line_chart(
-            days=day_list, label="Delivery success rate per day", percent=True, bridge_gaps=True,
-            empty="No deliveries in this period", series=[charts.Series("delivered", "hc-ok", rate)]),
+            days=day_list,
+            label="Delivery success rate per day",
+            percent=True,
+            bridge_gaps=True,
+            empty="No deliveries in this period",
+            series=[charts.Series("delivered", "hc-ok", rate)],
+        ),
         "opens": charts.bar_chart(
-            days=day_list, label="Opens per day", empty="No opens in this period",
-            series=[charts.Series("opens", "hc-accent", series(opened_by_day))]),
+            days=day_list,
+            label="Opens per day",
+            empty="No opens in this period",
+            series=[charts.Series("opens", "hc-accent", series(opened_by_day))],
+        ),
         "devices": charts.bar_chart(
-            days=day_list, label="Token rotations and deactivations per day", stacked=False,
+            days=day_list,
+            label="Token rotations and deactivations per day",
+            stacked=False,
             empty="No rotations or deactivations in this period",
-            series=[charts.Series("token rotations", "hc-primary", series(rotations_by_day)),
-                    charts.Series("deactivations", "hc-bad", series(deactivated_by_day))]),
+            series=[
+                charts.Series("token rotations", "hc-primary", series(rotations_by_day)),
+                charts.Series("deactivations", "hc-bad", series(deactivated_by_day)),
+            ],
+        ),
     }
     return board
 
@@ -226,12 +285,16 @@ class ContentStat:
 def content_stats(message: Message) -> dict[str, list[ContentStat]]:
     """Sent, failed, opened and pending deliveries of a message by language and by variant:
     one GROUP BY over the message's deliveries. Every variant is listed, sent or not."""
-    rows = list(message.deliveries.values("language", "variant").annotate(
-        sent=Count("pk", filter=Q(status=Delivery.Status.SENT)),
-        failed=Count("pk", filter=Q(status=Delivery.Status.FAILED)),
-        opened=Count("pk", filter=Q(opened_at__isnull=False)),
-        pending=Count("pk", filter=Q(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING])),
-    ).order_by())
+    rows = list(
+        message.deliveries.values("language", "variant")
+        .annotate(
+            sent=Count("pk", filter=Q(status=Delivery.Status.SENT)),
+            failed=Count("pk", filter=Q(status=Delivery.Status.FAILED)),
+            opened=Count("pk", filter=Q(opened_at__isnull=False)),
+            pending=Count("pk", filter=Q(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING])),
+        )
+        .order_by()
+    )
     languages: dict[str, ContentStat] = {}
     variants = {i: ContentStat(i, 0, 0, 0, 0) for i in range(message.variant_count)}
     for row in rows:

@@ -82,10 +82,16 @@ class StringMapField(serializers.DictField):
         if any("\x00" in key for key in value):  # PostgreSQL's jsonb cannot store it
             raise serializers.ValidationError("Null characters are not allowed.")
         filled = self.filled_keys()
-        problems = [f"{key!r} is reserved by FCM or Herald; choose another key." for key in value
-                    if is_reserved_data_key(key)]
-        problems += [f"{key!r} is set from the title, body and options in a data-only push; choose another "
-                     "key." for key in value if key in filled]
+        problems = [
+            f"{key!r} is reserved by FCM or Herald; choose another key."
+            for key in value
+            if is_reserved_data_key(key)
+        ]
+        problems += [
+            f"{key!r} is set from the title, body and options in a data-only push; choose another key."
+            for key in value
+            if key in filled
+        ]
         if problems:
             raise serializers.ValidationError(problems)
         return value
@@ -123,7 +129,8 @@ def check_payload_size(title: str, body: str, data: dict) -> None:
     size = payload_size(title, body, data)
     if size > MAX_PAYLOAD_BYTES:
         raise serializers.ValidationError(
-            {"body": [f"Title, body and data come to {size:,} bytes; FCM allows about 4,000."]})
+            {"body": [f"Title, body and data come to {size:,} bytes; FCM allows about 4,000."]}
+        )
 
 
 class OptionsSerializer(StrictSerializer):
@@ -131,49 +138,73 @@ class OptionsSerializer(StrictSerializer):
     sound = StrictCharField(required=False, max_length=100)
     badge = StrictIntegerField(required=False, min_value=0, max_value=99999)
     collapse_key = StrictCharField(required=False, max_length=100)
-    analytics_label = StrictRegexField(r"^[a-zA-Z0-9-_.~%]{1,50}$", required=False, error_messages={
-        "invalid": "Letters, digits and - _ . ~ %% only, up to 50."})
+    analytics_label = StrictRegexField(
+        r"^[a-zA-Z0-9-_.~%]{1,50}$",
+        required=False,
+        error_messages={"invalid": "Letters, digits and - _ . ~ %% only, up to 50."},
+    )
 
 
 class AudienceSerializer(StrictSerializer):
     kind = serializers.ChoiceField(choices=Audience.choices, default=Audience.ALL)
-    platforms = serializers.ListField(child=serializers.ChoiceField(choices=Platform.choices),
-                                      required=False, max_length=3)
+    platforms = serializers.ListField(
+        child=serializers.ChoiceField(choices=Platform.choices), required=False, max_length=3
+    )
     countries = serializers.ListField(child=StrictCharField(max_length=2), required=False, max_length=250)
     languages = serializers.ListField(child=StrictCharField(max_length=2), required=False, max_length=200)
-    app_user_ids = serializers.ListField(child=StrictCharField(max_length=255), required=False,
-                                         max_length=10000)
-    tokens = serializers.ListField(child=StrictCharField(max_length=MAX_TOKEN_LENGTH), required=False,
-                                   max_length=1000)
-    topic = StrictRegexField(r"^[a-zA-Z0-9-_.~%]{1,900}$", required=False, error_messages={
-        "invalid": "A topic name has letters, digits and - _ . ~ %% only."})
+    app_user_ids = serializers.ListField(
+        child=StrictCharField(max_length=255), required=False, max_length=10000
+    )
+    tokens = serializers.ListField(
+        child=StrictCharField(max_length=MAX_TOKEN_LENGTH), required=False, max_length=1000
+    )
+    topic = StrictRegexField(
+        r"^[a-zA-Z0-9-_.~%]{1,900}$",
+        required=False,
+        error_messages={"invalid": "A topic name has letters, digits and - _ . ~ %% only."},
+    )
     condition = StrictCharField(required=False, max_length=1000)
-    segment_id = StrictIntegerField(required=False, min_value=1, max_value=2**53,
-                                    help_text="For a segment audience: one of /api/v1/segments.")
-    rules = RulesField(required=False, path="audience.rules",
-                       help_text="For a rules audience: a rule document, as a segment's rules.")
+    segment_id = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=2**53,
+        help_text="For a segment audience: one of /api/v1/segments.",
+    )
+    rules = RulesField(
+        required=False,
+        path="audience.rules",
+        help_text="For a rules audience: a rule document, as a segment's rules.",
+    )
 
     def validate(self, attrs):
         kind = attrs.get("kind", Audience.ALL)
-        needs = {Audience.USERS: "app_user_ids", Audience.TOKENS: "tokens", Audience.TOPIC: "topic",
-                 Audience.CONDITION: "condition", Audience.SEGMENT: "segment_id",
-                 Audience.RULES: "rules"}.get(kind)
+        needs = {
+            Audience.USERS: "app_user_ids",
+            Audience.TOKENS: "tokens",
+            Audience.TOPIC: "topic",
+            Audience.CONDITION: "condition",
+            Audience.SEGMENT: "segment_id",
+            Audience.RULES: "rules",
+        }.get(kind)
         if needs and not attrs.get(needs):
             raise serializers.ValidationError({needs: ["Required for this audience."]})
         if kind == Audience.FILTER and not any(attrs.get(f) for f in ("platforms", "countries", "languages")):
             # A filter with no criteria is "everyone" by accident; the kind "all" says it on purpose.
             raise serializers.ValidationError(
-                {"platforms": ["Choose at least one platform, country or language (or the audience all)."]})
+                {"platforms": ["Choose at least one platform, country or language (or the audience all)."]}
+            )
         if "countries" in attrs:
             attrs["countries"] = [c.upper() for c in attrs["countries"]]
             if bad := [c for c in attrs["countries"] if c not in COUNTRIES]:
                 raise serializers.ValidationError(
-                    {"countries": [f"Not ISO 3166-1 country codes: {', '.join(bad)}."]})
+                    {"countries": [f"Not ISO 3166-1 country codes: {', '.join(bad)}."]}
+                )
         if "languages" in attrs:
             attrs["languages"] = [c.lower() for c in attrs["languages"]]
             if bad := [c for c in attrs["languages"] if c not in LANGUAGES]:
                 raise serializers.ValidationError(
-                    {"languages": [f"Not ISO 639-1 language codes: {', '.join(bad)}."]})
+                    {"languages": [f"Not ISO 639-1 language codes: {', '.join(bad)}."]}
+                )
         return attrs
 
 
@@ -194,16 +225,21 @@ class LocalizedContentSerializer(StrictSerializer):
     title = StrictCharField(max_length=200, validators=[no_lone_surrogates])
     body = StrictCharField(max_length=2000, validators=[no_lone_surrogates])
     image_url = serializers.URLField(required=False, max_length=1000, validators=[no_lone_surrogates])
-    click_link = StrictCharField(required=False, max_length=1000,
-                                 validators=[no_lone_surrogates, validate_link])
+    click_link = StrictCharField(
+        required=False, max_length=1000, validators=[no_lone_surrogates, validate_link]
+    )
 
     def to_internal_value(self, data):
         return _content_of(super().to_internal_value(data))
 
 
 def _content_of(value: dict) -> content.Content:
-    return content.Content(title=value["title"], body=value["body"], image_url=value.get("image_url", ""),
-                           click_link=value.get("click_link", ""))
+    return content.Content(
+        title=value["title"],
+        body=value["body"],
+        image_url=value.get("image_url", ""),
+        click_link=value.get("click_link", ""),
+    )
 
 
 class LocalizationsField(serializers.DictField):
@@ -212,18 +248,25 @@ class LocalizationsField(serializers.DictField):
     child = LocalizedContentSerializer()
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("help_text", "The content in other languages, by ISO 639-1 code (up to "
-                          f"{MAX_EXTRA_LANGUAGES}); a user whose language is missing gets the default "
-                          "language's (the tenant's default language).")
+        kwargs.setdefault(
+            "help_text",
+            "The content in other languages, by ISO 639-1 code (up to "
+            f"{MAX_EXTRA_LANGUAGES}); a user whose language is missing gets the default "
+            "language's (the tenant's default language).",
+        )
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
             if len(data) > MAX_EXTRA_LANGUAGES:
                 raise serializers.ValidationError(
-                    f"At most {MAX_EXTRA_LANGUAGES} languages besides the default.")
-            errors = {key: ["Not an ISO 639-1 language code (two lowercase letters, like tr)."]
-                      for key in data if key not in LANGUAGES}
+                    f"At most {MAX_EXTRA_LANGUAGES} languages besides the default."
+                )
+            errors = {
+                key: ["Not an ISO 639-1 language code (two lowercase letters, like tr)."]
+                for key in data
+                if key not in LANGUAGES
+            }
             if errors:
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
@@ -238,16 +281,28 @@ class VariantSerializer(LocalizedContentSerializer):
 
 
 class AbTestSerializer(StrictSerializer):
-    test_percent = StrictIntegerField(min_value=1, max_value=99, default=20,
-                                      help_text="The share of the audience, split evenly, that tests "
-                                                "the variants.")
-    wait_seconds = StrictIntegerField(min_value=60, max_value=7 * 86400, default=3600,
-                                      help_text="How long after the test is sent the winner is chosen.")
+    test_percent = StrictIntegerField(
+        min_value=1,
+        max_value=99,
+        default=20,
+        help_text="The share of the audience, split evenly, that tests the variants.",
+    )
+    wait_seconds = StrictIntegerField(
+        min_value=60,
+        max_value=7 * 86400,
+        default=3600,
+        help_text="How long after the test is sent the winner is chosen.",
+    )
     metric = serializers.ChoiceField(choices=AbTest.Metric.choices, default=AbTest.Metric.OPEN_RATE)
-    min_opens = StrictIntegerField(min_value=0, max_value=1_000_000, default=10,
-                                   help_text="With fewer opens in the whole test, fallback_variant wins.")
-    fallback_variant = StrictIntegerField(min_value=0, max_value=MAX_VARIANTS - 1, default=0,
-                                          help_text="0 is the first variant.")
+    min_opens = StrictIntegerField(
+        min_value=0,
+        max_value=1_000_000,
+        default=10,
+        help_text="With fewer opens in the whole test, fallback_variant wins.",
+    )
+    fallback_variant = StrictIntegerField(
+        min_value=0, max_value=MAX_VARIANTS - 1, default=0, help_text="0 is the first variant."
+    )
 
 
 def check_content(attrs: dict, *, default_language: str | None, data: dict) -> None:
@@ -261,41 +316,60 @@ def check_content(attrs: dict, *, default_language: str | None, data: dict) -> N
         for name in ("title", "body", "image_url", "click_link", "localizations"):
             if name in attrs:
                 raise serializers.ValidationError(
-                    {name: [f"With variants, each variant carries its own {name}; leave it out here."]})
+                    {name: [f"With variants, each variant carries its own {name}; leave it out here."]}
+                )
     elif "title" not in attrs or "body" not in attrs:
         name = "title" if "title" not in attrs else "body"
         raise serializers.ValidationError(
-            {name: [serializers.ErrorDetail("This field is required.", code="required")]})
+            {name: [serializers.ErrorDetail("This field is required.", code="required")]}
+        )
     if kind in (Audience.TOPIC, Audience.CONDITION) and (variants or localizations):
         name = "variants" if variants else "localizations"
         raise serializers.ValidationError(
-            {name: [f"A {kind} push goes to FCM as one message, in one language and one variant."]})
+            {name: [f"A {kind} push goes to FCM as one message, in one language and one variant."]}
+        )
     if attrs.get("variant_mode") == VariantMode.AB_TEST and not variants:
         raise serializers.ValidationError({"variant_mode": ["An A/B test needs 2 to 5 variants."]})
     if "ab_test" in attrs and attrs.get("variant_mode") != VariantMode.AB_TEST:
         raise serializers.ValidationError({"ab_test": ['Only with "variant_mode": "ab_test".']})
     ab_test = attrs.get("ab_test") or {}
     if ab_test.get("fallback_variant", 0) >= max(len(variants), 1):
-        raise serializers.ValidationError({"ab_test": {"fallback_variant": [
-            f"There are {len(variants)} variants, numbered from 0."]}})
-    every = variants or [content.VariantInput(content=content.Content(attrs["title"], attrs["body"]),
-                                              localizations=localizations)]
+        raise serializers.ValidationError(
+            {"ab_test": {"fallback_variant": [f"There are {len(variants)} variants, numbered from 0."]}}
+        )
+    every = variants or [
+        content.VariantInput(
+            content=content.Content(attrs["title"], attrs["body"]), localizations=localizations
+        )
+    ]
     languages = set(every[0].localizations)
     for index, variant in enumerate(every):
         where = {"variants": {index: None}} if variants else {}
         if default_language and default_language in variant.localizations:
-            _raise_at(where, "localizations", default_language,
-                      f"{default_language} is the message's default language: its content is the "
-                      "title and body themselves.")
+            _raise_at(
+                where,
+                "localizations",
+                default_language,
+                f"{default_language} is the message's default language: its content is the "
+                "title and body themselves.",
+            )
         if set(variant.localizations) != languages:
             missing = sorted(languages ^ set(variant.localizations))
-            _raise_at(where, "localizations", missing[0],
-                      "Every variant is written in the same languages (the first variant's).")
+            _raise_at(
+                where,
+                "localizations",
+                missing[0],
+                "Every variant is written in the same languages (the first variant's).",
+            )
         for language, text in [(None, variant.content), *variant.localizations.items()]:
             size = payload_size(text.title, text.body, data)
             if size > MAX_PAYLOAD_BYTES:
-                _raise_at(where, "localizations" if language else "body", language,
-                          f"title, body and data come to {size} bytes; FCM allows about 4,000.")
+                _raise_at(
+                    where,
+                    "localizations" if language else "body",
+                    language,
+                    f"title, body and data come to {size} bytes; FCM allows about 4,000.",
+                )
 
 
 def _raise_at(where: dict, name: str, language: str | None, problem: str):
@@ -314,15 +388,18 @@ class ComposedContentSerializer(StrictSerializer):
     image_url = serializers.URLField(required=False, max_length=1000)
     click_link = StrictCharField(required=False, max_length=1000, validators=[validate_link])
     localizations = LocalizationsField(required=False)
-    variants = serializers.ListField(child=VariantSerializer(), required=False, min_length=2,
-                                     max_length=MAX_VARIANTS)
-    variant_mode = serializers.ChoiceField(choices=VariantMode.choices, required=False,
-                                           default=VariantMode.SPLIT)
+    variants = serializers.ListField(
+        child=VariantSerializer(), required=False, min_length=2, max_length=MAX_VARIANTS
+    )
+    variant_mode = serializers.ChoiceField(
+        choices=VariantMode.choices, required=False, default=VariantMode.SPLIT
+    )
     ab_test = AbTestSerializer(required=False)
 
     def validate(self, attrs):
-        check_content(attrs, default_language=self.context.get("default_language"),
-                      data=self.context.get("data", {}))
+        check_content(
+            attrs, default_language=self.context.get("default_language"), data=self.context.get("data", {})
+        )
         return attrs
 
 
@@ -331,37 +408,59 @@ class MessageCreateSerializer(StrictSerializer):
     body = StrictCharField(max_length=2000, required=False, help_text="Required unless variants are given.")
     image_url = serializers.URLField(required=False, max_length=1000)
     click_link = StrictCharField(
-        required=False, max_length=1000, validators=[validate_link],
+        required=False,
+        max_length=1000,
+        validators=[validate_link],
         help_text="An http(s) URL or an app deep link (myshop://sale/flash); "
-                  "javascript:, data:, vbscript: and file: links are refused.")
+        "javascript:, data:, vbscript: and file: links are refused.",
+    )
     data = MessageDataField(
-        required=False, help_text="String values, delivered in the push data. In a data-only push the "
-        "keys title, body, image, channel_id, sound, badge and click_link are the push's own.")
+        required=False,
+        help_text="String values, delivered in the push data. In a data-only push the "
+        "keys title, body, image, channel_id, sound, badge and click_link are the push's own.",
+    )
     priority = StrictIntegerField(required=False, min_value=1, max_value=10, default=5)
-    data_only = StrictBooleanField(required=False, default=True,
-                                   help_text="false sends an FCM notification message instead.")
+    data_only = StrictBooleanField(
+        required=False, default=True, help_text="false sends an FCM notification message instead."
+    )
     options = OptionsSerializer(required=False)
     audience = AudienceSerializer(required=False)
-    schedule_at = ScheduleAtField(required=False, help_text="RFC 3339; from a day ago (meaning now) to "
-                                  "366 days ahead.")
-    ttl_seconds = StrictIntegerField(required=False, min_value=0, max_value=int(MAX_TTL.total_seconds()),
-                                     error_messages={"max_value": "FCM keeps a push at most 4 weeks."})
-    dry_run = StrictBooleanField(required=False, default=False,
-                                 help_text="Validate every message with FCM (validate_only); deliver none.")
+    schedule_at = ScheduleAtField(
+        required=False, help_text="RFC 3339; from a day ago (meaning now) to 366 days ahead."
+    )
+    ttl_seconds = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=int(MAX_TTL.total_seconds()),
+        error_messages={"max_value": "FCM keeps a push at most 4 weeks."},
+    )
+    dry_run = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="Validate every message with FCM (validate_only); deliver none.",
+    )
     localizations = LocalizationsField(required=False)
     variants = serializers.ListField(
-        child=VariantSerializer(), required=False, min_length=2, max_length=MAX_VARIANTS,
+        child=VariantSerializer(),
+        required=False,
+        min_length=2,
+        max_length=MAX_VARIANTS,
         help_text="2 to 5 variants, each with its own content and localizations; instead of the "
-                  "top-level title, body, image_url, click_link and localizations.")
+        "top-level title, body, image_url, click_link and localizations.",
+    )
     variant_mode = serializers.ChoiceField(
-        choices=VariantMode.choices, required=False, default=VariantMode.SPLIT,
+        choices=VariantMode.choices,
+        required=False,
+        default=VariantMode.SPLIT,
         help_text="split: each user gets one variant, evenly. ab_test: a test group gets them, then the "
-                  "variant with the best open rate goes to the rest.")
+        "variant with the best open rate goes to the rest.",
+    )
     ab_test = AbTestSerializer(required=False)
 
     def validate(self, attrs):
-        check_content(attrs, default_language=self.context.get("default_language"),
-                      data=attrs.get("data", {}))
+        check_content(
+            attrs, default_language=self.context.get("default_language"), data=attrs.get("data", {})
+        )
         return attrs
 
     def to_input(self) -> MessageInput:
@@ -374,9 +473,10 @@ class MessageCreateSerializer(StrictSerializer):
 class CountsSerializer(serializers.Serializer):
     targeted = serializers.IntegerField(source="targeted_count")
     sent = serializers.IntegerField(source="sent_count", help_text="Delivered to FCM (never in a dry run).")
-    validated = serializers.IntegerField(source="validated_count",
-                                         help_text="A dry run's messages FCM accepted (validate_only): none "
-                                         "delivered.")
+    validated = serializers.IntegerField(
+        source="validated_count",
+        help_text="A dry run's messages FCM accepted (validate_only): none delivered.",
+    )
     failed = serializers.IntegerField(source="failed_count")
     pending = serializers.IntegerField(source="pending_count")
     opened = serializers.IntegerField(source="opened_count")
@@ -389,10 +489,30 @@ class MessageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Message
-        fields = ["id", "status", "title", "body", "image_url", "click_link", "data", "priority",
-                  "data_only", "options", "audience", "schedule_at", "ttl_seconds", "dry_run", "counts",
-                  "open_rate", "error", "source", "created_at", "started_at", "completed_at",
-                  "cancelled_at"]
+        fields = [
+            "id",
+            "status",
+            "title",
+            "body",
+            "image_url",
+            "click_link",
+            "data",
+            "priority",
+            "data_only",
+            "options",
+            "audience",
+            "schedule_at",
+            "ttl_seconds",
+            "dry_run",
+            "counts",
+            "open_rate",
+            "error",
+            "source",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "cancelled_at",
+        ]
 
     def get_audience(self, message) -> dict:
         return {"kind": message.audience, **message.audience_params}
@@ -429,22 +549,43 @@ class VariantOutSerializer(ContentOutSerializer):
 class AbTestOutSerializer(serializers.ModelSerializer):
     class Meta:
         model = AbTest
-        fields = ["test_percent", "wait_seconds", "metric", "min_opens", "fallback_variant", "test_sent_at",
-                  "decide_at", "winner", "reason", "decided_at", "tally"]
+        fields = [
+            "test_percent",
+            "wait_seconds",
+            "metric",
+            "min_opens",
+            "fallback_variant",
+            "test_sent_at",
+            "decide_at",
+            "winner",
+            "reason",
+            "decided_at",
+            "tally",
+        ]
 
 
 class MessageDetailSerializer(MessageSerializer):
     errors = serializers.SerializerMethodField(help_text="Failed deliveries by FCM error code.")
     localizations = serializers.SerializerMethodField(help_text="The first variant's other languages.")
     variants = serializers.SerializerMethodField(
-        help_text="Every variant (none for a single-content message).")
+        help_text="Every variant (none for a single-content message)."
+    )
     ab_test = AbTestOutSerializer(allow_null=True, read_only=True)
     per_language = serializers.SerializerMethodField(help_text="Deliveries by the language each device got.")
     per_variant = serializers.SerializerMethodField(help_text="Deliveries by the variant each device got.")
 
     class Meta(MessageSerializer.Meta):
-        fields = [*MessageSerializer.Meta.fields, "errors", "language", "localizations", "variant_mode",
-                  "variants", "ab_test", "per_language", "per_variant"]
+        fields = [
+            *MessageSerializer.Meta.fields,
+            "errors",
+            "language",
+            "localizations",
+            "variant_mode",
+            "variants",
+            "ab_test",
+            "per_language",
+            "per_variant",
+        ]
 
     def get_errors(self, message) -> dict[str, int]:
         return error_breakdown(message)
@@ -467,9 +608,14 @@ class MessageDetailSerializer(MessageSerializer):
     def get_variants(self, message) -> list:
         if message.variant_count < 2:
             return []
-        return [{"variant": i, **v.content.as_dict(),
-                 "localizations": {lang: c.as_dict() for lang, c in v.localizations.items()}}
-                for i, v in enumerate(self._variants(message))]
+        return [
+            {
+                "variant": i,
+                **v.content.as_dict(),
+                "localizations": {lang: c.as_dict() for lang, c in v.localizations.items()},
+            }
+            for i, v in enumerate(self._variants(message))
+        ]
 
     @extend_schema_field(LanguageStatSerializer(many=True))
     def get_per_language(self, message) -> list:
@@ -487,21 +633,27 @@ class DeveloperPushSerializer(serializers.Serializer):
     title = StrictCharField(max_length=200)
     body = StrictCharField(max_length=2000)
     extra_data = StringMapField(
-        required=False, help_text="String values, delivered in the push data beside title, body and "
+        required=False,
+        help_text="String values, delivered in the push data beside title, body and "
         "tracking_token; a key title or body is ignored (the push's own fields win), as the data-only "
-        "push fills those in.")
-    schedule_at = ScheduleAtField(required=False, help_text="RFC 3339; from a day ago (meaning now) to "
-                                  "366 days ahead.")
+        "push fills those in.",
+    )
+    schedule_at = ScheduleAtField(
+        required=False, help_text="RFC 3339; from a day ago (meaning now) to 366 days ahead."
+    )
     priority = StrictIntegerField(required=False, min_value=1, max_value=10, default=5)
     dedupe_key = StrictCharField(required=False, max_length=200)
     localizations = LocalizationsField(
-        required=False, help_text="A Herald extension (SmartAppPush has none): the push in other languages "
-        "by ISO 639-1 code; each device gets its user's language, else the tenant's default language.")
+        required=False,
+        help_text="A Herald extension (SmartAppPush has none): the push in other languages "
+        "by ISO 639-1 code; each device gets its user's language, else the tenant's default language.",
+    )
 
     def validate(self, attrs):
         check_payload_size(attrs["title"], attrs["body"], attrs.get("extra_data", {}))
-        check_content(attrs, default_language=self.context.get("default_language"),
-                      data=attrs.get("extra_data", {}))
+        check_content(
+            attrs, default_language=self.context.get("default_language"), data=attrs.get("extra_data", {})
+        )
         return attrs
 
 
@@ -510,8 +662,10 @@ class DeveloperPushResponseSerializer(serializers.Serializer):
     app_user_id = serializers.CharField()
     app_id = serializers.CharField(help_text="The tenant_id.")
     deduplicated = serializers.BooleanField(
-        required=False, help_text="Present (true) only when a dedupe_key repeated for the same user "
-        "within 10 minutes suppressed this push: nothing was sent again, push_count is the first push's.")
+        required=False,
+        help_text="Present (true) only when a dedupe_key repeated for the same user "
+        "within 10 minutes suppressed this push: nothing was sent again, push_count is the first push's.",
+    )
 
 
 class PushOpenedSerializer(serializers.Serializer):
@@ -521,5 +675,6 @@ class PushOpenedSerializer(serializers.Serializer):
 
 
 class WinnerSerializer(StrictSerializer):
-    variant = StrictIntegerField(min_value=0, max_value=MAX_VARIANTS - 1,
-                                 help_text="0 is the first variant (A).")
+    variant = StrictIntegerField(
+        min_value=0, max_value=MAX_VARIANTS - 1, help_text="0 is the first variant (A)."
+    )

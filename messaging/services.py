@@ -102,8 +102,11 @@ class MessageInput:
 
     def message_fields(self) -> dict:
         """The Message's own columns: what is set (None is unset), content rows aside."""
-        fields = {k: v for k, v in vars(self).items()
-                  if v is not None and k not in ("localizations", "variants", "ab_test")}
+        fields = {
+            k: v
+            for k, v in vars(self).items()
+            if v is not None and k not in ("localizations", "variants", "ab_test")
+        }
         fields["variant_count"] = max(len(self.variants), 1)
         return fields
 
@@ -116,9 +119,16 @@ def _save_content(message: Message, spec: MessageInput) -> None:
         AbTest.objects.create(message=message, **(spec.ab_test or {}))
 
 
-def create_message(*, tenant: Tenant, spec: MessageInput, source: str = Message.Source.API,
-                   created_by=None, idempotency_key: str = "", idempotency_window=IDEMPOTENCY_WINDOW,
-                   send: bool = True) -> tuple[Message, bool]:
+def create_message(
+    *,
+    tenant: Tenant,
+    spec: MessageInput,
+    source: str = Message.Source.API,
+    created_by=None,
+    idempotency_key: str = "",
+    idempotency_window=IDEMPOTENCY_WINDOW,
+    send: bool = True,
+) -> tuple[Message, bool]:
     """Create a message and (unless `send` is False: a draft) schedule or start sending it.
 
     With an idempotency key, a message created with the same key within the window is
@@ -131,15 +141,24 @@ def create_message(*, tenant: Tenant, spec: MessageInput, source: str = Message.
         fields["schedule_tz"] = zone_of(spec.schedule_at)  # +03:00 from the API's RFC 3339 offset
     with transaction.atomic():
         if idempotency_key:
-            earlier = Message.objects.select_for_update().filter(
-                tenant=tenant, idempotency_key=idempotency_key).first()
+            earlier = (
+                Message.objects.select_for_update()
+                .filter(tenant=tenant, idempotency_key=idempotency_key)
+                .first()
+            )
             if earlier is not None:
                 if earlier.created_at >= now - idempotency_window:
                     return earlier, False
                 earlier.idempotency_key = None  # expired: the key is free again
                 earlier.save(update_fields=["idempotency_key"])
-        message = Message(tenant=tenant, source=source, created_by=created_by, created_at=now,
-                          idempotency_key=idempotency_key or None, **fields)
+        message = Message(
+            tenant=tenant,
+            source=source,
+            created_by=created_by,
+            created_at=now,
+            idempotency_key=idempotency_key or None,
+            **fields,
+        )
         try:
             with transaction.atomic():
                 message.save()
@@ -152,15 +171,22 @@ def create_message(*, tenant: Tenant, spec: MessageInput, source: str = Message.
     return message, True
 
 
-def save_draft(*, tenant: Tenant, spec: MessageInput, created_by=None, draft: Message | None = None,
-               source: str = Message.Source.ADMIN) -> Message:
+def save_draft(
+    *,
+    tenant: Tenant,
+    spec: MessageInput,
+    created_by=None,
+    draft: Message | None = None,
+    source: str = Message.Source.ADMIN,
+) -> Message:
     """Keep a message to send later: a new draft, or `draft` rewritten to `spec`.
 
     Raises MessagingError when `draft` was sent or cancelled meanwhile.
     """
     if draft is None:
-        message, _ = create_message(tenant=tenant, spec=spec, source=source, created_by=created_by,
-                                    send=False)
+        message, _ = create_message(
+            tenant=tenant, spec=spec, source=source, created_by=created_by, send=False
+        )
         return message
     fields = spec.message_fields()
     fields["language"] = spec.language or tenant.default_language
@@ -169,8 +195,9 @@ def save_draft(*, tenant: Tenant, spec: MessageInput, created_by=None, draft: Me
     elif spec.schedule_tz is None:
         fields["schedule_tz"] = zone_of(spec.schedule_at)
     with transaction.atomic():
-        changed = Message.objects.filter(pk=draft.pk, status=Message.Status.DRAFT).update(tenant=tenant,
-                                                                                          **fields)
+        changed = Message.objects.filter(pk=draft.pk, status=Message.Status.DRAFT).update(
+            tenant=tenant, **fields
+        )
         if not changed:
             raise MessagingError("This message is no longer a draft: it was sent or cancelled meanwhile.")
         message = Message.objects.get(pk=draft.pk)
@@ -205,13 +232,22 @@ def cancel_message(*, message: Message, reason: str = "") -> Message:
     now = timezone.now()
     with transaction.atomic():
         changed = Message.objects.filter(pk=message.pk, status__in=Message.CANCELLABLE).update(
-            status=Message.Status.CANCELLED, cancelled_at=now, completed_at=now, error=reason[:2000])
+            status=Message.Status.CANCELLED, cancelled_at=now, completed_at=now, error=reason[:2000]
+        )
         if not changed:
             message.refresh_from_db()
             raise NotCancellable(f"A {message.get_status_display().lower()} message cannot be cancelled.")
-        cancelled = message.deliveries.unfinished().unclaimed(now).update(
-            status=Delivery.Status.FAILED, error_code=fcm.CANCELLED,
-                 error_detail=reason[:2000] or "The message was cancelled.", claimed_until=None, claim="")
+        cancelled = (
+            message.deliveries.unfinished()
+            .unclaimed(now)
+            .update(
+                status=Delivery.Status.FAILED,
+                error_code=fcm.CANCELLED,
+                error_detail=reason[:2000] or "The message was cancelled.",
+                claimed_until=None,
+                claim="",
+            )
+        )
         Message.objects.filter(pk=message.pk).update(failed_count=F("failed_count") + cancelled)
     metrics.record_deliveries(tenant_id=message.tenant.tenant_id, failed={"CANCELLED": cancelled})
     message.refresh_from_db()
@@ -229,16 +265,21 @@ def cancel_tenant_messages(sender=None, *, tenant: Tenant, reason: str = TENANT_
     """
     cancelled = 0
     for message in Message.objects.filter(
-            tenant_id=tenant.pk, status__in=(Message.Status.SCHEDULED, Message.Status.SENDING)):
+        tenant_id=tenant.pk, status__in=(Message.Status.SCHEDULED, Message.Status.SENDING)
+    ):
         try:
             cancel_message(message=message, reason=reason)
         except NotCancellable:  # finished meanwhile
             continue
         cancelled += 1
     if cancelled:
-        log.info("tenant deactivated: messages cancelled",
-                 extra={"tenant": tenant.tenant_id, "cancelled": cancelled})
+        log.info(
+            "tenant deactivated: messages cancelled",
+            extra={"tenant": tenant.tenant_id, "cancelled": cancelled},
+        )
     return cancelled
+
+
 def recipients(*, tenant: Tenant, spec: MessageInput, even_if_scheduled: bool = False) -> int | None:
     """How many devices the push reaches now (None for a topic or condition: FCM knows).
 
@@ -266,8 +307,9 @@ def dedupe_idempotency_key(*, app_user_id: str, dedupe_key: str) -> str:
     return f"dedupe:{user}:{dedupe_key}"
 
 
-def send_developer_push(*, tenant: Tenant, app_user_id: str, spec: MessageInput,
-                        dedupe_key: str = "") -> DeveloperPush:
+def send_developer_push(
+    *, tenant: Tenant, app_user_id: str, spec: MessageInput, dedupe_key: str = ""
+) -> DeveloperPush:
     """POST /developer/push: every targetable device of one user.
 
     A dedupe_key repeated for the same user within ten minutes returns the first message
@@ -277,16 +319,24 @@ def send_developer_push(*, tenant: Tenant, app_user_id: str, spec: MessageInput,
     spec.audience, spec.audience_params = Audience.USERS, {"app_user_ids": [app_user_id]}
     key = dedupe_idempotency_key(app_user_id=app_user_id, dedupe_key=dedupe_key) if dedupe_key else ""
     if key:
-        earlier = Message.objects.filter(tenant=tenant, idempotency_key=key,
-                                         created_at__gte=timezone.now() - DEDUPE_WINDOW).first()
+        earlier = Message.objects.filter(
+            tenant=tenant, idempotency_key=key, created_at__gte=timezone.now() - DEDUPE_WINDOW
+        ).first()
         if earlier is not None:
-            return DeveloperPush(message=earlier, count=earlier.targeted_count or _count(tenant, spec),
-                                 deduplicated=True)
+            return DeveloperPush(
+                message=earlier, count=earlier.targeted_count or _count(tenant, spec), deduplicated=True
+            )
     count = recipients(tenant=tenant, spec=spec, even_if_scheduled=True)
-    message, created = create_message(tenant=tenant, spec=spec, source=Message.Source.DEVELOPER_PUSH,
-                                      idempotency_key=key, idempotency_window=DEDUPE_WINDOW)
-    return DeveloperPush(message=message, count=count if created else message.targeted_count or count,
-                         deduplicated=not created)
+    message, created = create_message(
+        tenant=tenant,
+        spec=spec,
+        source=Message.Source.DEVELOPER_PUSH,
+        idempotency_key=key,
+        idempotency_window=DEDUPE_WINDOW,
+    )
+    return DeveloperPush(
+        message=message, count=count if created else message.targeted_count or count, deduplicated=not created
+    )
 
 
 def _count(tenant: Tenant, spec: MessageInput) -> int:
@@ -317,7 +367,8 @@ def client_for_tenant(tenant: Tenant) -> fcm.FcmClient:
             changed = None
         fingerprint = ("adc", path, changed)
     return fcm.shared_client(
-        key=tenant.pk, fingerprint=fingerprint,
+        key=tenant.pk,
+        fingerprint=fingerprint,
         service_account_info=lambda: _service_account_info(tenant=tenant, credential=credential),
     )
 
@@ -330,7 +381,9 @@ def _service_account_info(*, tenant: Tenant, credential: FirebaseCredential | No
             # The operator can put this right (a key dropped in a rotation comes back), so
             # it is not permanent: deliveries wait for it instead of failing.
             raise fcm.FcmError(
-                fcm.CONFIGURATION, undecryptable_detail(tenant), permanent=False,
+                fcm.CONFIGURATION,
+                undecryptable_detail(tenant),
+                permanent=False,
                 retry_after=CONFIGURATION_RETRY_SECONDS,
             ) from None
     try:
@@ -409,11 +462,19 @@ def fcm_message(*, push: Message | MessageInput, target: fcm.FcmTarget | None = 
     """
     options = push.options or {}
     return fcm.build_message(
-        target=target, title=push.title, body=push.body, data=dict(push.data or {}),
-        image=push.image_url, click_link=push.click_link, priority=push.priority,
-        ttl_seconds=push.ttl_seconds, collapse_key=options.get("collapse_key", ""),
-        data_only=push.data_only, android_channel=options.get("android_channel", ""),
-        sound=options.get("sound", ""), badge=options.get("badge"),
+        target=target,
+        title=push.title,
+        body=push.body,
+        data=dict(push.data or {}),
+        image=push.image_url,
+        click_link=push.click_link,
+        priority=push.priority,
+        ttl_seconds=push.ttl_seconds,
+        collapse_key=options.get("collapse_key", ""),
+        data_only=push.data_only,
+        android_channel=options.get("android_channel", ""),
+        sound=options.get("sound", ""),
+        badge=options.get("badge"),
         analytics_label=options.get("analytics_label", ""),
     )
 
@@ -453,21 +514,26 @@ def fan_out(*, message_id: int) -> None:
             # Read as NULL: a time out of any range (stored before Herald bounded schedule_at,
             # and answered with a 400). Nobody can say when it was meant to go: stop it for good.
             Message.objects.filter(pk=message.pk, status=Message.Status.SCHEDULED).update(
-                status=Message.Status.CANCELLED, cancelled_at=now, completed_at=now,
-                error="schedule_at is outside the dates Herald accepts; the message was not sent.")
+                status=Message.Status.CANCELLED,
+                cancelled_at=now,
+                completed_at=now,
+                error="schedule_at is outside the dates Herald accepts; the message was not sent.",
+            )
             return
         if message.schedule_at > now + timedelta(seconds=1):
             return  # early (a clock skew or a re-scheduled message); herald_beat will come back
         if not Message.objects.filter(pk=message.pk, status=Message.Status.SCHEDULED).update(
-                status=Message.Status.SENDING, started_at=now):
+            status=Message.Status.SENDING, started_at=now
+        ):
             return
         message.status, message.started_at = Message.Status.SENDING, now
     if message.status != Message.Status.SENDING or message.fanned_out_at:
         return
 
     if message.audience in (Audience.TOPIC, Audience.CONDITION):
-        _, created = Delivery.objects.get_or_create(message=message, device=None,
-                                                    defaults={"language": message.language})
+        _, created = Delivery.objects.get_or_create(
+            message=message, device=None, defaults={"language": message.language}
+        )
         Message.objects.filter(pk=message.pk).update(targeted_count=1)
         send_due.send(Message, message_id=message.pk)
     else:
@@ -482,8 +548,11 @@ def fan_out(*, message_id: int) -> None:
         devices = message_devices(message).order_by("pk").values_list("pk", "user_id", "user__language")
         last = 0
         # The tenant's other messages still sending: each ranks this one's chunks further back.
-        rank = Message.objects.filter(tenant_id=message.tenant_id, status=Message.Status.SENDING
-                                      ).exclude(pk=message.pk).count()
+        rank = (
+            Message.objects.filter(tenant_id=message.tenant_id, status=Message.Status.SENDING)
+            .exclude(pk=message.pk)
+            .count()
+        )
         while True:
             rows = list(devices.filter(pk__gt=last)[:chunk])
             if not rows:
@@ -495,8 +564,13 @@ def fan_out(*, message_id: int) -> None:
             # Counts only new rows: an interrupted run may have made some of these already.
             created = _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
             Message.objects.filter(pk=message.pk).update(targeted_count=F("targeted_count") + created)
-            send_due.send(Message, message_id=message.pk, first_device_id=assigned[0][0],
-                          last_device_id=assigned[-1][0], rank=rank)
+            send_due.send(
+                Message,
+                message_id=message.pk,
+                first_device_id=assigned[0][0],
+                last_device_id=assigned[-1][0],
+                rank=rank,
+            )
             rank += 1
         if phase == "test":
             _end_test_phase(plan.ab_test)
@@ -510,8 +584,9 @@ def _end_test_phase(ab_test: AbTest) -> None:
     """The A/B test's group has its deliveries: start the wait for the winner (once)."""
     now = timezone.now()
     decide_at = now + timedelta(seconds=ab_test.wait_seconds)
-    if AbTest.objects.filter(pk=ab_test.pk, test_sent_at__isnull=True).update(test_sent_at=now,
-                                                                               decide_at=decide_at):
+    if AbTest.objects.filter(pk=ab_test.pk, test_sent_at__isnull=True).update(
+        test_sent_at=now, decide_at=decide_at
+    ):
         log.info("A/B test sent", extra={"message_id": ab_test.pk})
         transaction.on_commit(lambda: winner_due.send(Message, message_id=ab_test.pk, run_after=decide_at))
 
@@ -525,21 +600,40 @@ def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]],
     of a fan-out's cost (and a COUNT was needed to learn what it had skipped).
     """
     table = connection.ops.quote_name(Delivery._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(c) for c in (
-        "message_id", "device_id", "next_attempt_at", "tracking_token", "variant", "language", "status",
-        "attempts", "claim", "fcm_message_name", "error_code", "error_detail"))
+    columns = ", ".join(
+        connection.ops.quote_name(c)
+        for c in (
+            "message_id",
+            "device_id",
+            "next_attempt_at",
+            "tracking_token",
+            "variant",
+            "language",
+            "status",
+            "attempts",
+            "claim",
+            "fcm_message_name",
+            "error_code",
+            "error_detail",
+        )
+    )
     row = "(%s, %s, %s, %s, %s, %s, 'pending', 0, '', '', '', '')"
     at = connection.ops.adapt_datetimefield_value(now)
     per_statement = (connection.features.max_query_params or 100_000) // 6
     created = 0
     with connection.cursor() as cursor:
         for start in range(0, len(assigned), per_statement):
-            batch = assigned[start:start + per_statement]
-            params = [v for device_id, variant, language in batch
-                      for v in (message_id, device_id, at, new_tracking_token(), variant, language)]
+            batch = assigned[start : start + per_statement]
+            params = [
+                v
+                for device_id, variant, language in batch
+                for v in (message_id, device_id, at, new_tracking_token(), variant, language)
+            ]
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(batch))} "  # noqa: S608
-                "ON CONFLICT DO NOTHING", params)
+                "ON CONFLICT DO NOTHING",
+                params,
+            )
             created += cursor.rowcount
     return created
 
@@ -547,8 +641,9 @@ def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]],
 # --- Sending ----------------------------------------------------------------------
 
 
-def send_deliveries(*, message_id: int, first_device_id: int | None = None,
-                    last_device_id: int | None = None) -> None:
+def send_deliveries(
+    *, message_id: int, first_device_id: int | None = None, last_device_id: int | None = None
+) -> None:
     """Send the due deliveries of a message (within a device-id range, if given).
 
     Claims up to a chunk at a time until none is left, sends each chunk with bounded
@@ -609,9 +704,11 @@ def _claim(message, first_device_id, last_device_id) -> list[Delivery]:
         return []
     # The conditional UPDATE is the claim: of two workers racing for a row, one matches; none
     # does once the message is cancelled or its tenant deactivated.
-    Delivery.objects.filter(pk__in=ids, message__status=Message.Status.SENDING,
-                            message__tenant__is_active=True).unfinished().unclaimed(now).update(
-        claim=token, claimed_until=now + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS))
+    Delivery.objects.filter(
+        pk__in=ids, message__status=Message.Status.SENDING, message__tenant__is_active=True
+    ).unfinished().unclaimed(now).update(
+        claim=token, claimed_until=now + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS)
+    )
     return list(Delivery.objects.filter(claim=token).select_related("device"))
 
 
@@ -640,8 +737,9 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
     """
     plan = content.ContentPlan.of(message)
     # One FCM message per variant and language in the chunk, built once, before the threads.
-    templates = {key: fcm_message(push=plan.push(*key))
-                 for key in {(d.variant, d.language) for d in deliveries}}
+    templates = {
+        key: fcm_message(push=plan.push(*key)) for key in {(d.variant, d.language) for d in deliveries}
+    }
     answers: queue.SimpleQueue = queue.SimpleQueue()
     cap = max(1, settings.DELIVERY_MAX_UNRECORDED)
     unrecorded = threading.Semaphore(cap)
@@ -677,8 +775,11 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> None:
                     if not batch:
                         flush_at = time.monotonic() + settings.DELIVERY_RESULT_INTERVAL
                     batch.append(outcome)  # only this thread touches batch
-                if batch and (not waiting or len(batch) >= settings.DELIVERY_RESULT_BATCH
-                              or time.monotonic() >= flush_at):
+                if batch and (
+                    not waiting
+                    or len(batch) >= settings.DELIVERY_RESULT_BATCH
+                    or time.monotonic() >= flush_at
+                ):
                     _record(message, batch)
                     for _ in batch:
                         unrecorded.release()
@@ -707,8 +808,17 @@ def _send_one(message: Message, client, template: dict, delivery: Delivery):
         # This worker stalled past its claim; another may be sending the delivery now.
         return None
     if delivery.device_id is None and message.audience not in (Audience.TOPIC, Audience.CONDITION):
-        return delivery, None, fcm.FcmError(code=fcm.DEVICE_GONE, status=None, permanent=True,
-                                            retry_after=None, detail="The device was removed.")
+        return (
+            delivery,
+            None,
+            fcm.FcmError(
+                code=fcm.DEVICE_GONE,
+                status=None,
+                permanent=True,
+                retry_after=None,
+                detail="The device was removed.",
+            ),
+        )
     try:
         name = client.send(_payload(message, template, delivery), validate_only=message.dry_run)
         return delivery, name, None
@@ -752,12 +862,26 @@ def _record(message: Message, outcomes) -> None:
     """
     now = timezone.now()
     sent, failed, retrying, dead_devices = [], [], [], {}
-    fields = ["status", "attempts", "claim", "claimed_until", "sent_at", "fcm_message_name",
-              "error_code", "error_detail", "next_attempt_at"]
+    fields = [
+        "status",
+        "attempts",
+        "claim",
+        "claimed_until",
+        "sent_at",
+        "fcm_message_name",
+        "error_code",
+        "error_detail",
+        "next_attempt_at",
+    ]
     with transaction.atomic():
-        held = set(Delivery.objects.select_for_update().filter(
-            pk__in=[d.pk for d, _, _ in outcomes], claim__in={d.claim for d, _, _ in outcomes if d.claim},
-        ).values_list("pk", flat=True))
+        held = set(
+            Delivery.objects.select_for_update()
+            .filter(
+                pk__in=[d.pk for d, _, _ in outcomes],
+                claim__in={d.claim for d, _, _ in outcomes if d.claim},
+            )
+            .values_list("pk", flat=True)
+        )
         for delivery, name, error in outcomes:
             if delivery.pk not in held:
                 continue
@@ -770,8 +894,11 @@ def _record(message: Message, outcomes) -> None:
                 continue
             delivery.error_code, delivery.error_detail = error.code, error.detail[:2000]
             retry_at = now + timedelta(seconds=retry_delay(attempts=delivery.attempts, error=error))
-            if (not error.permanent and delivery.attempts < settings.DELIVERY_MAX_ATTEMPTS
-                    and retry_at < message.deadline):
+            if (
+                not error.permanent
+                and delivery.attempts < settings.DELIVERY_MAX_ATTEMPTS
+                and retry_at < message.deadline
+            ):
                 delivery.status, delivery.next_attempt_at = Delivery.Status.RETRYING, retry_at
                 retrying.append(delivery)
             else:
@@ -785,21 +912,37 @@ def _record(message: Message, outcomes) -> None:
         if failed or retrying:
             # An upsert on the primary key: one VALUES list, where bulk_update's CASE WHEN
             # per column and row cost ~25x more (measured with bench/fanout.py).
-            Delivery.objects.bulk_create(failed + retrying, update_conflicts=True, unique_fields=["id"],
-                                         update_fields=fields, batch_size=500)
+            Delivery.objects.bulk_create(
+                failed + retrying,
+                update_conflicts=True,
+                unique_fields=["id"],
+                update_fields=fields,
+                batch_size=500,
+            )
         Message.objects.filter(pk=message.pk).update(
-            **{answered: F(answered) + len(sent)}, failed_count=F("failed_count") + len(failed))
+            **{answered: F(answered) + len(sent)}, failed_count=F("failed_count") + len(failed)
+        )
         for code, device_ids in dead_devices.items():
             deactivate_devices(device_ids=device_ids, reason=code)
         if sent or failed:
             deliveries_recorded.send(sender=Delivery, message=message, sent=sent, failed=failed, at=now)
-    metrics.record_deliveries(tenant_id=message.tenant.tenant_id, sent=len(sent),
-                              failed=Counter(d.error_code for d in failed),
-                              retrying=Counter(d.error_code for d in retrying))
+    metrics.record_deliveries(
+        tenant_id=message.tenant.tenant_id,
+        sent=len(sent),
+        failed=Counter(d.error_code for d in failed),
+        retrying=Counter(d.error_code for d in retrying),
+    )
     if failed or retrying:
-        log.info("delivery batch", extra={
-            "message_id": message.pk, "sent": len(sent), "failed": len(failed),
-            "retrying": len(retrying), "errors": dict(Counter(d.error_code for d in failed + retrying))})
+        log.info(
+            "delivery batch",
+            extra={
+                "message_id": message.pk,
+                "sent": len(sent),
+                "failed": len(failed),
+                "retrying": len(retrying),
+                "errors": dict(Counter(d.error_code for d in failed + retrying)),
+            },
+        )
 
 
 def _record_sent(deliveries: list[Delivery], now: datetime, *, status: str = Delivery.Status.SENT) -> None:
@@ -812,13 +955,21 @@ def _record_sent(deliveries: list[Delivery], now: datetime, *, status: str = Del
     if not deliveries:
         return
     Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
-        status=status, sent_at=now, attempts=F("attempts") + 1, claim="",
-        claimed_until=None, error_code="", error_detail="")
+        status=status,
+        sent_at=now,
+        attempts=F("attempts") + 1,
+        claim="",
+        claimed_until=None,
+        error_code="",
+        error_detail="",
+    )
     table = connection.ops.quote_name(Delivery._meta.db_table)
     name = connection.ops.quote_name(Delivery._meta.get_field("fcm_message_name").column)
     with connection.cursor() as cursor:
-        cursor.executemany(f"UPDATE {table} SET {name} = %s WHERE id = %s",  # noqa: S608
-                           [(d.fcm_message_name, d.pk) for d in deliveries])
+        cursor.executemany(
+            f"UPDATE {table} SET {name} = %s WHERE id = %s",  # noqa: S608
+            [(d.fcm_message_name, d.pk) for d in deliveries],
+        )
 
 
 def _schedule_retries(message: Message, first_device_id, last_device_id) -> None:
@@ -837,8 +988,9 @@ def _schedule_retries(message: Message, first_device_id, last_device_id) -> None
         _queue_message_task(message.pk, run_after=soonest)
 
 
-def _queue_message_task(message_id: int, *, due_signal: Signal = send_due,
-                        run_after: datetime | None = None) -> bool:
+def _queue_message_task(
+    message_id: int, *, due_signal: Signal = send_due, run_after: datetime | None = None
+) -> bool:
     """Queue a message-wide task (a send by default, or with `due_signal=fan_out_due` its
     fan-out) at `run_after` (None or past: now), unless one is queued already.
 
@@ -852,13 +1004,16 @@ def _queue_message_task(message_id: int, *, due_signal: Signal = send_due,
     due = run_after if run_after is not None and run_after > now else now
     stale = now - timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS)
     slot = Message.objects.filter(pk=message_id).filter(
-        Q(task_due_at__isnull=True) | Q(task_due_at__gt=due) | Q(task_due_at__lt=stale))
+        Q(task_due_at__isnull=True) | Q(task_due_at__gt=due) | Q(task_due_at__lt=stale)
+    )
     previous = slot.values_list("task_due_at", flat=True).first()
     if not slot.filter(Q(task_due_at=previous) if previous else Q(task_due_at__isnull=True)).update(
-            task_due_at=due):
+        task_due_at=due
+    ):
         return False
-    answers = due_signal.send(Message, message_id=message_id, run_after=due if due > now else None,
-                              rank=RETRY_RANK)
+    answers = due_signal.send(
+        Message, message_id=message_id, run_after=due if due > now else None, rank=RETRY_RANK
+    )
     if not any(queued for _, queued in answers):
         # Not queued (a backend that cannot defer): leave the slot to herald_beat's recovery.
         Message.objects.filter(pk=message_id, task_due_at=due).update(task_due_at=previous)
@@ -869,7 +1024,8 @@ def _queue_message_task(message_id: int, *, due_signal: Signal = send_due,
 def _free_task_slot(message_id: int, now: datetime) -> None:
     # A little slack for clocks that differ between the queue and this worker.
     Message.objects.filter(pk=message_id, task_due_at__lte=now + timedelta(seconds=5)).update(
-        task_due_at=None)
+        task_due_at=None
+    )
 
 
 def _wait_for_credential(message: Message, first_device_id, last_device_id, error: fcm.FcmError) -> None:
@@ -879,9 +1035,17 @@ def _wait_for_credential(message: Message, first_device_id, last_device_id, erro
     only those the message's TTL would outlive fail.
     """
     retry_at = timezone.now() + timedelta(seconds=error.retry_after or CONFIGURATION_RETRY_SECONDS)
-    log.error("deliveries of message %s wait: %s", message.pk, error.detail, extra={
-        "message_id": message.pk, "tenant": message.tenant.tenant_id, "error": error.code,
-        "detail": error.detail})
+    log.error(
+        "deliveries of message %s wait: %s",
+        message.pk,
+        error.detail,
+        extra={
+            "message_id": message.pk,
+            "tenant": message.tenant.tenant_id,
+            "error": error.code,
+            "detail": error.detail,
+        },
+    )
     if retry_at >= message.deadline:
         _fail_unsent(message, code=error.code, detail=error.detail)
         return
@@ -889,17 +1053,23 @@ def _wait_for_credential(message: Message, first_device_id, last_device_id, erro
     if first_device_id is not None:
         pending = pending.filter(device_id__gte=first_device_id, device_id__lte=last_device_id)
     pending.filter(next_attempt_at__lt=retry_at).update(
-        next_attempt_at=retry_at, error_code=error.code, error_detail=error.detail[:2000])
+        next_attempt_at=retry_at, error_code=error.code, error_detail=error.detail[:2000]
+    )
     _schedule_retries(message, first_device_id, last_device_id)
 
 
 def _fail_unsent(message: Message, *, code: str, detail: str) -> None:
     with transaction.atomic():
         failed = message.deliveries.unfinished().update(
-            status=Delivery.Status.FAILED, error_code=code, error_detail=detail[:2000],
-            claim="", claimed_until=None)
-        Message.objects.filter(pk=message.pk).update(failed_count=F("failed_count") + failed,
-                                                     error=detail[:2000])
+            status=Delivery.Status.FAILED,
+            error_code=code,
+            error_detail=detail[:2000],
+            claim="",
+            claimed_until=None,
+        )
+        Message.objects.filter(pk=message.pk).update(
+            failed_count=F("failed_count") + failed, error=detail[:2000]
+        )
     metrics.record_deliveries(tenant_id=message.tenant.tenant_id, failed={code: failed})
     finalize_if_done(message_id=message.pk)
 
@@ -920,9 +1090,11 @@ def finalize_if_done(*, message_id: int) -> None:
     now = timezone.now()
     with transaction.atomic():
         if Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
-                status=status, completed_at=now):
-            message_completed.send(sender=Message, message_id=message.pk, tenant_id=message.tenant_id,
-                                   status=status, at=now)
+            status=status, completed_at=now
+        ):
+            message_completed.send(
+                sender=Message, message_id=message.pk, tenant_id=message.tenant_id, status=status, at=now
+            )
 
 
 # --- Opens, hygiene, recovery --------------------------------------------------------
@@ -930,8 +1102,11 @@ def finalize_if_done(*, message_id: int) -> None:
 
 def record_open(*, tenant: Tenant, tracking_token: str) -> bool:
     """Mark a delivery opened, once. Returns False when no such delivery is in the tenant."""
-    delivery = Delivery.objects.filter(tracking_token=tracking_token, message__tenant=tenant).only(
-        "pk", "message_id").first()
+    delivery = (
+        Delivery.objects.filter(tracking_token=tracking_token, message__tenant=tenant)
+        .only("pk", "message_id")
+        .first()
+    )
     if delivery is None:
         return False
     now = timezone.now()
@@ -952,27 +1127,36 @@ def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
     if grace is None:
         grace = timedelta(seconds=settings.DELIVERY_RECOVERY_GRACE_SECONDS)
     counts = Counter()
-    for pk in Message.objects.filter(status=Message.Status.SCHEDULED,
-                                     schedule_at__lte=now - grace).values_list("pk", flat=True):
+    for pk in Message.objects.filter(
+        status=Message.Status.SCHEDULED, schedule_at__lte=now - grace
+    ).values_list("pk", flat=True):
         if _queue_message_task(pk, due_signal=fan_out_due):
             counts["scheduled"] += 1
-    for pk in Message.objects.filter(status=Message.Status.SENDING, fanned_out_at__isnull=True,
-                                     started_at__lte=now - grace).exclude(
-            ab_test__test_sent_at__isnull=False, ab_test__winner__isnull=True,  # waiting for its winner
-    ).values_list("pk", flat=True):
+    for pk in (
+        Message.objects.filter(
+            status=Message.Status.SENDING, fanned_out_at__isnull=True, started_at__lte=now - grace
+        )
+        .exclude(
+            ab_test__test_sent_at__isnull=False,
+            ab_test__winner__isnull=True,  # waiting for its winner
+        )
+        .values_list("pk", flat=True)
+    ):
         if _queue_message_task(pk, due_signal=fan_out_due):
             counts["fan_outs"] += 1
     stalled = (
         Delivery.objects.unfinished()
         .filter(message__status=Message.Status.SENDING, next_attempt_at__lte=now - grace)
         .unclaimed(now)
-        .values("message_id").annotate(last=Max("id"))
+        .values("message_id")
+        .annotate(last=Max("id"))
     )
     for row in stalled:
         # Once: a pass that finds the work still waiting in a busy queue adds nothing.
         if _queue_message_task(row["message_id"]):
             counts["messages_resumed"] += 1
-    for pk in Message.objects.filter(status=Message.Status.SENDING,
-                                     fanned_out_at__isnull=False).values_list("pk", flat=True):
+    for pk in Message.objects.filter(status=Message.Status.SENDING, fanned_out_at__isnull=False).values_list(
+        "pk", flat=True
+    ):
         finalize_if_done(message_id=pk)
     return dict(counts)

@@ -18,10 +18,12 @@ def fan_out_message(message_id: int) -> None:
 
 
 @task()
-def send_message_deliveries(message_id: int, first_device_id: int | None = None,
-                            last_device_id: int | None = None) -> None:
-    services.send_deliveries(message_id=message_id, first_device_id=first_device_id,
-                             last_device_id=last_device_id)
+def send_message_deliveries(
+    message_id: int, first_device_id: int | None = None, last_device_id: int | None = None
+) -> None:
+    services.send_deliveries(
+        message_id=message_id, first_device_id=first_device_id, last_device_id=last_device_id
+    )
 
 
 @task()
@@ -66,8 +68,9 @@ def enqueue_fan_out(message_id: int, *, run_after=None, rank: int = 0) -> bool:
     return False
 
 
-def enqueue_send(message_id: int, *, first_device_id=None, last_device_id=None, run_after=None,
-                 rank: int = 0) -> bool:
+def enqueue_send(
+    message_id: int, *, first_device_id=None, last_device_id=None, run_after=None, rank: int = 0
+) -> bool:
     if task_ := _prepared(send_message_deliveries, run_after, rank):
         task_.enqueue(message_id, first_device_id, last_device_id)
         return True
@@ -80,10 +83,23 @@ def _fan_out_due(sender, *, message_id: int, run_after=None, rank: int = 0, **kw
 
 
 @receiver(services.send_due, dispatch_uid="herald-enqueue-send")
-def _send_due(sender, *, message_id: int, first_device_id=None, last_device_id=None, run_after=None,
-              rank: int = 0, **kwargs) -> bool:
-    return enqueue_send(message_id, first_device_id=first_device_id, last_device_id=last_device_id,
-                        run_after=run_after, rank=rank)
+def _send_due(
+    sender,
+    *,
+    message_id: int,
+    first_device_id=None,
+    last_device_id=None,
+    run_after=None,
+    rank: int = 0,
+    **kwargs,
+) -> bool:
+    return enqueue_send(
+        message_id,
+        first_device_id=first_device_id,
+        last_device_id=last_device_id,
+        run_after=run_after,
+        rank=rank,
+    )
 
 
 @receiver(services.winner_due, dispatch_uid="herald-enqueue-winner")

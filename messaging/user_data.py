@@ -23,8 +23,14 @@ log = logging.getLogger("herald.privacy")
 
 RECENT_ROWS = 100
 # What an erasure answers, in this order.
-ERASED_KINDS = ("app_users", "devices", "events", "token_rotations", "deliveries_anonymised",
-                "messages_scrubbed")
+ERASED_KINDS = (
+    "app_users",
+    "devices",
+    "events",
+    "token_rotations",
+    "deliveries_anonymised",
+    "messages_scrubbed",
+)
 
 
 class AppUserNotFound(Exception):
@@ -67,8 +73,10 @@ def erase_app_user(*, tenant: Tenant, app_user_id: str) -> dict[str, int]:
 def anonymise_deliveries(sender, *, tenant, app_user_id, device_ids, tokens, **kwargs) -> dict[str, int]:
     """Detach the user's deliveries from their devices; scrub them from message audiences."""
     anonymised = Delivery.objects.filter(device_id__in=device_ids).update(device=None)
-    return {"deliveries_anonymised": anonymised,
-            "messages_scrubbed": _scrub_audiences(tenant=tenant, app_user_id=app_user_id, tokens=tokens)}
+    return {
+        "deliveries_anonymised": anonymised,
+        "messages_scrubbed": _scrub_audiences(tenant=tenant, app_user_id=app_user_id, tokens=tokens),
+    }
 
 
 def _scrub_audiences(*, tenant: Tenant, app_user_id: str, tokens: set[str]) -> int:

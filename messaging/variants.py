@@ -48,11 +48,20 @@ def choose_winner(tallies: list[VariantTally], *, min_opens: int, fallback: int)
 
 def tally_variants(message: Message) -> list[VariantTally]:
     """Sent and opened deliveries per variant so far (one GROUP BY), every variant listed."""
-    rows = {row["variant"]: row for row in Delivery.objects.filter(message_id=message.pk).values("variant")
-            .annotate(sent=Count("pk", filter=Q(status=Delivery.Status.SENT)),
-                      opened=Count("pk", filter=Q(opened_at__isnull=False))).order_by()}
-    return [VariantTally(variant=i, sent=rows.get(i, {}).get("sent", 0),
-                         opened=rows.get(i, {}).get("opened", 0)) for i in range(message.variant_count)]
+    rows = {
+        row["variant"]: row
+        for row in Delivery.objects.filter(message_id=message.pk)
+        .values("variant")
+        .annotate(
+            sent=Count("pk", filter=Q(status=Delivery.Status.SENT)),
+            opened=Count("pk", filter=Q(opened_at__isnull=False)),
+        )
+        .order_by()
+    }
+    return [
+        VariantTally(variant=i, sent=rows.get(i, {}).get("sent", 0), opened=rows.get(i, {}).get("opened", 0))
+        for i in range(message.variant_count)
+    ]
 
 
 def decide_winner(*, message_id: int, variant: int | None = None, decided_by=None) -> AbTest:
@@ -69,15 +78,20 @@ def decide_winner(*, message_id: int, variant: int | None = None, decided_by=Non
         raise NotDecidable(f"The message has variants A to {label(message.variant_count - 1)}.")
     tallies = tally_variants(message)
     if variant is None:
-        winner, reason = choose_winner(tallies, min_opens=ab_test.min_opens,
-                                       fallback=ab_test.fallback_variant)
+        winner, reason = choose_winner(
+            tallies, min_opens=ab_test.min_opens, fallback=ab_test.fallback_variant
+        )
     else:
         winner, reason = variant, AbTest.Reason.MANUAL
     now = timezone.now()
     # The claim: of two deciders, one matches the row.
     claimed = AbTest.objects.filter(pk=ab_test.pk, winner__isnull=True).update(
-        winner=winner, reason=reason, decided_at=now, decided_by=decided_by,
-        tally=[{"variant": t.variant, "sent": t.sent, "opened": t.opened} for t in tallies])
+        winner=winner,
+        reason=reason,
+        decided_at=now,
+        decided_by=decided_by,
+        tally=[{"variant": t.variant, "sent": t.sent, "opened": t.opened} for t in tallies],
+    )
     if not claimed:
         raise NotDecidable("The winner was chosen meanwhile.")
     log.info("A/B test decided", extra={"message_id": message_id, "winner": winner, "reason": reason})
@@ -90,8 +104,9 @@ def decide_due_winners() -> int:
     """Choose every winner whose wait is over (run by herald_beat and by the task queued for
     the moment); how many this call decided."""
     decided = 0
-    due = AbTest.objects.filter(winner__isnull=True, decide_at__lte=timezone.now(),
-                                message__status=Message.Status.SENDING).values_list("pk", flat=True)
+    due = AbTest.objects.filter(
+        winner__isnull=True, decide_at__lte=timezone.now(), message__status=Message.Status.SENDING
+    ).values_list("pk", flat=True)
     for message_id in due:
         try:
             decide_winner(message_id=message_id)

@@ -48,9 +48,18 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     add_role = change_role = delete_role = None
     fieldsets = [
         (None, {"fields": ["name", "tenant_id", "is_active", "created_at"]}),
-        ("Retention", {"fields": ["retention_events_days", "retention_deliveries_days",
-                                  "retention_token_history_days", "retention_last_run"],
-                       "description": "A daily task deletes rows older than this, in small batches."}),
+        (
+            "Retention",
+            {
+                "fields": [
+                    "retention_events_days",
+                    "retention_deliveries_days",
+                    "retention_token_history_days",
+                    "retention_last_run",
+                ],
+                "description": "A daily task deletes rows older than this, in small batches.",
+            },
+        ),
     ]
     readonly_fields = ["retention_last_run"]
 
@@ -59,8 +68,14 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="last run")
     def retention_last_run(self, obj):
-        kept = ", ".join(f"{kind.replace('_', ' ')} {f'{days:,} days' if days else 'forever'}"
-                         for kind, days in obj.retention_days().items()) if obj.pk else ""
+        kept = (
+            ", ".join(
+                f"{kind.replace('_', ' ')} {f'{days:,} days' if days else 'forever'}"
+                for kind, days in obj.retention_days().items()
+            )
+            if obj.pk
+            else ""
+        )
         report = obj.retention_report or {}
         if not obj.retention_ran_at:
             return format_html("Not run yet. Kept: {}.", kept)
@@ -68,20 +83,31 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             "{}: deleted {} events, {} deliveries (of {} messages) and {} token rotations in {} "
             "batches, {} s. Kept: {}.",
             date_format(timezone.localtime(obj.retention_ran_at), "j M Y, H:i"),
-            f"{report.get('events', 0):,}", f"{report.get('deliveries', 0):,}",
-            f"{report.get('messages_pruned', 0):,}", f"{report.get('token_rotations', 0):,}",
-            f"{report.get('batches', 0):,}", report.get("seconds", 0), kept)
+            f"{report.get('events', 0):,}",
+            f"{report.get('deliveries', 0):,}",
+            f"{report.get('messages_pruned', 0):,}",
+            f"{report.get('token_rotations', 0):,}",
+            f"{report.get('batches', 0):,}",
+            report.get("seconds", 0),
+            kept,
+        )
+
     actions = ["deactivate_tenants"]
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if change and "is_active" in form.changed_data and not obj.is_active:
             obj.announce_deactivation()
-            self.message_user(request, f"{obj} is deactivated: its scheduled and sending messages "
-                                       "were cancelled.", messages.WARNING)
+            self.message_user(
+                request,
+                f"{obj} is deactivated: its scheduled and sending messages were cancelled.",
+                messages.WARNING,
+            )
 
-    @admin.action(description="Deactivate selected tenants (cancels their scheduled and sending messages)",
-                  permissions=["change"])
+    @admin.action(
+        description="Deactivate selected tenants (cancels their scheduled and sending messages)",
+        permissions=["change"],
+    )
     def deactivate_tenants(self, request, queryset):
         count = sum(tenant.deactivate() for tenant in queryset)
         self.message_user(request, f"Deactivated {count} tenant(s); their pending messages were cancelled.")
@@ -113,41 +139,60 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj:
-            return ["tenant", "name", "kind", "prefix", "created_at", "created_by", "last_used_at",
-                    "revoked_at"]
+            return [
+                "tenant",
+                "name",
+                "kind",
+                "prefix",
+                "created_at",
+                "created_by",
+                "last_used_at",
+                "revoked_at",
+            ]
         return self.fields
 
     @admin.display(description="kind", ordering="kind")
     def kind_column(self, obj):
         server = obj.kind == ApiKey.Kind.SERVER
-        return format_html('<span class="hd-chip {}">{}</span>', "hd-chip-warn" if server else "hd-chip-info",
-                           "server" if server else "app")
+        return format_html(
+            '<span class="hd-chip {}">{}</span>',
+            "hd-chip-warn" if server else "hd-chip-info",
+            "server" if server else "app",
+        )
 
     @admin.display(description="key", ordering="name")
     def name_column(self, obj):
-        return format_html('<span class="hd-title">{}</span><code class="hd-sub hd-code">{}…</code>',
-                           obj.name, obj.prefix)
+        return format_html(
+            '<span class="hd-title">{}</span><code class="hd-sub hd-code">{}…</code>', obj.name, obj.prefix
+        )
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj):
         by = f" by {obj.created_by.get_username()}" if obj.created_by else ""
-        return format_html('<span class="hd-num">{}</span><span class="hd-sub">{}</span>',
-                           date_format(timezone.localtime(obj.created_at), "DATE_FORMAT"), by.strip())
+        return format_html(
+            '<span class="hd-num">{}</span><span class="hd-sub">{}</span>',
+            date_format(timezone.localtime(obj.created_at), "DATE_FORMAT"),
+            by.strip(),
+        )
 
     @admin.display(description="state", ordering="revoked_at")
     def state(self, obj):
         if obj.is_revoked:
-            return format_html('<span class="hd-chip hd-chip-bad" title="{}">revoked</span>',
-                               date_format(timezone.localtime(obj.revoked_at), "DATETIME_FORMAT"))
+            return format_html(
+                '<span class="hd-chip hd-chip-bad" title="{}">revoked</span>',
+                date_format(timezone.localtime(obj.revoked_at), "DATETIME_FORMAT"),
+            )
         return mark_safe('<span class="hd-chip hd-chip-ok">active</span>')
 
     @admin.display(description="last used", ordering="last_used_at")
     def last_use(self, obj):
         if obj.last_used_at is None:
             return mark_safe('<span class="hd-muted">never</span>')
-        return format_html('<span title="{}">{} ago</span>',
-                           date_format(timezone.localtime(obj.last_used_at), "DATETIME_FORMAT"),
-                           timesince(obj.last_used_at))
+        return format_html(
+            '<span title="{}">{} ago</span>',
+            date_format(timezone.localtime(obj.last_used_at), "DATETIME_FORMAT"),
+            timesince(obj.last_used_at),
+        )
 
     def get_list_display(self, request):
         columns = super().get_list_display(request)
@@ -159,8 +204,10 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         def revoke_link(obj):
             if obj.is_revoked or obj.tenant_id not in may_revoke:
                 return mark_safe("<span></span>")  # not "", which the admin shows as "-"
-            return format_html('<a class="hd-revoke" href="{}">Revoke…</a>',
-                               reverse("admin:tenants_apikey_revoke", args=[obj.pk]))
+            return format_html(
+                '<a class="hd-revoke" href="{}">Revoke…</a>',
+                reverse("admin:tenants_apikey_revoke", args=[obj.pk]),
+            )
 
         return [*columns, revoke_link]
 
@@ -169,25 +216,29 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("<path:object_id>/revoke/", self.admin_site.admin_view(self.revoke_view),
-                 name="tenants_apikey_revoke"),
+            path(
+                "<path:object_id>/revoke/",
+                self.admin_site.admin_view(self.revoke_view),
+                name="tenants_apikey_revoke",
+            ),
             *super().get_urls(),
         ]
 
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        key, raw = ApiKey.generate(
-            tenant=obj.tenant, name=obj.name, kind=obj.kind, created_by=request.user
-        )
+        key, raw = ApiKey.generate(tenant=obj.tenant, name=obj.name, kind=obj.kind, created_by=request.user)
         obj.pk = key.pk
         obj.__dict__.update(key.__dict__)
         request._herald_new_key = raw
 
     def add_view(self, request, form_url="", extra_context=None):
         # Saving shows the new key; there is nothing to continue editing or add after it.
-        extra_context = {**(extra_context or {}), "show_save_and_add_another": False,
-                         "show_save_and_continue": False}
+        extra_context = {
+            **(extra_context or {}),
+            "show_save_and_add_another": False,
+            "show_save_and_continue": False,
+        }
         return super().add_view(request, form_url, extra_context)
 
     def response_add(self, request, obj, post_url_continue=None):
@@ -195,10 +246,18 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         if raw is None:
             return super().response_add(request, obj, post_url_continue)
         # The key is in this response and nowhere else: Herald keeps only its hash.
-        response = TemplateResponse(request, "admin/tenants/apikey/created.html", {
-            **self.admin_site.each_context(request), "opts": self.opts, "title": "Copy your new key",
-            "key": obj, "secret": raw, "tenant_name": obj.tenant.name,
-        })
+        response = TemplateResponse(
+            request,
+            "admin/tenants/apikey/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Copy your new key",
+                "key": obj,
+                "secret": raw,
+                "tenant_name": obj.tenant.name,
+            },
+        )
         add_never_cache_headers(response)
         return response
 
@@ -219,26 +278,44 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
                 self.log_change(request, key, "Revoked.")
                 messages.success(request, f"Revoked {key}. Requests with it now get 401.")
             return HttpResponseRedirect(changelist)
-        return TemplateResponse(request, "admin/herald/confirm.html", {
-            **self.admin_site.each_context(request), "opts": self.opts, "title": f"Revoke {key.name}",
-            "question": f"Revoke the {key.get_kind_display().split(' (')[0].lower()} “{key.name}” "
-                        f"({key.prefix}…) of {key.tenant.name}?",
-            "warning": "Every app or server using it gets 401 from now on. This cannot be undone.",
-            "confirm_label": "Yes, revoke it", "danger": True, "back": changelist,
-        })
+        return TemplateResponse(
+            request,
+            "admin/herald/confirm.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": f"Revoke {key.name}",
+                "question": f"Revoke the {key.get_kind_display().split(' (')[0].lower()} “{key.name}” "
+                f"({key.prefix}…) of {key.tenant.name}?",
+                "warning": "Every app or server using it gets 401 from now on. This cannot be undone.",
+                "confirm_label": "Yes, revoke it",
+                "danger": True,
+                "back": changelist,
+            },
+        )
 
     @admin.action(description="Revoke selected keys", permissions=["revoke"])
     def revoke_keys(self, request, queryset):
-        keys = [k for k in queryset.filter(revoked_at__isnull=True).select_related("tenant")
-                if self.has_revoke_permission(request, k)]
+        keys = [
+            k
+            for k in queryset.filter(revoked_at__isnull=True).select_related("tenant")
+            if self.has_revoke_permission(request, k)
+        ]
         if not keys:
             self.message_user(request, "None of the selected keys is active.", messages.WARNING)
             return None
         if request.POST.get("confirmed") != "yes":
-            return TemplateResponse(request, "admin/tenants/apikey/revoke_selected.html", {
-                **self.admin_site.each_context(request), "opts": self.opts, "title": "Revoke keys",
-                "keys": keys, "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-            })
+            return TemplateResponse(
+                request,
+                "admin/tenants/apikey/revoke_selected.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "opts": self.opts,
+                    "title": "Revoke keys",
+                    "keys": keys,
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
         for key in keys:
             key.revoke()
             self.log_change(request, key, "Revoked.")
@@ -295,8 +372,16 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     view_role = Membership.Role.VIEWER
     add_role = change_role = delete_role = Membership.Role.ADMIN
     # Never the private key: it is not a field of any form, and not shown.
-    SHOWN = ["project_id", "client_email", "private_key_id", "token_uri", "uploaded_at", "uploaded_by",
-             "last_check", "last_check_message"]
+    SHOWN = [
+        "project_id",
+        "client_email",
+        "private_key_id",
+        "token_uri",
+        "uploaded_at",
+        "uploaded_by",
+        "last_check",
+        "last_check_message",
+    ]
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -311,8 +396,9 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         # 40 hex digits in one unbreakable run would push the list's last columns off screen.
         if not obj.private_key_id:
             return "—"
-        return format_html('<code class="hd-code" title="{}">{}…</code>', obj.private_key_id,
-                           obj.private_key_id[:10])
+        return format_html(
+            '<code class="hd-code" title="{}">{}…</code>', obj.private_key_id, obj.private_key_id[:10]
+        )
 
     @admin.display(description="last check")
     def last_check(self, obj: FirebaseCredential):
@@ -321,14 +407,18 @@ class FirebaseCredentialAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         colour, word = ("#080", "works") if obj.last_check_ok else ("#b00", "failed")
         return format_html(
             '<span style="color:{}" title="{}">{}</span> {}',
-            colour, obj.last_check_message, word,
+            colour,
+            obj.last_check_message,
+            word,
             date_format(timezone.localtime(obj.last_checked_at), "DATETIME_FORMAT"),
         )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         credential = self.get_object(request, object_id)
-        extra_context = {**(extra_context or {}),
-                         "can_check": self.has_role(request, Membership.Role.EDITOR, credential)}
+        extra_context = {
+            **(extra_context or {}),
+            "can_check": self.has_role(request, Membership.Role.EDITOR, credential),
+        }
         return super().change_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):

@@ -153,9 +153,7 @@ class AppEndpoint(APIView):
     def initial(self, request, *args, **kwargs):
         # The credentials are in the body, so a wrong method must be refused before they
         # are looked for: a GET deserves 405, not 401; a CORS preflight has no body at all.
-        if request.method.lower() not in self.http_method_names or not hasattr(
-            self, request.method.lower()
-        ):
+        if request.method.lower() not in self.http_method_names or not hasattr(self, request.method.lower()):
             self.http_method_not_allowed(request)
         if request.method == "OPTIONS":
             return
@@ -182,7 +180,9 @@ class BodyKeyScheme(OpenApiAuthenticationExtension):
     def get_security_definition(self, auto_schema):
         # OpenAPI has no scheme for credentials inside the body; describe it honestly.
         return {
-            "type": "apiKey", "in": "header", "name": "X-Unused-Body-Credentials",
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Unused-Body-Credentials",
             "description": "Send `tenant_id` and `api_key` in the JSON body (no header).",
         }
 
@@ -193,5 +193,9 @@ class ServerKeyScheme(OpenApiAuthenticationExtension):
     name = "serverKey"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "apiKey", "in": "header", "name": "X-Server-Key",
-                "description": "A server key; `Authorization: Bearer <key>` works too."}
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Server-Key",
+            "description": "A server key; `Authorization: Bearer <key>` works too.",
+        }

@@ -18,14 +18,20 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 def validate_language(value: str) -> None:
     if value not in LANGUAGES:
-        raise ValidationError("%(value)s is not an ISO 639-1 language code, e.g. en or tr.",
-                              params={"value": value}, code="invalid_language")
+        raise ValidationError(
+            "%(value)s is not an ISO 639-1 language code, e.g. en or tr.",
+            params={"value": value},
+            code="invalid_language",
+        )
 
 
 def validate_time_zone(value: str) -> None:
     if value not in time_zones():
-        raise ValidationError("%(value)s is not an IANA time zone name, e.g. UTC or Europe/Istanbul.",
-                              params={"value": value}, code="invalid_time_zone")
+        raise ValidationError(
+            "%(value)s is not an IANA time zone name, e.g. UTC or Europe/Istanbul.",
+            params={"value": value},
+            code="invalid_time_zone",
+        )
 
 
 class Tenant(models.Model):
@@ -40,24 +46,39 @@ class Tenant(models.Model):
         help_text="The public identifier apps send as tenant_id.",
     )
     default_language = models.CharField(
-        max_length=2, default="en", validators=[validate_language],
-        help_text="ISO 639-1, e.g. en: the language staff write in first.")
+        max_length=2,
+        default="en",
+        validators=[validate_language],
+        help_text="ISO 639-1, e.g. en: the language staff write in first.",
+    )
     time_zone = models.CharField(
-        max_length=64, default="UTC", validators=[validate_time_zone],
-        help_text="IANA, e.g. Europe/Istanbul: the zone staff schedule in.")
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="IANA, e.g. Europe/Istanbul: the zone staff schedule in.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     # Retention: how many days rows are kept. Empty: the RETENTION_*_DAYS setting; 0: forever.
     retention_events_days = models.PositiveIntegerField(
-        "keep events (days)", null=True, blank=True,
-        help_text="Empty: the server's default (RETENTION_EVENTS_DAYS). 0 keeps them forever.")
+        "keep events (days)",
+        null=True,
+        blank=True,
+        help_text="Empty: the server's default (RETENTION_EVENTS_DAYS). 0 keeps them forever.",
+    )
     retention_deliveries_days = models.PositiveIntegerField(
-        "keep deliveries (days)", null=True, blank=True,
+        "keep deliveries (days)",
+        null=True,
+        blank=True,
         help_text="Per-device delivery rows of finished messages; message totals are kept. "
-                  "Empty: RETENTION_DELIVERIES_DAYS. 0 keeps them forever.")
+        "Empty: RETENTION_DELIVERIES_DAYS. 0 keeps them forever.",
+    )
     retention_token_history_days = models.PositiveIntegerField(
-        "keep token history (days)", null=True, blank=True,
-        help_text="Old tokens of rotated devices. Empty: RETENTION_TOKEN_HISTORY_DAYS. 0 keeps them forever.")
+        "keep token history (days)",
+        null=True,
+        blank=True,
+        help_text="Old tokens of rotated devices. Empty: RETENTION_TOKEN_HISTORY_DAYS. 0 keeps them forever.",
+    )
     retention_ran_at = models.DateTimeField("retention last ran", null=True, blank=True, editable=False)
     retention_report = models.JSONField(default=dict, blank=True, editable=False)
 
@@ -72,8 +93,9 @@ class Tenant(models.Model):
         return {
             "events": _or_default(self.retention_events_days, settings.RETENTION_EVENTS_DAYS),
             "deliveries": _or_default(self.retention_deliveries_days, settings.RETENTION_DELIVERIES_DAYS),
-            "token_rotations": _or_default(self.retention_token_history_days,
-                                           settings.RETENTION_TOKEN_HISTORY_DAYS),
+            "token_rotations": _or_default(
+                self.retention_token_history_days, settings.RETENTION_TOKEN_HISTORY_DAYS
+            ),
         }
 
     def deactivate(self, *, reason: str = "The tenant was deactivated.") -> bool:
@@ -136,9 +158,7 @@ class ApiKey(models.Model):
         ordering = ["tenant", "-created_at"]
         verbose_name = "API key"
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(kind__in=["app", "server"]), name="api_key_kind_valid"
-            ),
+            models.CheckConstraint(condition=models.Q(kind__in=["app", "server"]), name="api_key_kind_valid"),
         ]
 
     def __str__(self) -> str:
@@ -185,9 +205,7 @@ class Membership(models.Model):
         EDITOR = "editor", "Editor"
         ADMIN = "admin", "Tenant admin"
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
 
@@ -208,9 +226,7 @@ class FirebaseCredential(models.Model):
     with ``tenants.credentials.set_credentials``.
     """
 
-    tenant = models.OneToOneField(
-        Tenant, on_delete=models.CASCADE, related_name="firebase_credential"
-    )
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="firebase_credential")
     project_id = models.CharField("project ID", max_length=100)
     client_email = models.CharField(max_length=254)
     private_key_id = models.CharField("key ID", max_length=100, blank=True)

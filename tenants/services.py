@@ -9,9 +9,16 @@ from tenants.models import Membership, Tenant
 
 
 @transaction.atomic
-def create_tenant(*, tenant_id: str, name: str, default_language: str = "en", time_zone: str = "UTC",
-                  admin_username: str = "", admin_email: str = "", admin_password: str = ""
-                  ) -> tuple[Tenant, bool]:
+def create_tenant(
+    *,
+    tenant_id: str,
+    name: str,
+    default_language: str = "en",
+    time_zone: str = "UTC",
+    admin_username: str = "",
+    admin_email: str = "",
+    admin_password: str = "",
+) -> tuple[Tenant, bool]:
     """Create a tenant, and with `admin_username` its first tenant admin; the tenant, and
     whether a new user was created for that admin.
 
@@ -36,8 +43,12 @@ def create_tenant(*, tenant_id: str, name: str, default_language: str = "en", ti
                 raise ValidationError({"password": exc.messages}) from None
             user.set_password(admin_password)
         elif not user.is_staff:
-            raise ValidationError({"admin": f"{admin_username!r} exists but is not staff; "
-                                            "make them staff first or choose another name."})
+            raise ValidationError(
+                {
+                    "admin": f"{admin_username!r} exists but is not staff; "
+                    "make them staff first or choose another name."
+                }
+            )
     tenant.save()
     if user is not None:
         user.save()

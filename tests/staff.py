@@ -19,19 +19,31 @@ def signed_in(user) -> Client:
 
 
 def staff_user(username: str, *, tenant=None, role: str = "viewer", superuser: bool = False) -> User:
-    user = User.objects.create_user(username, f"{username}@example.com", None, is_staff=True,
-                                    is_superuser=superuser)
+    user = User.objects.create_user(
+        username, f"{username}@example.com", None, is_staff=True, is_superuser=superuser
+    )
     if tenant is not None:
         Membership.objects.create(user=user, tenant=tenant, role=role)
     return user
 
 
-def make_device(tenant, token, *, user="user_1", platform="android", permission=True, country="TR",
-                language="tr", **fields) -> Device:
+def make_device(
+    tenant,
+    token,
+    *,
+    user="user_1",
+    platform="android",
+    permission=True,
+    country="TR",
+    language="tr",
+    **fields,
+) -> Device:
     app_user, _ = AppUser.objects.get_or_create(
-        tenant=tenant, app_user_id=user, defaults={"country": country, "language": language})
-    return Device.objects.create(tenant=tenant, user=app_user, token=token, platform=platform,
-                                 push_permission=permission, **fields)
+        tenant=tenant, app_user_id=user, defaults={"country": country, "language": language}
+    )
+    return Device.objects.create(
+        tenant=tenant, user=app_user, token=token, platform=platform, push_permission=permission, **fields
+    )
 
 
 def make_message(tenant, *, title="Hello", status=Message.Status.COMPLETED, **fields) -> Message:

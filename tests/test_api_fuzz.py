@@ -59,10 +59,16 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
-CONFIG = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {
-    # A body over API_MAX_BODY_BYTES (a 1,000-token audience can be) is refused with 413.
-    "expected-statuses": ["400", "401", "403", "404", "405", "409", "413", "415", "422", "429"],
-}}})
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "checks": {
+            "negative_data_rejection": {
+                # A body over API_MAX_BODY_BYTES (a 1,000-token audience can be) is refused with 413.
+                "expected-statuses": ["400", "401", "403", "404", "405", "409", "413", "415", "422", "429"],
+            }
+        }
+    }
+)
 BODY_CREDENTIAL_SCHEMAS = ("EventRequest", "RefreshTokenRequest", "PushOpenedRequest")
 
 # --- Hostile input a schema cannot describe ---------------------------------------------------
@@ -71,16 +77,27 @@ BODY_CREDENTIAL_SCHEMAS = ("EventRequest", "RefreshTokenRequest", "PushOpenedReq
 # calendar's ends (leaving year 1 or 9999 once converted to UTC), offsets beyond any real zone,
 # the edges of Herald's range, and days that do not exist.
 CALENDAR_EDGES = [
-    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z",
-    "9999-12-31T23:59:59Z", "2026-11-23T10:00:00+23:59", "2026-11-23T10:00:00-23:59",
-    "2026-11-23T10:00:00+14:01", "1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z",
-    "2099-12-31T23:59:59.999999999Z", "2100-01-01T00:00:00Z", "2027-02-29T00:00:00Z",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+    "2026-11-23T10:00:00+23:59",
+    "2026-11-23T10:00:00-23:59",
+    "2026-11-23T10:00:00+14:01",
+    "1969-12-31T23:59:59Z",
+    "1970-01-01T00:00:00Z",
+    "2099-12-31T23:59:59.999999999Z",
+    "2100-01-01T00:00:00Z",
+    "2027-02-29T00:00:00Z",
     "2026-12-31T23:59:60Z",
 ]
-schemathesis.openapi.format("date-time", st.one_of(
-    st.sampled_from(CALENDAR_EDGES),
-    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
-))
+schemathesis.openapi.format(
+    "date-time",
+    st.one_of(
+        st.sampled_from(CALENDAR_EDGES),
+        st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    ),
+)
 LONE_SURROGATES = ["\ud800", "a\udfffb", "\udc00\ud800", "ok\ud83d"]
 
 
@@ -119,8 +136,10 @@ def with_lone_surrogates(context, body):
     places = _string_places(body)
     if not places:
         return st.just(body)
-    return st.one_of(st.just(body), st.builds(_poisoned, st.just(body), st.sampled_from(places),
-                                              st.sampled_from(LONE_SURROGATES)))
+    return st.one_of(
+        st.just(body),
+        st.builds(_poisoned, st.just(body), st.sampled_from(places), st.sampled_from(LONE_SURROGATES)),
+    )
 
 
 # Fixed credentials and objects, known when the tests are generated (at collection, before
@@ -156,13 +175,22 @@ def fuzzed(db, settings, in_process_requests):
     for kind, raw in ((ApiKey.Kind.APP, APP_KEY), (ApiKey.Kind.SERVER, SERVER_KEY)):
         ApiKey.objects.create(tenant=tenant, name=kind, kind=kind, key_hash=hash_key(raw), prefix=raw[:15])
     user = AppUser.objects.create(tenant=tenant, app_user_id=APP_USER_ID, country="TR", language="tr")
-    device = Device.objects.create(tenant=tenant, user=user, token=DEVICE_TOKEN, platform="android",
-                                   push_permission=True)
-    message = Message.objects.create(pk=MESSAGE_ID, tenant=tenant, title="Hello", body="World",
-                                     status="sending", targeted_count=1, fanned_out_at=timezone.now())
+    device = Device.objects.create(
+        tenant=tenant, user=user, token=DEVICE_TOKEN, platform="android", push_permission=True
+    )
+    message = Message.objects.create(
+        pk=MESSAGE_ID,
+        tenant=tenant,
+        title="Hello",
+        body="World",
+        status="sending",
+        targeted_count=1,
+        fanned_out_at=timezone.now(),
+    )
     Delivery.objects.create(message=message, device=device, tracking_token=TRACKING_TOKEN)
-    webhook = Endpoint(pk=MESSAGE_ID, tenant=tenant, url="https://hooks.example.com/fuzz",
-                       event_types=["delivery.sent"])
+    webhook = Endpoint(
+        pk=MESSAGE_ID, tenant=tenant, url="https://hooks.example.com/fuzz", event_types=["delivery.sent"]
+    )
     webhook.set_secret(new_secret())
     webhook.save()
     other = Tenant.objects.create(name="Other", tenant_id="other")
@@ -259,8 +287,9 @@ def test_an_unknown_admin_page_still_gets_an_html_404(fuzzed):
     assert not response["Content-Type"].startswith("application/json")
 
 
-@pytest.mark.parametrize("query", [{"page_size": "many"}, {"page_size": "0"}, {"page_size": "-3"},
-                                   {"page_size": "²"}])
+@pytest.mark.parametrize(
+    "query", [{"page_size": "many"}, {"page_size": "0"}, {"page_size": "-3"}, {"page_size": "²"}]
+)
 def test_a_malformed_page_size_is_a_400(fuzzed, query):
     response = Client().get("/api/v1/messages", query, HTTP_X_SERVER_KEY=SERVER_KEY)
 
@@ -292,9 +321,12 @@ def test_a_page_size_over_the_cap_is_served_at_the_cap(fuzzed):
 
 def test_every_rate_limited_operation_documents_429():
     # /metrics is no API endpoint: Prometheus scrapes it, and a throttled scrape is a gap in every graph.
-    undocumented = [f"{method.upper()} {path}" for path, operations in PUBLISHED["paths"].items()
-                    for method, operation in operations.items()
-                    if "429" not in operation["responses"] and path != "/metrics"]
+    undocumented = [
+        f"{method.upper()} {path}"
+        for path, operations in PUBLISHED["paths"].items()
+        for method, operation in operations.items()
+        if "429" not in operation["responses"] and path != "/metrics"
+    ]
 
     assert undocumented == []
 
@@ -303,10 +335,21 @@ def test_every_rate_limited_operation_documents_429():
 
 
 def event(**fields) -> dict:
-    return {"tenant_id": TENANT_ID, "api_key": APP_KEY, "app_user_id": APP_USER_ID, "event_name": "opened",
-            "event_time": "2026-11-23T10:00:00+03:00", "device_token": DEVICE_TOKEN, "platform": "android",
-            "push_permission_granted": True, "timezone": "Europe/Istanbul", "language": "tr", "country": "TR",
-            "session_id": "s1", **fields}
+    return {
+        "tenant_id": TENANT_ID,
+        "api_key": APP_KEY,
+        "app_user_id": APP_USER_ID,
+        "event_name": "opened",
+        "event_time": "2026-11-23T10:00:00+03:00",
+        "device_token": DEVICE_TOKEN,
+        "platform": "android",
+        "push_permission_granted": True,
+        "timezone": "Europe/Istanbul",
+        "language": "tr",
+        "country": "TR",
+        "session_id": "s1",
+        **fields,
+    }
 
 
 @pytest.mark.parametrize("params", [{"k\x00": 1}, {"k": "v\x00"}, {"k": [{"deep": ["\x00"]}]}])
@@ -318,11 +361,17 @@ def test_it_refuses_a_nul_character_anywhere_in_event_params(fuzzed, params):
     assert response.json()["field"] == "params"
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/api/v1/messages", {"title": "Hi", "body": "There", "data": {"k\x00": "v"}}, "data"),
-    ("/developer/push", {"app_user_id": APP_USER_ID, "title": "Hi", "body": "There",
-                         "extra_data": {"k\x00": "v"}}, "extra_data"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/messages", {"title": "Hi", "body": "There", "data": {"k\x00": "v"}}, "data"),
+        (
+            "/developer/push",
+            {"app_user_id": APP_USER_ID, "title": "Hi", "body": "There", "extra_data": {"k\x00": "v"}},
+            "extra_data",
+        ),
+    ],
+)
 def test_it_refuses_a_nul_character_in_a_push_data_key(fuzzed, path, body, field):
     response = APIClient().post(path, body, format="json", HTTP_X_SERVER_KEY=SERVER_KEY)
 
@@ -341,18 +390,25 @@ def test_it_refuses_json_nested_too_deep_to_parse(fuzzed):
     assert response.json()["error"] == "malformed_json"
 
 
-@pytest.mark.parametrize(("fields", "field"), [
-    ({"priority": "5"}, "priority"),
-    ({"priority": 5.0}, "priority"),
-    ({"priority": True}, "priority"),
-    ({"ttl_seconds": "60"}, "ttl_seconds"),
-    ({"options": {"badge": "1"}}, "options"),
-    ({"options": {"analytics_label": 7}}, "options"),
-    ({"audience": {"kind": "topic", "topic": 0}}, "audience"),
-])
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"priority": "5"}, "priority"),
+        ({"priority": 5.0}, "priority"),
+        ({"priority": True}, "priority"),
+        ({"ttl_seconds": "60"}, "ttl_seconds"),
+        ({"options": {"badge": "1"}}, "options"),
+        ({"options": {"analytics_label": 7}}, "options"),
+        ({"audience": {"kind": "topic", "topic": 0}}, "audience"),
+    ],
+)
 def test_it_refuses_a_value_of_the_wrong_type_instead_of_coercing_it(fuzzed, fields, field):
-    response = APIClient().post("/api/v1/messages", {"title": "Hi", "body": "There", **fields}, format="json",
-                                HTTP_X_SERVER_KEY=SERVER_KEY)
+    response = APIClient().post(
+        "/api/v1/messages",
+        {"title": "Hi", "body": "There", **fields},
+        format="json",
+        HTTP_X_SERVER_KEY=SERVER_KEY,
+    )
 
     assert response.status_code == 400
     assert response.json()["field"] == field

@@ -57,11 +57,22 @@ def test_healthz_is_degraded_but_serving_when_redis_is_down(db, settings):
 
 
 def test_check_deploy_passes_with_production_settings():
-    env = {**os.environ, "DEBUG": "false", "HTTPS_ONLY": "true", "ALLOWED_HOSTS": "push.example.com",
-           "SECRET_KEY": "k3y-" + "x7Q!pZ2m" * 8, "DATABASE_URL": "sqlite:////tmp/herald-deploy-check.db"}
+    env = {
+        **os.environ,
+        "DEBUG": "false",
+        "HTTPS_ONLY": "true",
+        "ALLOWED_HOSTS": "push.example.com",
+        "SECRET_KEY": "k3y-" + "x7Q!pZ2m" * 8,
+        "DATABASE_URL": "sqlite:////tmp/herald-deploy-check.db",
+    }
 
-    done = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -91,8 +102,12 @@ def test_api_errors_are_logged_without_keys_or_bodies(db, tenant, app_key, caplo
 
     [record] = [r for r in caplog.records if r.name == "herald.api"]
     line = json.loads(JsonFormatter().format(record))
-    assert (line["status"], line["error"], line["field"], line["tenant"]) == (400, "invalid_field",
-                                                                               "country", "acme")
+    assert (line["status"], line["error"], line["field"], line["tenant"]) == (
+        400,
+        "invalid_field",
+        "country",
+        "acme",
+    )
     assert app_key not in json.dumps(line) and EVENT["device_token"] not in json.dumps(line)
     assert line["key_prefix"] and app_key.startswith(line["key_prefix"])
 
@@ -100,7 +115,8 @@ def test_api_errors_are_logged_without_keys_or_bodies(db, tenant, app_key, caplo
 @pytest.mark.parametrize("path", ["/events", "/devices/refresh-token", "/pushes/opened"])
 def test_a_failed_login_logs_no_secret(db, path, caplog):
     with caplog.at_level(logging.DEBUG):
-        Client().post(path, {"tenant_id": "acme", "api_key": "hrld_app_secret-guess"},
-                      content_type="application/json")
+        Client().post(
+            path, {"tenant_id": "acme", "api_key": "hrld_app_secret-guess"}, content_type="application/json"
+        )
 
     assert "secret-guess" not in caplog.text

@@ -30,8 +30,18 @@ def test_the_schema_documents_every_events_field(schema):
     fields = schema["components"]["schemas"][body]
 
     assert set(fields["required"]) == {
-        "tenant_id", "api_key", "event_name", "event_time", "device_token", "platform",
-        "push_permission_granted", "timezone", "language", "country", "session_id"}
+        "tenant_id",
+        "api_key",
+        "event_name",
+        "event_time",
+        "device_token",
+        "platform",
+        "push_permission_granted",
+        "timezone",
+        "language",
+        "country",
+        "session_id",
+    }
     assert set(operation["responses"]) >= {"200", "400", "401"}
 
 

@@ -55,20 +55,27 @@ def test_the_admin_writes_every_date_one_way(tenant_admin, tenant, sandbox_priva
     when = datetime(2026, 11, 30, 17, 43, tzinfo=UTC)
     key, _ = ApiKey.generate(tenant=tenant, name="Backend", kind=ApiKey.Kind.SERVER)
     ApiKey.objects.filter(pk=key.pk).update(created_at=when, last_used_at=when, revoked_at=when)
-    account = create_service_account(project_id="acme-push", token_uri="https://oauth2.googleapis.com/token",
-                                     client_email="herald@acme-push.iam.gserviceaccount.com",
-                                     private_key_pem=sandbox_private_key)
+    account = create_service_account(
+        project_id="acme-push",
+        token_uri="https://oauth2.googleapis.com/token",
+        client_email="herald@acme-push.iam.gserviceaccount.com",
+        private_key_pem=sandbox_private_key,
+    )
     credential = set_credentials(tenant=tenant, raw=json.dumps(account))
-    FirebaseCredential.objects.filter(pk=credential.pk).update(uploaded_at=when, last_checked_at=when,
-                                                               last_check_ok=True)
+    FirebaseCredential.objects.filter(pk=credential.pk).update(
+        uploaded_at=when, last_checked_at=when, last_check_ok=True
+    )
     device = make_device(tenant, "tok-" + "d" * 30, last_seen_at=when)
     device.deactivate(reason="UNREGISTERED")
     type(device).objects.filter(pk=device.pk).update(created_at=when, deactivated_at=when)
 
-    pages = ["/admin/tenants/apikey/", f"/admin/tenants/apikey/{key.pk}/change/",
-             "/admin/tenants/firebasecredential/",
-             f"/admin/tenants/firebasecredential/{credential.pk}/change/",
-             f"/admin/devices/device/{device.pk}/change/"]
+    pages = [
+        "/admin/tenants/apikey/",
+        f"/admin/tenants/apikey/{key.pk}/change/",
+        "/admin/tenants/firebasecredential/",
+        f"/admin/tenants/firebasecredential/{credential.pk}/change/",
+        f"/admin/devices/device/{device.pk}/change/",
+    ]
     for url in pages:
         page = tenant_admin.get(url).content.decode()
         assert "30 Nov 2026" in page, url

@@ -42,23 +42,51 @@ def ours(db):
 def theirs(db):
     tenant = Tenant.objects.create(name="Globex", tenant_id="globex")
     user = AppUser.objects.create(tenant=tenant, app_user_id=THEIR_USER, country="DE", language="de")
-    device = Device.objects.create(tenant=tenant, user=user, token=THEIR_TOKEN, platform="ios",
-                                   push_permission=True)
-    TokenRotation.objects.create(device=device, old_token=THEIR_OLD_TOKEN, new_token=THEIR_TOKEN,
-                                 old_token_hash=hash_token(THEIR_OLD_TOKEN))
-    event = Event.objects.create(tenant=tenant, user=user, device=device, name="purchase",
-                                 occurred_at=timezone.now(), session_id="s", fingerprint="f" * 32)
-    sent = Message.objects.create(tenant=tenant, title="Sent", body="Theirs", status="completed",
-                                  targeted_count=1, sent_count=1)
+    device = Device.objects.create(
+        tenant=tenant, user=user, token=THEIR_TOKEN, platform="ios", push_permission=True
+    )
+    TokenRotation.objects.create(
+        device=device,
+        old_token=THEIR_OLD_TOKEN,
+        new_token=THEIR_TOKEN,
+        old_token_hash=hash_token(THEIR_OLD_TOKEN),
+    )
+    event = Event.objects.create(
+        tenant=tenant,
+        user=user,
+        device=device,
+        name="purchase",
+        occurred_at=timezone.now(),
+        session_id="s",
+        fingerprint="f" * 32,
+    )
+    sent = Message.objects.create(
+        tenant=tenant, title="Sent", body="Theirs", status="completed", targeted_count=1, sent_count=1
+    )
     delivery = Delivery.objects.create(message=sent, device=device, status="sent", sent_at=timezone.now())
-    scheduled = Message.objects.create(tenant=tenant, title="Later", body="Theirs", status="scheduled",
-                                       schedule_at=timezone.now() + timezone.timedelta(days=1),
-                                       idempotency_key="idem:shared-key")
-    draft = Message.objects.create(tenant=tenant, title="Draft", body="Theirs", status="draft",
-                                   idempotency_key="dedupe:shared-dedupe")
+    scheduled = Message.objects.create(
+        tenant=tenant,
+        title="Later",
+        body="Theirs",
+        status="scheduled",
+        schedule_at=timezone.now() + timezone.timedelta(days=1),
+        idempotency_key="idem:shared-key",
+    )
+    draft = Message.objects.create(
+        tenant=tenant, title="Draft", body="Theirs", status="draft", idempotency_key="dedupe:shared-dedupe"
+    )
     key, _ = ApiKey.generate(tenant=tenant, name="their server", kind=ApiKey.Kind.SERVER)
-    return {"tenant": tenant, "user": user, "device": device, "event": event, "sent": sent,
-            "delivery": delivery, "scheduled": scheduled, "draft": draft, "key": key}
+    return {
+        "tenant": tenant,
+        "user": user,
+        "device": device,
+        "event": event,
+        "sent": sent,
+        "delivery": delivery,
+        "scheduled": scheduled,
+        "draft": draft,
+        "key": key,
+    }
 
 
 def everything_of(tenant: Tenant) -> dict:
@@ -96,9 +124,17 @@ def server(ours) -> APIClient:
 
 
 def event_body(**fields) -> dict:
-    return {"event_name": "app_opened", "event_time": "2026-11-23T10:00:00+03:00", "platform": "android",
-            "push_permission_granted": False, "timezone": "Europe/Istanbul", "language": "tr",
-            "country": "TR", "session_id": "ours", **fields}
+    return {
+        "event_name": "app_opened",
+        "event_time": "2026-11-23T10:00:00+03:00",
+        "platform": "android",
+        "push_permission_granted": False,
+        "timezone": "Europe/Istanbul",
+        "language": "tr",
+        "country": "TR",
+        "session_id": "ours",
+        **fields,
+    }
 
 
 # --- The app endpoints ------------------------------------------------------------------
@@ -114,8 +150,9 @@ def test_an_event_with_their_token_registers_our_own_device_and_leaves_theirs_al
 
 
 def test_an_event_naming_their_tenant_with_our_key_is_refused(ours, theirs, untouched):
-    response = app(ours, "/events", **event_body(device_token="new-token"),
-                   tenant_id=theirs["tenant"].tenant_id)
+    response = app(
+        ours, "/events", **event_body(device_token="new-token"), tenant_id=theirs["tenant"].tenant_id
+    )
 
     assert response.status_code == 401
     assert not Device.objects.filter(token_hash__isnull=False, tenant=ours["tenant"]).exists()
@@ -123,9 +160,17 @@ def test_an_event_naming_their_tenant_with_our_key_is_refused(ours, theirs, unto
 
 @pytest.mark.parametrize("kind", ["app_key", "server_key"])
 def test_a_refresh_of_their_token_is_not_found(ours, kind, untouched):
-    response = APIClient().post("/devices/refresh-token", {
-        "tenant_id": ours["tenant"].tenant_id, "api_key": ours[kind], "old_token": THEIR_TOKEN,
-        "new_token": "stolen-token", "app_user_id": THEIR_USER}, format="json")
+    response = APIClient().post(
+        "/devices/refresh-token",
+        {
+            "tenant_id": ours["tenant"].tenant_id,
+            "api_key": ours[kind],
+            "old_token": THEIR_TOKEN,
+            "new_token": "stolen-token",
+            "app_user_id": THEIR_USER,
+        },
+        format="json",
+    )
 
     assert response.status_code == 404
     assert response.json()["error"] == "device_not_found"
@@ -143,8 +188,9 @@ def test_a_refresh_to_their_token_takes_no_notice_of_their_device(ours, untouche
     # Their device holding new_token must neither cause a 409 (which would reveal it) nor be merged.
     app(ours, "/events", **event_body(device_token="our-token", app_user_id="our-user"))
 
-    response = app(ours, "/devices/refresh-token", old_token="our-token", new_token=THEIR_TOKEN,
-                   app_user_id="our-user")
+    response = app(
+        ours, "/devices/refresh-token", old_token="our-token", new_token=THEIR_TOKEN, app_user_id="our-user"
+    )
 
     assert response.status_code == 200
     assert Device.objects.get(tenant=ours["tenant"]).token == THEIR_TOKEN
@@ -176,8 +222,9 @@ def test_their_message_cannot_be_cancelled(ours, theirs, which, untouched):
 
 
 def test_the_message_list_shows_none_of_theirs(ours, theirs, untouched):
-    services.create_message(tenant=ours["tenant"], spec=services.MessageInput(title="Ours", body="Hi"),
-                            send=False)
+    services.create_message(
+        tenant=ours["tenant"], spec=services.MessageInput(title="Ours", body="Hi"), send=False
+    )
 
     listed = server(ours).get("/api/v1/messages", {"page_size": 200}).json()
 
@@ -186,23 +233,28 @@ def test_the_message_list_shows_none_of_theirs(ours, theirs, untouched):
 
 
 def test_our_idempotency_key_never_returns_their_message(ours, theirs, untouched):
-    response = server(ours).post("/api/v1/messages", {"title": "Ours", "body": "Hi"}, format="json",
-                                 HTTP_IDEMPOTENCY_KEY="shared-key")
+    response = server(ours).post(
+        "/api/v1/messages", {"title": "Ours", "body": "Hi"}, format="json", HTTP_IDEMPOTENCY_KEY="shared-key"
+    )
 
     assert response.status_code == 202
     assert response.json()["id"] != theirs["scheduled"].pk
     assert Message.objects.get(pk=response.json()["id"]).tenant == ours["tenant"]
 
 
-@pytest.mark.parametrize("audience", [
-    {"kind": "all"},
-    {"kind": "users", "app_user_ids": [THEIR_USER]},
-    {"kind": "tokens", "tokens": [THEIR_TOKEN]},
-    {"kind": "filter", "countries": ["DE"], "platforms": ["ios"]},
-])
+@pytest.mark.parametrize(
+    "audience",
+    [
+        {"kind": "all"},
+        {"kind": "users", "app_user_ids": [THEIR_USER]},
+        {"kind": "tokens", "tokens": [THEIR_TOKEN]},
+        {"kind": "filter", "countries": ["DE"], "platforms": ["ios"]},
+    ],
+)
 def test_a_message_of_ours_never_reaches_their_devices(ours, theirs, audience, untouched):
-    response = server(ours).post("/api/v1/messages", {"title": "Ours", "body": "Hi", "audience": audience},
-                                 format="json")
+    response = server(ours).post(
+        "/api/v1/messages", {"title": "Ours", "body": "Hi", "audience": audience}, format="json"
+    )
     assert response.status_code == 202
 
     services.fan_out(message_id=response.json()["id"])
@@ -213,19 +265,26 @@ def test_a_message_of_ours_never_reaches_their_devices(ours, theirs, audience, u
 
 
 def test_a_developer_push_to_their_user_is_not_found(ours, untouched):
-    response = server(ours).post("/developer/push", {"app_user_id": THEIR_USER, "title": "Hi", "body": "x"},
-                                 format="json")
+    response = server(ours).post(
+        "/developer/push", {"app_user_id": THEIR_USER, "title": "Hi", "body": "x"}, format="json"
+    )
 
     assert response.status_code == 404
     assert not Message.objects.filter(tenant__tenant_id="acme").exists()
 
 
 def test_our_dedupe_key_never_returns_their_push(ours, theirs, untouched):
-    app(ours, "/events", **event_body(device_token="our-token", app_user_id="our-user",
-                                      push_permission_granted=True))
+    app(
+        ours,
+        "/events",
+        **event_body(device_token="our-token", app_user_id="our-user", push_permission_granted=True),
+    )
 
-    response = server(ours).post("/developer/push", {"app_user_id": "our-user", "title": "Hi", "body": "x",
-                                                     "dedupe_key": "shared-dedupe"}, format="json")
+    response = server(ours).post(
+        "/developer/push",
+        {"app_user_id": "our-user", "title": "Hi", "body": "x", "dedupe_key": "shared-dedupe"},
+        format="json",
+    )
 
     assert response.status_code == 201
     assert response.json() == {"push_count": 1, "app_user_id": "our-user", "app_id": "acme"}
@@ -235,7 +294,8 @@ def test_our_dedupe_key_never_returns_their_push(ours, theirs, untouched):
 def test_their_server_key_does_not_open_our_messages(ours, theirs):
     # The same from the other side: a key acts for its own tenant only, whatever it names.
     ours_message, _ = services.create_message(
-        tenant=ours["tenant"], spec=services.MessageInput(title="Ours", body="Hi"), send=False)
+        tenant=ours["tenant"], spec=services.MessageInput(title="Ours", body="Hi"), send=False
+    )
     _, their_raw = ApiKey.generate(tenant=theirs["tenant"], name="another", kind=ApiKey.Kind.SERVER)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {their_raw}")
@@ -268,8 +328,15 @@ def our_objects(ours, theirs):
     """One of each kind in our tenant too, so that lists have something to show."""
     user = AppUser.objects.create(tenant=ours["tenant"], app_user_id="our-user")
     device = Device.objects.create(tenant=ours["tenant"], user=user, token="our-token", platform="android")
-    Event.objects.create(tenant=ours["tenant"], user=user, device=device, name="our_event",
-                         occurred_at=timezone.now(), session_id="s", fingerprint="o" * 32)
+    Event.objects.create(
+        tenant=ours["tenant"],
+        user=user,
+        device=device,
+        name="our_event",
+        occurred_at=timezone.now(),
+        session_id="s",
+        fingerprint="o" * 32,
+    )
     Message.objects.create(tenant=ours["tenant"], title="Our message", body="Ours", status="draft")
     return {"user": user, "device": device}
 
@@ -278,15 +345,20 @@ def their_urls(theirs) -> dict[str, list[str]]:
     """Every admin page of their objects, by model."""
     device, message, key = theirs["device"].pk, theirs["scheduled"].pk, theirs["key"].pk
     return {
-        "device": [f"/admin/devices/device/{device}/change/", f"/admin/devices/device/{device}/history/",
-                   f"/admin/devices/device/{device}/deactivate/"],
+        "device": [
+            f"/admin/devices/device/{device}/change/",
+            f"/admin/devices/device/{device}/history/",
+            f"/admin/devices/device/{device}/deactivate/",
+        ],
         "appuser": [f"/admin/devices/appuser/{theirs['user'].pk}/change/"],
         "event": [f"/admin/devices/event/{theirs['event'].pk}/change/"],
-        "message": [f"/admin/messaging/message/{message}/change/",
-                    f"/admin/messaging/message/{message}/progress/",
-                    f"/admin/messaging/message/{message}/cancel/",
-                    f"/admin/messaging/message/{theirs['draft'].pk}/send/",
-                    f"/admin/messaging/message/compose/?from={message}"],
+        "message": [
+            f"/admin/messaging/message/{message}/change/",
+            f"/admin/messaging/message/{message}/progress/",
+            f"/admin/messaging/message/{message}/cancel/",
+            f"/admin/messaging/message/{theirs['draft'].pk}/send/",
+            f"/admin/messaging/message/compose/?from={message}",
+        ],
         "apikey": [f"/admin/tenants/apikey/{key}/change/", f"/admin/tenants/apikey/{key}/revoke/"],
         "tenant": [f"/admin/tenants/tenant/{theirs['tenant'].pk}/change/"],
     }
@@ -308,15 +380,19 @@ def test_their_admin_pages_exist_for_a_superuser(ours, theirs, model):
         assert root.get(url).status_code == 200, url
 
 
-@pytest.mark.parametrize(("changelist", "ours_shows", "theirs_shows"), [
-    ("/admin/devices/device/", "our-token"[-12:], THEIR_TOKEN[-12:]),
-    ("/admin/devices/appuser/", "our-user", THEIR_USER),
-    ("/admin/devices/event/", "our_event", "purchase"),
-    ("/admin/messaging/message/", "Our message", "Later"),
-    ("/admin/tenants/apikey/", "server", "their server"),
-])
-def test_their_rows_are_not_in_our_lists(our_admin, our_objects, changelist, ours_shows, theirs_shows,
-                                         untouched):
+@pytest.mark.parametrize(
+    ("changelist", "ours_shows", "theirs_shows"),
+    [
+        ("/admin/devices/device/", "our-token"[-12:], THEIR_TOKEN[-12:]),
+        ("/admin/devices/appuser/", "our-user", THEIR_USER),
+        ("/admin/devices/event/", "our_event", "purchase"),
+        ("/admin/messaging/message/", "Our message", "Later"),
+        ("/admin/tenants/apikey/", "server", "their server"),
+    ],
+)
+def test_their_rows_are_not_in_our_lists(
+    our_admin, our_objects, changelist, ours_shows, theirs_shows, untouched
+):
     page = our_admin.get(changelist)
 
     assert page.status_code == 200
@@ -324,37 +400,57 @@ def test_their_rows_are_not_in_our_lists(our_admin, our_objects, changelist, our
     assert theirs_shows not in page.content.decode()
 
 
-@pytest.mark.parametrize(("changelist", "query"), [
-    ("/admin/devices/device/", THEIR_TOKEN),
-    ("/admin/devices/appuser/", THEIR_USER),
-    ("/admin/devices/event/", "purchase"),
-    ("/admin/messaging/message/", "Later"),
-    ("/admin/tenants/apikey/", "their server"),
-])
-def test_searching_our_lists_finds_none_of_theirs(our_admin, our_objects, theirs, changelist, query,
-                                                  untouched):
+@pytest.mark.parametrize(
+    ("changelist", "query"),
+    [
+        ("/admin/devices/device/", THEIR_TOKEN),
+        ("/admin/devices/appuser/", THEIR_USER),
+        ("/admin/devices/event/", "purchase"),
+        ("/admin/messaging/message/", "Later"),
+        ("/admin/tenants/apikey/", "their server"),
+    ],
+)
+def test_searching_our_lists_finds_none_of_theirs(
+    our_admin, our_objects, theirs, changelist, query, untouched
+):
     page = our_admin.get(changelist, {"q": query})
 
     assert page.status_code == 200
     assert page.context["cl"].result_count == 0
 
 
-@pytest.mark.parametrize(("changelist", "action", "which"), [
-    ("/admin/devices/device/", "deactivate_selected", "device"),
-    ("/admin/tenants/apikey/", "revoke_keys", "key"),
-])
-def test_a_bulk_action_on_their_rows_changes_nothing(our_admin, our_objects, theirs, changelist, action,
-                                                     which, untouched):
-    response = our_admin.post(changelist, {"action": action, "_selected_action": [theirs[which].pk],
-                                           "confirmed": "yes"})
+@pytest.mark.parametrize(
+    ("changelist", "action", "which"),
+    [
+        ("/admin/devices/device/", "deactivate_selected", "device"),
+        ("/admin/tenants/apikey/", "revoke_keys", "key"),
+    ],
+)
+def test_a_bulk_action_on_their_rows_changes_nothing(
+    our_admin, our_objects, theirs, changelist, action, which, untouched
+):
+    response = our_admin.post(
+        changelist, {"action": action, "_selected_action": [theirs[which].pk], "confirmed": "yes"}
+    )
 
     assert response.status_code in (200, 302)
 
 
 def test_the_composer_cannot_send_as_their_tenant(our_admin, theirs, untouched):
-    response = our_admin.post("/admin/messaging/message/compose/", {
-        "tenant": theirs["tenant"].pk, "title": "Hi", "body": "There", "audience": "all", "when": "now",
-        "schedule_tz": "UTC", "priority": "5", "data_only": "1", "_action": "confirm"})
+    response = our_admin.post(
+        "/admin/messaging/message/compose/",
+        {
+            "tenant": theirs["tenant"].pk,
+            "title": "Hi",
+            "body": "There",
+            "audience": "all",
+            "when": "now",
+            "schedule_tz": "UTC",
+            "priority": "5",
+            "data_only": "1",
+            "_action": "confirm",
+        },
+    )
 
     assert response.status_code == 200  # the form again, with the tenant refused
     assert "tenant" in response.context["form"].errors

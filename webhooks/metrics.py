@@ -27,7 +27,8 @@ class WebhookOutboxCollector(DatabaseGauges):
             "herald_webhook_outbox_events",
             "Webhook events not delivered yet: unbatched (waiting for a sender) or in a pending batch "
             "(being posted, or failed and waiting for its retry). Disabled endpoints' events included.",
-            labels=["state"])
+            labels=["state"],
+        )
         outbox.add_metric(["unbatched"], Event.objects.filter(batch__isnull=True).count())
         outbox.add_metric(["pending_batch"], Event.objects.filter(pending).count())
 
@@ -36,24 +37,34 @@ class WebhookOutboxCollector(DatabaseGauges):
         # person, not a worker: herald_webhook_endpoints{state="disabled"} tells of it.
         enabled = Q(endpoint__disabled_at__isnull=True)
         head = Event.objects.filter(endpoint=OuterRef("pk"), batch__isnull=True).order_by("id")
-        heads = [at for at in Endpoint.objects.enabled().annotate(
-            head=Subquery(head.values("created_at")[:1])).order_by().values_list("head", flat=True) if at]
+        heads = [
+            at
+            for at in Endpoint.objects.enabled()
+            .annotate(head=Subquery(head.values("created_at")[:1]))
+            .order_by()
+            .values_list("head", flat=True)
+            if at
+        ]
         retrying = Event.objects.filter(pending, enabled).aggregate(at=Min("created_at"))["at"]
         oldest = min([*heads, *([retrying] if retrying else [])], default=None)
         age = GaugeMetricFamily(
             "herald_webhook_outbox_oldest_seconds",
             "Seconds the oldest event waiting for an enabled endpoint has waited since it was recorded "
-            "(0: none waiting).")
+            "(0: none waiting).",
+        )
         age.add_metric([], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
 
         counts = Endpoint.objects.aggregate(
             total=Count("pk"),
             disabled=Count("pk", filter=Q(disabled_at__isnull=False)),
-            backing_off=Count("pk", filter=Q(disabled_at__isnull=True, retry_at__gt=now)))
+            backing_off=Count("pk", filter=Q(disabled_at__isnull=True, retry_at__gt=now)),
+        )
         endpoints = GaugeMetricFamily(
             "herald_webhook_endpoints",
             "Webhook endpoints by state: enabled (ready to post), backing_off (resting after a failure), "
-            "disabled (failed too long; waits for someone to enable it).", labels=["state"])
+            "disabled (failed too long; waits for someone to enable it).",
+            labels=["state"],
+        )
         endpoints.add_metric(["enabled"], counts["total"] - counts["disabled"] - counts["backing_off"])
         endpoints.add_metric(["backing_off"], counts["backing_off"])
         endpoints.add_metric(["disabled"], counts["disabled"])

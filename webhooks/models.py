@@ -72,8 +72,9 @@ class Endpoint(models.Model):
         ordering = ["tenant", "created_at", "id"]
         verbose_name = "webhook endpoint"
         constraints = [
-            models.CheckConstraint(condition=~models.Q(encrypted_secret=""),
-                                   name="webhook_endpoint_has_secret"),
+            models.CheckConstraint(
+                condition=~models.Q(encrypted_secret=""), name="webhook_endpoint_has_secret"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -83,8 +84,9 @@ class Endpoint(models.Model):
     def is_enabled(self) -> bool:
         return self.disabled_at is None
 
-    def set_secret(self, secret: str, *, keep_previous_for: timedelta | None = None,
-                   now: datetime | None = None) -> None:
+    def set_secret(
+        self, secret: str, *, keep_previous_for: timedelta | None = None, now: datetime | None = None
+    ) -> None:
         """Store a new secret (encrypted); keep the current one signing for a grace period."""
         now = now or timezone.now()
         if keep_previous_for and self.encrypted_secret:
@@ -98,8 +100,11 @@ class Endpoint(models.Model):
         """The secrets every POST is signed with: the current one, and the previous one
         while its grace period lasts (Standard Webhooks allows several signatures)."""
         found = [decrypt(self.encrypted_secret)]
-        if self.encrypted_previous_secret and self.previous_secret_expires_at and \
-                self.previous_secret_expires_at > now:
+        if (
+            self.encrypted_previous_secret
+            and self.previous_secret_expires_at
+            and self.previous_secret_expires_at > now
+        ):
             found.append(decrypt(self.encrypted_previous_secret))
         return found
 
@@ -131,8 +136,9 @@ class Batch(models.Model):
             models.Index(fields=["endpoint", "status", "id"], name="webhook_batch_queue_idx"),
             # The few batches not delivered yet, for the metrics' outbox gauges without
             # reading the delivered ones kept for WEBHOOKS_KEEP_DAYS.
-            models.Index(fields=["id"], condition=models.Q(status="pending"),
-                         name="webhook_batch_pending_idx"),
+            models.Index(
+                fields=["id"], condition=models.Q(status="pending"), name="webhook_batch_pending_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -145,8 +151,9 @@ class Event(models.Model):
     # No database constraint: recording runs inside the delivery path's transaction, which an
     # endpoint deleted at that moment must not fail (a foreign key is checked at COMMIT).
     # Rows of a deleted endpoint are never sent and are pruned (services.prune).
-    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="events",
-                                 db_constraint=False)
+    endpoint = models.ForeignKey(
+        Endpoint, on_delete=models.CASCADE, related_name="events", db_constraint=False
+    )
     type = models.CharField(max_length=40)
     data = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
@@ -166,8 +173,12 @@ class Event(models.Model):
         return f"evt_{self.pk}"
 
     def as_payload(self) -> dict:
-        return {"id": self.event_id, "type": self.type, "timestamp": rfc3339(self.created_at),
-                "data": self.data}
+        return {
+            "id": self.event_id,
+            "type": self.type,
+            "timestamp": rfc3339(self.created_at),
+            "data": self.data,
+        }
 
 
 class Attempt(models.Model):

@@ -65,8 +65,9 @@ def subscriptions() -> dict[int, dict[str, tuple[int, ...]]]:
         return _subscriptions
     with _subscriptions_lock:
         found: dict[int, dict[str, list[int]]] = {}
-        for pk, tenant_id, types in Endpoint.objects.enabled().order_by("pk").values_list(
-                "pk", "tenant_id", "event_types"):
+        for pk, tenant_id, types in (
+            Endpoint.objects.enabled().order_by("pk").values_list("pk", "tenant_id", "event_types")
+        ):
             for event_type in types or ():
                 found.setdefault(tenant_id, {}).setdefault(event_type, []).append(pk)
         _subscriptions = {t: {k: tuple(v) for k, v in by_type.items()} for t, by_type in found.items()}
@@ -103,17 +104,22 @@ def record_events(*, tenant_id: int, event_type: str, items: list[dict], at: dat
     if not endpoint_ids:
         return 0
     table = connection.ops.quote_name(Event._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(Event._meta.get_field(f).column)
-                        for f in ("endpoint", "type", "data", "created_at"))
+    columns = ", ".join(
+        connection.ops.quote_name(Event._meta.get_field(f).column)
+        for f in ("endpoint", "type", "data", "created_at")
+    )
     data_field = Event._meta.get_field("data")
     created = connection.ops.adapt_datetimefield_value(at)
     values = [data_field.get_db_prep_save(item, connection) for item in items]
     rows = [(pk, event_type, value, created) for pk in endpoint_ids for value in values]
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 500):
-            chunk = rows[start:start + 500]
-            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
-                           + ", ".join(["(%s, %s, %s, %s)"] * len(chunk)), [v for row in chunk for v in row])
+            chunk = rows[start : start + 500]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
+                + ", ".join(["(%s, %s, %s, %s)"] * len(chunk)),
+                [v for row in chunk for v in row],
+            )
 
     def after_commit():  # counted once the rows exist: a rolled-back send records nothing
         metrics.WEBHOOK_EVENTS_RECORDED.labels(str(event_type), _tenant_label(tenant_id)).inc(len(rows))
@@ -128,7 +134,8 @@ def _tenant_label(tenant_pk: int) -> str:
     if not settings.METRICS_TENANT_LABEL:
         return ""
     return metrics.tenant_label(
-        Tenant.objects.filter(pk=tenant_pk).values_list("tenant_id", flat=True).first() or "")
+        Tenant.objects.filter(pk=tenant_pk).values_list("tenant_id", flat=True).first() or ""
+    )
 
 
 def kick(endpoint_ids) -> None:
@@ -151,9 +158,13 @@ def check_endpoint_url(url: str, *, resolver=None) -> str:
     """Refuse a URL Herald must not post to (see api.outbound); a host whose DNS is not
     live yet passes, since every POST checks again."""
     try:
-        outbound.check_url(url, allow_http=settings.WEBHOOKS_ALLOW_HTTP,
-                           allow_private=settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES,
-                           resolver=resolver, require_resolution=False)
+        outbound.check_url(
+            url,
+            allow_http=settings.WEBHOOKS_ALLOW_HTTP,
+            allow_private=settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES,
+            resolver=resolver,
+            require_resolution=False,
+        )
     except outbound.UnsafeUrl as exc:
         raise WebhookError(str(exc), code=exc.code, field="url") from None
     return url
@@ -165,19 +176,25 @@ def check_event_types(event_types) -> list[str]:
         raise WebhookError("Choose at least one event type.", code="invalid_field", field="event_types")
     unknown = [t for t in event_types if t not in valid]
     if unknown:
-        raise WebhookError(f"Unknown event type {unknown[0]!r}; choose from {', '.join(sorted(valid))}.",
-                           code="invalid_field", field="event_types")
+        raise WebhookError(
+            f"Unknown event type {unknown[0]!r}; choose from {', '.join(sorted(valid))}.",
+            code="invalid_field",
+            field="event_types",
+        )
     return sorted(set(event_types))
 
 
-def create_endpoint(*, tenant: Tenant, url: str, event_types: list[str], description: str = "") -> tuple[
-        Endpoint, str]:
+def create_endpoint(
+    *, tenant: Tenant, url: str, event_types: list[str], description: str = ""
+) -> tuple[Endpoint, str]:
     """Register an endpoint. Returns it with its signing secret, which is never shown again."""
     check_endpoint_url(url)
     types = check_event_types(event_types)
     if Endpoint.objects.filter(tenant=tenant).count() >= settings.WEBHOOKS_MAX_ENDPOINTS:
-        raise WebhookError(f"A tenant may have at most {settings.WEBHOOKS_MAX_ENDPOINTS} webhook endpoints.",
-                           code="too_many_endpoints")
+        raise WebhookError(
+            f"A tenant may have at most {settings.WEBHOOKS_MAX_ENDPOINTS} webhook endpoints.",
+            code="too_many_endpoints",
+        )
     secret = new_secret()
     endpoint = Endpoint(tenant=tenant, url=url, event_types=types, description=description)
     endpoint.set_secret(secret)
@@ -186,8 +203,14 @@ def create_endpoint(*, tenant: Tenant, url: str, event_types: list[str], descrip
     return endpoint, secret
 
 
-def update_endpoint(*, endpoint: Endpoint, url: str | None = None, event_types: list[str] | None = None,
-                    description: str | None = None, enabled: bool | None = None) -> Endpoint:
+def update_endpoint(
+    *,
+    endpoint: Endpoint,
+    url: str | None = None,
+    event_types: list[str] | None = None,
+    description: str | None = None,
+    enabled: bool | None = None,
+) -> Endpoint:
     """Change an endpoint. Enabling a disabled one clears its failures and sends what waited."""
     if url is not None:
         endpoint.url = check_endpoint_url(url)
@@ -209,10 +232,12 @@ def update_endpoint(*, endpoint: Endpoint, url: str | None = None, event_types: 
 def rotate_secret(*, endpoint: Endpoint, now: datetime | None = None) -> str:
     """A new signing secret; the old one keeps signing for WEBHOOKS_SECRET_GRACE_HOURS."""
     secret = new_secret()
-    endpoint.set_secret(secret, keep_previous_for=timedelta(hours=settings.WEBHOOKS_SECRET_GRACE_HOURS),
-                        now=now)
-    endpoint.save(update_fields=["encrypted_secret", "encrypted_previous_secret",
-                                 "previous_secret_expires_at"])
+    endpoint.set_secret(
+        secret, keep_previous_for=timedelta(hours=settings.WEBHOOKS_SECRET_GRACE_HOURS), now=now
+    )
+    endpoint.save(
+        update_fields=["encrypted_secret", "encrypted_previous_secret", "previous_secret_expires_at"]
+    )
     return secret
 
 
@@ -228,9 +253,12 @@ def sign(*, secrets: list[str], webhook_id: str, timestamp: int, body: bytes) ->
     """The webhook-signature header: "v1,<base64 HMAC-SHA256 of id.timestamp.body>" per secret."""
     signed = f"{webhook_id}.{timestamp}.".encode() + body
     return " ".join(
-        "v1," + base64.b64encode(hmac.new(base64.b64decode(s.removeprefix("whsec_")), signed,
-                                          hashlib.sha256).digest()).decode("ascii")
-        for s in secrets)
+        "v1,"
+        + base64.b64encode(
+            hmac.new(base64.b64decode(s.removeprefix("whsec_")), signed, hashlib.sha256).digest()
+        ).decode("ascii")
+        for s in secrets
+    )
 
 
 # --- Posting ---------------------------------------------------------------------------------
@@ -247,10 +275,15 @@ class PostResult:
 
 def _post(url: str, *, body: bytes, headers: dict[str, str]) -> PostResult:
     try:
-        answer = outbound.post(url, body=body, headers=headers, allow_http=settings.WEBHOOKS_ALLOW_HTTP,
-                               allow_private=settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES,
-                               connect_timeout=settings.WEBHOOKS_CONNECT_TIMEOUT,
-                               read_timeout=settings.WEBHOOKS_READ_TIMEOUT)
+        answer = outbound.post(
+            url,
+            body=body,
+            headers=headers,
+            allow_http=settings.WEBHOOKS_ALLOW_HTTP,
+            allow_private=settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES,
+            connect_timeout=settings.WEBHOOKS_CONNECT_TIMEOUT,
+            read_timeout=settings.WEBHOOKS_READ_TIMEOUT,
+        )
     except outbound.UnsafeUrl as exc:
         error = "dns" if exc.code == "unresolvable_host" else "unsafe_url"
         return PostResult(False, None, 0, error, str(exc)[:300])
@@ -269,24 +302,29 @@ def _post(url: str, *, body: bytes, headers: dict[str, str]) -> PostResult:
     return result
 
 
-def post_batch(*, batch: Batch, now: datetime | None = None,
-               trigger: str = Attempt.Trigger.AUTO) -> Attempt:
+def post_batch(*, batch: Batch, now: datetime | None = None, trigger: str = Attempt.Trigger.AUTO) -> Attempt:
     """POST a batch's events, signed, and log the attempt. A success marks the batch
     delivered; the endpoint's failure bookkeeping is the sender's (see deliver_endpoint)."""
     now = now or timezone.now()
     endpoint = batch.endpoint
     events = list(batch.events.order_by("id"))
-    body = json.dumps({"type": "batch", "timestamp": rfc3339(now),
-                       "data": [e.as_payload() for e in events]},
-                      separators=(",", ":"), ensure_ascii=False).encode()
+    body = json.dumps(
+        {"type": "batch", "timestamp": rfc3339(now), "data": [e.as_payload() for e in events]},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
     timestamp = int(now.timestamp())
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Herald-Webhooks/1",
         "webhook-id": batch.webhook_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secrets=endpoint.signing_secrets(now=now), webhook_id=batch.webhook_id,
-                                  timestamp=timestamp, body=body),
+        "webhook-signature": sign(
+            secrets=endpoint.signing_secrets(now=now),
+            webhook_id=batch.webhook_id,
+            timestamp=timestamp,
+            body=body,
+        ),
     }
     result = _post(endpoint.url, body=body, headers=headers)
     changes = {"attempts": batch.attempts + 1, "claimed_until": None}
@@ -294,17 +332,34 @@ def post_batch(*, batch: Batch, now: datetime | None = None,
         changes.update(status=Batch.Status.DELIVERED, delivered_at=now)
     with transaction.atomic():  # one write transaction per POST
         attempt = Attempt.objects.create(
-            endpoint=endpoint, batch=batch, attempted_at=now, trigger=trigger, event_count=len(events),
-            ok=result.ok, status_code=result.status_code, latency_ms=result.latency_ms, error=result.error,
-            detail=result.detail)
+            endpoint=endpoint,
+            batch=batch,
+            attempted_at=now,
+            trigger=trigger,
+            event_count=len(events),
+            ok=result.ok,
+            status_code=result.status_code,
+            latency_ms=result.latency_ms,
+            error=result.error,
+            detail=result.detail,
+        )
         Batch.objects.filter(pk=batch.pk).update(**changes)
     metrics.WEBHOOK_ATTEMPTS.labels(result.error or "ok", _tenant_label(endpoint.tenant_id)).inc()
     for name, value in changes.items():
         setattr(batch, name, value)
-    log.info("webhook attempt", extra={
-        "endpoint": endpoint.pk, "tenant": endpoint.tenant_id, "webhook_id": batch.webhook_id,
-        "events": len(events), "ok": result.ok, "status": result.status_code, "error": result.error,
-        "latency_ms": result.latency_ms})
+    log.info(
+        "webhook attempt",
+        extra={
+            "endpoint": endpoint.pk,
+            "tenant": endpoint.tenant_id,
+            "webhook_id": batch.webhook_id,
+            "events": len(events),
+            "ok": result.ok,
+            "status": result.status_code,
+            "error": result.error,
+            "latency_ms": result.latency_ms,
+        },
+    )
     return attempt
 
 
@@ -334,11 +389,21 @@ def _record_outcome(endpoint: Endpoint, attempt: Attempt, now: datetime) -> Endp
             reason = _disable_reason(endpoint, attempt, now)
             if reason and endpoint.is_enabled:
                 endpoint.disabled_at, endpoint.disabled_reason = now, reason
-                log.warning("webhook endpoint disabled", extra={
-                    "endpoint": endpoint.pk, "tenant": endpoint.tenant_id, "reason": reason})
+                log.warning(
+                    "webhook endpoint disabled",
+                    extra={"endpoint": endpoint.pk, "tenant": endpoint.tenant_id, "reason": reason},
+                )
                 transaction.on_commit(forget_subscriptions)
-        endpoint.save(update_fields=["consecutive_failures", "failing_since", "retry_at", "last_success_at",
-                                     "disabled_at", "disabled_reason"])
+        endpoint.save(
+            update_fields=[
+                "consecutive_failures",
+                "failing_since",
+                "retry_at",
+                "last_success_at",
+                "disabled_at",
+                "disabled_reason",
+            ]
+        )
     return endpoint
 
 
@@ -347,8 +412,10 @@ def _disable_reason(endpoint: Endpoint, attempt: Attempt, now: datetime) -> str:
     last = attempt.detail or attempt.error
     limit, hours = settings.WEBHOOKS_DISABLE_AFTER_FAILURES, settings.WEBHOOKS_DISABLE_AFTER_HOURS
     if now - endpoint.failing_since >= timedelta(hours=hours):
-        return (f"Every attempt failed for {hours:g} hours ({endpoint.consecutive_failures} attempts; "
-                f"the last: {last}).")
+        return (
+            f"Every attempt failed for {hours:g} hours ({endpoint.consecutive_failures} attempts; "
+            f"the last: {last})."
+        )
     if limit and endpoint.consecutive_failures >= limit:
         return f"{limit} attempts in a row failed (the last: {last})."
     return ""
@@ -365,8 +432,11 @@ def _claim_batch(endpoint: Endpoint, now: datetime) -> Batch | None:
         if pending.filter(free, pk=oldest).update(claimed_until=now + CLAIM):
             return Batch.objects.select_related("endpoint").get(pk=oldest)
         return None
-    ids = list(Event.objects.filter(endpoint=endpoint, batch__isnull=True).order_by("id")
-               .values_list("pk", flat=True)[: settings.WEBHOOKS_BATCH_SIZE])
+    ids = list(
+        Event.objects.filter(endpoint=endpoint, batch__isnull=True)
+        .order_by("id")
+        .values_list("pk", flat=True)[: settings.WEBHOOKS_BATCH_SIZE]
+    )
     if not ids:
         return None
     with transaction.atomic():
@@ -412,8 +482,11 @@ def endpoints_with_due_work(*, now: datetime | None = None) -> list[int]:
     now = now or timezone.now()
     ready = Endpoint.objects.enabled().filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
     unbatched = Event.objects.filter(batch__isnull=True).values("endpoint_id")
-    waiting = Batch.objects.filter(status=Batch.Status.PENDING).filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)).values("endpoint_id")
+    waiting = (
+        Batch.objects.filter(status=Batch.Status.PENDING)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .values("endpoint_id")
+    )
     return list(ready.filter(Q(pk__in=unbatched) | Q(pk__in=waiting)).values_list("pk", flat=True))
 
 
@@ -450,8 +523,13 @@ def send_test_event(*, endpoint: Endpoint, now: datetime | None = None) -> Attem
     failure count is not touched."""
     now = now or timezone.now()
     batch = Batch.objects.create(endpoint=endpoint, created_at=now, claimed_until=now + CLAIM)
-    Event.objects.create(endpoint=endpoint, batch=batch, type=TEST_EVENT, created_at=now,
-                         data={"endpoint_id": endpoint.pk, "note": "A test event sent from Herald."})
+    Event.objects.create(
+        endpoint=endpoint,
+        batch=batch,
+        type=TEST_EVENT,
+        created_at=now,
+        data={"endpoint_id": endpoint.pk, "note": "A test event sent from Herald."},
+    )
     batch.endpoint = endpoint
     return post_batch(batch=batch, now=now, trigger=Attempt.Trigger.TEST)
 
@@ -465,7 +543,8 @@ def replay_event(*, event: Event, now: datetime | None = None) -> Attempt:
     """POST an event again now, as a new event (a new id) with the same type and data."""
     now = now or timezone.now()
     batch = Batch.objects.create(endpoint=event.endpoint, created_at=now, claimed_until=now + CLAIM)
-    Event.objects.create(endpoint=event.endpoint, batch=batch, type=event.type, data=event.data,
-                         created_at=now)
+    Event.objects.create(
+        endpoint=event.endpoint, batch=batch, type=event.type, data=event.data, created_at=now
+    )
     batch.endpoint = event.endpoint
     return post_batch(batch=batch, now=now, trigger=Attempt.Trigger.REPLAY)

@@ -24,7 +24,11 @@ def herald_dashboard(context):
         days = selectors.DEFAULT_PERIOD
     ids = [chosen.pk] if chosen else [t.pk for t in tenants]
     return {
-        "request": request, "user": user, "tenants": tenants, "chosen": chosen, "days": days,
+        "request": request,
+        "user": user,
+        "tenants": tenants,
+        "chosen": chosen,
+        "days": days,
         "periods": selectors.PERIODS,
         "board": selectors.dashboard(tenant_ids=ids, days=days) if tenants else None,
         "can_compose": has_role(user, chosen, Role.EDITOR) if chosen else bool(tenant_ids(user, Role.EDITOR)),
@@ -41,8 +45,9 @@ def percent(value, digits=0):
 
 @register.filter
 def chip(message):
-    return format_html('<span class="hd-chip hd-status-{}">{}</span>', message.status,
-                       message.get_status_display())
+    return format_html(
+        '<span class="hd-chip hd-status-{}">{}</span>', message.status, message.get_status_display()
+    )
 
 
 @register.filter
@@ -72,12 +77,12 @@ def duration(seconds):
 
 @register.simple_tag
 def staff_role(user) -> str:
-    """"Editor, Acme", "Superuser", "Member of 3 tenants": who the header says is signed in."""
+    """ "Editor, Acme", "Superuser", "Member of 3 tenants": who the header says is signed in."""
     if user.is_superuser:
         return "Superuser"
     roles = roles_of(user)
     if len(roles) == 1:
-        (tenant_pk, role), = roles.items()
+        ((tenant_pk, role),) = roles.items()
         tenant = next((t for t in tenants_for(user) if t.pk == tenant_pk), None)
         return f"{Role(role).label}, {tenant.name}" if tenant else Role(role).label
     return f"Member of {len(roles)} tenants" if roles else "No tenant yet"

@@ -46,15 +46,19 @@ def test_a_scrape_with_the_token_gets_the_prometheus_text_format(db, settings):
 def test_a_scraper_that_asks_for_openmetrics_gets_it(db, settings):
     settings.METRICS_TOKEN = TOKEN
 
-    response = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}",
-                            HTTP_ACCEPT="application/openmetrics-text; version=1.0.0")
+    response = Client().get(
+        "/metrics",
+        HTTP_AUTHORIZATION=f"Bearer {TOKEN}",
+        HTTP_ACCEPT="application/openmetrics-text; version=1.0.0",
+    )
 
     assert response["Content-Type"].startswith("application/openmetrics-text")
     assert response.content.endswith(b"# EOF\n")
 
 
-@pytest.mark.parametrize(("address", "status"), [("10.1.2.3", 200), ("192.168.0.9", 403), ("::1", 200),
-                                                 ("2001:db8::1", 403)])
+@pytest.mark.parametrize(
+    ("address", "status"), [("10.1.2.3", 200), ("192.168.0.9", 403), ("::1", 200), ("2001:db8::1", 403)]
+)
 def test_only_addresses_in_the_allowed_networks_may_scrape(db, settings, address, status):
     settings.METRICS_TOKEN, settings.METRICS_ALLOWED_NETWORKS = "", ["10.0.0.0/8", "::1/128"]
 
@@ -67,10 +71,14 @@ def test_with_both_set_a_scrape_needs_the_network_and_the_token(db, settings):
     settings.METRICS_TOKEN, settings.METRICS_ALLOWED_NETWORKS = TOKEN, ["10.0.0.0/8"]
 
     assert Client(REMOTE_ADDR="10.0.0.1").get("/metrics").status_code == 401
-    assert Client(REMOTE_ADDR="11.0.0.1").get(
-        "/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 403
-    assert Client(REMOTE_ADDR="10.0.0.1").get(
-        "/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
+    assert (
+        Client(REMOTE_ADDR="11.0.0.1").get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code
+        == 403
+    )
+    assert (
+        Client(REMOTE_ADDR="10.0.0.1").get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code
+        == 200
+    )
 
 
 def test_requests_are_counted_by_route_name_not_by_path(db, settings, server_key):
@@ -84,11 +92,17 @@ def test_requests_are_counted_by_route_name_not_by_path(db, settings, server_key
 
     after = scrape()
     labels = {"endpoint": "message", "method": "GET", "status": "404"}
-    assert value(after, "herald_api_requests_total", **labels) - value(
-        before, "herald_api_requests_total", **labels) == 3
+    assert (
+        value(after, "herald_api_requests_total", **labels)
+        - value(before, "herald_api_requests_total", **labels)
+        == 3
+    )
     labels = {"endpoint": "unmatched", "method": "GET", "status": "404"}
-    assert value(after, "herald_api_requests_total", **labels) - value(
-        before, "herald_api_requests_total", **labels) == 1
+    assert (
+        value(after, "herald_api_requests_total", **labels)
+        - value(before, "herald_api_requests_total", **labels)
+        == 1
+    )
     assert not any("/api/v1/messages/1" in str(key) for key in after)
 
 
@@ -104,11 +118,19 @@ metrics.FCM_LATENCY.labels("200").observe(0.02)
 def test_counts_of_every_process_add_up_in_multiprocess_mode(db, settings, tmp_path):
     # Two separate processes (as gunicorn workers and task workers are) count into the
     # directory; a scrape, from yet another process, adds them up.
-    env = {"DJANGO_SETTINGS_MODULE": "tests.settings", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-           "PATH": "/usr/bin:/bin"}
+    env = {
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
     for n in (2, 3):
-        subprocess.run([sys.executable, "-c", COUNT_IN_ANOTHER_PROCESS.format(n=n)], cwd=ROOT, env=env,
-                       check=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-c", COUNT_IN_ANOTHER_PROCESS.format(n=n)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=60,
+        )
     settings.METRICS_TOKEN, settings.PROMETHEUS_MULTIPROC_DIR = TOKEN, str(tmp_path)
 
     samples = scrape()

@@ -13,26 +13,29 @@ def public(host, port):
     return ["93.184.216.34"]
 
 
-@pytest.mark.parametrize("url", [
-    "https://127.0.0.1/hook",
-    "https://169.254.169.254/latest/meta-data/",
-    "https://10.1.2.3/hook",
-    "https://172.16.0.1/hook",
-    "https://192.168.1.1/hook",
-    "https://100.64.0.1/hook",  # carrier-grade NAT
-    "https://[::1]/hook",
-    "https://[fe80::1]/hook",
-    "https://[fd00::1]/hook",
-    "https://[::ffff:10.0.0.1]/hook",  # IPv4 inside IPv6
-    "https://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of 169.254.169.254
-    "https://0.0.0.0/hook",
-    "https://224.0.0.1/hook",  # multicast
-    "https://240.0.0.1/hook",  # reserved
-    "https://2130706433/hook",  # 127.0.0.1 as one decimal number
-    "https://0x7f.1/hook",  # and in hex
-    "https://0177.0.0.1/hook",  # and in octal
-    "https://localhost/hook",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.1.2.3/hook",
+        "https://172.16.0.1/hook",
+        "https://192.168.1.1/hook",
+        "https://100.64.0.1/hook",  # carrier-grade NAT
+        "https://[::1]/hook",
+        "https://[fe80::1]/hook",
+        "https://[fd00::1]/hook",
+        "https://[::ffff:10.0.0.1]/hook",  # IPv4 inside IPv6
+        "https://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of 169.254.169.254
+        "https://0.0.0.0/hook",
+        "https://224.0.0.1/hook",  # multicast
+        "https://240.0.0.1/hook",  # reserved
+        "https://2130706433/hook",  # 127.0.0.1 as one decimal number
+        "https://0x7f.1/hook",  # and in hex
+        "https://0177.0.0.1/hook",  # and in octal
+        "https://localhost/hook",
+    ],
+)
 def test_check_url_refuses_private_loopback_link_local_and_reserved_addresses(url):
     with pytest.raises(outbound.UnsafeUrl) as refused:
         outbound.check_url(url)
@@ -59,24 +62,31 @@ def test_check_url_accepts_a_public_https_url_and_keeps_the_addresses_it_checked
     safe = outbound.check_url("https://hooks.example.com:8443/in?x=1", resolver=public)
 
     assert (safe.host, safe.port, safe.target, safe.addresses) == (
-        "hooks.example.com", 8443, "/in?x=1", ("93.184.216.34",))
+        "hooks.example.com",
+        8443,
+        "/in?x=1",
+        ("93.184.216.34",),
+    )
     assert safe.host_header == "hooks.example.com:8443"
 
 
-@pytest.mark.parametrize(("url", "code"), [
-    ("http://hooks.example.com/x", "https_required"),
-    ("ftp://hooks.example.com/x", "https_required"),
-    ("file:///etc/passwd", "https_required"),
-    ("https://user:pass@hooks.example.com/x", "invalid_url"),
-    ("https:///x", "invalid_url"),
-    ("https://hooks.example.com:99999/x", "invalid_url"),
-    ("https://hooks.example.com/x#frag", "invalid_url"),
-    ("https://hooks example.com/x", "invalid_url"),
-    ("https://hooks.example.com/\x00", "invalid_url"),
-    ("https://bücher.example/x", "invalid_url"),
-    ("https://" + "a" * 2000 + ".com/", "invalid_url"),
-    ("", "invalid_url"),
-])
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://hooks.example.com/x", "https_required"),
+        ("ftp://hooks.example.com/x", "https_required"),
+        ("file:///etc/passwd", "https_required"),
+        ("https://user:pass@hooks.example.com/x", "invalid_url"),
+        ("https:///x", "invalid_url"),
+        ("https://hooks.example.com:99999/x", "invalid_url"),
+        ("https://hooks.example.com/x#frag", "invalid_url"),
+        ("https://hooks example.com/x", "invalid_url"),
+        ("https://hooks.example.com/\x00", "invalid_url"),
+        ("https://bücher.example/x", "invalid_url"),
+        ("https://" + "a" * 2000 + ".com/", "invalid_url"),
+        ("", "invalid_url"),
+    ],
+)
 def test_check_url_refuses_malformed_urls_and_plain_http(url, code):
     with pytest.raises(outbound.UnsafeUrl) as refused:
         outbound.check_url(url, resolver=public)
@@ -98,8 +108,12 @@ def test_check_url_refuses_an_unresolvable_host_unless_resolution_is_optional():
         outbound.check_url("https://not-yet.example.com/", resolver=nowhere)
     assert refused.value.code == "unresolvable_host"
 
-    assert outbound.check_url("https://not-yet.example.com/", resolver=nowhere,
-                              require_resolution=False).addresses == ()
+    assert (
+        outbound.check_url(
+            "https://not-yet.example.com/", resolver=nowhere, require_resolution=False
+        ).addresses
+        == ()
+    )
 
 
 # --- Sending ---------------------------------------------------------------------------------
@@ -167,9 +181,14 @@ def test_post_connects_to_the_address_it_checked_and_names_the_host(recorder):
     target = recorder()
     answers = iter([["127.0.0.1"]])
 
-    response = outbound.post(f"http://hooks.example.test:{target.port}/in", body=b'{"a":1}',
-                             headers={"X-Test": "1"}, allow_http=True, allow_private=True,
-                             resolver=lambda host, port: next(answers))
+    response = outbound.post(
+        f"http://hooks.example.test:{target.port}/in",
+        body=b'{"a":1}',
+        headers={"X-Test": "1"},
+        allow_http=True,
+        allow_private=True,
+        resolver=lambda host, port: next(answers),
+    )
 
     assert (response.status, response.address) == (200, "127.0.0.1")
     [seen] = target.requests
@@ -181,8 +200,9 @@ def test_post_never_follows_a_redirect_to_a_private_address(recorder):
     metadata = recorder()  # stands in for 169.254.169.254
     hop = recorder(status=302, location=f"http://127.0.0.1:{metadata.port}/latest/meta-data/")
 
-    response = outbound.post(f"http://127.0.0.1:{hop.port}/x", body=b"{}", headers={}, allow_http=True,
-                             allow_private=True)
+    response = outbound.post(
+        f"http://127.0.0.1:{hop.port}/x", body=b"{}", headers={}, allow_http=True, allow_private=True
+    )
 
     assert response.status == 302
     assert len(hop.requests) == 1 and metadata.requests == []
@@ -191,8 +211,9 @@ def test_post_never_follows_a_redirect_to_a_private_address(recorder):
 def test_post_returns_no_response_body(recorder):
     target = recorder(status=500)
 
-    response = outbound.post(f"http://127.0.0.1:{target.port}/x", body=b"{}", headers={}, allow_http=True,
-                             allow_private=True)
+    response = outbound.post(
+        f"http://127.0.0.1:{target.port}/x", body=b"{}", headers={}, allow_http=True, allow_private=True
+    )
 
     assert response.status == 500
     assert set(vars(response)) == {"status", "latency_ms", "address"}
@@ -202,8 +223,14 @@ def test_post_gives_up_on_a_silent_server_after_the_read_timeout(recorder):
     target = recorder(hang=True)
 
     with pytest.raises(outbound.RequestFailed) as failed:
-        outbound.post(f"http://127.0.0.1:{target.port}/x", body=b"{}", headers={}, allow_http=True,
-                      allow_private=True, read_timeout=0.2)
+        outbound.post(
+            f"http://127.0.0.1:{target.port}/x",
+            body=b"{}",
+            headers={},
+            allow_http=True,
+            allow_private=True,
+            read_timeout=0.2,
+        )
 
     assert failed.value.error_class == "timeout"
     assert 150 <= failed.value.latency_ms < 3000
@@ -215,7 +242,8 @@ def test_post_reports_a_refused_connection_as_connect():
         port = s.getsockname()[1]
 
     with pytest.raises(outbound.RequestFailed) as failed:
-        outbound.post(f"http://127.0.0.1:{port}/x", body=b"{}", headers={}, allow_http=True,
-                      allow_private=True)
+        outbound.post(
+            f"http://127.0.0.1:{port}/x", body=b"{}", headers={}, allow_http=True, allow_private=True
+        )
 
     assert failed.value.error_class == "connect"

@@ -5,8 +5,14 @@ from datetime import timedelta
 
 from audiences.rules import parse_date
 
-OPS = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b,
-       ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b}
+OPS = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
 
 
 def kind(params: dict, key: str):
@@ -33,8 +39,11 @@ def param_matches(params: dict, f: dict) -> bool:
     if op == "contains":
         return k == "string" and value in actual
     if op == "in":
-        return any((k == "number" and not isinstance(v, str) and float(actual) == float(v))
-                   or (k == "string" and isinstance(v, str) and actual == v) for v in value)
+        return any(
+            (k == "number" and not isinstance(v, str) and float(actual) == float(v))
+            or (k == "string" and isinstance(v, str) and actual == v)
+            for v in value
+        )
     if isinstance(value, bool):
         return k is not None and OPS[op](k, "true" if value else "false")
     if isinstance(value, str):
@@ -60,9 +69,13 @@ def rule_matches(rule: dict, user: dict, devices: list[dict], events: list[dict]
         moment = parse_date(value)
         return seen < moment if op == "before" else seen > moment
     window = now - timedelta(days=rule["within_days"]) if rule.get("within_days") else None
-    hits = [e for e in events if e["name"] == rule["event"]
-            and (window is None or e["occurred_at"] >= window)
-            and all(param_matches(e["params"], f) for f in rule["params"])]
+    hits = [
+        e
+        for e in events
+        if e["name"] == rule["event"]
+        and (window is None or e["occurred_at"] >= window)
+        and all(param_matches(e["params"], f) for f in rule["params"])
+    ]
     if rule["type"] == "event":
         return bool(hits) == (rule["op"] == "did")
     n = len(hits)

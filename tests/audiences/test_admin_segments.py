@@ -12,8 +12,9 @@ PREVIEW = "/admin/audiences/segment/preview/"
 
 
 def preview(client, tenant, rules):
-    return client.post(PREVIEW, json.dumps({"tenant": tenant.pk, "rules": rules}),
-                       content_type="application/json")
+    return client.post(
+        PREVIEW, json.dumps({"tenant": tenant.pk, "rules": rules}), content_type="application/json"
+    )
 
 
 def test_the_list_shows_each_segments_size_now(tenant, viewer):
@@ -32,22 +33,29 @@ def test_viewers_read_segments_but_only_editors_write_them(tenant, viewer, edito
 
     assert viewer.get("/admin/audiences/segment/add/").status_code == 403
     assert viewer.get(f"/admin/audiences/segment/{segment.pk}/change/").status_code == 200
-    response = editor.post("/admin/audiences/segment/add/", {
-        "tenant": tenant.pk, "name": "Turkish", "description": "", "rules": json.dumps(TURKISH)})
+    response = editor.post(
+        "/admin/audiences/segment/add/",
+        {"tenant": tenant.pk, "name": "Turkish", "description": "", "rules": json.dumps(TURKISH)},
+    )
     assert response.status_code == 302
     saved = Segment.objects.get(name="Turkish")
     assert saved.rules["include"][0][0]["value"] == ["tr"] and saved.created_by.username == "eddie"
 
 
 def test_the_editor_refuses_bad_rules_naming_the_path(tenant, editor):
-    bad = {"include": [[{"type": "event", "event": "x", "op": "did",
-                         "params": [{"param": "a", "op": "~", "value": 1}]}]]}
+    bad = {
+        "include": [
+            [{"type": "event", "event": "x", "op": "did", "params": [{"param": "a", "op": "~", "value": 1}]}]
+        ]
+    }
 
-    response = editor.post("/admin/audiences/segment/add/", {
-        "tenant": tenant.pk, "name": "bad", "description": "", "rules": json.dumps(bad)})
+    response = editor.post(
+        "/admin/audiences/segment/add/",
+        {"tenant": tenant.pk, "name": "bad", "description": "", "rules": json.dumps(bad)},
+    )
 
     assert response.status_code == 200
-    assert 'include[0][0].params[0].op: unknown operator &quot;~&quot;' in response.content.decode()
+    assert "include[0][0].params[0].op: unknown operator &quot;~&quot;" in response.content.decode()
     assert not Segment.objects.exists()
 
 
@@ -59,8 +67,12 @@ def test_the_preview_answers_the_size_and_twenty_users_or_the_error_path(tenant,
     assert (body["ok"], body["users"], body["devices"], len(body["sample"])) == (True, 25, 25, 20)
 
     error = preview(viewer, tenant, {"include": [[]]}).json()
-    assert error == {"ok": False, "path": "include[0]", "error": error["error"],
-                     "text": "include[0]: an empty group: add a rule or remove the group"}
+    assert error == {
+        "ok": False,
+        "path": "include[0]",
+        "error": error["error"],
+        "text": "include[0]: an empty group: add a rule or remove the group",
+    }
 
 
 def test_the_preview_of_another_tenant_is_a_404(tenant, other_tenant, viewer):

@@ -10,9 +10,14 @@ from messaging.models import Message
 from messaging.services import fan_out
 from tenants.models import Tenant
 
-TURKISH_ANDROID = {"include": [[
-    {"type": "property", "property": "language", "op": "in", "value": ["tr"]},
-    {"type": "property", "property": "platform", "op": "in", "value": ["android"]}]]}
+TURKISH_ANDROID = {
+    "include": [
+        [
+            {"type": "property", "property": "language", "op": "in", "value": ["tr"]},
+            {"type": "property", "property": "platform", "op": "in", "value": ["android"]},
+        ]
+    ]
+}
 LATER = (timezone.now() + timedelta(days=2)).isoformat()
 
 
@@ -29,9 +34,11 @@ def test_a_segment_message_reaches_exactly_the_segments_devices(sandbox, server,
     make_device("tr-ios-only", user="mehmet", platform="ios", language="tr")
     segment_id = segment(server)
 
-    response = server.post("/api/v1/messages", {"title": "Merhaba", "body": "İndirim",
-                                                "audience": {"kind": "segment", "segment_id": segment_id}},
-                           format="json")
+    response = server.post(
+        "/api/v1/messages",
+        {"title": "Merhaba", "body": "İndirim", "audience": {"kind": "segment", "segment_id": segment_id}},
+        format="json",
+    )
 
     assert response.status_code == 202, response.content
     assert response.json()["audience"] == {"kind": "segment", "segment_id": segment_id}
@@ -44,13 +51,33 @@ def test_a_segment_message_reaches_exactly_the_segments_devices(sandbox, server,
 def test_ad_hoc_rules_target_without_a_saved_segment(sandbox, server, make_device, inbox):
     buyer = make_device("buyer", user="buyer").user
     make_device("browser", user="browser")
-    Event.objects.create(tenant=buyer.tenant, user=buyer, name="purchase", params={"amount": 80},
-                         occurred_at=timezone.now(), session_id="s", fingerprint="f1")
-    rules = {"include": [[{"type": "event", "event": "purchase", "op": "did",
-                           "params": [{"param": "amount", "op": "≥", "value": 50}]}]]}
+    Event.objects.create(
+        tenant=buyer.tenant,
+        user=buyer,
+        name="purchase",
+        params={"amount": 80},
+        occurred_at=timezone.now(),
+        session_id="s",
+        fingerprint="f1",
+    )
+    rules = {
+        "include": [
+            [
+                {
+                    "type": "event",
+                    "event": "purchase",
+                    "op": "did",
+                    "params": [{"param": "amount", "op": "≥", "value": 50}],
+                }
+            ]
+        ]
+    }
 
-    response = server.post("/api/v1/messages", {"title": "Thanks", "body": "!",
-                                                "audience": {"kind": "rules", "rules": rules}}, format="json")
+    response = server.post(
+        "/api/v1/messages",
+        {"title": "Thanks", "body": "!", "audience": {"kind": "rules", "rules": rules}},
+        format="json",
+    )
 
     assert response.status_code == 202, response.content
     assert response.json()["audience"]["rules"]["include"][0][0]["params"][0]["op"] == ">="
@@ -60,9 +87,16 @@ def test_ad_hoc_rules_target_without_a_saved_segment(sandbox, server, make_devic
 def test_membership_is_evaluated_when_the_fan_out_runs(server, tenant, make_device):
     make_device("early", user="early", language="tr")
     segment_id = segment(server)
-    created = server.post("/api/v1/messages", {"title": "t", "body": "b", "schedule_at": LATER,
-                                               "audience": {"kind": "segment", "segment_id": segment_id}},
-                          format="json").json()
+    created = server.post(
+        "/api/v1/messages",
+        {
+            "title": "t",
+            "body": "b",
+            "schedule_at": LATER,
+            "audience": {"kind": "segment", "segment_id": segment_id},
+        },
+        format="json",
+    ).json()
     make_device("late", user="late", language="tr")  # joins after scheduling, before sending
     Message.objects.filter(pk=created["id"]).update(status="sending", started_at=timezone.now())
 
@@ -76,10 +110,14 @@ def test_a_message_needs_a_segment_of_its_own_tenant(server, tenant):
     other = Tenant.objects.create(name="Other", tenant_id="other")
     foreign = Segment.objects.create(tenant=other, name="theirs")
 
-    for audience in ({"kind": "segment", "segment_id": foreign.pk}, {"kind": "segment"},
-                     {"kind": "segment", "segment_id": 999999}):
-        response = server.post("/api/v1/messages", {"title": "t", "body": "b", "audience": audience},
-                               format="json")
+    for audience in (
+        {"kind": "segment", "segment_id": foreign.pk},
+        {"kind": "segment"},
+        {"kind": "segment", "segment_id": 999999},
+    ):
+        response = server.post(
+            "/api/v1/messages", {"title": "t", "body": "b", "audience": audience}, format="json"
+        )
         assert response.status_code == 400, response.content
         assert response.json()["field"] in ("audience", "audience.segment_id")
         assert "segment_id" in response.json()["detail"] or "segment" in response.json()["detail"]
@@ -87,11 +125,17 @@ def test_a_message_needs_a_segment_of_its_own_tenant(server, tenant):
 
 
 def test_bad_ad_hoc_rules_name_their_path_under_audience(server):
-    rules = {"include": [[{"type": "event", "event": "x", "op": "did",
-                           "params": [{"param": "a", "op": "~", "value": 1}]}]]}
+    rules = {
+        "include": [
+            [{"type": "event", "event": "x", "op": "did", "params": [{"param": "a", "op": "~", "value": 1}]}]
+        ]
+    }
 
-    response = server.post("/api/v1/messages", {"title": "t", "body": "b",
-                                                "audience": {"kind": "rules", "rules": rules}}, format="json")
+    response = server.post(
+        "/api/v1/messages",
+        {"title": "t", "body": "b", "audience": {"kind": "rules", "rules": rules}},
+        format="json",
+    )
 
     assert response.status_code == 400
     assert response.json()["field"] == "audience.rules.include[0][0].params[0].op"
@@ -100,9 +144,16 @@ def test_bad_ad_hoc_rules_name_their_path_under_audience(server):
 
 def test_deleting_a_segment_a_scheduled_message_uses_is_a_409(server, tenant):
     segment_id = segment(server)
-    created = server.post("/api/v1/messages", {"title": "t", "body": "b", "schedule_at": LATER,
-                                               "audience": {"kind": "segment", "segment_id": segment_id}},
-                          format="json").json()
+    created = server.post(
+        "/api/v1/messages",
+        {
+            "title": "t",
+            "body": "b",
+            "schedule_at": LATER,
+            "audience": {"kind": "segment", "segment_id": segment_id},
+        },
+        format="json",
+    ).json()
 
     response = server.delete(f"/api/v1/segments/{segment_id}")
 
@@ -118,9 +169,15 @@ def test_deleting_a_segment_a_scheduled_message_uses_is_a_409(server, tenant):
 def test_a_message_whose_segment_vanished_reaches_nobody(server, tenant, make_device):
     make_device("d", user="u", language="tr")
     segment_id = segment(server)
-    message = Message.objects.create(tenant=tenant, title="t", body="b", audience="segment",
-                                     audience_params={"segment_id": segment_id}, status="sending",
-                                     started_at=timezone.now())
+    message = Message.objects.create(
+        tenant=tenant,
+        title="t",
+        body="b",
+        audience="segment",
+        audience_params={"segment_id": segment_id},
+        status="sending",
+        started_at=timezone.now(),
+    )
     Segment.objects.filter(pk=segment_id).delete()  # behind the service's back
 
     fan_out(message_id=message.pk)

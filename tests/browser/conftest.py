@@ -13,10 +13,19 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = os.environ.get("HERALD_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-SCREENSHOTS = Path(os.environ.get("HERALD_SCREENSHOTS", "")
-                   or Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(
+    os.environ.get("HERALD_SCREENSHOTS", "")
+    or Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+)
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 PASSWORD = "correct horse battery staple"
@@ -63,8 +72,14 @@ def open_page(browser, live_server):
     contexts = []
 
     def open_page(viewport=DESKTOP, color_scheme="light"):
-        context = browser.new_context(viewport=viewport, base_url=live_server.url, color_scheme=color_scheme,
-                                      device_scale_factor=1, locale="en-GB", timezone_id="Europe/Istanbul")
+        context = browser.new_context(
+            viewport=viewport,
+            base_url=live_server.url,
+            color_scheme=color_scheme,
+            device_scale_factor=1,
+            locale="en-GB",
+            timezone_id="Europe/Istanbul",
+        )
         context.set_default_timeout(15_000)
         contexts.append(context)
         return context.new_page()

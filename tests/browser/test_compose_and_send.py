@@ -33,8 +33,15 @@ def editor_login(tenant):
 
 @pytest.fixture
 def devices(tenant):
-    made = [make_device(tenant, f"browser-token-{i:02d}-" + "k" * 30, user=f"user_{i}",
-                        platform=["android", "ios", "web"][i % 3]) for i in range(DEVICES)]
+    made = [
+        make_device(
+            tenant,
+            f"browser-token-{i:02d}-" + "k" * 30,
+            user=f"user_{i}",
+            platform=["android", "ios", "web"][i % 3],
+        )
+        for i in range(DEVICES)
+    ]
     # FCM says this one's app was uninstalled: the outcome shows a failure and why.
     made.append(make_device(tenant, "sandbox-unregistered-" + "u" * 30, user="user_gone"))
     return made
@@ -46,8 +53,16 @@ def worker(settings):
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
     settings.FANOUT_CHUNK_SIZE = 5
     settings.SEND_CONCURRENCY = 2
-    runner = Worker(queue_names=["default"], interval=0.05, batch=False, backend_name="default",
-                    startup_delay=False, max_tasks=None, worker_id="browser-test", excluded_queue_names=[])
+    runner = Worker(
+        queue_names=["default"],
+        interval=0.05,
+        batch=False,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id="browser-test",
+        excluded_queue_names=[],
+    )
 
     def run():
         try:
@@ -63,7 +78,8 @@ def worker(settings):
 
 
 def test_an_editor_composes_tests_validates_and_sends_a_push_through_the_sandbox(
-        open_page, tenant, editor_login, devices, sandbox_credential, worker):
+    open_page, tenant, editor_login, devices, sandbox_credential, worker
+):
     state.configure(latency_ms=60)  # slow enough to watch the bar move
     page = open_page()
     log_in(page, editor_login)
@@ -128,13 +144,18 @@ def test_an_editor_composes_tests_validates_and_sends_a_push_through_the_sandbox
 
     message = Message.objects.get(title="Your order is here", source=Message.Source.ADMIN)
     assert (message.status, message.targeted_count, message.sent_count, message.failed_count) == (
-        Message.Status.COMPLETED_WITH_FAILURES, DEVICES + 1, DEVICES, 1)
+        Message.Status.COMPLETED_WITH_FAILURES,
+        DEVICES + 1,
+        DEVICES,
+        1,
+    )
     assert SandboxMessage.objects.filter(target__startswith="browser-token-").count() == DEVICES + 1  # + test
     assert not Device.objects.get(token__startswith="sandbox-unregistered-").is_active
 
 
 def test_an_editor_schedules_a_push_on_a_phone_and_cancels_it(
-        open_page, tenant, editor_login, devices, sandbox_credential, worker):
+    open_page, tenant, editor_login, devices, sandbox_credential, worker
+):
     page = open_page(PHONE)
     log_in(page, editor_login)
     page.goto("/admin/messaging/message/compose/")

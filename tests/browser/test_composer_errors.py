@@ -24,8 +24,10 @@ def editor_login(tenant):
 
 def count_compose_posts(page) -> list:
     posts = []
-    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and r.url.endswith("/compose/")
-            else None)
+    page.on(
+        "request",
+        lambda r: posts.append(r.url) if r.method == "POST" and r.url.endswith("/compose/") else None,
+    )
     return posts
 
 
@@ -41,13 +43,18 @@ def past_schedule(page):
     page.select_option("#id_schedule_tz", "Europe/Istanbul")
 
 
-@pytest.mark.parametrize("spoil, field, error", [
-    (lambda page: page.fill("#id_title", ""), "title", "This field is required."),
-    (past_schedule, "schedule_at", "That time has passed"),
-    (lambda page: page.fill("#id_click_link", "javascript:alert(1)"), "click_link", "javascript:"),
-], ids=["empty-title", "past-time", "javascript-link"])
+@pytest.mark.parametrize(
+    "spoil, field, error",
+    [
+        (lambda page: page.fill("#id_title", ""), "title", "This field is required."),
+        (past_schedule, "schedule_at", "That time has passed"),
+        (lambda page: page.fill("#id_click_link", "javascript:alert(1)"), "click_link", "javascript:"),
+    ],
+    ids=["empty-title", "past-time", "javascript-link"],
+)
 def test_send_now_with_an_invalid_field_shows_the_error_beside_it_after_one_request(
-        open_page, editor_login, spoil, field, error):
+    open_page, editor_login, spoil, field, error
+):
     page = open_page()
     log_in(page, editor_login)
     page.goto("/admin/messaging/message/compose/")

@@ -40,10 +40,17 @@ def test_every_admin_page_works_under_the_policy(open_page, month_of_activity): 
     assert_no_violations(page)
     message = Message.objects.filter(failed_count__gt=0).first()
     device = Device.objects.filter(is_active=True).first()
-    for url in ["/admin/", "/admin/messaging/message/", f"/admin/messaging/message/{message.pk}/change/",
-                "/admin/devices/device/", f"/admin/devices/device/{device.pk}/change/",
-                "/admin/tenants/apikey/", "/admin/tenants/apikey/add/", "/admin/tenants/firebasecredential/",
-                f"/admin/tenants/firebasecredential/{FirebaseCredential.objects.get().pk}/change/"]:
+    for url in [
+        "/admin/",
+        "/admin/messaging/message/",
+        f"/admin/messaging/message/{message.pk}/change/",
+        "/admin/devices/device/",
+        f"/admin/devices/device/{device.pk}/change/",
+        "/admin/tenants/apikey/",
+        "/admin/tenants/apikey/add/",
+        "/admin/tenants/firebasecredential/",
+        f"/admin/tenants/firebasecredential/{FirebaseCredential.objects.get().pk}/change/",
+    ]:
         response = page.goto(url)
         assert "script-src 'self' 'nonce-" in response.headers["content-security-policy"]
         assert page.locator("#content").count(), f"{url} rendered no admin page"
@@ -57,7 +64,8 @@ def test_the_composer_still_counts_and_previews_under_the_policy(open_page, mont
     page.fill("#id_title", "Your order is on its way")
     page.fill("#id_body", "Arriving today between 2 and 4 pm.")
     page.wait_for_function(  # a function, not a string: the CSP forbids eval
-        "() => !document.getElementById('hd-audience-size').textContent.includes('Counting')")
+        "() => !document.getElementById('hd-audience-size').textContent.includes('Counting')"
+    )
 
     assert "Your order is on its way" in page.content()
     assert_no_violations(page)

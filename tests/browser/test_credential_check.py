@@ -1,4 +1,4 @@
-""""Check now" on a Firebase credential's page checks it, for a tenant admin and an editor."""
+""" "Check now" on a Firebase credential's page checks it, for a tenant admin and an editor."""
 
 import pytest
 from django.contrib.auth.models import User

@@ -24,13 +24,18 @@ def month_of_activity(tenant, sandbox_private_key):
     ApiKey.generate(tenant=tenant, name="Android app", kind=ApiKey.Kind.APP)
     ApiKey.generate(tenant=tenant, name="Backend", kind=ApiKey.Kind.SERVER)[0].revoke()
     seed_activity(tenant)
-    account = create_service_account(project_id="acme-push", token_uri="https://oauth2.googleapis.com/token",
-                                     client_email="herald@acme-push.iam.gserviceaccount.com",
-                                     private_key_pem=sandbox_private_key)
+    account = create_service_account(
+        project_id="acme-push",
+        token_uri="https://oauth2.googleapis.com/token",
+        client_email="herald@acme-push.iam.gserviceaccount.com",
+        private_key_pem=sandbox_private_key,
+    )
     set_credentials(tenant=tenant, raw=json.dumps(account), uploaded_by=user).record_check(
-        ok=False, message="Google refused the key of herald@acme-push.iam.gserviceaccount.com: "
-                          "invalid_grant. Generate a new key under Project settings > Service accounts "
-                          "and upload it.")
+        ok=False,
+        message="Google refused the key of herald@acme-push.iam.gserviceaccount.com: "
+        "invalid_grant. Generate a new key under Project settings > Service accounts "
+        "and upload it.",
+    )
     return tenant
 
 
@@ -55,7 +60,8 @@ def assert_no_column_cut(page):
 
 def assert_columns_line_up(page, table):
     """Every cell sits in its column, and its text lines up with the heading's (left or right)."""
-    off = page.evaluate("""(selector) => {
+    off = page.evaluate(
+        """(selector) => {
         const text = (el) => {
             const range = document.createRange();
             range.selectNodeContents(el);
@@ -76,9 +82,12 @@ def assert_columns_line_up(page, table):
             });
         });
         return bad;
-    }""", table)
-    assert not off, (f"{page.url}: cells out of line with their headings "
-                     f"(row, column, display, x, heading x): {off[:5]}")
+    }""",
+        table,
+    )
+    assert not off, (
+        f"{page.url}: cells out of line with their headings (row, column, display, x, heading x): {off[:5]}"
+    )
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280", "390"])
@@ -109,28 +118,37 @@ def test_the_main_pages_fit_the_screen(open_page, month_of_activity, viewport):
             page.fill("#id_title", "Your order is on its way")
             page.fill("#id_body", "Arriving today between 2 and 4 pm. Tap to follow the courier.")
             page.wait_for_function(  # a function, not a string: the CSP forbids eval
-                "() => !document.getElementById('hd-audience-size').textContent.includes('Counting')")
+                "() => !document.getElementById('hd-audience-size').textContent.includes('Counting')"
+            )
         screenshot(page, name)
         assert_fits(page)
         if name == "device":
             assert_columns_line_up(page, ".hd-device-history .hd-table")
 
 
-def test_the_lists_show_their_last_column_at_1280_px_with_the_sidebar_open(open_page, month_of_activity,
-                                                                           sandbox_private_key):
+def test_the_lists_show_their_last_column_at_1280_px_with_the_sidebar_open(
+    open_page, month_of_activity, sandbox_private_key
+):
     # A second tenant adds each list's tenant column, the widest case staff meet.
     other = Tenant.objects.create(name="Globex Corporation", tenant_id="globex")
     Membership.objects.create(user=User.objects.get(username="ada"), tenant=other, role=Membership.Role.ADMIN)
     ApiKey.generate(tenant=other, name="Globex web app", kind=ApiKey.Kind.APP)
     make_device(other, "globex-token-" + "g" * 40, user="globex_user")
-    account = create_service_account(project_id="globex-prod-push", token_uri="https://oauth2.googleapis.com/token",
-                                     client_email="firebase-adminsdk-x1y2z@globex-prod-push.iam.gserviceaccount.com",
-                                     private_key_pem=sandbox_private_key)
+    account = create_service_account(
+        project_id="globex-prod-push",
+        token_uri="https://oauth2.googleapis.com/token",
+        client_email="firebase-adminsdk-x1y2z@globex-prod-push.iam.gserviceaccount.com",
+        private_key_pem=sandbox_private_key,
+    )
     set_credentials(tenant=other, raw=json.dumps(account))
     page = open_page(DESKTOP)
     log_in(page, "ada")
-    lists = {"messages": "/admin/messaging/message/", "devices": "/admin/devices/device/",
-             "keys": "/admin/tenants/apikey/", "credentials": "/admin/tenants/firebasecredential/"}
+    lists = {
+        "messages": "/admin/messaging/message/",
+        "devices": "/admin/devices/device/",
+        "keys": "/admin/tenants/apikey/",
+        "credentials": "/admin/tenants/firebasecredential/",
+    }
     for name, url in lists.items():
         page.goto(url)
         assert page.locator("#nav-sidebar").is_visible()  # open, as it is by default
@@ -143,8 +161,11 @@ def test_the_dashboard_message_and_composer_pages_read_well_in_dark_mode(open_pa
     page = open_page(DESKTOP, color_scheme="dark")
     log_in(page, "ada")
     message = Message.objects.filter(failed_count__gt=0).first()
-    pages = {"dark-dashboard": "/admin/", "dark-message": f"/admin/messaging/message/{message.pk}/change/",
-             "dark-compose": "/admin/messaging/message/compose/"}
+    pages = {
+        "dark-dashboard": "/admin/",
+        "dark-message": f"/admin/messaging/message/{message.pk}/change/",
+        "dark-compose": "/admin/messaging/message/compose/",
+    }
     for name, url in pages.items():
         page.goto(url)
         screenshot(page, name)
@@ -159,9 +180,15 @@ def test_the_sandbox_inbox_fits_the_screen(open_page, fcm_sandbox, viewport):
     token = "browser-token-" + "k" * 140
     for n, (title, body) in enumerate(TITLES):
         SandboxMessage.objects.create(
-            name=f"projects/acme-push/messages/{n}", project_id="acme-push", sender="herald@acme-push.test",
-            target_kind="token", target=token, title=title, body=body,
-            message={"token": token, "data": {"title": title, "body": body}})
+            name=f"projects/acme-push/messages/{n}",
+            project_id="acme-push",
+            sender="herald@acme-push.test",
+            target_kind="token",
+            target=token,
+            title=title,
+            body=body,
+            message={"token": token, "data": {"title": title, "body": body}},
+        )
     page = open_page(viewport)
 
     page.goto(f"{fcm_sandbox.url}/")

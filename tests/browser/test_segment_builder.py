@@ -23,16 +23,27 @@ TOKEN = "browser-segment-{}-" + "s" * 30
 def people(tenant):
     """ayse bought for 80 (group 1) and speaks Turkish (group 2); mehmet speaks Turkish; john
     bought for 20 only; deniz bought for 120 but lives in DE (excepted)."""
+
     def person(name, *, amount=None, **fields):
         device = make_device(tenant, TOKEN.format(name), user=name, **fields)
         if amount is not None:
-            Event.objects.create(tenant=tenant, user=device.user, name="purchase", params={"amount": amount},
-                                 occurred_at=timezone.now(), session_id="s", fingerprint=f"f-{name}")
+            Event.objects.create(
+                tenant=tenant,
+                user=device.user,
+                name="purchase",
+                params={"amount": amount},
+                occurred_at=timezone.now(),
+                session_id="s",
+                fingerprint=f"f-{name}",
+            )
         return device
 
-    return {"ayse": person("ayse", amount=80), "mehmet": person("mehmet", platform="ios"),
-            "john": person("john", amount=20, language="en", country="GB"),
-            "deniz": person("deniz", amount=120, language="de", country="DE")}
+    return {
+        "ayse": person("ayse", amount=80),
+        "mehmet": person("mehmet", platform="ios"),
+        "john": person("john", amount=20, language="en", country="GB"),
+        "deniz": person("deniz", amount=120, language="de", country="DE"),
+    }
 
 
 def size_reads(page, text):
@@ -77,7 +88,13 @@ def build_segment(page):
 
 @pytest.mark.parametrize("viewport", [None, PHONE], ids=["1280", "390"])
 def test_an_editor_builds_a_segment_and_sends_a_push_to_it(
-        open_page, tenant, people, viewport, sandbox_credential, worker):  # noqa: F811
+    open_page,
+    tenant,
+    people,
+    viewport,
+    sandbox_credential,
+    worker,  # noqa: F811 - the fixture
+):
     user = User.objects.create_user("eddie", "eddie@example.com", PASSWORD, is_staff=True)
     Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.EDITOR)
     page = open_page(viewport) if viewport else open_page()
@@ -96,12 +113,25 @@ def test_an_editor_builds_a_segment_and_sends_a_push_to_it(
     page.wait_for_url("**/audiences/segment/*/change/")
 
     segment = Segment.objects.get()
-    assert segment.rules == {"version": 1, "include": [
-        [{"type": "event", "event": "purchase", "op": "did", "within_days": 14,
-          "params": [{"param": "amount", "op": ">", "value": 50}]}],
-        [{"type": "property", "property": "language", "op": "in", "value": ["tr"]},
-         {"type": "property", "property": "platform", "op": "in", "value": ["android", "ios"]}]],
-        "exclude": [[{"type": "property", "property": "country", "op": "in", "value": ["DE"]}]]}
+    assert segment.rules == {
+        "version": 1,
+        "include": [
+            [
+                {
+                    "type": "event",
+                    "event": "purchase",
+                    "op": "did",
+                    "within_days": 14,
+                    "params": [{"param": "amount", "op": ">", "value": 50}],
+                }
+            ],
+            [
+                {"type": "property", "property": "language", "op": "in", "value": ["tr"]},
+                {"type": "property", "property": "platform", "op": "in", "value": ["android", "ios"]},
+            ],
+        ],
+        "exclude": [[{"type": "property", "property": "country", "op": "in", "value": ["DE"]}]],
+    }
     # Reopened: the builder draws the same rules and the same size.
     page.goto(f"/admin/audiences/segment/{segment.pk}/change/")
     size_reads(page, "≈ 2 users · 2 devices that allow pushes")
@@ -145,6 +175,8 @@ def test_an_editor_builds_a_segment_and_sends_a_push_to_it(
     message = Message.objects.get(title="A gift for you")
     assert (message.audience, message.audience_params) == (Audience.SEGMENT, {"segment_id": segment.pk})
     assert set(SandboxMessage.objects.values_list("target", flat=True)) == {
-        TOKEN.format("ayse"), TOKEN.format("mehmet")}
+        TOKEN.format("ayse"),
+        TOKEN.format("mehmet"),
+    }
     assert message.sent_count == 2
     assert not errors, errors

@@ -13,11 +13,19 @@ LONG_TOKEN = "fK3aQ9xZ1bC2dE3fG4hI5j:APA91b" + "Q" * 130 + "tail-of-the-token"
 @pytest.fixture
 def phone(tenant):
     device = make_device(tenant, LONG_TOKEN, user="ayse_42")
-    Event.objects.create(tenant=tenant, user=device.user, device=device, name="purchase",
-                         occurred_at=device.created_at, session_id="s-1", params={"sku": "A-1"},
-                         fingerprint="f1")
-    TokenRotation.objects.create(device=device, old_token="old-token-" + "o" * 30, old_token_hash="h" * 64,
-                                 new_token=LONG_TOKEN)
+    Event.objects.create(
+        tenant=tenant,
+        user=device.user,
+        device=device,
+        name="purchase",
+        occurred_at=device.created_at,
+        session_id="s-1",
+        params={"sku": "A-1"},
+        fingerprint="f1",
+    )
+    TokenRotation.objects.create(
+        device=device, old_token="old-token-" + "o" * 30, old_token_hash="h" * 64, new_token=LONG_TOKEN
+    )
     return device
 
 
@@ -78,8 +86,10 @@ def test_devices_are_read_only_even_for_a_tenant_admin(tenant_admin, phone):
 def test_a_viewer_cannot_deactivate_devices(viewer, phone):
     assert "deactivate_selected" not in viewer.get("/admin/devices/device/").content.decode()
     assert viewer.post(f"/admin/devices/device/{phone.pk}/deactivate/").status_code == 403
-    viewer.post("/admin/devices/device/", {"action": "deactivate_selected", "_selected_action": [phone.pk],
-                                           "confirmed": "yes"})
+    viewer.post(
+        "/admin/devices/device/",
+        {"action": "deactivate_selected", "_selected_action": [phone.pk], "confirmed": "yes"},
+    )
 
     assert Device.objects.get(pk=phone.pk).is_active
 
@@ -119,8 +129,15 @@ def test_the_list_can_be_narrowed_to_deactivated_devices(viewer, tenant, phone):
 
 def test_app_users_and_events_are_scoped_too(viewer, phone, other_tenant):
     theirs = make_device(other_tenant, "tok-globex-" + "g" * 20, user="globex_user")
-    Event.objects.create(tenant=other_tenant, user=theirs.user, device=theirs, name="globex_event",
-                         occurred_at=theirs.created_at, session_id="s", fingerprint="g1")
+    Event.objects.create(
+        tenant=other_tenant,
+        user=theirs.user,
+        device=theirs,
+        name="globex_event",
+        occurred_at=theirs.created_at,
+        session_id="s",
+        fingerprint="g1",
+    )
 
     users = viewer.get("/admin/devices/appuser/").content.decode()
     events = viewer.get("/admin/devices/event/").content.decode()

@@ -34,12 +34,13 @@ def credentials(tenant, key):
     return {"tenant_id": tenant.tenant_id, "api_key": key}
 
 
-def test_twenty_concurrent_refreshes_of_one_token_give_exactly_one_success(
-        postgres_only, tenant, app_key):
+def test_twenty_concurrent_refreshes_of_one_token_give_exactly_one_success(postgres_only, tenant, app_key):
     APIClient().post("/events", {**EVENT, **credentials(tenant, app_key)}, format="json")
     bodies = [
-        ("/devices/refresh-token",
-         {**credentials(tenant, app_key), "old_token": EVENT["device_token"], "new_token": f"new-{i}"})
+        (
+            "/devices/refresh-token",
+            {**credentials(tenant, app_key), "old_token": EVENT["device_token"], "new_token": f"new-{i}"},
+        )
         for i in range(20)
     ]
 
@@ -53,10 +54,19 @@ def test_twenty_concurrent_refreshes_of_one_token_give_exactly_one_success(
 
 
 def test_concurrent_first_events_of_one_install_create_one_device_and_one_user(
-        postgres_only, tenant, app_key):
+    postgres_only, tenant, app_key
+):
     bodies = [
-        ("/events", {**EVENT, **credentials(tenant, app_key), "app_user_id": "",
-                     "device_token": "fresh-install", "session_id": f"s{i}"})
+        (
+            "/events",
+            {
+                **EVENT,
+                **credentials(tenant, app_key),
+                "app_user_id": "",
+                "device_token": "fresh-install",
+                "session_id": f"s{i}",
+            },
+        )
         for i in range(20)
     ]
 
@@ -68,11 +78,18 @@ def test_concurrent_first_events_of_one_install_create_one_device_and_one_user(
     assert Event.objects.count() == 20
 
 
-def test_concurrent_events_naming_one_new_user_create_that_user_once(
-        postgres_only, tenant, app_key):
+def test_concurrent_events_naming_one_new_user_create_that_user_once(postgres_only, tenant, app_key):
     bodies = [
-        ("/events", {**EVENT, **credentials(tenant, app_key), "app_user_id": "dana",
-                     "device_token": f"token-{i % 4}", "session_id": f"s{i}"})
+        (
+            "/events",
+            {
+                **EVENT,
+                **credentials(tenant, app_key),
+                "app_user_id": "dana",
+                "device_token": f"token-{i % 4}",
+                "session_id": f"s{i}",
+            },
+        )
         for i in range(20)
     ]
 
@@ -88,14 +105,16 @@ def test_identical_retried_events_racing_each_other_are_stored_once(postgres_onl
     assert Event.objects.count() == 1
 
 
-def test_refreshes_racing_events_for_the_new_token_never_fail_or_duplicate(
-        postgres_only, tenant, app_key):
+def test_refreshes_racing_events_for_the_new_token_never_fail_or_duplicate(postgres_only, tenant, app_key):
     APIClient().post("/events", {**EVENT, **credentials(tenant, app_key)}, format="json")
-    refresh = ("/devices/refresh-token",
-               {**credentials(tenant, app_key), "old_token": EVENT["device_token"],
-                "new_token": "rotated"})
-    event = ("/events", {**EVENT, **credentials(tenant, app_key), "device_token": "rotated",
-                         "session_id": "after-rotation"})
+    refresh = (
+        "/devices/refresh-token",
+        {**credentials(tenant, app_key), "old_token": EVENT["device_token"], "new_token": "rotated"},
+    )
+    event = (
+        "/events",
+        {**EVENT, **credentials(tenant, app_key), "device_token": "rotated", "session_id": "after-rotation"},
+    )
 
     statuses = race([refresh, event] * 5)
 
@@ -109,8 +128,10 @@ def test_refreshes_crossing_each_others_tokens_do_not_deadlock(postgres_only, te
     creds = credentials(tenant, app_key)
     for token in ("t1", "t2"):
         APIClient().post("/events", {**EVENT, **creds, "device_token": token}, format="json")
-    swaps = [("/devices/refresh-token", {**creds, "old_token": "t1", "new_token": "t2"}),
-             ("/devices/refresh-token", {**creds, "old_token": "t2", "new_token": "t1"})] * 5
+    swaps = [
+        ("/devices/refresh-token", {**creds, "old_token": "t1", "new_token": "t2"}),
+        ("/devices/refresh-token", {**creds, "old_token": "t2", "new_token": "t1"}),
+    ] * 5
 
     statuses = race(swaps)
 

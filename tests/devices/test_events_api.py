@@ -18,7 +18,10 @@ def test_a_fresh_install_registers_its_user_and_device_with_one_event(api, event
     assert device.last_session_id == "sess-1"
     assert device.user.app_user_id == "user_123"
     assert (device.user.language, device.user.country, device.user.timezone) == (
-        "tr", "TR", "Europe/Istanbul")
+        "tr",
+        "TR",
+        "Europe/Istanbul",
+    )
     assert Device.objects.targetable().count() == 1
 
 

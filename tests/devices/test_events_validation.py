@@ -6,8 +6,17 @@ import pytest
 
 from devices.models import AppUser, Device, Event
 
-REQUIRED = ["event_name", "event_time", "device_token", "platform", "push_permission_granted",
-            "timezone", "language", "country", "session_id"]
+REQUIRED = [
+    "event_name",
+    "event_time",
+    "device_token",
+    "platform",
+    "push_permission_granted",
+    "timezone",
+    "language",
+    "country",
+    "session_id",
+]
 
 
 def assert_nothing_written():
@@ -75,9 +84,14 @@ def test_a_token_of_exactly_4096_characters_is_accepted(api, event_body):
     assert Device.objects.get().token == "t" * 4096
 
 
-@pytest.mark.parametrize("event_time", [
-    "2026-11-23T10:15:00Z", "2026-11-23T10:15:00.123456789+05:30", "2026-11-23t10:15:00z",
-])
+@pytest.mark.parametrize(
+    "event_time",
+    [
+        "2026-11-23T10:15:00Z",
+        "2026-11-23T10:15:00.123456789+05:30",
+        "2026-11-23t10:15:00z",
+    ],
+)
 def test_any_rfc3339_time_with_an_offset_is_accepted(api, event_body, event_time):
     event_body["event_time"] = event_time
 

@@ -77,13 +77,18 @@ def test_identical_tokens_are_a_400(register, refresh):
 
     assert response.status_code == 400
     assert response.json() == {
-        "error": "identical_tokens", "detail": "old_token and new_token must be different."}
+        "error": "identical_tokens",
+        "detail": "old_token and new_token must be different.",
+    }
 
 
-@pytest.mark.parametrize("credentials", [
-    {"api_key": "hrld_app_wrong"},
-    {"tenant_id": "nobody"},
-])
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"api_key": "hrld_app_wrong"},
+        {"tenant_id": "nobody"},
+    ],
+)
 def test_bad_credentials_are_a_401(register, refresh, credentials):
     register()
 
@@ -125,7 +130,9 @@ def test_a_new_token_registered_to_a_different_user_is_a_409_and_changes_nothing
     assert response.status_code == 409
     assert response.json()["error"] == "token_owned_by_another_user"
     assert sorted(Device.objects.values_list("token", "user__app_user_id")) == [
-        ("fcm-token-aaa", "alice"), ("fcm-token-bbb", "bob")]
+        ("fcm-token-aaa", "alice"),
+        ("fcm-token-bbb", "bob"),
+    ]
     assert TokenRotation.objects.count() == 0
 
 

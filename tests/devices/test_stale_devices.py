@@ -15,9 +15,14 @@ def device_seen(tenant):
     user = AppUser.objects.create(tenant=tenant, app_user_id="u")
 
     def device_seen(token, days_ago):
-        return Device.objects.create(tenant=tenant, user=user, token=token, platform="android",
-                                     push_permission=True,
-                                     last_seen_at=timezone.now() - timedelta(days=days_ago))
+        return Device.objects.create(
+            tenant=tenant,
+            user=user,
+            token=token,
+            platform="android",
+            push_permission=True,
+            last_seen_at=timezone.now() - timedelta(days=days_ago),
+        )
 
     return device_seen
 

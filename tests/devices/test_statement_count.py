@@ -20,7 +20,8 @@ def known_device(register):
 
 @pytest.mark.postgres
 def test_an_event_for_a_known_device_is_one_statement_on_postgresql(
-        postgres_only, known_device, api, django_assert_max_num_queries):
+    postgres_only, known_device, api, django_assert_max_num_queries
+):
     with django_assert_max_num_queries(1):
         assert api("/events", {**EVENT, "session_id": "s2"}).status_code == 200
 
@@ -29,7 +30,8 @@ def test_an_event_for_a_known_device_is_one_statement_on_postgresql(
 
 @pytest.mark.postgres
 def test_an_event_from_a_new_install_is_one_statement_on_postgresql(
-        postgres_only, known_device, api, django_assert_max_num_queries):
+    postgres_only, known_device, api, django_assert_max_num_queries
+):
     with django_assert_max_num_queries(1):
         assert api("/events", {**EVENT, "app_user_id": "", "device_token": "fresh"}).status_code == 200
 
@@ -37,14 +39,16 @@ def test_an_event_from_a_new_install_is_one_statement_on_postgresql(
 
 
 def test_an_event_takes_a_bounded_number_of_statements_on_any_database(
-        known_device, api, django_assert_max_num_queries):
+    known_device, api, django_assert_max_num_queries
+):
     with django_assert_max_num_queries(PORTABLE_EVENT_STATEMENTS):
         assert api("/events", {**EVENT, "session_id": "s2"}).status_code == 200
 
 
 @pytest.mark.postgres
 def test_a_token_refresh_is_one_statement_on_postgresql(
-        postgres_only, known_device, api, django_assert_max_num_queries):
+    postgres_only, known_device, api, django_assert_max_num_queries
+):
     body = {"old_token": EVENT["device_token"], "new_token": "rotated", "app_user_id": EVENT["app_user_id"]}
 
     with django_assert_max_num_queries(1):

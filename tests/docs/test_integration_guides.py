@@ -119,8 +119,13 @@ def parse_curl(command: str, line: int) -> Call:
     assert url and url.startswith(DOCUMENTED_BASE_URL), f"line {line}: curl must call {DOCUMENTED_BASE_URL}"
     if body is not None and "Content-Type" not in headers:
         headers["Content-Type"] = "application/x-www-form-urlencoded"  # what curl sends by default
-    return Call(method=method or ("POST" if body is not None else "GET"), path=urlsplit(url).path,
-                headers=headers, body=body, line=line)
+    return Call(
+        method=method or ("POST" if body is not None else "GET"),
+        path=urlsplit(url).path,
+        headers=headers,
+        body=body,
+        line=line,
+    )
 
 
 def parse_call(arg: str, body: str | None, line: int) -> Call:
@@ -159,7 +164,8 @@ def parse(name: str) -> Guide:
             assert lang == "json", f"{name}:{line}: a response is a json block"
             previous = guide.steps[-1] if guide.steps else None
             assert previous and previous.kind == "call" and previous.expect is None, (
-                f"{name}:{line}: a response must follow a request")
+                f"{name}:{line}: a response must follow a request"
+            )
             status, *header_names = [part.strip() for part in arg.split("|")]
             previous.expect = Expect(status=int(status), headers=header_names, body=code)
         elif kind == "run":
@@ -212,8 +218,11 @@ def mismatches(expected, actual, where: str = "body", *, error_body: bool = Fals
     if isinstance(expected, list):
         if not isinstance(actual, list) or len(actual) != len(expected):
             return [f"{where}: {actual!r} is not {expected!r}"]
-        return [p for i, (e, a) in enumerate(zip(expected, actual, strict=True))
-                for p in mismatches(e, a, f"{where}[{i}]")]
+        return [
+            p
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for p in mismatches(e, a, f"{where}[{i}]")
+        ]
     if expected == actual and type(expected) is type(actual):
         return []
     return [f"{where}: {actual!r} != {expected!r}"]
@@ -227,8 +236,12 @@ class GuideRunner:
 
     def __init__(self, *, guide: Guide, base_url: str, tenant, app_key: str, server_key: str, settings):
         self.guide, self.base_url, self.tenant, self.settings = guide, base_url, tenant, settings
-        self.values = {"YOUR_TENANT_ID": tenant.tenant_id, "YOUR_APP_KEY": app_key,
-                       "YOUR_SERVER_KEY": server_key, DOCUMENTED_BASE_URL: base_url}
+        self.values = {
+            "YOUR_TENANT_ID": tenant.tenant_id,
+            "YOUR_APP_KEY": app_key,
+            "YOUR_SERVER_KEY": server_key,
+            DOCUMENTED_BASE_URL: base_url,
+        }
         self.session = requests.Session()
         self.session.trust_env = False
 
@@ -245,10 +258,17 @@ class GuideRunner:
         """A push Herald delivered to the tenant's newest device: what the app finds in the data."""
         device = Device.objects.filter(tenant=self.tenant).order_by("-pk").first()
         assert device is not None, f"{self.guide.name}: an open is reported before any device registered"
-        message = Message.objects.create(tenant=self.tenant, title="Hi", body="There",
-                                         status=Message.Status.COMPLETED, targeted_count=1, sent_count=1)
-        delivery = Delivery.objects.create(message=message, device=device, status=Delivery.Status.SENT,
-                                           sent_at=timezone.now(), attempts=1)
+        message = Message.objects.create(
+            tenant=self.tenant,
+            title="Hi",
+            body="There",
+            status=Message.Status.COMPLETED,
+            targeted_count=1,
+            sent_count=1,
+        )
+        delivery = Delivery.objects.create(
+            message=message, device=device, status=Delivery.Status.SENT, sent_at=timezone.now(), attempts=1
+        )
         return delivery.tracking_token
 
     def send(self, call: Call) -> requests.Response:
@@ -256,8 +276,13 @@ class GuideRunner:
         if body is not None and call.headers.get("Content-Type") == "application/json":
             json.loads(body)  # the documented body must be valid JSON
         headers = {name: self.fill(value) for name, value in call.headers.items()}
-        return self.session.request(call.method, self.base_url + self.fill(call.path), headers=headers,
-                                    data=None if body is None else body.encode(), timeout=10)
+        return self.session.request(
+            call.method,
+            self.base_url + self.fill(call.path),
+            headers=headers,
+            data=None if body is None else body.encode(),
+            timeout=10,
+        )
 
     def send_until_rate_limited(self, call: Call) -> requests.Response:
         rate = self.settings.DEVELOPER_PUSH_RATE
@@ -283,8 +308,12 @@ class GuideRunner:
             return [f"{where}: answered {response.status_code}, documented {expect.status}: {response.text}"]
         problems = [f"{where}: no {name} header" for name in expect.headers if name not in response.headers]
         body = response.json()
-        problems += [f"{where}: {p}" for p in mismatches(json.loads(self.fill(expect.body)), body,
-                                                          error_body=response.status_code >= 400)]
+        problems += [
+            f"{where}: {p}"
+            for p in mismatches(
+                json.loads(self.fill(expect.body)), body, error_body=response.status_code >= 400
+            )
+        ]
         if call.path.startswith("/api/v1/messages") and isinstance(body, dict) and "id" in body:
             self.values["MESSAGE_ID"] = str(body["id"])
         return problems
@@ -296,8 +325,10 @@ class GuideRunner:
         problems = []
         if step.result is not None:
             expected = json.loads(self.fill(step.result))
-            problems = [f"{self.guide.name}:{step.line} result: {p}"
-                        for p in mismatches(expected, namespace.get("result"), "result")]
+            problems = [
+                f"{self.guide.name}:{step.line} result: {p}"
+                for p in mismatches(expected, namespace.get("result"), "result")
+            ]
         return namespace, problems
 
     def run(self) -> tuple[list[str], dict]:
@@ -320,8 +351,14 @@ def play(live_server, tenant, app_key, server_key, settings):
     throttling.reset_local_counters()
 
     def play(name: str) -> tuple[list[str], dict]:
-        runner = GuideRunner(guide=parse(name), base_url=live_server.url, tenant=tenant, app_key=app_key,
-                             server_key=server_key, settings=settings)
+        runner = GuideRunner(
+            guide=parse(name),
+            base_url=live_server.url,
+            tenant=tenant,
+            app_key=app_key,
+            server_key=server_key,
+            settings=settings,
+        )
         return runner.run()
 
     return play
@@ -341,8 +378,11 @@ def test_every_request_in_the_guide_gets_the_documented_answer(play, name):
 def test_every_json_body_and_curl_command_in_the_guides_is_tested(name):
     guide = parse(name)
 
-    untested = [code[:60] for lang, code, marked in guide.blocks
-                if not marked and (lang == "json" or (lang == "sh" and "curl" in code) or lang == "python")]
+    untested = [
+        code[:60]
+        for lang, code, marked in guide.blocks
+        if not marked and (lang == "json" or (lang == "sh" and "curl" in code) or lang == "python")
+    ]
 
     assert guide.calls(), "a guide without requests"
     assert untested == []
@@ -352,18 +392,23 @@ def test_every_json_body_and_curl_command_in_the_guides_is_tested(name):
 def test_the_app_guides_document_every_answer_of_the_app_endpoints(name):
     documented = _documented_statuses(parse(name))
 
-    assert {path: documented.get(path, set()) & statuses
-            for path, statuses in APP_STATUSES.items()} == APP_STATUSES
-    refresh_errors = {json.loads(s.expect.body).get("error") for s in parse(name).calls()
-                      if s.call.path == "/devices/refresh-token" and s.expect.status == 400}
+    assert {
+        path: documented.get(path, set()) & statuses for path, statuses in APP_STATUSES.items()
+    } == APP_STATUSES
+    refresh_errors = {
+        json.loads(s.expect.body).get("error")
+        for s in parse(name).calls()
+        if s.call.path == "/devices/refresh-token" and s.expect.status == 400
+    }
     assert refresh_errors >= {"missing_field", "identical_tokens"}
 
 
 def test_the_backend_guide_documents_every_answer_of_the_server_endpoints():
     documented = _documented_statuses(parse("backend.md"))
 
-    assert {path: documented.get(path, set()) & statuses
-            for path, statuses in BACKEND_STATUSES.items()} == BACKEND_STATUSES
+    assert {
+        path: documented.get(path, set()) & statuses for path, statuses in BACKEND_STATUSES.items()
+    } == BACKEND_STATUSES
 
 
 def _documented_statuses(guide: Guide) -> dict[str, set[int]]:
@@ -464,8 +509,12 @@ def manage_py_commands(name: str) -> list[list[str]]:
                     commands.append((match.start(), line.strip()))
     prose = TOKENS.sub(lambda m: " " * len(m[0]) if m["code"] is not None else m[0], text)
     commands += [(m.start(), m[1]) for m in INLINE_CODE.finditer(prose) if MANAGE_PY.match(m[1])]
-    return [shlex.split(command, comments=True)[1:] if command.startswith("manage.py")
-            else shlex.split(command, comments=True)[2:] for _, command in sorted(commands)]
+    return [
+        shlex.split(command, comments=True)[1:]
+        if command.startswith("manage.py")
+        else shlex.split(command, comments=True)[2:]
+        for _, command in sorted(commands)
+    ]
 
 
 @pytest.mark.django_db
@@ -475,8 +524,9 @@ def test_every_manage_py_command_in_the_guide_runs_as_written(name):
 
     from tenants.models import ApiKey, Tenant, hash_key
 
-    commands = [[word.replace("YOUR_TENANT_ID", "guide-shop") for word in words]
-                for words in manage_py_commands(name)]
+    commands = [
+        [word.replace("YOUR_TENANT_ID", "guide-shop") for word in words] for words in manage_py_commands(name)
+    ]
     assert any(words[0] == "create_api_key" for words in commands), "the guide says how to get a key"
     if not any(words[0] == "create_tenant" for words in commands):
         Tenant.objects.create(tenant_id="guide-shop", name="Guide shop")  # the operator made it
@@ -502,8 +552,12 @@ def test_a_wrong_documented_answer_is_caught():
     assert mismatches({"success": True}, {"success": True}) == []
     assert mismatches({"fingerprint": "<string>"}, {"fingerprint": ""}) != []
     assert mismatches({"success": True}, {"success": True, "extra": 1}) != []
-    assert mismatches({"error": "x", "detail": "<string>"}, {"error": "x", "detail": "d", "errors": {}},
-                      error_body=True) == []
+    assert (
+        mismatches(
+            {"error": "x", "detail": "<string>"}, {"error": "x", "detail": "d", "errors": {}}, error_body=True
+        )
+        == []
+    )
     assert mismatches({"id": "<integer>", "...": "..."}, {"id": 3, "title": "t"}) == []
     assert mismatches({"open_rate": "<number or null>"}, {"open_rate": None}) == []
     assert mismatches({"push_count": 1}, {"push_count": True}) != []

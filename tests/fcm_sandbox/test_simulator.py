@@ -17,10 +17,25 @@ def fleet(live_server, sandbox, tenant, app_key):
     made = []
 
     def fleet(**options) -> Simulator:
-        settings = {"seed": 8, "tick": 0.1, "ramp_up": 0, "open_delay": 0, "rotate_chance": 0,
-                    "reinstall_chance": 0, "grant_later_chance": 0, **options}
-        simulator = Simulator(SimulatorConfig(base_url=live_server.url, tenant_id=tenant.tenant_id,
-                                              app_key=app_key, sandbox_url=sandbox.url, **settings))
+        settings = {
+            "seed": 8,
+            "tick": 0.1,
+            "ramp_up": 0,
+            "open_delay": 0,
+            "rotate_chance": 0,
+            "reinstall_chance": 0,
+            "grant_later_chance": 0,
+            **options,
+        }
+        simulator = Simulator(
+            SimulatorConfig(
+                base_url=live_server.url,
+                tenant_id=tenant.tenant_id,
+                app_key=app_key,
+                sandbox_url=sandbox.url,
+                **settings,
+            )
+        )
         made.append(simulator)
         return simulator
 
@@ -34,8 +49,9 @@ def registered(simulator):
 
 
 def test_virtual_devices_register_rotate_and_report_opens_of_what_they_received(fleet, server, tenant):
-    sim = fleet(devices=12, rotate_chance=0.3, event_chance=0.5, open_rate=1.0,
-                anonymous_share=0.2, denied_share=0.15)
+    sim = fleet(
+        devices=12, rotate_chance=0.3, event_chance=0.5, open_rate=1.0, anonymous_share=0.2, denied_share=0.15
+    )
 
     sim.run(20, until=lambda: registered(sim)() and sim.stats["rotations"] >= 3)
 
@@ -124,11 +140,24 @@ def test_a_user_who_grants_permission_later_starts_receiving(fleet, tenant):
 
 
 def test_the_virtual_back_end_sends_pushes_and_campaigns_that_get_opened(fleet, server_key):
-    sim = fleet(devices=6, server_key=server_key, push_every=0.2, campaign_every=0.5, open_rate=1.0,
-                anonymous_share=0, denied_share=0)
+    sim = fleet(
+        devices=6,
+        server_key=server_key,
+        push_every=0.2,
+        campaign_every=0.5,
+        open_rate=1.0,
+        anonymous_share=0,
+        denied_share=0,
+    )
 
-    sim.run(20, until=lambda: sim.stats["campaigns"] >= 1 and sim.stats["developer_pushes"] >= 1
-            and sim.stats["opens_reported"] >= 7)
+    sim.run(
+        20,
+        until=lambda: (
+            sim.stats["campaigns"] >= 1
+            and sim.stats["developer_pushes"] >= 1
+            and sim.stats["opens_reported"] >= 7
+        ),
+    )
 
     assert Message.objects.filter(source=Message.Source.DEVELOPER_PUSH).exists()
     assert Message.objects.filter(source=Message.Source.API).exists()
@@ -146,8 +175,17 @@ def test_it_stops_when_its_request_budget_is_spent(fleet):
 
 
 def test_it_stops_at_once_when_herald_refuses_the_app_key(live_server, sandbox, tenant):
-    sim = Simulator(SimulatorConfig(base_url=live_server.url, tenant_id=tenant.tenant_id, app_key="wrong",
-                                    sandbox_url=sandbox.url, devices=3, ramp_up=0, tick=0.1))
+    sim = Simulator(
+        SimulatorConfig(
+            base_url=live_server.url,
+            tenant_id=tenant.tenant_id,
+            app_key="wrong",
+            sandbox_url=sandbox.url,
+            devices=3,
+            ramp_up=0,
+            tick=0.1,
+        )
+    )
 
     sim.run(20)
     sim.close()
@@ -156,15 +194,31 @@ def test_it_stops_at_once_when_herald_refuses_the_app_key(live_server, sandbox, 
     assert sim.elapsed < 10
 
 
-@pytest.mark.parametrize("url", ["http://example.com", "http://10.0.0.1:8000", "ftp://127.0.0.1/",
-                                 "http://127.0.0.1:8000/?x=1", "127.0.0.1:8000"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com",
+        "http://10.0.0.1:8000",
+        "ftp://127.0.0.1/",
+        "http://127.0.0.1:8000/?x=1",
+        "127.0.0.1:8000",
+    ],
+)
 def test_it_refuses_urls_that_are_not_on_this_machine(url):
     with pytest.raises(ValueError):
         check_url(url)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/", "http://localhost:8000", "http://[::1]:9099",
-                                 "https://127.0.0.2", "http://0.0.0.0:8000"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/",
+        "http://localhost:8000",
+        "http://[::1]:9099",
+        "https://127.0.0.2",
+        "http://0.0.0.0:8000",
+    ],
+)
 def test_it_accepts_loopback_urls(url):
     assert check_url(url) == url.rstrip("/")
 
@@ -176,10 +230,32 @@ def test_remote_urls_need_to_be_allowed():
 def test_the_command_runs_the_fleet_and_prints_a_summary(live_server, sandbox, tenant, app_key):
     out = io.StringIO()
 
-    call_command("simulate_devices", "--base-url", live_server.url, "--tenant", tenant.tenant_id,
-                 "--app-key", app_key, "--sandbox-url", sandbox.url, "--devices", "4", "--duration", "1.5",
-                 "--tick", "0.2", "--ramp-up", "0", "--seed", "3", "--wait", "5", "--reinstall-chance", "0",
-                 stdout=out)
+    call_command(
+        "simulate_devices",
+        "--base-url",
+        live_server.url,
+        "--tenant",
+        tenant.tenant_id,
+        "--app-key",
+        app_key,
+        "--sandbox-url",
+        sandbox.url,
+        "--devices",
+        "4",
+        "--duration",
+        "1.5",
+        "--tick",
+        "0.2",
+        "--ramp-up",
+        "0",
+        "--seed",
+        "3",
+        "--wait",
+        "5",
+        "--reinstall-chance",
+        "0",
+        stdout=out,
+    )
 
     assert "devices registered   4/4" in out.getvalue()
     assert Device.objects.filter(tenant=tenant).count() == 4
@@ -188,9 +264,27 @@ def test_the_command_runs_the_fleet_and_prints_a_summary(live_server, sandbox, t
 def test_the_command_prints_json_when_asked(live_server, sandbox, tenant, app_key):
     out = io.StringIO()
 
-    call_command("simulate_devices", "--base-url", live_server.url, "--tenant", tenant.tenant_id,
-                 "--app-key", app_key, "--sandbox-url", sandbox.url, "--devices", "2", "--duration", "1",
-                 "--tick", "0.2", "--ramp-up", "0", "--json", stdout=out)
+    call_command(
+        "simulate_devices",
+        "--base-url",
+        live_server.url,
+        "--tenant",
+        tenant.tenant_id,
+        "--app-key",
+        app_key,
+        "--sandbox-url",
+        sandbox.url,
+        "--devices",
+        "2",
+        "--duration",
+        "1",
+        "--tick",
+        "0.2",
+        "--ramp-up",
+        "0",
+        "--json",
+        stdout=out,
+    )
 
     summary = json.loads(out.getvalue())
     assert summary["devices"]["registered"] == 2
@@ -199,15 +293,41 @@ def test_the_command_prints_json_when_asked(live_server, sandbox, tenant, app_ke
 
 def test_the_command_refuses_a_remote_url(db):
     with pytest.raises(CommandError, match="not on this machine"):
-        call_command("simulate_devices", "--base-url", "http://example.com", "--tenant", "acme",
-                     "--app-key", "k", "--sandbox-url", "http://127.0.0.1:9099")
+        call_command(
+            "simulate_devices",
+            "--base-url",
+            "http://example.com",
+            "--tenant",
+            "acme",
+            "--app-key",
+            "k",
+            "--sandbox-url",
+            "http://127.0.0.1:9099",
+        )
 
 
 def test_the_command_fails_when_herald_refuses_the_key(live_server, sandbox, tenant):
     with pytest.raises(CommandError, match="refused"):
-        call_command("simulate_devices", "--base-url", live_server.url, "--tenant", tenant.tenant_id,
-                     "--app-key", "wrong", "--sandbox-url", sandbox.url, "--devices", "2", "--duration", "5",
-                     "--ramp-up", "0", "--tick", "0.1", stdout=io.StringIO())
+        call_command(
+            "simulate_devices",
+            "--base-url",
+            live_server.url,
+            "--tenant",
+            tenant.tenant_id,
+            "--app-key",
+            "wrong",
+            "--sandbox-url",
+            sandbox.url,
+            "--devices",
+            "2",
+            "--duration",
+            "5",
+            "--ramp-up",
+            "0",
+            "--tick",
+            "0.1",
+            stdout=io.StringIO(),
+        )
 
 
 def test_waiting_for_herald_logs_no_api_error(fleet, caplog):

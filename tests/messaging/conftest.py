@@ -20,13 +20,24 @@ def server(tenant, server_key):
 
 @pytest.fixture
 def make_device(tenant):
-    def make_device(token, *, user="user_1", platform="android", permission=True, country="TR",
-                    language="tr", owner=None, **fields):
+    def make_device(
+        token,
+        *,
+        user="user_1",
+        platform="android",
+        permission=True,
+        country="TR",
+        language="tr",
+        owner=None,
+        **fields,
+    ):
         owner = owner or tenant
         app_user, _ = AppUser.objects.get_or_create(
-            tenant=owner, app_user_id=user, defaults={"country": country, "language": language})
-        return Device.objects.create(tenant=owner, user=app_user, token=token, platform=platform,
-                                     push_permission=permission, **fields)
+            tenant=owner, app_user_id=user, defaults={"country": country, "language": language}
+        )
+        return Device.objects.create(
+            tenant=owner, user=app_user, token=token, platform=platform, push_permission=permission, **fields
+        )
 
     return make_device
 

@@ -90,8 +90,9 @@ class FaultyFcm:
         self._http = urllib3.PoolManager(maxsize=64, retries=False, timeout=urllib3.Timeout(30))
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="faulty-fcm", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="faulty-fcm", daemon=True
+        )
 
     def __enter__(self) -> "FaultyFcm":
         self._thread.start()
@@ -142,10 +143,17 @@ class FaultyFcm:
                 self._reply(upstream.status, upstream.data, upstream.headers)
 
             def _answer(self, fault: Answer):
-                error = {"code": fault.status, "message": f"Injected {fault.status}.",
-                         "status": ERROR_STATUS[fault.status],
-                         "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
-                                      "errorCode": ERROR_CODE[fault.status]}]}
+                error = {
+                    "code": fault.status,
+                    "message": f"Injected {fault.status}.",
+                    "status": ERROR_STATUS[fault.status],
+                    "details": [
+                        {
+                            "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                            "errorCode": ERROR_CODE[fault.status],
+                        }
+                    ],
+                }
                 headers = {"Content-Type": "application/json; charset=UTF-8"}
                 if fault.retry_after is not None:
                     headers["Retry-After"] = str(fault.retry_after)

@@ -19,18 +19,29 @@ AUDIENCE = "/admin/messaging/message/compose/audience/"
 
 
 def form(tenant, **fields):
-    return {"tenant": tenant.pk, "title": "Your order is on its way", "body": "Arriving today.",
-            "data_only": "1", "priority": "5", "audience": "all", "when": "now", "schedule_tz": "UTC",
-            "ttl_value": "4", "ttl_unit": "604800", **fields}
+    return {
+        "tenant": tenant.pk,
+        "title": "Your order is on its way",
+        "body": "Arriving today.",
+        "data_only": "1",
+        "priority": "5",
+        "audience": "all",
+        "when": "now",
+        "schedule_tz": "UTC",
+        "ttl_value": "4",
+        "ttl_unit": "604800",
+        **fields,
+    }
 
 
 @pytest.fixture
 def phones(tenant):
-    return [make_device(tenant, "tok-android-" + "a" * 20, user="ayse", platform="android"),
-            make_device(tenant, "tok-ios-" + "b" * 20, user="ayse", platform="ios"),
-            make_device(tenant, "tok-web-" + "c" * 20, user="bora", platform="web", country="DE",
-                        language="de"),
-            make_device(tenant, "tok-muted-" + "d" * 20, user="cem", permission=False)]
+    return [
+        make_device(tenant, "tok-android-" + "a" * 20, user="ayse", platform="android"),
+        make_device(tenant, "tok-ios-" + "b" * 20, user="ayse", platform="ios"),
+        make_device(tenant, "tok-web-" + "c" * 20, user="bora", platform="web", country="DE", language="de"),
+        make_device(tenant, "tok-muted-" + "d" * 20, user="cem", permission=False),
+    ]
 
 
 # --- Who may compose ----------------------------------------------------------------------
@@ -91,14 +102,27 @@ def test_sending_first_asks_for_confirmation_stating_the_audience_size(editor, t
 def test_the_confirmation_also_comes_as_json_for_the_page_script(editor, tenant, phones):
     answer = editor.post(COMPOSE, form(tenant, _action="send", _format="json")).json()
 
-    assert answer == {"ok": True, "size": 3, "blocked": False,
-                      "confirm": "Send “Your order is on its way” to 3 devices now?"}
+    assert answer == {
+        "ok": True,
+        "size": 3,
+        "blocked": False,
+        "confirm": "Send “Your order is on its way” to 3 devices now?",
+    }
 
 
 def test_confirming_creates_the_message_and_starts_sending(editor, tenant, phones):
-    response = editor.post(COMPOSE, form(tenant, _action="confirm", data_key=["order_id", ""],
-                                         data_value=["A-1042", ""], android_channel="orders",
-                                         badge="3", priority="10"))
+    response = editor.post(
+        COMPOSE,
+        form(
+            tenant,
+            _action="confirm",
+            data_key=["order_id", ""],
+            data_value=["A-1042", ""],
+            android_channel="orders",
+            badge="3",
+            priority="10",
+        ),
+    )
 
     message = Message.objects.get()
     assert response.status_code == 302 and response["Location"].endswith(f"/{message.pk}/change/")
@@ -121,28 +145,44 @@ def test_nothing_is_sent_now_when_no_device_matches(editor, tenant):
 def test_scheduling_reads_the_time_in_the_chosen_time_zone(editor, tenant, phones):
     day = (timezone.now() + timedelta(days=2)).date()
 
-    response = editor.post(COMPOSE, form(tenant, _action="confirm", when="later",
-                                         schedule_at=f"{day}T09:30", schedule_tz="Europe/Istanbul"))
+    response = editor.post(
+        COMPOSE,
+        form(
+            tenant, _action="confirm", when="later", schedule_at=f"{day}T09:30", schedule_tz="Europe/Istanbul"
+        ),
+    )
 
     message = Message.objects.get()
     assert response.status_code == 302
     assert message.status == Message.Status.SCHEDULED
-    assert message.schedule_at.astimezone(ZoneInfo("Europe/Istanbul")).strftime("%Y-%m-%d %H:%M") == \
-        f"{day} 09:30"
+    assert (
+        message.schedule_at.astimezone(ZoneInfo("Europe/Istanbul")).strftime("%Y-%m-%d %H:%M")
+        == f"{day} 09:30"
+    )
 
 
 def test_the_schedule_confirmation_names_the_time_and_zone(editor, tenant, phones):
     day = (timezone.now() + timedelta(days=2)).date()
 
-    answer = editor.post(COMPOSE, form(tenant, _action="send", _format="json", when="later",
-                                       schedule_at=f"{day}T09:30", schedule_tz="Asia/Tokyo")).json()
+    answer = editor.post(
+        COMPOSE,
+        form(
+            tenant,
+            _action="send",
+            _format="json",
+            when="later",
+            schedule_at=f"{day}T09:30",
+            schedule_tz="Asia/Tokyo",
+        ),
+    ).json()
 
     assert "09:30 (Asia/Tokyo)" in answer["confirm"] and "would reach 3 devices" in answer["confirm"]
 
 
 def test_a_time_in_the_past_is_refused(editor, tenant, phones):
-    response = editor.post(COMPOSE, form(tenant, _action="confirm", when="later",
-                                         schedule_at="2020-01-01T09:00"))
+    response = editor.post(
+        COMPOSE, form(tenant, _action="confirm", when="later", schedule_at="2020-01-01T09:00")
+    )
 
     assert b"That time has passed" in response.content
     assert not Message.objects.exists()
@@ -156,8 +196,15 @@ def test_a_ttl_over_four_weeks_is_refused(editor, tenant, phones):
 
 
 def test_reserved_and_duplicate_data_keys_are_refused(editor, tenant, phones):
-    response = editor.post(COMPOSE, form(tenant, _action="confirm", data_key=["google.x", "a", "a", "title"],
-                                         data_value=["1", "2", "3", "4"]))
+    response = editor.post(
+        COMPOSE,
+        form(
+            tenant,
+            _action="confirm",
+            data_key=["google.x", "a", "a", "title"],
+            data_value=["1", "2", "3", "4"],
+        ),
+    )
 
     page = response.content.decode()
     assert "reserved by FCM or Herald" in page and "appears twice" in page
@@ -166,18 +213,40 @@ def test_reserved_and_duplicate_data_keys_are_refused(editor, tenant, phones):
 
 
 def test_audiences_are_stored_as_the_api_stores_them(editor, tenant, phones):
-    editor.post(COMPOSE, form(tenant, _action="confirm", audience="filter", platforms=["android", "ios"],
-                              countries="tr, de", languages=""))
-    editor.post(COMPOSE, form(tenant, _action="confirm", title="Users", audience="users",
-                              app_user_ids="ayse\nbora, ayse"))
+    editor.post(
+        COMPOSE,
+        form(
+            tenant,
+            _action="confirm",
+            audience="filter",
+            platforms=["android", "ios"],
+            countries="tr, de",
+            languages="",
+        ),
+    )
+    editor.post(
+        COMPOSE,
+        form(tenant, _action="confirm", title="Users", audience="users", app_user_ids="ayse\nbora, ayse"),
+    )
     tomorrow = (timezone.now() + timedelta(days=1)).date()
-    editor.post(COMPOSE, form(tenant, _action="confirm", title="Topic", audience="topic",
-                              topic="/topics/news",
-                              when="later", schedule_at=f"{tomorrow}T10:00"))
+    editor.post(
+        COMPOSE,
+        form(
+            tenant,
+            _action="confirm",
+            title="Topic",
+            audience="topic",
+            topic="/topics/news",
+            when="later",
+            schedule_at=f"{tomorrow}T10:00",
+        ),
+    )
 
     by_title = {m.title: m for m in Message.objects.all()}
-    assert by_title["Your order is on its way"].audience_params == {"platforms": ["android", "ios"],
-                                                                    "countries": ["TR", "DE"]}
+    assert by_title["Your order is on its way"].audience_params == {
+        "platforms": ["android", "ios"],
+        "countries": ["TR", "DE"],
+    }
     assert by_title["Users"].audience_params == {"app_user_ids": ["ayse", "bora"]}
     topic = by_title["Topic"]
     assert (topic.audience, topic.audience_params) == (Audience.TOPIC, {"topic": "news"})
@@ -190,9 +259,14 @@ def test_an_audience_needs_its_parameters(editor, tenant):
 
 
 def test_duplicating_a_message_fills_the_composer_with_it(editor, tenant):
-    message = make_message(tenant, title="Weekly summary", data={"screen": "stats"},
-                           audience="users", audience_params={"app_user_ids": ["ayse", "bora"]},
-                           ttl_seconds=7200)
+    message = make_message(
+        tenant,
+        title="Weekly summary",
+        data={"screen": "stats"},
+        audience="users",
+        audience_params={"app_user_ids": ["ayse", "bora"]},
+        ttl_seconds=7200,
+    )
 
     page = editor.get(f"{COMPOSE}?from={message.pk}").content.decode()
 
@@ -259,8 +333,10 @@ def test_validate_explains_a_missing_credential_in_plain_words(editor, tenant, s
 
 
 def test_validate_passes_fcms_own_objection_on(editor, tenant, sandbox_credential):
-    answer = editor.post(COMPOSE, form(tenant, _action="validate", _format="json", audience="condition",
-                                       condition="news in topics")).json()
+    answer = editor.post(
+        COMPOSE,
+        form(tenant, _action="validate", _format="json", audience="condition", condition="news in topics"),
+    ).json()
 
     assert not answer["ok"] and answer["summary"] == "FCM would not accept this message."
     assert answer["details"][0].startswith("INVALID_ARGUMENT: FCM refused the message as malformed")
@@ -281,15 +357,17 @@ def test_a_test_push_goes_to_the_devices_of_one_app_user(editor, tenant, phones,
 
 
 def test_a_test_push_goes_to_one_device_by_its_token(editor, tenant, phones, sandbox_credential):
-    answer = editor.post(COMPOSE, form(tenant, _action="test", _format="json",
-                                       test_to=phones[2].token)).json()
+    answer = editor.post(
+        COMPOSE, form(tenant, _action="test", _format="json", test_to=phones[2].token)
+    ).json()
 
     assert answer["ok"]
     assert list(SandboxMessage.objects.values_list("target", flat=True)) == [phones[2].token]
 
 
-def test_a_test_push_skips_a_device_without_permission_and_says_why(editor, tenant, phones,
-                                                                     sandbox_credential):
+def test_a_test_push_skips_a_device_without_permission_and_says_why(
+    editor, tenant, phones, sandbox_credential
+):
     answer = editor.post(COMPOSE, form(tenant, _action="test", _format="json", test_to="cem")).json()
 
     assert not answer["ok"] and "has not allowed notifications" in answer["details"][0]
@@ -326,8 +404,9 @@ def test_form_errors_come_back_as_json_for_the_page_script(editor, tenant):
 
 
 def test_a_payload_too_large_for_fcm_is_refused(editor, tenant):
-    response = editor.post(COMPOSE, form(tenant, _action="send", body="x" * 2000,
-                                         data_key=["blob"], data_value=["y" * 3000]))
+    response = editor.post(
+        COMPOSE, form(tenant, _action="send", body="x" * 2000, data_key=["blob"], data_value=["y" * 3000])
+    )
 
     assert b"FCM allows about 4,000" in response.content
 

@@ -13,17 +13,38 @@ COMPOSE = "/admin/messaging/message/compose/"
 
 
 def form(tenant, doc, **fields):
-    return {"tenant": tenant.pk, "title": "Sale", "body": "50% off", "data_only": "1", "priority": "5",
-            "audience": "all", "when": "now", "schedule_tz": "UTC", "ttl_value": "4", "ttl_unit": "604800",
-            "content_doc": json.dumps(doc), "_action": "draft", **fields}
+    return {
+        "tenant": tenant.pk,
+        "title": "Sale",
+        "body": "50% off",
+        "data_only": "1",
+        "priority": "5",
+        "audience": "all",
+        "when": "now",
+        "schedule_tz": "UTC",
+        "ttl_value": "4",
+        "ttl_unit": "604800",
+        "content_doc": json.dumps(doc),
+        "_action": "draft",
+        **fields,
+    }
 
 
 def test_a_draft_keeps_its_languages_variants_and_ab_settings(editor, tenant):
-    doc = {"localizations": {"tr": {"title": "İndirim", "body": "%50"}}, "variant_mode": "ab_test",
-           "variants": [{"title": "Sale B", "body": "Half off",
-                         "localizations": {"tr": {"title": "B", "body": "b"}}}],
-           "ab_test": {"test_percent": 30, "wait_seconds": 1800, "metric": "open_rate", "min_opens": 5,
-                       "fallback_variant": 1}}
+    doc = {
+        "localizations": {"tr": {"title": "İndirim", "body": "%50"}},
+        "variant_mode": "ab_test",
+        "variants": [
+            {"title": "Sale B", "body": "Half off", "localizations": {"tr": {"title": "B", "body": "b"}}}
+        ],
+        "ab_test": {
+            "test_percent": 30,
+            "wait_seconds": 1800,
+            "metric": "open_rate",
+            "min_opens": 5,
+            "fallback_variant": 1,
+        },
+    }
 
     response = editor.post(COMPOSE, form(tenant, doc))
 
@@ -39,14 +60,23 @@ def test_a_draft_keeps_its_languages_variants_and_ab_settings(editor, tenant):
     assert "Sale B" in page and "İndirim" in page
 
 
-@pytest.mark.parametrize(("doc", "fragment"), [
-    ({"localizations": {"xx": {"title": "a", "body": "b"}}}, "xx"),
-    ({"localizations": {"en": {"title": "a", "body": "b"}}}, "default language"),
-    ({"localizations": {"tr": {"title": "", "body": "b"}}}, "title"),
-    ({"variants": [{"title": "B", "body": "b"}], "variant_mode": "ab_test", "ab_test": {"test_percent": 0}},
-     "test_percent"),
-    ({"variants": [{"title": "B", "body": "b", "click_link": "javascript:alert(1)"}]}, "javascript"),
-])
+@pytest.mark.parametrize(
+    ("doc", "fragment"),
+    [
+        ({"localizations": {"xx": {"title": "a", "body": "b"}}}, "xx"),
+        ({"localizations": {"en": {"title": "a", "body": "b"}}}, "default language"),
+        ({"localizations": {"tr": {"title": "", "body": "b"}}}, "title"),
+        (
+            {
+                "variants": [{"title": "B", "body": "b"}],
+                "variant_mode": "ab_test",
+                "ab_test": {"test_percent": 0},
+            },
+            "test_percent",
+        ),
+        ({"variants": [{"title": "B", "body": "b", "click_link": "javascript:alert(1)"}]}, "javascript"),
+    ],
+)
 def test_the_composer_refuses_what_the_api_refuses_and_stores_nothing(editor, tenant, doc, fragment):
     response = editor.post(COMPOSE, form(tenant, doc, _action="validate", _format="json"))
 

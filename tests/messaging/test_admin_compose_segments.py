@@ -14,23 +14,58 @@ from tests.staff import signed_in, staff_user
 pytest_plugins = ["tests.staff_fixtures"]
 COMPOSE = "/admin/messaging/message/compose/"
 AUDIENCE = "/admin/messaging/message/compose/audience/"
-TURKISH_ANDROID = {"version": 1, "exclude": [], "include": [[
-    {"type": "property", "property": "language", "op": "in", "value": ["tr"]},
-    {"type": "property", "property": "platform", "op": "in", "value": ["android"]}]]}
-BIG_BUYERS = {"include": [[{"type": "event", "event": "purchase", "op": "did",
-                            "params": [{"param": "amount", "op": "≥", "value": 50}]}]],
-              "exclude": [[{"type": "property", "property": "country", "op": "in", "value": ["DE"]}]]}
+TURKISH_ANDROID = {
+    "version": 1,
+    "exclude": [],
+    "include": [
+        [
+            {"type": "property", "property": "language", "op": "in", "value": ["tr"]},
+            {"type": "property", "property": "platform", "op": "in", "value": ["android"]},
+        ]
+    ],
+}
+BIG_BUYERS = {
+    "include": [
+        [
+            {
+                "type": "event",
+                "event": "purchase",
+                "op": "did",
+                "params": [{"param": "amount", "op": "≥", "value": 50}],
+            }
+        ]
+    ],
+    "exclude": [[{"type": "property", "property": "country", "op": "in", "value": ["DE"]}]],
+}
 
 
 def form(tenant, **fields):
-    return {"tenant": tenant.pk, "title": "Merhaba", "body": "İndirim", "data_only": "1", "priority": "5",
-            "audience": "all", "when": "now", "schedule_tz": "UTC", "ttl_value": "4", "ttl_unit": "604800",
-            "rules": "", **fields}
+    return {
+        "tenant": tenant.pk,
+        "title": "Merhaba",
+        "body": "İndirim",
+        "data_only": "1",
+        "priority": "5",
+        "audience": "all",
+        "when": "now",
+        "schedule_tz": "UTC",
+        "ttl_value": "4",
+        "ttl_unit": "604800",
+        "rules": "",
+        **fields,
+    }
 
 
 def bought(device, amount):
-    Event.objects.create(tenant=device.tenant, user=device.user, name="purchase", params={"amount": amount},
-                         occurred_at=timezone.now(), session_id="s", fingerprint=f"f-{device.token}")
+    Event.objects.create(
+        tenant=device.tenant,
+        user=device.user,
+        name="purchase",
+        params={"amount": amount},
+        occurred_at=timezone.now(),
+        session_id="s",
+        fingerprint=f"f-{device.token}",
+    )
 
 
 @pytest.fixture
@@ -43,7 +78,8 @@ def turks(tenant, make_device):
 
 
 def test_a_segment_message_composed_in_the_admin_reaches_exactly_the_segments_devices(
-        sandbox, editor, tenant, turks, inbox):
+    sandbox, editor, tenant, turks, inbox
+):
     response = editor.post(COMPOSE, form(tenant, audience="segment", segment=turks.pk, _action="confirm"))
 
     message = Message.objects.get()
@@ -55,26 +91,32 @@ def test_a_segment_message_composed_in_the_admin_reaches_exactly_the_segments_de
 
 
 def test_a_rules_message_composed_in_the_admin_reaches_exactly_the_matching_devices(
-        sandbox, editor, tenant, make_device, inbox):
+    sandbox, editor, tenant, make_device, inbox
+):
     bought(make_device("big", user="big"), 80)
     bought(make_device("small", user="small"), 20)
     bought(make_device("big-de", user="big-de", country="DE"), 90)
     make_device("none", user="none")
 
-    response = editor.post(COMPOSE, form(tenant, audience="rules", rules=json.dumps(BIG_BUYERS),
-                                         _action="confirm"))
+    response = editor.post(
+        COMPOSE, form(tenant, audience="rules", rules=json.dumps(BIG_BUYERS), _action="confirm")
+    )
 
     message = Message.objects.get()
     assert response.status_code == 302, response.content.decode()[:2000]
     assert message.audience == Audience.RULES
     assert message.audience_params["rules"]["include"][0][0]["params"][0] == {
-        "param": "amount", "op": ">=", "value": 50}
+        "param": "amount",
+        "op": ">=",
+        "value": 50,
+    }
     assert message.audience_params["rules"]["exclude"][0][0]["value"] == ["DE"]
     assert set(inbox()) == {"big"}
 
 
 def test_the_live_size_of_a_segment_and_of_rules_counts_users_and_pushable_devices(
-        editor, tenant, turks, make_device):
+    editor, tenant, turks, make_device
+):
     make_device("tr-android-muted", user="deniz", language="tr", permission=False)
 
     segment = editor.post(AUDIENCE, form(tenant, audience="segment", segment=turks.pk)).json()
@@ -101,8 +143,9 @@ def test_a_draft_keeps_its_segment_and_its_rules_when_edited(editor, tenant, tur
     assert page.context["form"]["segment"].value() == turks.pk
     assert f'<option value="{turks.pk}" selected data-tenant="{tenant.pk}">' in page.content.decode()
 
-    editor.post(COMPOSE, form(tenant, audience="rules", rules=json.dumps(BIG_BUYERS), draft=draft.pk,
-                              _action="draft"))
+    editor.post(
+        COMPOSE, form(tenant, audience="rules", rules=json.dumps(BIG_BUYERS), draft=draft.pk, _action="draft")
+    )
     draft.refresh_from_db()
     assert draft.audience == Audience.RULES and draft.status == Message.Status.DRAFT
     page = editor.get(COMPOSE + f"?draft={draft.pk}")
@@ -128,21 +171,27 @@ def test_a_segment_of_another_tenant_the_user_also_sends_for_is_refused(tenant, 
     user.memberships.create(tenant=other_tenant, role="editor")
     foreign = Segment.objects.create(tenant=other_tenant, name="Globex all")
 
-    response = signed_in(user).post(COMPOSE, form(tenant, audience="segment", segment=foreign.pk,
-                                                  _action="confirm"))
+    response = signed_in(user).post(
+        COMPOSE, form(tenant, audience="segment", segment=foreign.pk, _action="confirm")
+    )
 
     assert "This segment belongs to another tenant." in response.content.decode()
     assert not Message.objects.exists()
 
 
 def test_bad_rules_are_refused_beside_the_rules_naming_the_path(editor, tenant):
-    bad = {"include": [[{"type": "event", "event": "x", "op": "did",
-                         "params": [{"param": "a", "op": "~", "value": 1}]}]]}
+    bad = {
+        "include": [
+            [{"type": "event", "event": "x", "op": "did", "params": [{"param": "a", "op": "~", "value": 1}]}]
+        ]
+    }
 
-    answer = editor.post(COMPOSE, form(tenant, audience="rules", rules=json.dumps(bad), _action="send",
-                                       _format="json")).json()
-    unreadable = editor.post(COMPOSE, form(tenant, audience="rules", rules="{", _action="send",
-                                           _format="json")).json()
+    answer = editor.post(
+        COMPOSE, form(tenant, audience="rules", rules=json.dumps(bad), _action="send", _format="json")
+    ).json()
+    unreadable = editor.post(
+        COMPOSE, form(tenant, audience="rules", rules="{", _action="send", _format="json")
+    ).json()
 
     assert answer["errors"]["rules"][0].startswith('include[0][0].params[0].op: unknown operator "~"')
     assert unreadable["errors"]["rules"] == ["The rules could not be read; reload the page."]

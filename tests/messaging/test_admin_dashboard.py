@@ -19,13 +19,19 @@ def activity(tenant, *, sent: int, failed: int, opened: int, days_ago: int = 1, 
     when = timezone.now() - timedelta(days=days_ago)
     message = make_message(tenant, title=f"{prefix}message", created_at=when)
     for i in range(sent + failed):
-        device = make_device(tenant, f"{prefix}tok-{days_ago}-{i}-" + "x" * 20,
-                             user=f"{prefix}u{days_ago}{i}")
+        device = make_device(
+            tenant, f"{prefix}tok-{days_ago}-{i}-" + "x" * 20, user=f"{prefix}u{days_ago}{i}"
+        )
         ok = i < sent
-        make_delivery(message, device, status=Delivery.Status.SENT if ok else Delivery.Status.FAILED,
-                      sent_at=when if ok else None, next_attempt_at=when,
-                      error_code="" if ok else "UNREGISTERED",
-                      opened_at=when if i < opened else None)
+        make_delivery(
+            message,
+            device,
+            status=Delivery.Status.SENT if ok else Delivery.Status.FAILED,
+            sent_at=when if ok else None,
+            next_attempt_at=when,
+            error_code="" if ok else "UNREGISTERED",
+            opened_at=when if i < opened else None,
+        )
     return message
 
 
@@ -110,28 +116,46 @@ def test_rotations_and_deactivations_are_counted_per_day(tenant):
 
 def test_cancelled_deliveries_are_not_failures(tenant):
     message = make_message(tenant, status=Message.Status.CANCELLED)
-    make_delivery(message, make_device(tenant, "tok-c-" + "c" * 20), status=Delivery.Status.FAILED,
-                  error_code="CANCELLED")
+    make_delivery(
+        message,
+        make_device(tenant, "tok-c-" + "c" * 20),
+        status=Delivery.Status.FAILED,
+        error_code="CANCELLED",
+    )
 
     assert dashboard(tenant_ids=[tenant.pk]).failed == 0
 
 
 def test_charts_escape_their_text_and_say_when_there_is_nothing():
     days = [timezone.localdate()]
-    svg = charts.bar_chart(days=days, label="<script>", series=[charts.Series("<b>", "hc-ok", [0])],
-                           empty="Nothing <here>")
+    svg = charts.bar_chart(
+        days=days, label="<script>", series=[charts.Series("<b>", "hc-ok", [0])], empty="Nothing <here>"
+    )
 
     assert "<script>" not in svg and "&lt;script&gt;" in svg and "Nothing &lt;here&gt;" in svg
 
 
 def test_axis_tops_are_round_numbers_with_whole_halves():
-    assert [charts.nice_ceiling(v) for v in (0, 1, 3, 7, 11, 45, 99, 101, 1234)] == \
-        [2, 2, 4, 8, 20, 60, 100, 200, 2000]
+    assert [charts.nice_ceiling(v) for v in (0, 1, 3, 7, 11, 45, 99, 101, 1234)] == [
+        2,
+        2,
+        4,
+        8,
+        20,
+        60,
+        100,
+        200,
+        2000,
+    ]
 
 
 def test_recent_messages_are_what_staff_composed_not_a_back_ends_one_user_pushes(viewer, tenant):
-    make_message(tenant, title="Weekend sale", source=Message.Source.ADMIN,
-                 created_at=timezone.now() - timedelta(hours=1))
+    make_message(
+        tenant,
+        title="Weekend sale",
+        source=Message.Source.ADMIN,
+        created_at=timezone.now() - timedelta(hours=1),
+    )
     for i in range(10):
         make_message(tenant, title=f"Your order {i} has shipped", source=Message.Source.DEVELOPER_PUSH)
 

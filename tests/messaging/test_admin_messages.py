@@ -19,16 +19,28 @@ def page_of(message, suffix="change/"):
 @pytest.fixture
 def sent_message(tenant):
     """A finished message: 3 sent (1 opened), 2 failed UNREGISTERED, 1 failed QUOTA_EXCEEDED."""
-    message = make_message(tenant, title="Flash sale", status=Message.Status.COMPLETED_WITH_FAILURES,
-                           targeted_count=6, sent_count=3, failed_count=3, opened_count=1)
+    message = make_message(
+        tenant,
+        title="Flash sale",
+        status=Message.Status.COMPLETED_WITH_FAILURES,
+        targeted_count=6,
+        sent_count=3,
+        failed_count=3,
+        opened_count=1,
+    )
     for i in range(6):
         device = make_device(tenant, f"tok-{i}-" + "x" * 20, user=f"user_{i}")
         if i < 3:
             make_delivery(message, device, opened_at=timezone.now() if i == 0 else None)
         else:
-            make_delivery(message, device, status=Delivery.Status.FAILED, attempts=1,
-                          error_code="QUOTA_EXCEEDED" if i == 5 else "UNREGISTERED",
-                          error_detail="Requested entity was not found.")
+            make_delivery(
+                message,
+                device,
+                status=Delivery.Status.FAILED,
+                attempts=1,
+                error_code="QUOTA_EXCEEDED" if i == 5 else "UNREGISTERED",
+                error_detail="Requested entity was not found.",
+            )
     return message
 
 
@@ -60,8 +72,9 @@ def test_adding_a_message_leads_to_the_composer(editor, viewer):
 
 
 def test_another_tenants_message_is_a_404_everywhere(tenant_admin, other_tenant):
-    theirs = make_message(other_tenant, status=Message.Status.SCHEDULED,
-                          schedule_at=timezone.now() + timedelta(days=1))
+    theirs = make_message(
+        other_tenant, status=Message.Status.SCHEDULED, schedule_at=timezone.now() + timedelta(days=1)
+    )
 
     for suffix in ["change/", "progress/", "cancel/", "send/", "history/", "delete/"]:
         assert tenant_admin.get(page_of(theirs, suffix)).status_code == 404, suffix
@@ -86,15 +99,32 @@ def test_the_affected_devices_can_be_narrowed_to_one_error(viewer, sent_message)
 
 
 def test_the_progress_endpoint_reports_sent_failed_and_pending_of_targeted(viewer, tenant):
-    message = make_message(tenant, status=Message.Status.SENDING, targeted_count=200, sent_count=90,
-                           failed_count=10, opened_count=9)
+    message = make_message(
+        tenant,
+        status=Message.Status.SENDING,
+        targeted_count=200,
+        sent_count=90,
+        failed_count=10,
+        opened_count=9,
+    )
 
     progress = viewer.get(page_of(message, "progress/")).json()
 
     assert progress == {
-        "status": "sending", "status_label": "Sending", "final": False, "targeted": 200, "sent": 90,
-        "validated": 0, "failed": 10, "pending": 100, "opened": 9, "percent_done": 50.0, "percent_sent": 45.0,
-        "percent_failed": 5.0, "open_rate": 10.0, "breakdown": [],
+        "status": "sending",
+        "status_label": "Sending",
+        "final": False,
+        "targeted": 200,
+        "sent": 90,
+        "validated": 0,
+        "failed": 10,
+        "pending": 100,
+        "opened": 9,
+        "percent_done": 50.0,
+        "percent_sent": 45.0,
+        "percent_failed": 5.0,
+        "open_rate": 10.0,
+        "breakdown": [],
     }
 
 
@@ -102,7 +132,9 @@ def test_the_progress_endpoint_counts_failures_by_fcm_error_for_the_live_panel(v
     progress = viewer.get(page_of(sent_message, "progress/")).json()
 
     assert [(row["code"], row["count"]) for row in progress["breakdown"]] == [
-        ("UNREGISTERED", 2), ("QUOTA_EXCEEDED", 1)]
+        ("UNREGISTERED", 2),
+        ("QUOTA_EXCEEDED", 1),
+    ]
     assert "uninstalled" in progress["breakdown"][0]["explanation"]
 
 
@@ -127,8 +159,9 @@ def test_a_viewer_cannot_cancel_a_message(viewer, tenant):
 
 
 def test_cancelling_asks_first_then_cancels(editor, tenant):
-    message = make_message(tenant, status=Message.Status.SCHEDULED,
-                           schedule_at=timezone.now() + timedelta(days=1))
+    message = make_message(
+        tenant, status=Message.Status.SCHEDULED, schedule_at=timezone.now() + timedelta(days=1)
+    )
 
     question = editor.get(page_of(message, "cancel/"))
     message.refresh_from_db()

@@ -20,12 +20,16 @@ def _soon(**delta) -> str:
 
 
 @pytest.mark.parametrize("when", [*OUT_OF_RANGE, "far ahead", "long past"])
-@pytest.mark.parametrize(("path", "body"), [
-    ("/api/v1/messages", {"title": "Sale", "body": "Today"}),
-    ("/developer/push", {"app_user_id": "user_1", "title": "Sale", "body": "Today"}),
-])
-def test_a_schedule_at_out_of_range_is_a_400_naming_it_and_stores_nothing(server, make_device, path, body,
-                                                                            when):
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/messages", {"title": "Sale", "body": "Today"}),
+        ("/developer/push", {"app_user_id": "user_1", "title": "Sale", "body": "Today"}),
+    ],
+)
+def test_a_schedule_at_out_of_range_is_a_400_naming_it_and_stores_nothing(
+    server, make_device, path, body, when
+):
     make_device("phone")
     when = {"far ahead": _soon(days=367), "long past": _soon(days=-2)}.get(when, when)
 
@@ -57,11 +61,18 @@ STORED = {
 
 @pytest.fixture(params=["after 9999", "before 1"])
 def poisoned(request, tenant):
-    message = Message.objects.create(tenant=tenant, title="Poison", body="x", status=Message.Status.SCHEDULED,
-                                     schedule_at=timezone.now() + timedelta(days=1))
+    message = Message.objects.create(
+        tenant=tenant,
+        title="Poison",
+        body="x",
+        status=Message.Status.SCHEDULED,
+        schedule_at=timezone.now() + timedelta(days=1),
+    )
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {Message._meta.db_table} SET schedule_at = %s WHERE id = %s",  # noqa: S608
-                       [STORED[connection.vendor][request.param], message.pk])
+        cursor.execute(
+            f"UPDATE {Message._meta.db_table} SET schedule_at = %s WHERE id = %s",  # noqa: S608
+            [STORED[connection.vendor][request.param], message.pk],
+        )
     return message
 
 

@@ -32,8 +32,9 @@ def test_each_delivery_collapses_under_its_own_tracking_token(sandbox, tenant, m
 def test_a_messages_own_collapse_key_is_kept(sandbox, tenant, make_device, inbox):
     make_device("tok-1")
 
-    create_message(tenant=tenant, spec=MessageInput(title="Hi", body="There",
-                                                    options={"collapse_key": "sale"}))
+    create_message(
+        tenant=tenant, spec=MessageInput(title="Hi", body="There", options={"collapse_key": "sale"})
+    )
 
     [received] = inbox()["tok-1"]
     assert received["android"]["collapseKey"] == "sale"
@@ -43,8 +44,9 @@ def test_a_messages_own_collapse_key_is_kept(sandbox, tenant, make_device, inbox
 
 @pytest.mark.parametrize("key", ["a" * 65, "é" * 40, "summer sale / 2026!", "x" * 33])
 def test_a_collapse_key_that_does_not_fit_apns_or_web_push_is_replaced_by_a_digest(key):
-    message = fcm.with_collapse_key(fcm.build_message(target=fcm.FcmTarget(token="t"), title="a", body="b",
-                                                      data={}), key)
+    message = fcm.with_collapse_key(
+        fcm.build_message(target=fcm.FcmTarget(token="t"), title="a", body="b", data={}), key
+    )
 
     assert message["android"]["collapse_key"] == key
     assert len(message["apns"]["headers"]["apns-collapse-id"].encode()) <= 64
@@ -52,11 +54,14 @@ def test_a_collapse_key_that_does_not_fit_apns_or_web_push_is_replaced_by_a_dige
     schema.check_message(schema.parse_send_request({"message": message})[0])  # the sandbox takes it
 
 
-@pytest.mark.parametrize(("config", "header", "value"), [
-    ("apns", "apns-collapse-id", "a" * 65),
-    ("webpush", "Topic", "not a topic"),
-    ("webpush", "Topic", "a" * 33),
-])
+@pytest.mark.parametrize(
+    ("config", "header", "value"),
+    [
+        ("apns", "apns-collapse-id", "a" * 65),
+        ("webpush", "Topic", "not a topic"),
+        ("webpush", "Topic", "a" * 33),
+    ],
+)
 def test_the_sandbox_refuses_collapse_headers_apns_or_web_push_would_refuse(config, header, value):
     message = {"token": "t", config: {"headers": {header: value}}}
 

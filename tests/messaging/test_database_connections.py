@@ -18,7 +18,8 @@ def connections_to_the_test_database() -> int:
 
 
 def test_a_send_with_128_requests_in_flight_opens_a_handful_of_database_connections(
-        postgres_only, sandbox, tenant, make_device, settings):
+    postgres_only, sandbox, tenant, make_device, settings
+):
     settings.SEND_CONCURRENCY = settings.DELIVERY_MAX_UNRECORDED = settings.FCM_HTTP_POOL_SIZE = 128
     for i in range(300):
         make_device(f"tok-{i:03}", user=f"u{i}")

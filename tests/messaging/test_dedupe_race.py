@@ -9,8 +9,11 @@ from rest_framework.test import APIClient
 
 from messaging.models import Message
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True),
-              pytest.mark.usefixtures("immediate_tasks")]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("immediate_tasks"),
+]
 
 
 def test_identical_pushes_racing_each_other_send_once(postgres_only, server_key, make_device):
@@ -23,8 +26,11 @@ def test_identical_pushes_racing_each_other_send_once(postgres_only, server_key,
         client.credentials(HTTP_X_SERVER_KEY=server_key)
         try:
             barrier.wait(timeout=10)
-            response = client.post("/developer/push", {"app_user_id": "ayse", "title": "Hi", "body": "There",
-                                                       "dedupe_key": "order-42"}, format="json")
+            response = client.post(
+                "/developer/push",
+                {"app_user_id": "ayse", "title": "Hi", "body": "There", "dedupe_key": "order-42"},
+                format="json",
+            )
             return response.status_code, response.json().get("deduplicated", False)
         finally:
             connection.close()

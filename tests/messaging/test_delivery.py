@@ -43,8 +43,12 @@ def test_devices_receive_a_data_only_message_with_a_tracking_token(sandbox, serv
 
     [fcm_message] = inbox()["tok-a"]
     assert "notification" not in fcm_message
-    assert fcm_message["data"] == {"title": "Sale", "body": "50% off", "deep_link": "app://sale",
-                                   "tracking_token": message.deliveries.get().tracking_token}
+    assert fcm_message["data"] == {
+        "title": "Sale",
+        "body": "50% off",
+        "deep_link": "app://sale",
+        "tracking_token": message.deliveries.get().tracking_token,
+    }
 
 
 def test_a_notification_message_carries_a_notification_block(sandbox, server, make_device, inbox):
@@ -79,13 +83,16 @@ def test_a_data_only_push_is_an_apns_background_push_at_priority_5(sandbox, serv
     assert fcm_message["apns"]["payload"]["aps"]["content-available"] == 1
 
 
-@pytest.mark.parametrize(("audience", "expected"), [
-    ({"kind": "filter", "platforms": ["ios"]}, {"ios-tr"}),
-    ({"kind": "filter", "countries": ["de"]}, {"android-de"}),
-    ({"kind": "filter", "languages": ["tr"], "platforms": ["android"]}, {"android-tr"}),
-    ({"kind": "users", "app_user_ids": ["u-de"]}, {"android-de"}),
-    ({"kind": "tokens", "tokens": ["ios-tr", "not-registered"]}, {"ios-tr"}),
-])
+@pytest.mark.parametrize(
+    ("audience", "expected"),
+    [
+        ({"kind": "filter", "platforms": ["ios"]}, {"ios-tr"}),
+        ({"kind": "filter", "countries": ["de"]}, {"android-de"}),
+        ({"kind": "filter", "languages": ["tr"], "platforms": ["android"]}, {"android-tr"}),
+        ({"kind": "users", "app_user_ids": ["u-de"]}, {"android-de"}),
+        ({"kind": "tokens", "tokens": ["ios-tr", "not-registered"]}, {"ios-tr"}),
+    ],
+)
 def test_each_audience_reaches_exactly_its_devices(sandbox, server, make_device, inbox, audience, expected):
     make_device("android-tr", user="u-tr", country="TR", language="tr")
     make_device("ios-tr", user="u-tr2", platform="ios", country="TR", language="tr")
@@ -153,8 +160,14 @@ def test_the_message_api_breaks_failures_down_by_error_code(sandbox, server, mak
 
     body = server.get(f"/api/v1/messages/{message.pk}").json()
     assert body["errors"] == {"UNREGISTERED": 2, "INVALID_ARGUMENT": 1}
-    assert body["counts"] == {"targeted": 4, "sent": 1, "validated": 0, "failed": 3, "pending": 0,
-                              "opened": 0}
+    assert body["counts"] == {
+        "targeted": 4,
+        "sent": 1,
+        "validated": 0,
+        "failed": 3,
+        "pending": 0,
+        "opened": 0,
+    }
     assert body["status"] == "completed_with_failures"
 
 
@@ -263,12 +276,12 @@ def test_cancelling_a_message_with_retries_pending_fails_them_as_cancelled(sandb
 
     message.refresh_from_db()
     assert message.status == "cancelled"
-    assert dict(message.deliveries.values_list("status", "error_code")) == {
-        "sent": "", "failed": "CANCELLED"}
+    assert dict(message.deliveries.values_list("status", "error_code")) == {"sent": "", "failed": "CANCELLED"}
 
 
 def test_a_tenant_without_credentials_fails_its_message_with_a_reason(
-        transactional_db, immediate_tasks, server, make_device):
+    transactional_db, immediate_tasks, server, make_device
+):
     make_device("tok-a")
 
     message = send(server)
@@ -293,7 +306,8 @@ def test_fan_out_in_small_chunks_sends_every_device_once(sandbox, server, make_d
 
 
 def test_sending_costs_the_same_number_of_queries_for_10_or_60_devices(
-        sandbox, server, make_device, django_assert_max_num_queries, settings):
+    sandbox, server, make_device, django_assert_max_num_queries, settings
+):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -304,10 +318,8 @@ def test_sending_costs_the_same_number_of_queries_for_10_or_60_devices(
         for i in range(n):
             make_device(f"{prefix}-{i}", user=f"{prefix}-u{i}")
         with CaptureQueriesContext(connection) as ctx:
-            send(server, audience={"kind": "filter", "platforms": ["android"]},
-                 title=prefix)
-        Device.objects.filter(token__startswith=prefix).update(is_active=False,
-                                                               deactivated_at=timezone.now())
+            send(server, audience={"kind": "filter", "platforms": ["android"]}, title=prefix)
+        Device.objects.filter(token__startswith=prefix).update(is_active=False, deactivated_at=timezone.now())
         return len(ctx.captured_queries)
 
     small, large = queries_to_send(10, "small"), queries_to_send(60, "large")

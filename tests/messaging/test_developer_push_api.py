@@ -14,8 +14,11 @@ LATER = (timezone.now() + timedelta(days=1)).isoformat()
 
 
 def push(client, **body):
-    return client.post("/developer/push", {"app_user_id": "user_1", "title": "Hi", "body": "There",
-                                           "schedule_at": LATER, **body}, format="json")
+    return client.post(
+        "/developer/push",
+        {"app_user_id": "user_1", "title": "Hi", "body": "There", "schedule_at": LATER, **body},
+        format="json",
+    )
 
 
 def test_it_targets_every_permitted_device_of_the_user_and_answers_201(server, make_device, tenant):
@@ -30,7 +33,10 @@ def test_it_targets_every_permitted_device_of_the_user_and_answers_201(server, m
     assert response.json() == {"push_count": 2, "app_user_id": "user_1", "app_id": "acme"}
     message = Message.objects.get()
     assert (message.source, message.priority, message.data) == (
-        "developer_push", 8, {"deep_link": "app://inbox"})
+        "developer_push",
+        8,
+        {"deep_link": "app://inbox"},
+    )
     assert message.audience_params == {"app_user_ids": ["user_1"]}
 
 
@@ -81,14 +87,17 @@ def test_an_app_key_is_not_a_server_key(app_key, make_device):
     assert push(client).status_code == 401
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"app_user_id": None}, "app_user_id"),
-    ({"title": ""}, "title"),
-    ({"priority": 0}, "priority"),
-    ({"priority": 11}, "priority"),
-    ({"extra_data": {"n": 5}}, "extra_data"),
-    ({"schedule_at": "soon"}, "schedule_at"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"app_user_id": None}, "app_user_id"),
+        ({"title": ""}, "title"),
+        ({"priority": 0}, "priority"),
+        ({"priority": 11}, "priority"),
+        ({"extra_data": {"n": 5}}, "extra_data"),
+        ({"schedule_at": "soon"}, "schedule_at"),
+    ],
+)
 def test_invalid_fields_are_a_400(server, make_device, body, field):
     make_device("phone")
 

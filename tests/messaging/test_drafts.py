@@ -14,9 +14,19 @@ COMPOSE = "/admin/messaging/message/compose/"
 
 
 def form(tenant, **fields):
-    return {"tenant": tenant.pk, "title": "Black Friday", "body": "Everything 40 % off.", "data_only": "1",
-            "priority": "5", "audience": "all", "when": "now", "schedule_tz": "UTC", "ttl_value": "4",
-            "ttl_unit": "604800", **fields}
+    return {
+        "tenant": tenant.pk,
+        "title": "Black Friday",
+        "body": "Everything 40 % off.",
+        "data_only": "1",
+        "priority": "5",
+        "audience": "all",
+        "when": "now",
+        "schedule_tz": "UTC",
+        "ttl_value": "4",
+        "ttl_unit": "604800",
+        **fields,
+    }
 
 
 @pytest.fixture
@@ -39,8 +49,14 @@ def test_save_draft_keeps_the_message_without_sending_it(editor, tenant, phone):
 
 def test_a_draft_opens_in_the_composer_with_everything_it_had(editor, tenant):
     when = timezone.now() + timedelta(days=3)
-    draft = make_message(tenant, title="Black Friday", status=Message.Status.DRAFT, click_link="myshop://sale",
-                         schedule_at=when, schedule_tz="Europe/Istanbul")
+    draft = make_message(
+        tenant,
+        title="Black Friday",
+        status=Message.Status.DRAFT,
+        click_link="myshop://sale",
+        schedule_at=when,
+        schedule_tz="Europe/Istanbul",
+    )
 
     page = editor.get(f"{COMPOSE}?draft={draft.pk}").content.decode()
 
@@ -64,8 +80,9 @@ def test_saving_an_edited_draft_changes_it_in_place(editor, tenant):
 def test_sending_an_edited_draft_sends_that_message(editor, tenant, phone):
     draft = make_message(tenant, title="Black Friday", status=Message.Status.DRAFT)
 
-    response = editor.post(COMPOSE, form(tenant, title="Black Friday, now", draft=draft.pk,
-                                         _action="confirm"))
+    response = editor.post(
+        COMPOSE, form(tenant, title="Black Friday, now", draft=draft.pk, _action="confirm")
+    )
 
     draft.refresh_from_db()
     assert response["Location"].endswith(f"/{draft.pk}/change/")

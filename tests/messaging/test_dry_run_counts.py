@@ -11,8 +11,9 @@ def dry_run(sandbox, server, make_device):
     make_device("tok-a")
     make_device("tok-b", user="u2")
     make_device("sandbox-invalid-1", user="u3")
-    response = server.post("/api/v1/messages", {"title": "Sale", "body": "50% off", "dry_run": True},
-                           format="json")
+    response = server.post(
+        "/api/v1/messages", {"title": "Sale", "body": "50% off", "dry_run": True}, format="json"
+    )
     assert response.status_code == 202, response.content
     return Message.objects.get(pk=response.json()["id"])
 
@@ -20,8 +21,14 @@ def dry_run(sandbox, server, make_device):
 def test_the_api_counts_a_dry_runs_validations_apart_from_sends(server, dry_run):
     body = server.get(f"/api/v1/messages/{dry_run.pk}").json()
 
-    assert body["counts"] == {"targeted": 3, "sent": 0, "validated": 2, "failed": 1, "pending": 0,
-                              "opened": 0}
+    assert body["counts"] == {
+        "targeted": 3,
+        "sent": 0,
+        "validated": 2,
+        "failed": 1,
+        "pending": 0,
+        "opened": 0,
+    }
     assert body["status"] == "completed_with_failures"
     assert body["open_rate"] is None
 

@@ -65,8 +65,10 @@ def run_fast_clock(message: Message, *, timeout: float = 15) -> Message:
         message.deliveries.filter(status=Delivery.Status.RETRYING).update(next_attempt_at=timezone.now())
         recover_stalled(grace=timedelta(0))
         time.sleep(0.05)
-    raise AssertionError(f"message still {message.status} after {timeout}s: "
-                         f"{list(message.deliveries.values_list('status', 'error_code'))}")
+    raise AssertionError(
+        f"message still {message.status} after {timeout}s: "
+        f"{list(message.deliveries.values_list('status', 'error_code'))}"
+    )
 
 
 def received() -> dict[str, list[SandboxMessage]]:
@@ -127,7 +129,8 @@ def test_a_burst_of_503s_delays_deliveries_and_loses_none(sandbox, tenant, devic
 
 
 def test_a_burst_of_429s_waits_as_retry_after_says_then_delivers_everything_once(
-        sandbox, tenant, devices, fast):
+    sandbox, tenant, devices, fast
+):
     with FaultyFcm(sandbox.url, plan=every(2, Answer(429, retry_after=2), until=30)) as proxy:
         fast.FCM_API_URL = proxy.url
         before = timezone.now()
@@ -164,9 +167,14 @@ def test_random_503s_and_500s_end_each_delivery_sent_or_failed_with_a_reason(san
 
 def test_a_mix_of_fault_tokens_settles_every_delivery(sandbox, tenant, make_device, fast):
     fast.DELIVERY_MAX_ATTEMPTS = 3
-    tokens = ([f"ok-{i}" for i in range(10)] + [f"sandbox-unavailable-once-{i}" for i in range(5)]
-              + [f"sandbox-unavailable-{i}" for i in range(3)] + [f"sandbox-quota-1-{i}" for i in range(3)]
-              + [f"sandbox-internal-{i}" for i in range(3)] + [f"sandbox-unregistered-{i}" for i in range(3)])
+    tokens = (
+        [f"ok-{i}" for i in range(10)]
+        + [f"sandbox-unavailable-once-{i}" for i in range(5)]
+        + [f"sandbox-unavailable-{i}" for i in range(3)]
+        + [f"sandbox-quota-1-{i}" for i in range(3)]
+        + [f"sandbox-internal-{i}" for i in range(3)]
+        + [f"sandbox-unregistered-{i}" for i in range(3)]
+    )
     for i, token in enumerate(tokens):
         make_device(token, user=f"u{i}")
 
@@ -176,7 +184,11 @@ def test_a_mix_of_fault_tokens_settles_every_delivery(sandbox, tenant, make_devi
     outcome = {d.device.token: (d.status, d.error_code) for d in message.deliveries.select_related("device")}
     assert sum(1 for status, _ in outcome.values() if status == "sent") == 15
     assert {code for token, (status, code) in outcome.items() if status == "failed"} == {
-        "UNAVAILABLE", "QUOTA_EXCEEDED", "INTERNAL", "UNREGISTERED"}
+        "UNAVAILABLE",
+        "QUOTA_EXCEEDED",
+        "INTERNAL",
+        "UNREGISTERED",
+    }
     assert len(by_status["failed"]) == 12
 
 
@@ -184,7 +196,8 @@ def test_a_mix_of_fault_tokens_settles_every_delivery(sandbox, tenant, make_devi
 
 
 def test_fcm_answering_after_the_timeout_is_retried_and_each_delivery_marked_sent_once(
-        sandbox, tenant, devices, fast):
+    sandbox, tenant, devices, fast
+):
     fast.FCM_HTTP_TIMEOUT = 0.3
     sandbox.state.settings.latency_ms = 800  # longer than the timeout, for the first pass only
 
@@ -203,7 +216,8 @@ def test_fcm_answering_after_the_timeout_is_retried_and_each_delivery_marked_sen
 
 
 def test_a_device_that_always_times_out_fails_with_timeout_and_the_rest_are_sent(
-        sandbox, tenant, make_device, fast):
+    sandbox, tenant, make_device, fast
+):
     fast.FCM_HTTP_TIMEOUT = 0.3
     fast.DELIVERY_MAX_ATTEMPTS = 2
     for i in range(10):
@@ -218,12 +232,16 @@ def test_a_device_that_always_times_out_fails_with_timeout_and_the_rest_are_sent
     assert len(by_status["sent"]) == 10
     slow_delivery.refresh_from_db()
     assert (slow_delivery.status, slow_delivery.error_code, slow_delivery.attempts) == (
-        "failed", "TIMEOUT", 2)
+        "failed",
+        "TIMEOUT",
+        2,
+    )
 
 
 @pytest.mark.parametrize("fault", [CLOSE, Hang(0.8)], ids=["connection-reset", "no-answer"])
 def test_a_connection_cut_before_fcm_has_the_message_is_retried_without_duplicates(
-        sandbox, tenant, devices, fast, fault):
+    sandbox, tenant, devices, fast, fault
+):
     with FaultyFcm(sandbox.url, plan=every(3, fault, until=45)) as proxy:
         fast.FCM_API_URL = proxy.url
         message = send_to_all(tenant)
@@ -238,7 +256,8 @@ def test_a_connection_cut_before_fcm_has_the_message_is_retried_without_duplicat
 
 
 def test_a_connection_cut_after_fcm_took_the_message_repeats_only_that_message(
-        sandbox, tenant, devices, fast):
+    sandbox, tenant, devices, fast
+):
     with FaultyFcm(sandbox.url, plan=every(4, CLOSE_AFTER_FORWARDING, until=40)) as proxy:
         fast.FCM_API_URL = proxy.url
         message = run_fast_clock(send_to_all(tenant))
@@ -268,14 +287,24 @@ def test_a_worker_process_rides_out_bursts_of_503s_and_429s(sandbox_server, tena
     plan = first(30, Answer(503, retry_after=1))
     quota = every(5, Answer(429, retry_after=1), until=60)
     with FaultyFcm(sandbox_server.url, plan=lambda n, t: plan(n, t) or quota(n, t)) as proxy:
-        env = workers.worker_env(FCM_API_URL=proxy.url, FANOUT_CHUNK_SIZE=15, SEND_CONCURRENCY=4,
-                                 DELIVERY_RESULT_BATCH=4, DELIVERY_RECOVERY_GRACE_SECONDS=0)
+        env = workers.worker_env(
+            FCM_API_URL=proxy.url,
+            FANOUT_CHUNK_SIZE=15,
+            SEND_CONCURRENCY=4,
+            DELIVERY_RESULT_BATCH=4,
+            DELIVERY_RECOVERY_GRACE_SECONDS=0,
+        )
         message = send_to_all(tenant)
         worker = workers.start("db_worker", "--no-startup-delay", "--interval", "0.1", env=env)
         try:
-            workers.wait_for(lambda: not message.deliveries.filter(status="pending").exists()
-                             and message.deliveries.filter(status="sent").exists(), timeout=20,
-                             what="a first pass over every delivery")
+            workers.wait_for(
+                lambda: (
+                    not message.deliveries.filter(status="pending").exists()
+                    and message.deliveries.filter(status="sent").exists()
+                ),
+                timeout=20,
+                what="a first pass over every delivery",
+            )
             run_beat_fast(message, env, timeout=20)
         finally:
             worker.terminate()
@@ -292,28 +321,40 @@ WORKER_APP_NAME = "herald-fault-worker"
 def terminate_worker_connections() -> int:
     """What a database restart does to a worker: its backends end under it."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE application_name = %s AND pid <> pg_backend_pid()", [WORKER_APP_NAME])
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            [WORKER_APP_NAME],
+        )
         return len(cursor.fetchall())
 
 
 @pytest.mark.postgres
 def test_a_database_connection_killed_mid_send_loses_nothing_and_resends_nothing_marked_sent(
-        postgres_only, sandbox_server, tenant, make_device):
+    postgres_only, sandbox_server, tenant, make_device
+):
     for i in range(60):
         make_device(f"tok-{i:03}", user=f"u{i}")
     sandbox_server.state.configure(latency_ms=40)
-    env = workers.worker_env(FCM_API_URL=sandbox_server.url, FANOUT_CHUNK_SIZE=30, SEND_CONCURRENCY=2,
-                             DELIVERY_RESULT_BATCH=4, DELIVERY_CLAIM_SECONDS=2,
-                             DELIVERY_RECOVERY_GRACE_SECONDS=0)  # 4 + 2 * 2: see the last assertion
+    env = workers.worker_env(
+        FCM_API_URL=sandbox_server.url,
+        FANOUT_CHUNK_SIZE=30,
+        SEND_CONCURRENCY=2,
+        DELIVERY_RESULT_BATCH=4,
+        DELIVERY_CLAIM_SECONDS=2,
+        DELIVERY_RECOVERY_GRACE_SECONDS=0,
+    )  # 4 + 2 * 2: see the last assertion
     env["DATABASE_URL"] += f"?application_name={WORKER_APP_NAME}"
     message = send_to_all(tenant)
 
     worker = workers.start("db_worker", "--no-startup-delay", "--interval", "0.1", env=env)
     replacement = None
     try:
-        workers.wait_for(lambda: message.deliveries.filter(status="sent").count() >= 8, timeout=20,
-                         what="the worker to mark some deliveries sent")
+        workers.wait_for(
+            lambda: message.deliveries.filter(status="sent").count() >= 8,
+            timeout=20,
+            what="the worker to mark some deliveries sent",
+        )
         assert terminate_worker_connections() >= 1
         marked_sent = set(message.deliveries.filter(status="sent").values_list("tracking_token", flat=True))
         assert 0 < len(marked_sent) < 60, "the connection must drop mid-message"
@@ -323,8 +364,9 @@ def test_a_database_connection_killed_mid_send_loses_nothing_and_resends_nothing
         workers.wait_for_claims_to_run_out()
         workers.run("herald_beat", "--once", env=env)
         replacement = workers.start("db_worker", "--no-startup-delay", "--interval", "0.1", env=env)
-        workers.wait_for(lambda: Message.objects.get(pk=message.pk).is_final, timeout=30,
-                         what="the message to finish")
+        workers.wait_for(
+            lambda: Message.objects.get(pk=message.pk).is_final, timeout=30, what="the message to finish"
+        )
     finally:
         for process in (worker, replacement):
             if process is not None and process.poll() is None:
@@ -346,7 +388,8 @@ def test_a_database_connection_killed_mid_send_loses_nothing_and_resends_nothing
 
 
 def test_a_worker_whose_claim_ran_out_neither_sends_nor_counts_its_chunk_again(
-        sandbox_server, tenant, make_device):
+    sandbox_server, tenant, make_device
+):
     # A worker claims a chunk, then stalls (a pause, a swap storm) past DELIVERY_CLAIM_SECONDS;
     # another worker claims, sends and records the chunk; then the first one wakes up.
     for i in range(5):
@@ -370,7 +413,8 @@ def test_a_worker_whose_claim_ran_out_neither_sends_nor_counts_its_chunk_again(
 
 
 def test_results_that_arrive_after_the_claim_passed_to_another_worker_are_not_recorded(
-        sandbox_server, tenant, make_device):
+    sandbox_server, tenant, make_device
+):
     # The claim runs out while the first worker's sends are in flight: their results come
     # back after another worker has claimed, sent and recorded the same deliveries.
     for i in range(5):
@@ -383,8 +427,11 @@ def test_results_that_arrive_after_the_claim_passed_to_another_worker_are_not_re
     recorded = dict(message.deliveries.values_list("pk", "fcm_message_name"))
 
     late = fcm.FcmError("UNAVAILABLE", "late", status=503)
-    services._record(message, [(d, "projects/p/messages/late", None) for d in stalled_chunk[:3]]
-                     + [(d, None, late) for d in stalled_chunk[3:]])
+    services._record(
+        message,
+        [(d, "projects/p/messages/late", None) for d in stalled_chunk[:3]]
+        + [(d, None, late) for d in stalled_chunk[3:]],
+    )
 
     message.refresh_from_db()
     assert (message.targeted_count, message.sent_count, message.failed_count) == (5, 5, 0)
@@ -395,8 +442,9 @@ def test_results_that_arrive_after_the_claim_passed_to_another_worker_are_not_re
 # --- A fan-out cut short --------------------------------------------------------------------
 
 
-def test_a_fan_out_resumed_after_a_crash_counts_every_delivery_once(sandbox_server, tenant, make_device,
-                                                                     settings):
+def test_a_fan_out_resumed_after_a_crash_counts_every_delivery_once(
+    sandbox_server, tenant, make_device, settings
+):
     settings.FANOUT_CHUNK_SIZE = 5
     devices = [make_device(f"tok-{i:02}", user=f"u{i}") for i in range(12)]
     message = send_to_all(tenant)  # queued: no worker runs in this test

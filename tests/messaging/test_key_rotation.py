@@ -41,8 +41,14 @@ def settings_in_a_new_process(**env) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG")}
     environment.update(DJANGO_SETTINGS_MODULE="config.settings", **env)
     code = "from django.conf import settings; print(settings.SECRET_KEY_FALLBACKS)"
-    return subprocess.run([sys.executable, str(ROOT / "manage.py"), "shell", "-c", code], env=environment,
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "shell", "-c", code],
+        env=environment,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_secret_key_fallbacks_are_read_from_the_environment():
@@ -91,8 +97,9 @@ def test_a_key_dropped_too_early_holds_pushes_back_until_it_returns_never_fails_
 
     settings.HERALD_ENCRYPTION_KEYS = []
     settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = KEY_A, []
-    credential, _ = provision_tenant(tenant=tenant, sandbox_url=sandbox.url,
-                                     private_key_pem=sandbox_private_key)
+    credential, _ = provision_tenant(
+        tenant=tenant, sandbox_url=sandbox.url, private_key_pem=sandbox_private_key
+    )
     make_device("tok-a")
     settings.SECRET_KEY = KEY_B  # rotated without keeping KEY_A
     restart()

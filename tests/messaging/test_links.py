@@ -15,8 +15,14 @@ pytest_plugins = ["tests.staff_fixtures"]  # viewer, editor, tenant_admin, super
 COMPOSE = "/admin/messaging/message/compose/"
 LATER = (timezone.now() + timedelta(days=2)).isoformat()
 
-ACCEPTED = ["myshop://sale/flash", "myapp://open?item=42&ref=push", "intent://scan/#Intent;scheme=zxing;end",
-            "https://example.com/sale?utm_source=push", "http://example.com/", "fb-messenger://threads"]
+ACCEPTED = [
+    "myshop://sale/flash",
+    "myapp://open?item=42&ref=push",
+    "intent://scan/#Intent;scheme=zxing;end",
+    "https://example.com/sale?utm_source=push",
+    "http://example.com/",
+    "fb-messenger://threads",
+]
 REFUSED = {
     "javascript:alert(document.cookie)": "javascript:",
     "JavaScript:alert(1)": "javascript:",
@@ -33,15 +39,28 @@ REFUSED = {
 
 
 def compose_form(tenant, **fields):
-    return {"tenant": tenant.pk, "title": "Flash sale", "body": "Only until midnight.", "data_only": "1",
-            "priority": "5", "audience": "all", "when": "now", "schedule_tz": "UTC", "ttl_value": "4",
-            "ttl_unit": "604800", **fields}
+    return {
+        "tenant": tenant.pk,
+        "title": "Flash sale",
+        "body": "Only until midnight.",
+        "data_only": "1",
+        "priority": "5",
+        "audience": "all",
+        "when": "now",
+        "schedule_tz": "UTC",
+        "ttl_value": "4",
+        "ttl_unit": "604800",
+        **fields,
+    }
 
 
 @pytest.mark.parametrize("link", ACCEPTED)
 def test_the_api_accepts_deep_links_and_web_links(server, link):
-    response = server.post("/api/v1/messages", {"title": "Sale", "body": "Today only", "schedule_at": LATER,
-                                                "click_link": link}, format="json")
+    response = server.post(
+        "/api/v1/messages",
+        {"title": "Sale", "body": "Today only", "schedule_at": LATER, "click_link": link},
+        format="json",
+    )
 
     assert response.status_code == 202, response.json()
     assert response.json()["click_link"] == link
@@ -50,8 +69,11 @@ def test_the_api_accepts_deep_links_and_web_links(server, link):
 
 @pytest.mark.parametrize("link, reason", REFUSED.items())
 def test_the_api_refuses_links_that_run_code_or_are_not_links(server, link, reason):
-    response = server.post("/api/v1/messages", {"title": "Sale", "body": "Today only", "schedule_at": LATER,
-                                                "click_link": link}, format="json")
+    response = server.post(
+        "/api/v1/messages",
+        {"title": "Sale", "body": "Today only", "schedule_at": LATER, "click_link": link},
+        format="json",
+    )
 
     assert response.status_code == 400
     assert response.json()["field"] == "click_link"
@@ -71,8 +93,9 @@ def test_the_composer_sends_a_push_with_a_deep_link(editor, tenant, link):
 
 @pytest.mark.parametrize("link, reason", REFUSED.items())
 def test_the_composer_names_the_link_field_when_it_refuses_a_link(editor, tenant, link, reason):
-    answer = editor.post(COMPOSE, compose_form(tenant, click_link=link, _action="send",
-                                               _format="json")).json()
+    answer = editor.post(
+        COMPOSE, compose_form(tenant, click_link=link, _action="send", _format="json")
+    ).json()
 
     assert answer["ok"] is False
     assert list(answer["errors"]) == ["click_link"]

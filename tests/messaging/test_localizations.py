@@ -10,8 +10,12 @@ from messaging.models import Delivery, Message, MessageContent
 from messaging.services import fan_out
 
 TR = {"title": "İndirim", "body": "%50 indirim"}
-DE = {"title": "Rabatt", "body": "50 % Rabatt", "image_url": "https://example.com/de.png",
-      "click_link": "myshop://de/sale"}
+DE = {
+    "title": "Rabatt",
+    "body": "50 % Rabatt",
+    "image_url": "https://example.com/de.png",
+    "click_link": "myshop://de/sale",
+}
 
 
 def send(server, **body):
@@ -29,8 +33,9 @@ def titles(inbox):
     return {token: messages[-1]["data"]["title"] for token, messages in inbox().items()}
 
 
-def test_each_device_gets_its_users_language_and_the_rest_the_tenants_default(sandbox, server, make_device,
-                                                                               inbox):
+def test_each_device_gets_its_users_language_and_the_rest_the_tenants_default(
+    sandbox, server, make_device, inbox
+):
     make_device("tok-tr", user="ayse", language="tr")
     make_device("tok-de", user="jonas", language="de")
     make_device("tok-none", user="anon", language="")
@@ -39,16 +44,31 @@ def test_each_device_gets_its_users_language_and_the_rest_the_tenants_default(sa
 
     message = send(server, localizations={"tr": TR, "de": DE})
 
-    assert delivered(message) == {"tok-tr": "tr", "tok-de": "de", "tok-none": "en", "tok-fr": "en",
-                                  "tok-en": "en"}
-    assert titles(inbox) == {"tok-tr": "İndirim", "tok-de": "Rabatt", "tok-none": "Sale", "tok-fr": "Sale",
-                             "tok-en": "Sale"}
+    assert delivered(message) == {
+        "tok-tr": "tr",
+        "tok-de": "de",
+        "tok-none": "en",
+        "tok-fr": "en",
+        "tok-en": "en",
+    }
+    assert titles(inbox) == {
+        "tok-tr": "İndirim",
+        "tok-de": "Rabatt",
+        "tok-none": "Sale",
+        "tok-fr": "Sale",
+        "tok-en": "Sale",
+    }
     de_push = inbox()["tok-de"][0]["data"]
     assert (de_push["body"], de_push["image"], de_push["click_link"]) == (
-        "50 % Rabatt", "https://example.com/de.png", "myshop://de/sale")
+        "50 % Rabatt",
+        "https://example.com/de.png",
+        "myshop://de/sale",
+    )
     assert message.language == "en"
     assert set(MessageContent.objects.filter(message=message).values_list("variant", "language")) == {
-        (0, "tr"), (0, "de")}
+        (0, "tr"),
+        (0, "de"),
+    }
 
 
 def test_a_tenant_writing_in_turkish_falls_back_to_turkish(sandbox, server, make_device, tenant, inbox):
@@ -57,16 +77,18 @@ def test_a_tenant_writing_in_turkish_falls_back_to_turkish(sandbox, server, make
     make_device("tok-en", user="john", language="en")
     make_device("tok-ja", user="kenji", language="ja")
 
-    message = send(server, title="İndirim", body="%50",
-                   localizations={"en": {"title": "Sale", "body": "50%"}})
+    message = send(
+        server, title="İndirim", body="%50", localizations={"en": {"title": "Sale", "body": "50%"}}
+    )
 
     assert message.language == "tr"
     assert delivered(message) == {"tok-en": "en", "tok-ja": "tr"}
     assert titles(inbox) == {"tok-en": "Sale", "tok-ja": "İndirim"}
 
 
-def test_fan_out_reads_the_users_language_in_the_chunk_query(server, make_device, settings,
-                                                              django_assert_max_num_queries):
+def test_fan_out_reads_the_users_language_in_the_chunk_query(
+    server, make_device, settings, django_assert_max_num_queries
+):
     settings.TASKS = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}  # no sending
     settings.FANOUT_CHUNK_SIZE = 50
     for i in range(120):
@@ -88,8 +110,11 @@ def test_developer_push_takes_localizations_as_an_extension(sandbox, server, mak
     make_device("tok-tr-2", user="ayse", language="tr")
 
     localizations = {"tr": {"title": "Kargoda", "body": "Bugün"}}
-    response = server.post("/developer/push", {"app_user_id": "ayse", "title": "Shipped", "body": "Today",
-                                               "localizations": localizations}, format="json")
+    response = server.post(
+        "/developer/push",
+        {"app_user_id": "ayse", "title": "Shipped", "body": "Today", "localizations": localizations},
+        format="json",
+    )
 
     assert response.status_code == 201, response.content
     assert titles(inbox) == {"tok-tr": "Kargoda", "tok-tr-2": "Kargoda"}
@@ -102,9 +127,16 @@ def test_message_detail_reports_sends_and_opens_per_language(sandbox, server, ma
     make_device("tok-en", user="john", language="en")
     message = send(server, localizations={"tr": TR})
     opened = message.deliveries.get(device__token="tok-tr")
-    assert APIClient().post("/pushes/opened", {"tenant_id": tenant.tenant_id, "api_key": app_key,
-                                               "tracking_token": opened.tracking_token},
-                            format="json").status_code == 200
+    assert (
+        APIClient()
+        .post(
+            "/pushes/opened",
+            {"tenant_id": tenant.tenant_id, "api_key": app_key, "tracking_token": opened.tracking_token},
+            format="json",
+        )
+        .status_code
+        == 200
+    )
 
     body = server.get(f"/api/v1/messages/{message.pk}").json()
 
@@ -116,29 +148,73 @@ def test_message_detail_reports_sends_and_opens_per_language(sandbox, server, ma
     ]
 
 
-@pytest.mark.parametrize(("localizations", "field", "fragment"), [
-    ({"xx": TR}, "localizations", "xx"),
-    ({"TR": TR}, "localizations", "TR"),
-    ({"en": TR}, "localizations", "default language"),
-    ({"tr": {"title": "İndirim"}}, "localizations", "body"),
-    ({"tr": {**TR, "subtitle": "x"}}, "localizations", "subtitle"),
-    ({"tr": {**TR, "title": "x" * 201}}, "localizations", "200"),
-    ({"tr": {**TR, "click_link": "javascript:alert(1)"}}, "localizations", "javascript"),
-    ({"tr": {**TR, "image_url": "not a url"}}, "localizations", "URL"),
-    ({"tr": {**TR, "title": "\ud800"}}, "localizations", "surrogate"),
-    ({"tr": {**TR, "body": "ş" * 1990}}, "localizations", "bytes"),
-    ({"tr": "İndirim"}, "localizations", "tr"),
-    (["tr"], "localizations", "dictionary"),
-    ({code: TR for code in ["tr", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "uk", "ar", "he", "fa",
-                            "hi", "bn", "ja", "ko", "zh", "vi", "th", "id", "ms", "sv", "no", "da", "fi",
-                            "cs", "sk", "hu", "ro", "bg", "el"]}, "localizations", "31"),
-])
-def test_bad_localizations_are_refused_with_the_field_and_nothing_stored(server, localizations, field,
-                                                                         fragment):
+@pytest.mark.parametrize(
+    ("localizations", "field", "fragment"),
+    [
+        ({"xx": TR}, "localizations", "xx"),
+        ({"TR": TR}, "localizations", "TR"),
+        ({"en": TR}, "localizations", "default language"),
+        ({"tr": {"title": "İndirim"}}, "localizations", "body"),
+        ({"tr": {**TR, "subtitle": "x"}}, "localizations", "subtitle"),
+        ({"tr": {**TR, "title": "x" * 201}}, "localizations", "200"),
+        ({"tr": {**TR, "click_link": "javascript:alert(1)"}}, "localizations", "javascript"),
+        ({"tr": {**TR, "image_url": "not a url"}}, "localizations", "URL"),
+        ({"tr": {**TR, "title": "\ud800"}}, "localizations", "surrogate"),
+        ({"tr": {**TR, "body": "ş" * 1990}}, "localizations", "bytes"),
+        ({"tr": "İndirim"}, "localizations", "tr"),
+        (["tr"], "localizations", "dictionary"),
+        (
+            {
+                code: TR
+                for code in [
+                    "tr",
+                    "de",
+                    "fr",
+                    "es",
+                    "it",
+                    "pt",
+                    "nl",
+                    "pl",
+                    "ru",
+                    "uk",
+                    "ar",
+                    "he",
+                    "fa",
+                    "hi",
+                    "bn",
+                    "ja",
+                    "ko",
+                    "zh",
+                    "vi",
+                    "th",
+                    "id",
+                    "ms",
+                    "sv",
+                    "no",
+                    "da",
+                    "fi",
+                    "cs",
+                    "sk",
+                    "hu",
+                    "ro",
+                    "bg",
+                    "el",
+                ]
+            },
+            "localizations",
+            "31",
+        ),
+    ],
+)
+def test_bad_localizations_are_refused_with_the_field_and_nothing_stored(
+    server, localizations, field, fragment
+):
     # Raw JSON: "\\ud800" travels as an escape, as a hostile client would send it.
-    response = server.post("/api/v1/messages", json.dumps({"title": "Sale", "body": "50% off",
-                                                           "localizations": localizations}),
-                           content_type="application/json")
+    response = server.post(
+        "/api/v1/messages",
+        json.dumps({"title": "Sale", "body": "50% off", "localizations": localizations}),
+        content_type="application/json",
+    )
 
     assert response.status_code == 400, response.content
     body = response.json()
@@ -148,9 +224,16 @@ def test_bad_localizations_are_refused_with_the_field_and_nothing_stored(server,
 
 
 def test_localizations_with_a_topic_audience_are_refused(server):
-    response = server.post("/api/v1/messages", {
-        "title": "Sale", "body": "50% off", "localizations": {"tr": TR},
-        "audience": {"kind": "topic", "topic": "news"}}, format="json")
+    response = server.post(
+        "/api/v1/messages",
+        {
+            "title": "Sale",
+            "body": "50% off",
+            "localizations": {"tr": TR},
+            "audience": {"kind": "topic", "topic": "news"},
+        },
+        format="json",
+    )
 
     assert response.status_code == 400
     assert response.json()["field"] == "localizations"
@@ -159,8 +242,16 @@ def test_localizations_with_a_topic_audience_are_refused(server):
 def test_bad_localizations_on_developer_push_are_refused(server, make_device):
     make_device("tok-tr", user="ayse", language="tr")
 
-    response = server.post("/developer/push", {"app_user_id": "ayse", "title": "Shipped", "body": "Today",
-                                               "localizations": {"tr": {"title": "Kargoda"}}}, format="json")
+    response = server.post(
+        "/developer/push",
+        {
+            "app_user_id": "ayse",
+            "title": "Shipped",
+            "body": "Today",
+            "localizations": {"tr": {"title": "Kargoda"}},
+        },
+        format="json",
+    )
 
     assert response.status_code == 400
     assert response.json()["field"] == "localizations"

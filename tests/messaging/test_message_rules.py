@@ -16,31 +16,66 @@ COMPOSE = "/admin/messaging/message/compose/"
 
 
 def composed(tenant, **fields) -> dict:
-    return {"tenant": tenant.pk, "title": "Sale", "body": "Today", "data_only": "1", "priority": "5",
-            "audience": "all", "when": "now", "schedule_tz": "UTC", "ttl_value": "4", "ttl_unit": "604800",
-            **fields}
+    return {
+        "tenant": tenant.pk,
+        "title": "Sale",
+        "body": "Today",
+        "data_only": "1",
+        "priority": "5",
+        "audience": "all",
+        "when": "now",
+        "schedule_tz": "UTC",
+        "ttl_value": "4",
+        "ttl_unit": "604800",
+        **fields,
+    }
 
 
 # Each case: what the API is sent, what the composer is sent, and the API field at fault.
 CASES = [
-    pytest.param({"data": {"title": "x"}}, {"data_key": "title", "data_value": "x"}, "data",
-                 id="a data key a data-only push fills in"),
-    pytest.param({"data": {"google.x": "y"}}, {"data_key": "google.x", "data_value": "y"}, "data",
-                 id="a reserved data key"),
-    pytest.param({"audience": {"kind": "filter"}}, {"audience": "filter"}, "audience",
-                 id="a filter audience without criteria"),
-    pytest.param({"audience": {"kind": "filter", "countries": ["XX"]}},
-                 {"audience": "filter", "countries": "XX"}, "audience", id="an unknown country"),
-    pytest.param({"ttl_seconds": 29 * 86400}, {"ttl_value": "29", "ttl_unit": "86400"}, "ttl_seconds",
-                 id="a TTL over four weeks"),
-    pytest.param({"options": {"analytics_label": "no spaces"}}, {"analytics_label": "no spaces"}, "options",
-                 id="a malformed analytics label"),
+    pytest.param(
+        {"data": {"title": "x"}},
+        {"data_key": "title", "data_value": "x"},
+        "data",
+        id="a data key a data-only push fills in",
+    ),
+    pytest.param(
+        {"data": {"google.x": "y"}},
+        {"data_key": "google.x", "data_value": "y"},
+        "data",
+        id="a reserved data key",
+    ),
+    pytest.param(
+        {"audience": {"kind": "filter"}},
+        {"audience": "filter"},
+        "audience",
+        id="a filter audience without criteria",
+    ),
+    pytest.param(
+        {"audience": {"kind": "filter", "countries": ["XX"]}},
+        {"audience": "filter", "countries": "XX"},
+        "audience",
+        id="an unknown country",
+    ),
+    pytest.param(
+        {"ttl_seconds": 29 * 86400},
+        {"ttl_value": "29", "ttl_unit": "86400"},
+        "ttl_seconds",
+        id="a TTL over four weeks",
+    ),
+    pytest.param(
+        {"options": {"analytics_label": "no spaces"}},
+        {"analytics_label": "no spaces"},
+        "options",
+        id="a malformed analytics label",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("api_fields", "form_fields", "field"), CASES)
-def test_the_api_and_the_composer_refuse_the_same_message(server, editor, tenant, api_fields, form_fields,
-                                                            field):
+def test_the_api_and_the_composer_refuse_the_same_message(
+    server, editor, tenant, api_fields, form_fields, field
+):
     make_device(tenant, "tok-a", user="ayse")
 
     api = server.post("/api/v1/messages", {"title": "Sale", "body": "Today", **api_fields}, format="json")
@@ -52,8 +87,11 @@ def test_the_api_and_the_composer_refuse_the_same_message(server, editor, tenant
 
 
 def test_a_notification_message_may_carry_a_data_key_named_title(server):
-    response = server.post("/api/v1/messages", {"title": "Sale", "body": "Today", "data_only": False,
-                                                "data": {"title": "kept"}}, format="json")
+    response = server.post(
+        "/api/v1/messages",
+        {"title": "Sale", "body": "Today", "data_only": False, "data": {"title": "kept"}},
+        format="json",
+    )
 
     assert response.status_code == 202, response.content
 

@@ -25,8 +25,14 @@ def test_creating_a_message_answers_202_with_the_message(server):
     body = response.json()
     assert body["status"] == "scheduled"
     assert body["data"] == {"deep_link": "app://sale"}
-    assert body["counts"] == {"targeted": 0, "sent": 0, "validated": 0, "failed": 0, "pending": 0,
-                              "opened": 0}
+    assert body["counts"] == {
+        "targeted": 0,
+        "sent": 0,
+        "validated": 0,
+        "failed": 0,
+        "pending": 0,
+        "opened": 0,
+    }
     assert body["audience"] == {"kind": "all"}
     assert Message.objects.get().pk == body["id"]
 
@@ -114,8 +120,9 @@ def test_cancelling_a_finished_message_is_a_409(server, tenant):
 
 def test_the_same_idempotency_key_returns_the_first_message(server):
     first = server.post("/api/v1/messages", scheduled(), format="json", HTTP_IDEMPOTENCY_KEY="k-1")
-    again = server.post("/api/v1/messages", scheduled(title="changed"), format="json",
-                        HTTP_IDEMPOTENCY_KEY="k-1")
+    again = server.post(
+        "/api/v1/messages", scheduled(title="changed"), format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
 
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json()["id"] == first.json()["id"]
@@ -144,25 +151,28 @@ def test_idempotency_keys_are_per_tenant(server, db):
     assert (a.status_code, b.status_code) == (202, 202)
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"body": "no title"}, "title"),
-    ({"title": "no body"}, "body"),
-    ({"title": "t", "body": "b", "priority": 11}, "priority"),
-    ({"title": "t", "body": "b", "priority": "high"}, "priority"),
-    ({"title": "t", "body": "b", "data": {"n": 1}}, "data"),
-    ({"title": "t", "body": "b", "data": {"google.x": "y"}}, "data"),
-    ({"title": "t", "body": "b", "data": ["x"]}, "data"),
-    ({"title": "t", "body": "b", "schedule_at": "tomorrow"}, "schedule_at"),
-    ({"title": "t", "body": "b", "ttl_seconds": 2419201}, "ttl_seconds"),
-    ({"title": "t", "body": "b", "image_url": "not a url"}, "image_url"),
-    ({"title": "t", "body": "b", "audience": {"kind": "everyone"}}, "audience"),
-    ({"title": "t", "body": "b", "audience": {"kind": "users"}}, "audience"),
-    ({"title": "t", "body": "b", "audience": {"kind": "filter", "countries": ["XX"]}}, "audience"),
-    ({"title": "t", "body": "b", "audience": {"kind": "topic", "topic": "bad topic!"}}, "audience"),
-    ({"title": "t", "body": "b", "titel": "typo"}, "titel"),
-    ({"title": "t", "body": "b", "options": {"colour": "red"}}, "options"),
-    ({"title": "t", "body": "x" * 1990, "data": {"k": "v" * 2500}}, "body"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"body": "no title"}, "title"),
+        ({"title": "no body"}, "body"),
+        ({"title": "t", "body": "b", "priority": 11}, "priority"),
+        ({"title": "t", "body": "b", "priority": "high"}, "priority"),
+        ({"title": "t", "body": "b", "data": {"n": 1}}, "data"),
+        ({"title": "t", "body": "b", "data": {"google.x": "y"}}, "data"),
+        ({"title": "t", "body": "b", "data": ["x"]}, "data"),
+        ({"title": "t", "body": "b", "schedule_at": "tomorrow"}, "schedule_at"),
+        ({"title": "t", "body": "b", "ttl_seconds": 2419201}, "ttl_seconds"),
+        ({"title": "t", "body": "b", "image_url": "not a url"}, "image_url"),
+        ({"title": "t", "body": "b", "audience": {"kind": "everyone"}}, "audience"),
+        ({"title": "t", "body": "b", "audience": {"kind": "users"}}, "audience"),
+        ({"title": "t", "body": "b", "audience": {"kind": "filter", "countries": ["XX"]}}, "audience"),
+        ({"title": "t", "body": "b", "audience": {"kind": "topic", "topic": "bad topic!"}}, "audience"),
+        ({"title": "t", "body": "b", "titel": "typo"}, "titel"),
+        ({"title": "t", "body": "b", "options": {"colour": "red"}}, "options"),
+        ({"title": "t", "body": "x" * 1990, "data": {"k": "v" * 2500}}, "body"),
+    ],
+)
 def test_an_invalid_message_is_a_400_naming_the_field(server, body, field):
     response = server.post("/api/v1/messages", body, format="json")
 
@@ -173,7 +183,8 @@ def test_an_invalid_message_is_a_400_naming_the_field(server, body, field):
 
 def test_a_message_scheduled_in_another_time_zone_keeps_its_instant(server):
     year = timezone.now().year + 1
-    created = server.post("/api/v1/messages", scheduled(schedule_at=f"{year}-01-01T09:00:00+03:00"),
-                          format="json").json()
+    created = server.post(
+        "/api/v1/messages", scheduled(schedule_at=f"{year}-01-01T09:00:00+03:00"), format="json"
+    ).json()
 
     assert Message.objects.get(pk=created["id"]).schedule_at.isoformat() == f"{year}-01-01T06:00:00+00:00"

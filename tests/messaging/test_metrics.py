@@ -21,23 +21,41 @@ def send(server, **body) -> Message:
 
 
 def test_a_send_through_the_sandbox_moves_each_counter_by_exactly_what_happened(
-        sandbox, server, make_device, api, metrics_on):
+    sandbox, server, make_device, api, metrics_on
+):
     make_device("tok-a")
     make_device("tok-b", user="u2")
     make_device("sandbox-unregistered-1", user="u3")
     make_device("sandbox-unavailable-1", user="u4")
     before = scrape()
 
-    assert api("/events", {"app_user_id": "u5", "event_name": "app_open",
-                           "event_time": "2026-11-23T10:00:00+03:00", "device_token": "tok-new",
-                           "platform": "android", "push_permission_granted": True,
-                           "timezone": "Europe/Istanbul", "language": "tr", "country": "TR",
-                           "session_id": "s1"}).status_code == 200
+    assert (
+        api(
+            "/events",
+            {
+                "app_user_id": "u5",
+                "event_name": "app_open",
+                "event_time": "2026-11-23T10:00:00+03:00",
+                "device_token": "tok-new",
+                "platform": "android",
+                "push_permission_granted": True,
+                "timezone": "Europe/Istanbul",
+                "language": "tr",
+                "country": "TR",
+                "session_id": "s1",
+            },
+        ).status_code
+        == 200
+    )
     rotated = api("/devices/refresh-token", {"old_token": "tok-new", "new_token": "tok-newer"})
     assert rotated.status_code == 200
-    message = send(server, audience={"kind": "tokens",
-                                     "tokens": ["tok-a", "tok-b", "sandbox-unregistered-1",
-                                                "sandbox-unavailable-1"]})
+    message = send(
+        server,
+        audience={
+            "kind": "tokens",
+            "tokens": ["tok-a", "tok-b", "sandbox-unregistered-1", "sandbox-unavailable-1"],
+        },
+    )
     after = scrape()
 
     def delta(name, **labels):
@@ -68,8 +86,9 @@ def test_a_send_through_the_sandbox_moves_each_counter_by_exactly_what_happened(
     assert 300 <= value(scrape(), "herald_delivery_queue_oldest_due_seconds") < 330
 
 
-def test_deliveries_carry_the_tenant_only_when_the_operator_asks(sandbox, server, make_device, metrics_on,
-                                                                  settings):
+def test_deliveries_carry_the_tenant_only_when_the_operator_asks(
+    sandbox, server, make_device, metrics_on, settings
+):
     settings.METRICS_TENANT_LABEL = True
     make_device("tok-a")
     before = scrape()
@@ -78,12 +97,15 @@ def test_deliveries_carry_the_tenant_only_when_the_operator_asks(sandbox, server
 
     after = scrape()
     labels = {"outcome": "sent", "error_code": "", "tenant": "acme"}
-    assert value(after, "herald_deliveries_total", **labels) - value(before, "herald_deliveries_total",
-                                                                     **labels) == 1
+    assert (
+        value(after, "herald_deliveries_total", **labels) - value(before, "herald_deliveries_total", **labels)
+        == 1
+    )
 
 
 def test_a_cancelled_message_counts_its_unsent_deliveries_as_cancelled(
-        sandbox, server, make_device, metrics_on):
+    sandbox, server, make_device, metrics_on
+):
     make_device("sandbox-unavailable-1")
     message = send(server)  # the one delivery waits for its retry
     before = scrape()
@@ -92,7 +114,9 @@ def test_a_cancelled_message_counts_its_unsent_deliveries_as_cancelled(
 
     after = scrape()
     labels = {"outcome": "failed", "error_code": "CANCELLED", "tenant": ""}
-    assert value(after, "herald_deliveries_total", **labels) - value(before, "herald_deliveries_total",
-                                                                     **labels) == 1
+    assert (
+        value(after, "herald_deliveries_total", **labels) - value(before, "herald_deliveries_total", **labels)
+        == 1
+    )
     assert value(after, "herald_messages", status="cancelled") == 1
     assert value(after, "herald_delivery_queue_depth", status="retrying") == 0

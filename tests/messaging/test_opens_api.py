@@ -60,8 +60,9 @@ def test_another_tenants_tracking_token_is_not_found(delivered):
     other = Tenant.objects.create(name="Other", tenant_id="other")
     key = ApiKey.generate(tenant=other, name="app", kind="app")[1]
 
-    response = APIClient().post("/pushes/opened", {"tenant_id": "other", "api_key": key,
-                                                   "tracking_token": tokens[0]}, format="json")
+    response = APIClient().post(
+        "/pushes/opened", {"tenant_id": "other", "api_key": key, "tracking_token": tokens[0]}, format="json"
+    )
 
     assert response.status_code == 404
     message.refresh_from_db()

@@ -20,8 +20,15 @@ NOW = timezone.now().replace(microsecond=0)
 
 def event(tenant, name, *, age, user="u1"):
     app_user, _ = AppUser.objects.get_or_create(tenant=tenant, app_user_id=user)
-    return Event.objects.create(tenant=tenant, user=app_user, name=name, occurred_at=NOW,
-                                received_at=NOW - age, session_id="s", fingerprint=f"{tenant.pk}-{name}")
+    return Event.objects.create(
+        tenant=tenant,
+        user=app_user,
+        name=name,
+        occurred_at=NOW,
+        received_at=NOW - age,
+        session_id="s",
+        fingerprint=f"{tenant.pk}-{name}",
+    )
 
 
 def deletes(queries) -> int:
@@ -51,8 +58,13 @@ def test_it_deletes_token_history_past_its_cut_off_and_keeps_the_devices(tenant,
     settings.RETENTION_TOKEN_HISTORY_DAYS, settings.RETENTION_BATCH_SIZE = 30, 2
     device = make_device(tenant, "tok")
     for days in (31, 32, 33, 29):
-        TokenRotation.objects.create(device=device, old_token=f"t{days}", old_token_hash=f"h{days}",
-                                     new_token="tok", rotated_at=NOW - timedelta(days=days))
+        TokenRotation.objects.create(
+            device=device,
+            old_token=f"t{days}",
+            old_token_hash=f"h{days}",
+            new_token="tok",
+            rotated_at=NOW - timedelta(days=days),
+        )
 
     report = apply_retention(tenant=tenant, now=NOW)
 
@@ -61,17 +73,29 @@ def test_it_deletes_token_history_past_its_cut_off_and_keeps_the_devices(tenant,
     assert Device.objects.filter(pk=device.pk).exists()
 
 
-def test_it_deletes_old_deliveries_of_finished_messages_and_keeps_every_total(tenant, settings, server_key,
-                                                                             client):
+def test_it_deletes_old_deliveries_of_finished_messages_and_keeps_every_total(
+    tenant, settings, server_key, client
+):
     settings.RETENTION_DELIVERIES_DAYS, settings.RETENTION_BATCH_SIZE = 90, 2
     devices = [make_device(tenant, f"tok-{i}", user=f"u{i}") for i in range(5)]
-    old = make_message(tenant, status="completed_with_failures", completed_at=NOW - timedelta(days=91),
-                       targeted_count=5, sent_count=3, failed_count=2, opened_count=1)
+    old = make_message(
+        tenant,
+        status="completed_with_failures",
+        completed_at=NOW - timedelta(days=91),
+        targeted_count=5,
+        sent_count=3,
+        failed_count=2,
+        opened_count=1,
+    )
     for i, device in enumerate(devices):
         failed = i >= 3
-        make_delivery(old, device, status="failed" if failed else "sent",
-                      error_code="UNREGISTERED" if i == 3 else "INVALID_ARGUMENT" if i == 4 else "",
-                      opened_at=NOW - timedelta(days=92) if i == 0 else None)
+        make_delivery(
+            old,
+            device,
+            status="failed" if failed else "sent",
+            error_code="UNREGISTERED" if i == 3 else "INVALID_ARGUMENT" if i == 4 else "",
+            opened_at=NOW - timedelta(days=92) if i == 0 else None,
+        )
     recent = make_message(tenant, completed_at=NOW - timedelta(days=89), targeted_count=1, sent_count=1)
     make_delivery(recent, devices[0])
     stuck = make_message(tenant, status="sending", started_at=NOW - timedelta(days=200), targeted_count=1)
@@ -86,8 +110,11 @@ def test_it_deletes_old_deliveries_of_finished_messages_and_keeps_every_total(te
     assert not Delivery.objects.filter(message=old).exists()
     assert Delivery.objects.filter(message__in=[recent, stuck]).count() == 2
     after = client.get(f"/api/v1/messages/{old.pk}", HTTP_X_SERVER_KEY=server_key).json()
-    assert after["counts"] == before["counts"] == {"targeted": 5, "sent": 3, "validated": 0, "failed": 2,
-                                                   "pending": 0, "opened": 1}
+    assert (
+        after["counts"]
+        == before["counts"]
+        == {"targeted": 5, "sent": 3, "validated": 0, "failed": 2, "pending": 0, "opened": 1}
+    )
     assert after["errors"] == before["errors"] == {"UNREGISTERED": 1, "INVALID_ARGUMENT": 1}
     assert after["open_rate"] == before["open_rate"]
 
@@ -107,8 +134,9 @@ def test_a_tenant_keeps_rows_as_long_as_it_says_and_zero_means_forever(tenant, s
     assert sorted(Event.objects.values_list("name", flat=True)) == ["ancient", "nine-days"]
 
 
-def test_it_records_what_it_removed_on_the_tenant_and_shows_it_on_the_tenant_page(tenant, superuser,
-                                                                                   settings):
+def test_it_records_what_it_removed_on_the_tenant_and_shows_it_on_the_tenant_page(
+    tenant, superuser, settings
+):
     settings.RETENTION_EVENTS_DAYS = 180
     event(tenant, "old", age=timedelta(days=200))
 

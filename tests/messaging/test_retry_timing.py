@@ -28,6 +28,7 @@ def jitter(monkeypatch):
         scripted = ScriptedJitter(share)
         monkeypatch.setattr(services, "jitter", scripted)
         return scripted
+
     return use
 
 
@@ -64,7 +65,8 @@ def test_backoff_without_retry_after_is_at_least_a_second_and_at_most_an_hour(ji
 
 
 def test_a_429_with_retry_after_2_is_retried_within_seconds_each_device_at_its_own_time(
-        sandbox, tenant, make_device, settings):
+    sandbox, tenant, make_device, settings
+):
     for i in range(6):
         make_device(f"tok-{i}", user=f"u{i}")
     with FaultyFcm(sandbox.url, plan=first(6, Answer(429, retry_after=2))) as proxy:

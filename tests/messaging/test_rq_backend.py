@@ -30,8 +30,9 @@ def test_a_message_queued_on_rq_is_delivered_by_an_rq_worker(rq_env, tenant, mak
     assert "Sending" in out
     assert SandboxMessage.objects.count() == 0  # queued on Redis, not yet run
 
-    workers.run("rqworker", "--job-class", "django_tasks_rq.Job", "--burst", "default", env=rq_env,
-                timeout=120)
+    workers.run(
+        "rqworker", "--job-class", "django_tasks_rq.Job", "--burst", "default", env=rq_env, timeout=120
+    )
 
     message.refresh_from_db()
     assert message.status == "completed"

@@ -18,11 +18,23 @@ def two_days_ahead():
 
 def test_the_composer_keeps_the_zone_a_schedule_was_written_in(editor, tenant):
     day = two_days_ahead()
-    editor.post(COMPOSE, {"tenant": tenant.pk, "title": "Flash sale", "body": "Only today.", "data_only": "1",
-                          "priority": "5", "audience": "all", "when": "later",
-                          "schedule_tz": "Europe/Istanbul",
-                          "schedule_at": f"{day}T09:00", "ttl_value": "4", "ttl_unit": "604800",
-                          "_action": "confirm"})
+    editor.post(
+        COMPOSE,
+        {
+            "tenant": tenant.pk,
+            "title": "Flash sale",
+            "body": "Only today.",
+            "data_only": "1",
+            "priority": "5",
+            "audience": "all",
+            "when": "later",
+            "schedule_tz": "Europe/Istanbul",
+            "schedule_at": f"{day}T09:00",
+            "ttl_value": "4",
+            "ttl_unit": "604800",
+            "_action": "confirm",
+        },
+    )
 
     message = Message.objects.get()
     assert message.schedule_tz == "Europe/Istanbul"
@@ -37,8 +49,11 @@ def test_the_composer_keeps_the_zone_a_schedule_was_written_in(editor, tenant):
 def test_the_api_keeps_the_offset_a_schedule_was_written_with(server, editor):
     day = two_days_ahead()
 
-    response = server.post("/api/v1/messages", {"title": "Sale", "body": "Today only",
-                                                "schedule_at": f"{day}T09:00:00+03:00"}, format="json")
+    response = server.post(
+        "/api/v1/messages",
+        {"title": "Sale", "body": "Today only", "schedule_at": f"{day}T09:00:00+03:00"},
+        format="json",
+    )
 
     message = Message.objects.get(pk=response.json()["id"])
     assert message.schedule_tz == "+03:00"
@@ -49,8 +64,11 @@ def test_the_api_keeps_the_offset_a_schedule_was_written_with(server, editor):
 def test_a_schedule_written_in_utc_says_utc(server, editor):
     day = two_days_ahead()
 
-    response = server.post("/api/v1/messages", {"title": "Sale", "body": "Today only",
-                                                "schedule_at": f"{day}T09:00:00Z"}, format="json")
+    response = server.post(
+        "/api/v1/messages",
+        {"title": "Sale", "body": "Today only", "schedule_at": f"{day}T09:00:00Z"},
+        format="json",
+    )
 
     message = Message.objects.get(pk=response.json()["id"])
     assert message.schedule_tz == ""

@@ -23,8 +23,9 @@ def sending_message(tenant, devices, *, claimed_until=None, retry_in=None) -> Me
     """A fanned-out sending message whose deliveries are held by a worker or wait for a retry."""
     message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="x"), send=False)
     now = timezone.now()
-    Message.objects.filter(pk=message.pk).update(status="sending", started_at=now, fanned_out_at=now,
-                                                 targeted_count=len(devices))
+    Message.objects.filter(pk=message.pk).update(
+        status="sending", started_at=now, fanned_out_at=now, targeted_count=len(devices)
+    )
     fields = {}
     if claimed_until is not None:
         fields.update(claim="dead-worker", claimed_until=claimed_until)
@@ -42,7 +43,8 @@ def send_tasks(message=None):
 
 
 def test_a_task_that_finds_only_a_dead_workers_claims_queues_nothing(
-        sandbox_server, database_tasks, tenant, make_device):
+    sandbox_server, database_tasks, tenant, make_device
+):
     devices = [make_device(f"tok-{i}", user=f"u{i}") for i in range(3)]
     message = sending_message(tenant, devices, claimed_until=timezone.now() + timedelta(minutes=5))
 
@@ -53,7 +55,8 @@ def test_a_task_that_finds_only_a_dead_workers_claims_queues_nothing(
 
 
 def test_at_most_one_retry_task_is_queued_per_message_and_never_due_in_the_past(
-        sandbox_server, database_tasks, tenant, make_device):
+    sandbox_server, database_tasks, tenant, make_device
+):
     devices = [make_device(f"tok-{i}", user=f"u{i}") for i in range(4)]
     message = sending_message(tenant, devices, retry_in=timedelta(seconds=30))
 
@@ -78,7 +81,8 @@ def test_herald_beat_recovers_a_dead_workers_chunk_once(db, database_tasks, tena
 
 
 def test_a_small_new_message_is_taken_before_another_tenants_backlog(
-        transactional_db, database_tasks, tenant, make_device, settings):
+    transactional_db, database_tasks, tenant, make_device, settings
+):
     settings.FANOUT_CHUNK_SIZE = 2
     for i in range(10):
         make_device(f"big-{i}", user=f"big{i}")
@@ -87,8 +91,11 @@ def test_a_small_new_message_is_taken_before_another_tenants_backlog(
     small_tenant = Tenant.objects.create(name="Small", tenant_id="small")
     make_device("small-1", user="s1", owner=small_tenant)
     small, _ = create_message(tenant=small_tenant, spec=MessageInput(title="Small", body="x"))
-    [small_fan_out] = [t for t in DBTaskResult.objects.filter(task_path="messaging.tasks.fan_out_message")
-                       if t.args_kwargs["args"] == [small.pk]]
+    [small_fan_out] = [
+        t
+        for t in DBTaskResult.objects.filter(task_path="messaging.tasks.fan_out_message")
+        if t.args_kwargs["args"] == [small.pk]
+    ]
 
     order = list(DBTaskResult.objects.ready().values_list("id", flat=True))  # the worker's order
     big_chunks = [t.id for t in send_tasks(big)]

@@ -14,15 +14,24 @@ pytest_plugins = ["tests.staff_fixtures"]  # superuser
 
 
 def schedule(tenant, *, minutes=30, title="Later"):
-    message, _ = create_message(tenant=tenant, spec=MessageInput(
-        title=title, body="x", schedule_at=timezone.now() + timedelta(minutes=minutes)))
+    message, _ = create_message(
+        tenant=tenant,
+        spec=MessageInput(title=title, body="x", schedule_at=timezone.now() + timedelta(minutes=minutes)),
+    )
     return message
 
 
 def change_form(tenant, **changes):
-    data = {"name": tenant.name, "tenant_id": tenant.tenant_id, "created_at_0": "2026-01-01",
-            "created_at_1": "00:00:00", "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
-            "memberships-MIN_NUM_FORMS": "0", "memberships-MAX_NUM_FORMS": "1000"}
+    data = {
+        "name": tenant.name,
+        "tenant_id": tenant.tenant_id,
+        "created_at_0": "2026-01-01",
+        "created_at_1": "00:00:00",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+    }
     if tenant.is_active:
         data["is_active"] = "on"
     data.update(changes)
@@ -30,7 +39,8 @@ def change_form(tenant, **changes):
 
 
 def test_deactivating_a_tenant_in_the_admin_cancels_its_scheduled_push_with_a_reason(
-        superuser, tenant, make_device, immediate_tasks):
+    superuser, tenant, make_device, immediate_tasks
+):
     make_device("tok-1")
     scheduled = schedule(tenant)
     draft, _ = create_message(tenant=tenant, spec=MessageInput(title="Draft", body="x"), send=False)
@@ -55,28 +65,34 @@ def test_deactivating_a_tenant_in_the_admin_cancels_its_scheduled_push_with_a_re
 
 
 def test_the_admin_action_cancels_sending_and_retrying_messages_of_the_selected_tenants(
-        superuser, tenant, other_tenant, sandbox, make_device, inbox):
+    superuser, tenant, other_tenant, sandbox, make_device, inbox
+):
     make_device("sandbox-unavailable-1")  # answered 503: the delivery waits for a retry
     retrying, _ = create_message(tenant=tenant, spec=MessageInput(title="Retry", body="x"))
     assert retrying.deliveries.get().status == "retrying"
     theirs = schedule(other_tenant)
 
-    response = superuser.post("/admin/tenants/tenant/", {
-        "action": "deactivate_tenants", "_selected_action": [tenant.pk]})
+    response = superuser.post(
+        "/admin/tenants/tenant/", {"action": "deactivate_tenants", "_selected_action": [tenant.pk]}
+    )
 
     assert response.status_code == 302
     retrying.refresh_from_db()
     delivery = retrying.deliveries.get()
     assert retrying.status == "cancelled"
     assert (delivery.status, delivery.error_code, delivery.error_detail) == (
-        "failed", "CANCELLED", services.TENANT_DEACTIVATED)
+        "failed",
+        "CANCELLED",
+        services.TENANT_DEACTIVATED,
+    )
     theirs.refresh_from_db()
     assert theirs.status == "scheduled", "another tenant's message is untouched"
     assert Tenant.objects.get(pk=other_tenant.pk).is_active
 
 
 def test_a_worker_that_picks_up_an_inactive_tenants_work_sends_nothing_and_cancels_it(
-        sandbox, tenant, make_device, inbox):
+    sandbox, tenant, make_device, inbox
+):
     for i in range(3):
         make_device(f"tok-{i}", user=f"u{i}")
     scheduled = schedule(tenant)

@@ -84,8 +84,11 @@ def key_with(account: dict, token_uri: str) -> str:
 
 @pytest.mark.parametrize("token_uri", INTERNAL)
 def test_set_credentials_refuses_a_token_uri_that_is_not_googles(db, tenant, sandbox_private_key, token_uri):
-    account = create_service_account(project_id="acme-push", token_uri="https://oauth2.googleapis.com/token",
-                                      private_key_pem=sandbox_private_key)
+    account = create_service_account(
+        project_id="acme-push",
+        token_uri="https://oauth2.googleapis.com/token",
+        private_key_pem=sandbox_private_key,
+    )
 
     with pytest.raises(InvalidServiceAccount) as caught:
         set_credentials(tenant=tenant, raw=key_with(account, token_uri))
@@ -95,30 +98,37 @@ def test_set_credentials_refuses_a_token_uri_that_is_not_googles(db, tenant, san
     assert not FirebaseCredential.objects.exists()
 
 
-@pytest.mark.parametrize("token_uri", ["https://oauth2.googleapis.com/token",
-                                       "https://accounts.google.com/o/oauth2/token"])
+@pytest.mark.parametrize(
+    "token_uri", ["https://oauth2.googleapis.com/token", "https://accounts.google.com/o/oauth2/token"]
+)
 def test_googles_two_token_endpoints_are_accepted(db, tenant, sandbox_private_key, token_uri):
-    account = create_service_account(project_id="acme-push", token_uri=token_uri,
-                                     private_key_pem=sandbox_private_key)
+    account = create_service_account(
+        project_id="acme-push", token_uri=token_uri, private_key_pem=sandbox_private_key
+    )
 
     assert set_credentials(tenant=tenant, raw=json.dumps(account)).token_uri == token_uri
 
 
 def test_the_operator_may_allow_another_token_endpoint(db, tenant, sandbox_private_key, settings):
     settings.FCM_ALLOWED_TOKEN_URIS = ["https://oauth.internal.example/token"]
-    account = create_service_account(project_id="acme-push", token_uri="https://oauth.internal.example/token",
-                                     private_key_pem=sandbox_private_key)
+    account = create_service_account(
+        project_id="acme-push",
+        token_uri="https://oauth.internal.example/token",
+        private_key_pem=sandbox_private_key,
+    )
 
     assert set_credentials(tenant=tenant, raw=json.dumps(account)).token_uri == account["token_uri"]
 
 
 def test_the_admin_refuses_an_upload_naming_an_internal_token_uri(tenant_admin, tenant, sandbox_private_key):
-    account = create_service_account(project_id="acme-push", token_uri="http://169.254.169.254/token",
-                                     private_key_pem=sandbox_private_key)
+    account = create_service_account(
+        project_id="acme-push", token_uri="http://169.254.169.254/token", private_key_pem=sandbox_private_key
+    )
     file = SimpleUploadedFile("key.json", json.dumps(account).encode(), "application/json")
 
-    response = tenant_admin.post("/admin/tenants/firebasecredential/add/",
-                                 {"tenant": tenant.pk, "service_account_file": file})
+    response = tenant_admin.post(
+        "/admin/tenants/firebasecredential/add/", {"tenant": tenant.pk, "service_account_file": file}
+    )
 
     assert response.status_code == 200
     assert "not Google&#x27;s token endpoint" in response.content.decode()
@@ -126,8 +136,9 @@ def test_the_admin_refuses_an_upload_naming_an_internal_token_uri(tenant_admin, 
 
 
 def test_set_fcm_credentials_refuses_an_internal_token_uri(db, tenant, sandbox_private_key, tmp_path):
-    account = create_service_account(project_id="acme-push", token_uri="http://127.0.0.1:6379/token",
-                                     private_key_pem=sandbox_private_key)
+    account = create_service_account(
+        project_id="acme-push", token_uri="http://127.0.0.1:6379/token", private_key_pem=sandbox_private_key
+    )
     path = tmp_path / "key.json"
     path.write_text(json.dumps(account))
 
@@ -158,8 +169,9 @@ def test_redirects_from_the_token_endpoint_are_not_followed(
     fcm_sandbox, sandbox_service_account, local_server, settings
 ):
     internal = local_server(body=SECRET_BODY.encode())
-    redirector = local_server(status=302, headers={"Location": f"{internal.url}/latest/meta-data"},
-                              body=b"moved")
+    redirector = local_server(
+        status=302, headers={"Location": f"{internal.url}/latest/meta-data"}, body=b"moved"
+    )
     settings.FCM_ALLOWED_TOKEN_URIS = [f"{redirector.url}/token"]
     info = {**sandbox_service_account, "token_uri": f"{redirector.url}/token"}
     client = FcmClient(service_account_info=info, api_url=fcm_sandbox.url)
@@ -184,8 +196,10 @@ def test_a_refusal_shows_the_status_and_a_known_reason_never_the_remote_body(
 
     with caplog.at_level(logging.DEBUG):
         result = check_credentials(tenant=tenant)
-        admin_client.post("/admin/tenants/firebasecredential/",
-                          {"action": "check_selected", "_selected_action": [credential.pk]})
+        admin_client.post(
+            "/admin/tenants/firebasecredential/",
+            {"action": "check_selected", "_selected_action": [credential.pk]},
+        )
     page = admin_client.get(f"/admin/tenants/firebasecredential/{credential.pk}/change/").content.decode()
 
     credential.refresh_from_db()
@@ -222,8 +236,11 @@ def test_a_token_endpoint_that_never_answers_gives_up_after_the_token_timeout(
         token_uri = f"http://127.0.0.1:{silent.getsockname()[1]}/token"
         settings.FCM_ALLOWED_TOKEN_URIS = [token_uri]
         settings.FCM_TOKEN_TIMEOUT = 0.2
-        client = FcmClient(service_account_info={**sandbox_service_account, "token_uri": token_uri},
-                           api_url=fcm_sandbox.url, timeout=10)
+        client = FcmClient(
+            service_account_info={**sandbox_service_account, "token_uri": token_uri},
+            api_url=fcm_sandbox.url,
+            timeout=10,
+        )
 
         with pytest.raises(FcmError) as caught:
             client.access_token()
@@ -234,8 +251,9 @@ def test_a_token_endpoint_that_never_answers_gives_up_after_the_token_timeout(
     assert caught.value.detail == f"Could not get an access token from {token_uri}: no answer within 0.2s."
 
 
-def test_an_unreachable_token_url_is_named_once_in_the_check(fcm_sandbox, tenant, sandbox_service_account,
-                                                             settings):
+def test_an_unreachable_token_url_is_named_once_in_the_check(
+    fcm_sandbox, tenant, sandbox_service_account, settings
+):
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         token_uri = f"http://127.0.0.1:{unused.getsockname()[1]}/token"

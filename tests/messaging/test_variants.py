@@ -38,11 +38,23 @@ def no_sending(settings):
 
 
 def many_users(tenant, n, *, devices_each=1, language=""):
-    users = AppUser.objects.bulk_create([AppUser(tenant=tenant, app_user_id=f"u{i}", language=language)
-                                         for i in range(n)])
-    Device.objects.bulk_create([Device(tenant=tenant, user=u, token=f"tok-{u.pk}-{k}",
-                                       token_hash=f"{u.pk}-{k}", platform="android", push_permission=True)
-                                for u in users for k in range(devices_each)])
+    users = AppUser.objects.bulk_create(
+        [AppUser(tenant=tenant, app_user_id=f"u{i}", language=language) for i in range(n)]
+    )
+    Device.objects.bulk_create(
+        [
+            Device(
+                tenant=tenant,
+                user=u,
+                token=f"tok-{u.pk}-{k}",
+                token_hash=f"{u.pk}-{k}",
+                platform="android",
+                push_permission=True,
+            )
+            for u in users
+            for k in range(devices_each)
+        ]
+    )
     return users
 
 
@@ -94,15 +106,21 @@ def test_a_split_message_sends_each_device_its_variant_in_its_language(sandbox, 
 
 
 def test_the_best_open_rate_wins_not_the_most_opens():
-    tallies = [VariantTally(0, sent=100, opened=20), VariantTally(1, sent=40, opened=10),
-               VariantTally(2, sent=100, opened=5)]
+    tallies = [
+        VariantTally(0, sent=100, opened=20),
+        VariantTally(1, sent=40, opened=10),
+        VariantTally(2, sent=100, opened=5),
+    ]
 
     assert choose_winner(tallies, min_opens=10, fallback=0) == (1, AbTest.Reason.BEST_RATE)
 
 
 def test_equal_open_rates_go_to_the_lowest_variant():
-    tallies = [VariantTally(0, sent=100, opened=5), VariantTally(1, sent=30, opened=10),
-               VariantTally(2, sent=60, opened=20)]  # 1/3 and 1/3, exactly
+    tallies = [
+        VariantTally(0, sent=100, opened=5),
+        VariantTally(1, sent=30, opened=10),
+        VariantTally(2, sent=60, opened=20),
+    ]  # 1/3 and 1/3, exactly
 
     assert choose_winner(tallies, min_opens=10, fallback=0) == (1, AbTest.Reason.TIE)
 
@@ -116,8 +134,11 @@ def test_too_few_opens_in_the_whole_test_give_the_fallback_variant():
 
 
 def test_a_variant_nobody_was_sent_cannot_win():
-    tallies = [VariantTally(0, sent=0, opened=0), VariantTally(1, sent=10, opened=0),
-               VariantTally(2, sent=10, opened=1)]
+    tallies = [
+        VariantTally(0, sent=0, opened=0),
+        VariantTally(1, sent=10, opened=0),
+        VariantTally(2, sent=10, opened=1),
+    ]
 
     assert choose_winner(tallies, min_opens=1, fallback=0) == (2, AbTest.Reason.BEST_RATE)
 
@@ -126,9 +147,17 @@ def test_a_variant_nobody_was_sent_cannot_win():
 
 
 def ab_message(server, *, test_percent=20, wait_seconds=3600, min_opens=5, fallback_variant=0):
-    return send(server, variants=[A, B, C], variant_mode="ab_test",
-                ab_test={"test_percent": test_percent, "wait_seconds": wait_seconds, "min_opens": min_opens,
-                         "fallback_variant": fallback_variant})
+    return send(
+        server,
+        variants=[A, B, C],
+        variant_mode="ab_test",
+        ab_test={
+            "test_percent": test_percent,
+            "wait_seconds": wait_seconds,
+            "min_opens": min_opens,
+            "fallback_variant": fallback_variant,
+        },
+    )
 
 
 def mark_sent(message):
@@ -192,8 +221,11 @@ def test_too_few_opens_send_the_fallback_variant_to_the_rest(server, tenant, no_
 
     ab = AbTest.objects.get(message=message)
     assert (ab.winner, ab.reason) == (2, AbTest.Reason.TOO_FEW_OPENS)
-    untested = [d for d in message.deliveries.select_related("device")
-                if not in_test_group(message.pk, d.device.user_id, 20)]
+    untested = [
+        d
+        for d in message.deliveries.select_related("device")
+        if not in_test_group(message.pk, d.device.user_id, 20)
+    ]
     assert untested and {d.variant for d in untested} == {2}
 
 
@@ -242,8 +274,11 @@ def test_staff_pick_the_winner_by_hand_through_the_api(server, tenant, no_sendin
     assert response.status_code == 200, response.content
     assert response.json()["ab_test"]["winner"] == 2 and response.json()["ab_test"]["reason"] == "manual"
     fan_out(message_id=message.pk)
-    untested = [d for d in message.deliveries.select_related("device")
-                if not in_test_group(message.pk, d.device.user_id, 20)]
+    untested = [
+        d
+        for d in message.deliveries.select_related("device")
+        if not in_test_group(message.pk, d.device.user_id, 20)
+    ]
     assert untested and {d.variant for d in untested} == {2}
     again = server.post(f"/api/v1/messages/{message.pk}/winner", {"variant": 1}, format="json")
     assert again.status_code == 409
@@ -260,14 +295,21 @@ def test_picking_a_winner_checks_the_variant_the_message_and_the_tenant(server, 
     foreign = APIClient()
     foreign.credentials(HTTP_X_SERVER_KEY=ApiKey.generate(tenant=other, name="k", kind=ApiKey.Kind.SERVER)[1])
 
-    assert server.post(f"/api/v1/messages/{message.pk}/winner", {"variant": 3},
-                       format="json").json()["field"] == "variant"
-    assert server.post(f"/api/v1/messages/{message.pk}/winner", {"variant": "1"},
-                       format="json").status_code == 400
-    assert server.post(f"/api/v1/messages/{split.pk}/winner", {"variant": 1},
-                       format="json").status_code == 409
-    assert foreign.post(f"/api/v1/messages/{message.pk}/winner", {"variant": 1},
-                        format="json").status_code == 404
+    assert (
+        server.post(f"/api/v1/messages/{message.pk}/winner", {"variant": 3}, format="json").json()["field"]
+        == "variant"
+    )
+    assert (
+        server.post(f"/api/v1/messages/{message.pk}/winner", {"variant": "1"}, format="json").status_code
+        == 400
+    )
+    assert (
+        server.post(f"/api/v1/messages/{split.pk}/winner", {"variant": 1}, format="json").status_code == 409
+    )
+    assert (
+        foreign.post(f"/api/v1/messages/{message.pk}/winner", {"variant": 1}, format="json").status_code
+        == 404
+    )
     assert AbTest.objects.get(message=message).winner is None
 
 
@@ -299,23 +341,28 @@ def test_per_variant_figures_in_the_api_carry_their_sample_size(server, tenant, 
     assert body["title"] == "Sale A"
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"variants": [A]}, "variants"),
-    ({"variants": [A, B, C, A, B, C]}, "variants"),
-    ({"variants": [A, {"title": "B"}]}, "variants"),
-    ({"variants": [A, B], "title": "Sale"}, "title"),
-    ({"variants": [localized(A, "x"), {**B, "localizations": {"de": {"title": "x", "body": "y"}}}]},
-     "variants"),
-    ({"variants": [A, {**B, "localizations": {"en": {"title": "x", "body": "y"}}}]}, "variants"),
-    ({"title": "Sale", "body": "x", "variant_mode": "ab_test"}, "variant_mode"),
-    ({"variants": [A, B], "variant_mode": "ab_test", "ab_test": {"test_percent": 0}}, "ab_test"),
-    ({"variants": [A, B], "variant_mode": "ab_test", "ab_test": {"wait_seconds": 5}}, "ab_test"),
-    ({"variants": [A, B], "variant_mode": "ab_test", "ab_test": {"fallback_variant": 2}}, "ab_test"),
-    ({"variants": [A, B], "ab_test": {"test_percent": 10}}, "ab_test"),
-    ({"variants": [A, B], "variant_mode": "round_robin"}, "variant_mode"),
-    ({"variants": [A, B], "audience": {"kind": "topic", "topic": "news"}}, "variants"),
-    ({"body": "x"}, "title"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"variants": [A]}, "variants"),
+        ({"variants": [A, B, C, A, B, C]}, "variants"),
+        ({"variants": [A, {"title": "B"}]}, "variants"),
+        ({"variants": [A, B], "title": "Sale"}, "title"),
+        (
+            {"variants": [localized(A, "x"), {**B, "localizations": {"de": {"title": "x", "body": "y"}}}]},
+            "variants",
+        ),
+        ({"variants": [A, {**B, "localizations": {"en": {"title": "x", "body": "y"}}}]}, "variants"),
+        ({"title": "Sale", "body": "x", "variant_mode": "ab_test"}, "variant_mode"),
+        ({"variants": [A, B], "variant_mode": "ab_test", "ab_test": {"test_percent": 0}}, "ab_test"),
+        ({"variants": [A, B], "variant_mode": "ab_test", "ab_test": {"wait_seconds": 5}}, "ab_test"),
+        ({"variants": [A, B], "variant_mode": "ab_test", "ab_test": {"fallback_variant": 2}}, "ab_test"),
+        ({"variants": [A, B], "ab_test": {"test_percent": 10}}, "ab_test"),
+        ({"variants": [A, B], "variant_mode": "round_robin"}, "variant_mode"),
+        ({"variants": [A, B], "audience": {"kind": "topic", "topic": "news"}}, "variants"),
+        ({"body": "x"}, "title"),
+    ],
+)
 def test_bad_variants_are_refused_with_the_field_and_nothing_stored(server, body, field):
     response = server.post("/api/v1/messages", body, format="json")
 

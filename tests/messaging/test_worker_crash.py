@@ -15,8 +15,11 @@ def kill_a_worker_mid_send(env: dict, *, once_sent: int) -> None:
     """Start a db_worker and SIGKILL it once `once_sent` deliveries are marked sent."""
     worker = workers.start("db_worker", "--no-startup-delay", "--interval", "0.1", env=env)
     try:
-        workers.wait_for(lambda: Delivery.objects.filter(status="sent").count() >= once_sent, timeout=60,
-                         what="the worker to mark some deliveries sent")
+        workers.wait_for(
+            lambda: Delivery.objects.filter(status="sent").count() >= once_sent,
+            timeout=60,
+            what="the worker to mark some deliveries sent",
+        )
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
     finally:
@@ -31,21 +34,28 @@ def finish_with_a_new_worker(env: dict, message: Message) -> None:
     workers.run("herald_beat", "--once", env=env)
     replacement = workers.start("db_worker", "--no-startup-delay", "--interval", "0.1", env=env)
     try:
-        workers.wait_for(lambda: Message.objects.get(pk=message.pk).is_final, timeout=90,
-                         what="the message to finish")
+        workers.wait_for(
+            lambda: Message.objects.get(pk=message.pk).is_final, timeout=90, what="the message to finish"
+        )
     finally:
         replacement.terminate()
         replacement.wait(timeout=10)
 
 
 def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_nothing_marked_sent(
-        sandbox_server, tenant, make_device):
+    sandbox_server, tenant, make_device
+):
     devices = [make_device(f"tok-{i:03}", user=f"u{i}") for i in range(60)]
     sandbox_server.state.configure(latency_ms=40)
     message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="There"))
     env = workers.worker_env(
-        FCM_API_URL=sandbox_server.url, FANOUT_CHUNK_SIZE=30, SEND_CONCURRENCY=2,
-        DELIVERY_RESULT_BATCH=4, DELIVERY_CLAIM_SECONDS=2, DELIVERY_RECOVERY_GRACE_SECONDS=0)
+        FCM_API_URL=sandbox_server.url,
+        FANOUT_CHUNK_SIZE=30,
+        SEND_CONCURRENCY=2,
+        DELIVERY_RESULT_BATCH=4,
+        DELIVERY_CLAIM_SECONDS=2,
+        DELIVERY_RECOVERY_GRACE_SECONDS=0,
+    )
 
     kill_a_worker_mid_send(env, once_sent=8)
     sent_before_kill = set(Delivery.objects.filter(status="sent").values_list("tracking_token", flat=True))
@@ -63,15 +73,21 @@ def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_nothing_marked_sent
 
 
 def test_a_worker_killed_mid_send_sends_again_at_most_its_unrecorded_sends_each_replacing_its_copy(
-        sandbox_server, tenant, make_device):
+    sandbox_server, tenant, make_device
+):
     devices = [make_device(f"tok-{i:03}", user=f"u{i}") for i in range(120)]
     sandbox_server.state.configure(latency_ms=30)
     message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="There"))
     cap = 6
     env = workers.worker_env(
-        FCM_API_URL=sandbox_server.url, FANOUT_CHUNK_SIZE=120, SEND_CONCURRENCY=32,
-        DELIVERY_MAX_UNRECORDED=cap, DELIVERY_RESULT_BATCH=50, DELIVERY_RESULT_INTERVAL=0.05,
-        DELIVERY_RECOVERY_GRACE_SECONDS=0)
+        FCM_API_URL=sandbox_server.url,
+        FANOUT_CHUNK_SIZE=120,
+        SEND_CONCURRENCY=32,
+        DELIVERY_MAX_UNRECORDED=cap,
+        DELIVERY_RESULT_BATCH=50,
+        DELIVERY_RESULT_INTERVAL=0.05,
+        DELIVERY_RECOVERY_GRACE_SECONDS=0,
+    )
 
     kill_a_worker_mid_send(env, once_sent=30)
     assert Delivery.objects.filter(status="sent").count() < len(devices), "the kill must land mid-message"

@@ -24,20 +24,36 @@ def database_url() -> str:
 
 def worker_env(**overrides) -> dict:
     # The token endpoints this test allows (the sandbox's, on a port of the moment) too.
-    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1",
-           "FCM_ALLOWED_TOKEN_URIS": ",".join(settings.FCM_ALLOWED_TOKEN_URIS)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "PYTHONUNBUFFERED": "1",
+        "FCM_ALLOWED_TOKEN_URIS": ",".join(settings.FCM_ALLOWED_TOKEN_URIS),
+    }
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 
 
 def start(*command: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *command], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), *command],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def run(*command: str, env: dict, timeout: float = 60) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "manage.py"), *command], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *command],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 
@@ -58,5 +74,8 @@ def wait_for_claims_to_run_out(*, timeout: float = 30) -> None:
 
     from messaging.models import Delivery
 
-    wait_for(lambda: not Delivery.objects.filter(claimed_until__gte=timezone.now()).exists(),
-             timeout=timeout, what="the dead worker's claims to run out")
+    wait_for(
+        lambda: not Delivery.objects.filter(claimed_until__gte=timezone.now()).exists(),
+        timeout=timeout,
+        what="the dead worker's claims to run out",
+    )

@@ -16,9 +16,12 @@ pytest_plugins = ["tests.staff_fixtures"]  # viewer, editor, tenant_admin, super
 
 @pytest.fixture
 def service_account(sandbox_private_key):
-    return create_service_account(project_id="acme-push", token_uri="https://oauth2.googleapis.com/token",
-                                  client_email="herald@acme-push.iam.gserviceaccount.com",
-                                  private_key_pem=sandbox_private_key)
+    return create_service_account(
+        project_id="acme-push",
+        token_uri="https://oauth2.googleapis.com/token",
+        client_email="herald@acme-push.iam.gserviceaccount.com",
+        private_key_pem=sandbox_private_key,
+    )
 
 
 def upload(client, tenant, account, url="/admin/tenants/firebasecredential/add/"):
@@ -40,14 +43,19 @@ def test_a_tenant_admin_uploads_a_service_account(tenant_admin, tenant, service_
 
 
 def test_the_credential_page_shows_project_email_and_key_id_never_the_private_key(
-        viewer, tenant, service_account):
+    viewer, tenant, service_account
+):
     credential = set_credentials(tenant=tenant, raw=json.dumps(service_account))
 
     page = viewer.get(f"/admin/tenants/firebasecredential/{credential.pk}/change/").content.decode()
     listing = viewer.get("/admin/tenants/firebasecredential/").content.decode()
 
-    for text in ("acme-push", "herald@acme-push.iam.gserviceaccount.com", service_account["private_key_id"],
-                 "not checked yet"):
+    for text in (
+        "acme-push",
+        "herald@acme-push.iam.gserviceaccount.com",
+        service_account["private_key_id"],
+        "not checked yet",
+    ):
         assert text in page
     for part in private_key_parts(service_account):
         assert part not in page and part not in listing
@@ -77,11 +85,15 @@ def test_another_tenants_credential_is_a_404(tenant_admin, other_tenant, service
 
 def test_a_tenant_admin_replaces_the_key(tenant_admin, tenant, service_account):
     credential = set_credentials(tenant=tenant, raw=json.dumps(service_account))
-    replacement = {**service_account, "private_key_id": "f" * 40,
-                   "client_email": "new@acme-push.iam.gserviceaccount.com"}
+    replacement = {
+        **service_account,
+        "private_key_id": "f" * 40,
+        "client_email": "new@acme-push.iam.gserviceaccount.com",
+    }
 
-    upload(tenant_admin, tenant, replacement,
-           url=f"/admin/tenants/firebasecredential/{credential.pk}/change/")
+    upload(
+        tenant_admin, tenant, replacement, url=f"/admin/tenants/firebasecredential/{credential.pk}/change/"
+    )
 
     credential.refresh_from_db()
     assert (credential.private_key_id, credential.client_email) == ("f" * 40, replacement["client_email"])
@@ -100,8 +112,9 @@ def test_check_now_on_the_credential_page_records_the_result(tenant_admin, tenan
     url = f"/admin/tenants/firebasecredential/{sandbox_credential.pk}/change/"
     assert b'id="hd-check-credential"' in tenant_admin.get(url).content
 
-    response = tenant_admin.post(url, {"CHANGE_FORM-action": "check_selected",
-                                       "_selected_action": sandbox_credential.pk}, follow=True)
+    response = tenant_admin.post(
+        url, {"CHANGE_FORM-action": "check_selected", "_selected_action": sandbox_credential.pk}, follow=True
+    )
 
     sandbox_credential.refresh_from_db()
     assert sandbox_credential.last_check_ok is True

@@ -11,8 +11,10 @@ pytest_plugins = ["tests.staff_fixtures"]  # viewer, editor, tenant_admin, super
 
 
 def create(client, tenant, **fields):
-    return client.post("/admin/tenants/apikey/add/",
-                       {"tenant": tenant.pk, "name": "Order service", "kind": "server", **fields})
+    return client.post(
+        "/admin/tenants/apikey/add/",
+        {"tenant": tenant.pk, "name": "Order service", "kind": "server", **fields},
+    )
 
 
 def test_a_tenant_admin_creates_a_key_and_sees_it_once_with_a_copy_button(tenant_admin, tenant):
@@ -89,8 +91,9 @@ def test_only_a_tenant_admin_revokes_keys(request, role, tenant):
 
     assert client.get(f"/admin/tenants/apikey/{key.pk}/revoke/").status_code == 403
     assert client.post(f"/admin/tenants/apikey/{key.pk}/revoke/").status_code == 403
-    client.post("/admin/tenants/apikey/", {"action": "revoke_keys", "_selected_action": [key.pk],
-                                           "confirmed": "yes"})
+    client.post(
+        "/admin/tenants/apikey/", {"action": "revoke_keys", "_selected_action": [key.pk], "confirmed": "yes"}
+    )
     key.refresh_from_db()
     assert not key.is_revoked
 
@@ -141,9 +144,9 @@ def test_not_even_a_superuser_is_offered_to_delete_keys(superuser, tenant):
 
     page = superuser.get("/admin/tenants/apikey/").content.decode()
     change_page = superuser.get(f"/admin/tenants/apikey/{key.pk}/change/").content.decode()
-    deleted = superuser.post("/admin/tenants/apikey/", {"action": "delete_selected",
-                                                        "_selected_action": key.pk,
-                                                        "post": "yes"})
+    deleted = superuser.post(
+        "/admin/tenants/apikey/", {"action": "delete_selected", "_selected_action": key.pk, "post": "yes"}
+    )
 
     assert 'value="revoke_keys"' in page
     assert "delete_selected" not in page and "Delete selected" not in page

@@ -117,7 +117,8 @@ def test_behind_proxies_the_lock_follows_the_forwarded_client_address(staff, set
 
     def via_proxy(username, password, client_ip):
         return Client(REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=client_ip).post(
-            LOGIN, {"username": username, "password": password})
+            LOGIN, {"username": username, "password": password}
+        )
 
     for i in range(5):
         via_proxy(f"user{i}", "guess", ATTACKER)
@@ -129,8 +130,11 @@ def test_behind_proxies_the_lock_follows_the_forwarded_client_address(staff, set
 def test_failed_api_keys_never_lock_anyone_out_of_the_admin(staff, tenant):
     api = Client(REMOTE_ADDR=ATTACKER)
     for _ in range(20):
-        answer = api.post("/events", {"tenant_id": tenant.tenant_id, "api_key": "hrld_app_wrong"},
-                          content_type="application/json")
+        answer = api.post(
+            "/events",
+            {"tenant_id": tenant.tenant_id, "api_key": "hrld_app_wrong"},
+            content_type="application/json",
+        )
         assert answer.status_code in (400, 401)
 
     assert sign_in("ayse", "right-password-1", ip=ATTACKER).status_code == 302

@@ -59,8 +59,13 @@ def test_staff_without_a_membership_see_nothing(db):
     lonely = signed_in(staff_user("lonely"))
 
     assert b"not a member of any tenant" in lonely.get("/admin/").content
-    for url in ["/admin/tenants/tenant/", "/admin/tenants/apikey/", "/admin/messaging/message/",
-                "/admin/devices/device/", "/admin/tenants/firebasecredential/"]:
+    for url in [
+        "/admin/tenants/tenant/",
+        "/admin/tenants/apikey/",
+        "/admin/messaging/message/",
+        "/admin/devices/device/",
+        "/admin/tenants/firebasecredential/",
+    ]:
         assert lonely.get(url).status_code == 403, url
 
 

@@ -18,7 +18,8 @@ def admin_client(db):
 
 def test_creating_a_key_in_the_admin_shows_it_exactly_once(admin_client, tenant):
     response = admin_client.post(
-        "/admin/tenants/apikey/add/", {"tenant": tenant.pk, "name": "Android", "kind": "app"},
+        "/admin/tenants/apikey/add/",
+        {"tenant": tenant.pk, "name": "Android", "kind": "app"},
         follow=True,
     )
 
@@ -34,8 +35,9 @@ def test_revoking_keys_from_the_admin_list(admin_client, tenant, app_key):
     key = ApiKey.objects.get()
 
     # The action asks first (see test_admin_keys.py); "confirmed" is its confirmation page's answer.
-    admin_client.post("/admin/tenants/apikey/", {"action": "revoke_keys", "_selected_action": [key.pk],
-                                                 "confirmed": "yes"})
+    admin_client.post(
+        "/admin/tenants/apikey/", {"action": "revoke_keys", "_selected_action": [key.pk], "confirmed": "yes"}
+    )
 
     key.refresh_from_db()
     assert key.is_revoked

@@ -23,7 +23,11 @@ def test_it_creates_a_tenant_with_its_default_language_and_time_zone():
 
     tenant = Tenant.objects.get(tenant_id="shop")
     assert (tenant.name, tenant.default_language, tenant.time_zone, tenant.is_active) == (
-        "Shop", "tr", "Europe/Istanbul", True)
+        "Shop",
+        "tr",
+        "Europe/Istanbul",
+        True,
+    )
     assert "create_api_key shop" in printed
 
 
@@ -36,12 +40,15 @@ def test_it_defaults_to_english_and_utc():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("args, field", [
-    (["--language", "english"], "default_language"),
-    (["--language", "xx"], "default_language"),
-    (["--time-zone", "Mars/Olympus"], "time_zone"),
-    (["--time-zone", "+03:00"], "time_zone"),
-])
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--language", "english"], "default_language"),
+        (["--language", "xx"], "default_language"),
+        (["--time-zone", "Mars/Olympus"], "time_zone"),
+        (["--time-zone", "+03:00"], "time_zone"),
+    ],
+)
 def test_it_refuses_a_language_or_time_zone_that_does_not_exist_and_stores_nothing(args, field):
     with pytest.raises(CommandError, match=field):
         create_tenant("shop", "--name", "Shop", *args)
@@ -64,8 +71,9 @@ def test_it_refuses_a_tenant_id_apps_could_not_send_or_one_already_taken():
 def test_a_new_admin_gets_a_generated_password_shown_once_that_signs_in_to_the_tenant_only():
     other = Tenant.objects.create(name="Other", tenant_id="other")
 
-    printed = create_tenant("shop", "--name", "Shop", "--admin", "ayse", "--admin-email", "ayse@example.com",
-                            "--no-input")
+    printed = create_tenant(
+        "shop", "--name", "Shop", "--admin", "ayse", "--admin-email", "ayse@example.com", "--no-input"
+    )
 
     password = re.search(r"password: (\S+)", printed)[1]
     user = get_user_model().objects.get(username="ayse")

@@ -88,8 +88,13 @@ def test_an_unknown_key_is_not_remembered_so_a_new_key_works_at_once(clock, clie
     body = {**EVENT, "tenant_id": tenant.tenant_id}
     assert client.post("/events", {**body, "api_key": "hrld_app_not-yet"}, format="json").status_code == 401
 
-    ApiKey.objects.create(tenant=tenant, name="late", kind="app", key_hash=auth.hash_key("hrld_app_not-yet"),
-                          prefix="hrld_app_not-ye")
+    ApiKey.objects.create(
+        tenant=tenant,
+        name="late",
+        kind="app",
+        key_hash=auth.hash_key("hrld_app_not-yet"),
+        prefix="hrld_app_not-ye",
+    )
 
     assert client.post("/events", {**body, "api_key": "hrld_app_not-yet"}, format="json").status_code == 200
 

@@ -135,8 +135,10 @@ def test_developer_push_is_limited_by_failures_too(settings, rate_limit_clock, t
     client = APIClient()
     body = {"app_user_id": "u1", "title": "t", "body": "b"}
 
-    statuses = [client.post("/developer/push", body, format="json",
-                            HTTP_X_SERVER_KEY=f"guess-{i}").status_code for i in range(8)]
+    statuses = [
+        client.post("/developer/push", body, format="json", HTTP_X_SERVER_KEY=f"guess-{i}").status_code
+        for i in range(8)
+    ]
 
     assert statuses == [401] * 5 + [429] * 3
 
@@ -158,8 +160,10 @@ def test_developer_push_answers_to_its_own_limit_only(settings, rate_limit_clock
     client = APIClient()
     body = {"app_user_id": "nobody", "title": "t", "body": "b"}
 
-    statuses = [client.post("/developer/push", body, format="json", HTTP_X_SERVER_KEY=server_key).status_code
-                for _ in range(101)]
+    statuses = [
+        client.post("/developer/push", body, format="json", HTTP_X_SERVER_KEY=server_key).status_code
+        for _ in range(101)
+    ]
 
     assert statuses == [404] * 100 + [429]  # 404: no device; SmartAppPush's 100/s is what refuses
 

@@ -72,8 +72,12 @@ def local_webhooks(settings):
 @pytest.fixture
 def webhook_tasks(settings):
     """Background tasks in-process, at once, on both queues."""
-    settings.TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend",
-                                  "QUEUES": ["default", "webhooks"]}}
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "django.tasks.backends.immediate.ImmediateBackend",
+            "QUEUES": ["default", "webhooks"],
+        }
+    }
 
 
 @pytest.fixture
@@ -86,8 +90,9 @@ def receiver(local_webhooks):
 @pytest.fixture
 def make_endpoint(tenant):
     def make_endpoint(url, *, event_types=None, owner=None):
-        endpoint, secret = services.create_endpoint(tenant=owner or tenant, url=url,
-                                                    event_types=event_types or list(EventType.values))
+        endpoint, secret = services.create_endpoint(
+            tenant=owner or tenant, url=url, event_types=event_types or list(EventType.values)
+        )
         endpoint.raw_secret = secret
         return endpoint
 

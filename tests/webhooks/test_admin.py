@@ -18,14 +18,21 @@ def change_url(endpoint):
 
 
 def button(client, endpoint, action):
-    return client.post(change_url(endpoint), {"CHANGE_FORM-action": action, "_selected_action": endpoint.pk},
-                       follow=True)
+    return client.post(
+        change_url(endpoint), {"CHANGE_FORM-action": action, "_selected_action": endpoint.pk}, follow=True
+    )
 
 
 def test_a_tenant_admin_registers_an_endpoint_and_sees_its_secret_once(tenant_admin, tenant, receiver):
-    response = tenant_admin.post("/admin/webhooks/endpoint/add/", {
-        "tenant": tenant.pk, "url": receiver.url, "description": "CRM",
-        "event_types": ["delivery.sent", "message.completed"]})
+    response = tenant_admin.post(
+        "/admin/webhooks/endpoint/add/",
+        {
+            "tenant": tenant.pk,
+            "url": receiver.url,
+            "description": "CRM",
+            "event_types": ["delivery.sent", "message.completed"],
+        },
+    )
 
     page = response.content.decode()
     secret = re.search(r'<code id="hd-new-key">(whsec_[A-Za-z0-9+/=]{40,})</code>', page).group(1)
@@ -34,15 +41,18 @@ def test_a_tenant_admin_registers_an_endpoint_and_sees_its_secret_once(tenant_ad
     assert "no-store" in response["Cache-Control"]
     assert secret not in tenant_admin.get(change_url(endpoint)).content.decode()
     # The secret shown is the one posts are signed with.
-    services.record_events(tenant_id=tenant.pk, event_type="delivery.sent", items=[{"x": 1}],
-                           at=endpoint.created_at)
+    services.record_events(
+        tenant_id=tenant.pk, event_type="delivery.sent", items=[{"x": 1}], at=endpoint.created_at
+    )
     services.deliver_endpoint(endpoint_id=endpoint.pk)
     Webhook(secret).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
 
 
 def test_the_admin_refuses_a_url_on_a_private_address(tenant_admin, tenant):
-    response = tenant_admin.post("/admin/webhooks/endpoint/add/", {
-        "tenant": tenant.pk, "url": "https://169.254.169.254/latest/", "event_types": ["delivery.sent"]})
+    response = tenant_admin.post(
+        "/admin/webhooks/endpoint/add/",
+        {"tenant": tenant.pk, "url": "https://169.254.169.254/latest/", "event_types": ["delivery.sent"]},
+    )
 
     assert response.status_code == 200
     assert b"private, loopback, link-local or reserved" in response.content
@@ -77,14 +87,16 @@ def test_the_endpoint_page_lists_recent_attempts_with_status_and_latency(viewer,
 
 def test_replaying_an_attempt_posts_the_same_batch_with_its_webhook_id(editor, make_endpoint, receiver):
     endpoint = make_endpoint(receiver.url)
-    services.record_events(tenant_id=endpoint.tenant_id, event_type="delivery.sent", items=[{"n": 1}],
-                           at=endpoint.created_at)
+    services.record_events(
+        tenant_id=endpoint.tenant_id, event_type="delivery.sent", items=[{"n": 1}], at=endpoint.created_at
+    )
     receiver.answers = [500]
     services.deliver_endpoint(endpoint_id=endpoint.pk)
     attempt = Attempt.objects.get()
 
-    response = editor.post("/admin/webhooks/attempt/", {"action": "replay", "_selected_action": [attempt.pk]},
-                           follow=True)
+    response = editor.post(
+        "/admin/webhooks/attempt/", {"action": "replay", "_selected_action": [attempt.pk]}, follow=True
+    )
 
     assert b"Replay of msg_" in response.content
     first, second = receiver.requests
@@ -96,8 +108,9 @@ def test_replaying_an_attempt_posts_the_same_batch_with_its_webhook_id(editor, m
 
 def test_replaying_an_event_posts_it_again_as_a_new_event(editor, make_endpoint, receiver):
     endpoint = make_endpoint(receiver.url)
-    services.record_events(tenant_id=endpoint.tenant_id, event_type="push.opened", items=[{"n": 7}],
-                           at=endpoint.created_at)
+    services.record_events(
+        tenant_id=endpoint.tenant_id, event_type="push.opened", items=[{"n": 7}], at=endpoint.created_at
+    )
     services.deliver_endpoint(endpoint_id=endpoint.pk)
     event = Event.objects.get()
 
@@ -120,7 +133,8 @@ def test_a_disabled_endpoint_shows_a_notice_with_the_reason(viewer, make_endpoin
     endpoint = make_endpoint("https://hooks.example.com/x")
     Endpoint.objects.filter(pk=endpoint.pk).update(
         disabled_at=timezone.now(),
-        disabled_reason="Every attempt failed for 24 hours (31 attempts; the last: HTTP 503).")
+        disabled_reason="Every attempt failed for 24 hours (31 attempts; the last: HTTP 503).",
+    )
 
     listing = viewer.get("/admin/webhooks/endpoint/").content.decode()
     page = viewer.get(change_url(endpoint)).content.decode()
@@ -131,8 +145,9 @@ def test_a_disabled_endpoint_shows_a_notice_with_the_reason(viewer, make_endpoin
 
 def test_enable_clears_the_failures(tenant_admin, make_endpoint):
     endpoint = make_endpoint("https://hooks.example.com/x")
-    Endpoint.objects.filter(pk=endpoint.pk).update(disabled_at=timezone.now(), disabled_reason="x",
-                                                    consecutive_failures=40)
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        disabled_at=timezone.now(), disabled_reason="x", consecutive_failures=40
+    )
 
     button(tenant_admin, endpoint, "enable")
 
@@ -156,8 +171,9 @@ def timezone_now():
     return timezone.now()
 
 
-def test_staff_of_another_tenant_get_404_for_an_endpoint_and_see_none_of_its_rows(outsider, make_endpoint,
-                                                                                  receiver):
+def test_staff_of_another_tenant_get_404_for_an_endpoint_and_see_none_of_its_rows(
+    outsider, make_endpoint, receiver
+):
     endpoint = make_endpoint(receiver.url)
     services.send_test_event(endpoint=endpoint)
 

@@ -15,8 +15,11 @@ URL = "https://hooks.example.com/herald"
 def public_dns(monkeypatch):
     """hooks.example.com resolves to a public address; other names as the system says."""
     real = outbound.resolve
-    monkeypatch.setattr(outbound, "resolve", lambda host, port: (
-        ["93.184.216.34"] if host.endswith("example.com") else real(host, port)))
+    monkeypatch.setattr(
+        outbound,
+        "resolve",
+        lambda host, port: ["93.184.216.34"] if host.endswith("example.com") else real(host, port),
+    )
 
 
 @pytest.fixture
@@ -27,8 +30,9 @@ def server(server_key):
 
 
 def create(server, **body):
-    return server.post("/api/v1/webhooks", {"url": URL, "event_types": ["delivery.sent"], **body},
-                       format="json")
+    return server.post(
+        "/api/v1/webhooks", {"url": URL, "event_types": ["delivery.sent"], **body}, format="json"
+    )
 
 
 def test_registering_an_endpoint_shows_its_secret_once(server):
@@ -44,18 +48,21 @@ def test_registering_an_endpoint_shows_its_secret_once(server):
     assert [e["id"] for e in server.get("/api/v1/webhooks").json()] == [body["id"]]
 
 
-@pytest.mark.parametrize(("url", "code"), [
-    ("https://127.0.0.1/hook", "private_address"),
-    ("https://169.254.169.254/latest/meta-data/", "private_address"),
-    ("https://10.0.0.5/hook", "private_address"),
-    ("https://[::1]/hook", "private_address"),
-    ("http://2130706433/", "https_required"),
-    ("https://2130706433/", "private_address"),
-    ("http://hooks.example.com/herald", "https_required"),
-    ("https://user:pw@hooks.example.com/", "invalid_url"),
-    ("not a url", "invalid_url"),
-    ("hooks.example.com/herald", "https_required"),
-])
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("https://127.0.0.1/hook", "private_address"),
+        ("https://169.254.169.254/latest/meta-data/", "private_address"),
+        ("https://10.0.0.5/hook", "private_address"),
+        ("https://[::1]/hook", "private_address"),
+        ("http://2130706433/", "https_required"),
+        ("https://2130706433/", "private_address"),
+        ("http://hooks.example.com/herald", "https_required"),
+        ("https://user:pw@hooks.example.com/", "invalid_url"),
+        ("not a url", "invalid_url"),
+        ("hooks.example.com/herald", "https_required"),
+    ],
+)
 def test_it_refuses_an_unsafe_url_and_stores_nothing(server, url, code):
     response = create(server, url=url)
 
@@ -70,13 +77,16 @@ def test_the_operator_may_allow_private_addresses_and_http(server, settings):
     assert create(server, url="http://127.0.0.1:8080/hook").status_code == 201
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"event_types": []}, "event_types"),
-    ({"event_types": ["delivery.exploded"]}, "event_types"),
-    ({"event_types": "delivery.sent"}, "event_types"),
-    ({"url": 42}, "url"),
-    ({"colour": "blue"}, "colour"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"event_types": []}, "event_types"),
+        ({"event_types": ["delivery.exploded"]}, "event_types"),
+        ({"event_types": "delivery.sent"}, "event_types"),
+        ({"url": 42}, "url"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
 def test_it_refuses_malformed_fields(server, body, field):
     response = create(server, **body)
 
@@ -98,13 +108,17 @@ def test_a_tenant_may_have_only_so_many_endpoints(server, settings):
 def test_patch_changes_the_url_and_events_and_can_disable_and_enable(server):
     pk = create(server).json()["id"]
 
-    response = server.patch(f"/api/v1/webhooks/{pk}", {"url": "https://hooks.example.com/v2",
-                                                       "event_types": ["push.opened"], "enabled": False},
-                            format="json")
+    response = server.patch(
+        f"/api/v1/webhooks/{pk}",
+        {"url": "https://hooks.example.com/v2", "event_types": ["push.opened"], "enabled": False},
+        format="json",
+    )
 
     assert response.status_code == 200
-    assert (response.json()["url"], response.json()["event_types"]) == ("https://hooks.example.com/v2",
-                                                                        ["push.opened"])
+    assert (response.json()["url"], response.json()["event_types"]) == (
+        "https://hooks.example.com/v2",
+        ["push.opened"],
+    )
     assert response.json()["enabled"] is False
     assert response.json()["disabled_reason"] == "Disabled by hand."
     assert server.patch(f"/api/v1/webhooks/{pk}", {"enabled": True}, format="json").json()["enabled"] is True
@@ -167,10 +181,15 @@ def test_attempts_list_status_and_latency_but_never_a_body(server):
     from webhooks.models import Attempt
 
     pk = create(server).json()["id"]
-    Attempt.objects.create(endpoint_id=pk, ok=False, status_code=500, latency_ms=12, error="http_status",
-                           detail="HTTP 500")
+    Attempt.objects.create(
+        endpoint_id=pk, ok=False, status_code=500, latency_ms=12, error="http_status", detail="HTTP 500"
+    )
 
     [attempt] = server.get(f"/api/v1/webhooks/{pk}/attempts").json()
 
     assert (attempt["status_code"], attempt["latency_ms"], attempt["error"], attempt["ok"]) == (
-        500, 12, "http_status", False)
+        500,
+        12,
+        "http_status",
+        False,
+    )

@@ -23,7 +23,8 @@ def by_type(receiver, event_type):
 
 
 def test_a_send_through_the_sandbox_posts_signed_delivery_sent_and_message_completed(
-        sandbox, server, make_device, receiver, make_endpoint):
+    sandbox, server, make_device, receiver, make_endpoint
+):
     endpoint = make_endpoint(receiver.url)
     make_device("tok-a", user="alice")
     make_device("tok-b", user="bob", platform="ios")
@@ -39,13 +40,21 @@ def test_a_send_through_the_sandbox_posts_signed_delivery_sent_and_message_compl
     assert all(e["fcm_message_name"].startswith("projects/") for e in sent)
     [completed] = by_type(receiver, "message.completed")
     assert completed | {"completed_at": None} == {
-        "message_id": message.pk, "status": "completed", "targeted": 2, "sent": 2, "failed": 0, "opened": 0,
-        "dry_run": False, "completed_at": None}
+        "message_id": message.pk,
+        "status": "completed",
+        "targeted": 2,
+        "sent": 2,
+        "failed": 0,
+        "opened": 0,
+        "dry_run": False,
+        "completed_at": None,
+    }
     assert not Event.objects.filter(batch=None).exists()
 
 
 def test_a_failed_delivery_carries_the_fcm_error_code_and_the_deactivation_its_reason(
-        sandbox, server, make_device, receiver, make_endpoint):
+    sandbox, server, make_device, receiver, make_endpoint
+):
     make_endpoint(receiver.url)
     gone = make_device("sandbox-unregistered-1", user="carol")
     make_device("sandbox-invalid-1", user="dave")
@@ -57,7 +66,10 @@ def test_a_failed_delivery_carries_the_fcm_error_code_and_the_deactivation_its_r
     assert failed["dave"]["error_code"] == "INVALID_ARGUMENT"
     [deactivated] = by_type(receiver, "device.deactivated")
     assert (deactivated["device_id"], deactivated["reason"], deactivated["app_user_id"]) == (
-        gone.pk, "UNREGISTERED", "carol")
+        gone.pk,
+        "UNREGISTERED",
+        "carol",
+    )
     [completed] = by_type(receiver, "message.completed")
     assert (completed["status"], completed["failed"]) == ("failed", 2)
 
@@ -74,16 +86,21 @@ def test_an_open_posts_push_opened(sandbox, server, make_device, receiver, make_
     [opened] = receiver.events()
     assert opened["type"] == "push.opened"
     assert (opened["data"]["delivery_id"], opened["data"]["app_user_id"], opened["data"]["message_id"]) == (
-        delivery.pk, "alice", message.pk)
+        delivery.pk,
+        "alice",
+        message.pk,
+    )
 
 
 def test_a_token_rotation_posts_device_token_rotated_without_the_tokens(
-        sandbox, make_device, receiver, make_endpoint, api):
+    sandbox, make_device, receiver, make_endpoint, api
+):
     make_endpoint(receiver.url, event_types=["device.token_rotated"])
     device = make_device("tok-old", user="alice")
 
-    response = api("/devices/refresh-token", {"old_token": "tok-old", "new_token": "tok-new",
-                                              "platform": "android"})
+    response = api(
+        "/devices/refresh-token", {"old_token": "tok-old", "new_token": "tok-new", "platform": "android"}
+    )
 
     assert response.status_code == 200, response.content
     [rotated] = receiver.events()
@@ -93,7 +110,8 @@ def test_a_token_rotation_posts_device_token_rotated_without_the_tokens(
 
 
 def test_only_the_subscribed_event_types_of_the_sending_tenant_are_recorded(
-        sandbox, server, make_device, receiver, make_endpoint):
+    sandbox, server, make_device, receiver, make_endpoint
+):
     make_endpoint(receiver.url, event_types=["message.completed"])
     other = Tenant.objects.create(name="Other", tenant_id="other")
     make_endpoint(receiver.url, owner=other)
@@ -115,7 +133,8 @@ def test_a_tenant_without_endpoints_records_no_events(sandbox, server, make_devi
 
 
 def test_a_storm_of_deliveries_is_written_in_bulk_and_posted_in_batches(
-        sandbox, server, make_device, receiver, make_endpoint, settings):
+    sandbox, server, make_device, receiver, make_endpoint, settings
+):
     # Results are recorded a hundred at a time (no time-based flush, room for 100 in flight).
     settings.DELIVERY_RESULT_BATCH = settings.DELIVERY_MAX_UNRECORDED = 100
     settings.DELIVERY_RESULT_INTERVAL = 60

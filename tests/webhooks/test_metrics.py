@@ -28,7 +28,8 @@ def delta(before, after, name, **labels):
 
 
 def test_the_outbox_fills_while_the_endpoint_rests_and_empties_when_the_webhooks_task_runs(
-        sandbox, server, make_device, receiver, make_endpoint, metrics_on):
+    sandbox, server, make_device, receiver, make_endpoint, metrics_on
+):
     endpoint = make_endpoint(receiver.url)
     # Resting after a failure: the sender that each recording queues finds it too early.
     Endpoint.objects.filter(pk=endpoint.pk).update(retry_at=timezone.now() + timedelta(hours=1))
@@ -40,10 +41,13 @@ def test_the_outbox_fills_while_the_endpoint_rests_and_empties_when_the_webhooks
 
     waiting = scrape()
     assert receiver.requests == []
-    assert delta(before, waiting, "herald_webhook_events_recorded_total", type="delivery.sent",
-                 tenant="") == 2
-    assert delta(before, waiting, "herald_webhook_events_recorded_total", type="message.completed",
-                 tenant="") == 1
+    assert (
+        delta(before, waiting, "herald_webhook_events_recorded_total", type="delivery.sent", tenant="") == 2
+    )
+    assert (
+        delta(before, waiting, "herald_webhook_events_recorded_total", type="message.completed", tenant="")
+        == 1
+    )
     assert value(waiting, "herald_webhook_outbox_events", state="unbatched") == 3
     assert value(waiting, "herald_webhook_outbox_events", state="pending_batch") == 0
     assert value(waiting, "herald_webhook_endpoints", state="backing_off") == 1
@@ -68,7 +72,8 @@ def test_the_outbox_fills_while_the_endpoint_rests_and_empties_when_the_webhooks
 
 
 def test_a_failing_receiver_counts_an_http_error_and_leaves_its_batch_waiting(
-        sandbox, server, make_device, receiver, make_endpoint, metrics_on):
+    sandbox, server, make_device, receiver, make_endpoint, metrics_on
+):
     make_endpoint(receiver.url)
     receiver.answers = [500]
     make_device("tok-a")
@@ -89,7 +94,8 @@ def test_a_failing_receiver_counts_an_http_error_and_leaves_its_batch_waiting(
 
 
 def test_webhook_counters_carry_the_tenant_only_when_the_operator_asks(
-        sandbox, server, make_device, receiver, make_endpoint, metrics_on, settings):
+    sandbox, server, make_device, receiver, make_endpoint, metrics_on, settings
+):
     settings.METRICS_TENANT_LABEL = True
     make_endpoint(receiver.url, event_types=["delivery.sent"])
     make_device("tok-a")
@@ -98,8 +104,9 @@ def test_webhook_counters_carry_the_tenant_only_when_the_operator_asks(
     send(server)
 
     after = scrape()
-    assert delta(before, after, "herald_webhook_events_recorded_total", type="delivery.sent",
-                 tenant="acme") == 1
+    assert (
+        delta(before, after, "herald_webhook_events_recorded_total", type="delivery.sent", tenant="acme") == 1
+    )
     assert delta(before, after, "herald_webhook_attempts_total", outcome="ok", tenant="acme") == 1
     assert delta(before, after, "herald_webhook_attempts_total", outcome="ok", tenant="") == 0
 
@@ -107,8 +114,9 @@ def test_webhook_counters_carry_the_tenant_only_when_the_operator_asks(
 def test_a_disabled_endpoints_backlog_is_counted_but_does_not_age_the_outbox(db, make_endpoint, metrics_on):
     endpoint = make_endpoint("https://hooks.example.com/herald")
     Endpoint.objects.filter(pk=endpoint.pk).update(disabled_at=timezone.now(), disabled_reason="failing")
-    Event.objects.create(endpoint=endpoint, type="delivery.sent", data={},
-                         created_at=timezone.now() - timedelta(hours=3))
+    Event.objects.create(
+        endpoint=endpoint, type="delivery.sent", data={}, created_at=timezone.now() - timedelta(hours=3)
+    )
 
     samples = scrape()
 

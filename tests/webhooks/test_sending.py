@@ -15,8 +15,12 @@ pytestmark = pytest.mark.django_db
 
 
 def queue(endpoint, count, *, event_type=EventType.DELIVERY_SENT, at=None):
-    services.record_events(tenant_id=endpoint.tenant_id, event_type=event_type, at=at or timezone.now(),
-                           items=[{"delivery_id": i} for i in range(count)])
+    services.record_events(
+        tenant_id=endpoint.tenant_id,
+        event_type=event_type,
+        at=at or timezone.now(),
+        items=[{"delivery_id": i} for i in range(count)],
+    )
 
 
 def deliver(endpoint, now=None):
@@ -99,8 +103,9 @@ def test_a_storm_of_events_becomes_one_post_per_batch(receiver, make_endpoint, s
     assert set(Batch.objects.values_list("status", flat=True)) == {"delivered"}
 
 
-def test_a_failed_post_is_logged_and_retried_after_a_backoff_with_the_same_webhook_id(receiver,
-                                                                                       make_endpoint):
+def test_a_failed_post_is_logged_and_retried_after_a_backoff_with_the_same_webhook_id(
+    receiver, make_endpoint
+):
     endpoint = make_endpoint(receiver.url)
     queue(endpoint, 2)
     receiver.answers = [503]
@@ -179,12 +184,14 @@ def test_an_endpoint_failing_n_times_in_a_row_is_disabled(receiver, make_endpoin
     assert endpoint.disabled_reason == "3 attempts in a row failed (the last: HTTP 504)."
 
 
-def test_enabling_a_disabled_endpoint_sends_what_waited(receiver, make_endpoint, webhook_tasks,
-                                                       django_capture_on_commit_callbacks):
+def test_enabling_a_disabled_endpoint_sends_what_waited(
+    receiver, make_endpoint, webhook_tasks, django_capture_on_commit_callbacks
+):
     endpoint = make_endpoint(receiver.url)
     queue(endpoint, 1)
-    Endpoint.objects.filter(pk=endpoint.pk).update(disabled_at=timezone.now(), disabled_reason="x",
-                                                    consecutive_failures=9)
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        disabled_at=timezone.now(), disabled_reason="x", consecutive_failures=9
+    )
     endpoint.refresh_from_db()
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -214,8 +221,9 @@ def test_a_redirect_is_a_failure_and_is_never_followed(receiver, make_endpoint, 
         internal.stop()
 
 
-def test_an_endpoint_now_resolving_to_a_private_address_is_refused_at_send_time(receiver, make_endpoint,
-                                                                                 settings):
+def test_an_endpoint_now_resolving_to_a_private_address_is_refused_at_send_time(
+    receiver, make_endpoint, settings
+):
     endpoint = make_endpoint(receiver.url)
     queue(endpoint, 1)
     settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = False
@@ -313,15 +321,17 @@ def test_recording_for_an_endpoint_deleted_meanwhile_never_fails_the_caller(make
         cursor.execute("DELETE FROM webhooks_endpoint WHERE id = %s", [endpoint.pk])
 
     with transaction.atomic():
-        written = services.record_events(tenant_id=endpoint.tenant_id, event_type="delivery.sent",
-                                         items=[{"n": 1}], at=timezone.now())
+        written = services.record_events(
+            tenant_id=endpoint.tenant_id, event_type="delivery.sent", items=[{"n": 1}], at=timezone.now()
+        )
 
     assert written == 1  # committed; never sent, and pruned
     assert services.prune()["orphans"] == 1
 
 
 def test_the_verification_example_in_the_docs_accepts_a_real_post_and_refuses_a_forged_one(
-        receiver, make_endpoint):
+    receiver, make_endpoint
+):
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()

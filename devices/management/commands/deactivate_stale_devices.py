@@ -7,8 +7,9 @@ from tenants.models import Tenant
 
 
 class Command(BaseCommand):
-    help = ("Deactivate devices not seen for a while "
-            "(default: DEVICE_STALE_AFTER_DAYS, 270, FCM's own expiry).")
+    help = (
+        "Deactivate devices not seen for a while (default: DEVICE_STALE_AFTER_DAYS, 270, FCM's own expiry)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--days", type=int, default=None)
@@ -27,5 +28,7 @@ class Command(BaseCommand):
         active = Device.objects.filter(is_active=True)
         if owner:
             active = active.filter(tenant=owner)
-        self.stdout.write(f"Deactivated {count} device(s) not seen for {days} days; "
-                          f"{active.count()} active device(s) remain.")
+        self.stdout.write(
+            f"Deactivated {count} device(s) not seen for {days} days; "
+            f"{active.count()} active device(s) remain."
+        )

@@ -22,14 +22,30 @@ from tenants.models import ApiKey, Membership, Tenant
 DEMO_TENANT = "demo"
 # The demo tenant's segments (issue 14), built on the events the device simulator sends.
 DEMO_SEGMENTS = {
-    "bought over 50 in 14 days": {"include": [[
-        {"type": "event", "event": "purchase", "op": "did", "within_days": 14,
-         "params": [{"param": "amount", "op": ">", "value": 50}]}]]},
-    "dormant 7 days": {"include": [[
-        {"type": "property", "property": "last_seen", "op": "not_within_days", "value": 7}]]},
-    "Turkish speakers on Android": {"include": [[
-        {"type": "property", "property": "language", "op": "in", "value": ["tr"]},
-        {"type": "property", "property": "platform", "op": "in", "value": ["android"]}]]},
+    "bought over 50 in 14 days": {
+        "include": [
+            [
+                {
+                    "type": "event",
+                    "event": "purchase",
+                    "op": "did",
+                    "within_days": 14,
+                    "params": [{"param": "amount", "op": ">", "value": 50}],
+                }
+            ]
+        ]
+    },
+    "dormant 7 days": {
+        "include": [[{"type": "property", "property": "last_seen", "op": "not_within_days", "value": 7}]]
+    },
+    "Turkish speakers on Android": {
+        "include": [
+            [
+                {"type": "property", "property": "language", "op": "in", "value": ["tr"]},
+                {"type": "property", "property": "platform", "op": "in", "value": ["android"]},
+            ]
+        ]
+    },
 }
 
 
@@ -37,15 +53,25 @@ class Command(BaseCommand):
     help = "Set up a demo tenant with keys and an admin login, then run the web server and a worker."
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)),
-                            help="Herald's web port (default %(default)s; PORT in the environment sets it)")
-        parser.add_argument("--host", default="127.0.0.1",
-                            help="address every process listens on (default %(default)s)")
-        parser.add_argument("--sandbox-port", type=int, default=9099,
-                            help="the FCM sandbox's port (default %(default)s)")
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=int(os.environ.get("PORT", 8000)),
+            help="Herald's web port (default %(default)s; PORT in the environment sets it)",
+        )
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="address every process listens on (default %(default)s)"
+        )
+        parser.add_argument(
+            "--sandbox-port", type=int, default=9099, help="the FCM sandbox's port (default %(default)s)"
+        )
         parser.add_argument("--setup-only", action="store_true", help="set up, print, and exit")
-        parser.add_argument("--devices", type=int, default=40,
-                            help="virtual apps the device simulator runs (default %(default)s; 0: none)")
+        parser.add_argument(
+            "--devices",
+            type=int,
+            default=40,
+            help="virtual apps the device simulator runs (default %(default)s; 0: none)",
+        )
 
     def handle(self, *args, port, host, sandbox_port, setup_only, devices, **options):
         call_command("migrate", interactive=False, verbosity=0)
@@ -57,17 +83,23 @@ class Command(BaseCommand):
             settings.FCM_ALLOWED_TOKEN_URIS = [*settings.FCM_ALLOWED_TOKEN_URIS, f"{sandbox_url}/token"]
         app_key, server_key, password = self.set_up(sandbox_url=sandbox_url)
         base = f"http://{host}:{port}"
-        self.print_welcome(base=base, app_key=app_key, server_key=server_key, password=password,
-                           sandbox_url=sandbox_url)
+        self.print_welcome(
+            base=base, app_key=app_key, server_key=server_key, password=password, sandbox_url=sandbox_url
+        )
         if not setup_only:
-            self.run_processes(host=host, port=port, sandbox_port=sandbox_port, sandbox_url=sandbox_url,
-                               app_key=app_key, server_key=server_key, devices=devices)
+            self.run_processes(
+                host=host,
+                port=port,
+                sandbox_port=sandbox_port,
+                sandbox_url=sandbox_url,
+                app_key=app_key,
+                server_key=server_key,
+                devices=devices,
+            )
 
     @transaction.atomic
     def set_up(self, *, sandbox_url: str) -> tuple[str, str, str]:
-        tenant, _ = Tenant.objects.get_or_create(
-            tenant_id=DEMO_TENANT, defaults={"name": "Demo App"}
-        )
+        tenant, _ = Tenant.objects.get_or_create(tenant_id=DEMO_TENANT, defaults={"name": "Demo App"})
         # The demo tenant's Firebase credential is a service account the sandbox issues,
         # so pushes really travel FCM's protocol, to the sandbox instead of Google.
         provision_tenant(tenant=tenant, sandbox_url=sandbox_url)
@@ -109,21 +141,37 @@ class Command(BaseCommand):
             return {lang: Content(title=t, body=b) for lang, (t, b) in texts.items()}
 
         variants = [
-            VariantInput(content=Content(title, "Everything 30 % off until Sunday."), localizations=localized(
-                tr=("Hafta sonu indirimi", "Pazar gününe kadar her şey %30 indirimli."),
-                de=("Wochenend-Sale", "Bis Sonntag alles 30 % günstiger."),
-                es=("Rebajas de fin de semana", "Todo con un 30 % de descuento hasta el domingo."))),
-            VariantInput(content=Content("30 % off, 48 hours only", "Your cart is waiting: ends Sunday."),
-                         localizations=localized(
-                tr=("%30 indirim, sadece 48 saat", "Sepetin seni bekliyor: indirim pazar bitiyor."),
-                de=("30 % Rabatt, nur 48 Stunden", "Dein Warenkorb wartet: der Sale endet Sonntag."),
-                es=("30 % de descuento, solo 48 horas", "Tu carrito te espera: termina el domingo."))),
+            VariantInput(
+                content=Content(title, "Everything 30 % off until Sunday."),
+                localizations=localized(
+                    tr=("Hafta sonu indirimi", "Pazar gününe kadar her şey %30 indirimli."),
+                    de=("Wochenend-Sale", "Bis Sonntag alles 30 % günstiger."),
+                    es=("Rebajas de fin de semana", "Todo con un 30 % de descuento hasta el domingo."),
+                ),
+            ),
+            VariantInput(
+                content=Content("30 % off, 48 hours only", "Your cart is waiting: ends Sunday."),
+                localizations=localized(
+                    tr=("%30 indirim, sadece 48 saat", "Sepetin seni bekliyor: indirim pazar bitiyor."),
+                    de=("30 % Rabatt, nur 48 Stunden", "Dein Warenkorb wartet: der Sale endet Sonntag."),
+                    es=("30 % de descuento, solo 48 horas", "Tu carrito te espera: termina el domingo."),
+                ),
+            ),
         ]
-        create_message(tenant=tenant, created_by=user, source=Message.Source.ADMIN, spec=MessageInput(
-            title=variants[0].content.title, body=variants[0].content.body,
-            localizations=variants[0].localizations, variants=variants, variant_mode="ab_test",
-            ab_test={"test_percent": 50, "wait_seconds": 90, "min_opens": 5},
-            schedule_at=timezone.now() + timedelta(seconds=60)))
+        create_message(
+            tenant=tenant,
+            created_by=user,
+            source=Message.Source.ADMIN,
+            spec=MessageInput(
+                title=variants[0].content.title,
+                body=variants[0].content.body,
+                localizations=variants[0].localizations,
+                variants=variants,
+                variant_mode="ab_test",
+                ab_test={"test_percent": 50, "wait_seconds": 90, "min_opens": 5},
+                schedule_at=timezone.now() + timedelta(seconds=60),
+            ),
+        )
 
     def print_welcome(self, *, base, app_key, server_key, password, sandbox_url):
         w = self.stdout.write
@@ -160,9 +208,16 @@ class Command(BaseCommand):
             "sandbox": [*manage, "fcm_sandbox", "--host", host, "--port", str(sandbox_port), "--quiet"],
             "web": [*manage, "runserver", f"{host}:{port}", "--noreload"],
             "worker": [*manage, "db_worker", "--queue-name", "default,webhooks"]
-                      if settings.TASK_BACKEND == "database" else
-                      [*manage, "rqworker", "--job-class", "django_tasks_rq.Job", "--with-scheduler",
-                       "default", "webhooks"],
+            if settings.TASK_BACKEND == "database"
+            else [
+                *manage,
+                "rqworker",
+                "--job-class",
+                "django_tasks_rq.Job",
+                "--with-scheduler",
+                "default",
+                "webhooks",
+            ],
             "beat": [*manage, "herald_beat"],
         }
         if devices:
@@ -171,16 +226,40 @@ class Command(BaseCommand):
             # themselves after an hour; the demo carries on without them.
             local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
             commands["devices"] = [
-                *manage, "simulate_devices", "--tenant", DEMO_TENANT, "--devices", str(devices),
-                "--base-url", f"http://{local}:{port}", "--sandbox-url", f"http://{local}:{sandbox_port}",
-                "--app-key", app_key, "--server-key", server_key, "--duration", "3600",
-                "--ramp-up", "10", "--push-every", "5", "--campaign-every", "60", "--wait", "60",
+                *manage,
+                "simulate_devices",
+                "--tenant",
+                DEMO_TENANT,
+                "--devices",
+                str(devices),
+                "--base-url",
+                f"http://{local}:{port}",
+                "--sandbox-url",
+                f"http://{local}:{sandbox_port}",
+                "--app-key",
+                app_key,
+                "--server-key",
+                server_key,
+                "--duration",
+                "3600",
+                "--ramp-up",
+                "10",
+                "--push-every",
+                "5",
+                "--campaign-every",
+                "60",
+                "--wait",
+                "60",
             ]
         optional = {"devices"}  # may finish on its own without stopping the demo
         # Every process sends to the sandbox, not to Google; the virtual devices all come
         # from this machine's address, so its per-IP limit is raised for the demo.
-        env = {"RATE_LIMIT_PER_IP": "100000/min", **os.environ, "FCM_API_URL": sandbox_url,
-               "FCM_SANDBOX_URL": sandbox_url}
+        env = {
+            "RATE_LIMIT_PER_IP": "100000/min",
+            **os.environ,
+            "FCM_API_URL": sandbox_url,
+            "FCM_SANDBOX_URL": sandbox_url,
+        }
         children = {name: subprocess.Popen(cmd, env=env) for name, cmd in commands.items()}
         self.stdout.write(f"Running {', '.join(children)}. Press Ctrl-C to stop.\n")
 
@@ -199,8 +278,9 @@ class Command(BaseCommand):
         try:
             while all(child.poll() is None for name, child in children.items() if name not in optional):
                 time.sleep(0.5)
-            dead = [name for name, child in children.items()
-                    if name not in optional and child.poll() is not None]
+            dead = [
+                name for name, child in children.items() if name not in optional and child.poll() is not None
+            ]
             self.stderr.write(f"{', '.join(dead)} stopped; shutting the demo down.")
         except KeyboardInterrupt:
             pass

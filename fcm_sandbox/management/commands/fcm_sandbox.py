@@ -33,7 +33,16 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args, host, port, latency_ms, failure_rate, token_lifetime, seed, quiet, db_connections,
+        self,
+        *args,
+        host,
+        port,
+        latency_ms,
+        failure_rate,
+        token_lifetime,
+        seed,
+        quiet,
+        db_connections,
         **options,
     ):
         if not 0 <= failure_rate <= 1:

@@ -14,14 +14,21 @@ class Command(BaseCommand):
         parser.add_argument("tenant", help="the tenant's tenant_id")
         parser.add_argument("--title", required=True)
         parser.add_argument("--body", required=True)
-        parser.add_argument("--data", default="{}",
-                            help='JSON object of strings, e.g. \'{"deep_link": "x"}\'')
-        parser.add_argument("--audience", default='{"kind": "all"}',
-                            help='JSON, e.g. \'{"kind": "users", "app_user_ids": ["u1"]}\'')
+        parser.add_argument(
+            "--data", default="{}", help='JSON object of strings, e.g. \'{"deep_link": "x"}\''
+        )
+        parser.add_argument(
+            "--audience",
+            default='{"kind": "all"}',
+            help='JSON, e.g. \'{"kind": "users", "app_user_ids": ["u1"]}\'',
+        )
         parser.add_argument("--priority", type=int, default=5)
         parser.add_argument("--schedule-at", help="RFC 3339, e.g. 2026-12-01T09:00:00+03:00")
-        parser.add_argument("--notification", action="store_true",
-                            help="send an FCM notification message instead of data-only")
+        parser.add_argument(
+            "--notification",
+            action="store_true",
+            help="send an FCM notification message instead of data-only",
+        )
         parser.add_argument("--dry-run", action="store_true", help="validate with FCM, deliver nothing")
 
     def handle(self, *args, **o):
@@ -29,9 +36,15 @@ class Command(BaseCommand):
         if tenant is None:
             raise CommandError(f"No tenant with tenant_id {o['tenant']!r}.")
         try:
-            body = {"title": o["title"], "body": o["body"], "data": json.loads(o["data"]),
-                    "audience": json.loads(o["audience"]), "priority": o["priority"],
-                    "data_only": not o["notification"], "dry_run": o["dry_run"]}
+            body = {
+                "title": o["title"],
+                "body": o["body"],
+                "data": json.loads(o["data"]),
+                "audience": json.loads(o["audience"]),
+                "priority": o["priority"],
+                "data_only": not o["notification"],
+                "dry_run": o["dry_run"],
+            }
         except json.JSONDecodeError as exc:
             raise CommandError(f"--data and --audience must be JSON: {exc}") from None
         if o["schedule_at"]:
