@@ -9,6 +9,7 @@ a delivery marked sent is never sent again.
 """
 
 import hashlib
+import itertools
 import logging
 import os
 import queue
@@ -546,18 +547,13 @@ def fan_out(*, message_id: int) -> None:
         chunk = settings.FANOUT_CHUNK_SIZE
         # The user's id and language come in the same query: assigning content costs no query.
         devices = message_devices(message).order_by("pk").values_list("pk", "user_id", "user__language")
-        last = 0
         # The tenant's other messages still sending: each ranks this one's chunks further back.
         rank = (
             Message.objects.filter(tenant_id=message.tenant_id, status=Message.Status.SENDING)
             .exclude(pk=message.pk)
             .count()
         )
-        while True:
-            rows = list(devices.filter(pk__gt=last)[:chunk])
-            if not rows:
-                break
-            last = rows[-1][0]
+        for rows in _device_chunks(devices, chunk):
             assigned = plan.assign(rows, phase=phase)
             if not assigned:
                 continue
@@ -589,6 +585,34 @@ def _end_test_phase(ab_test: AbTest) -> None:
     ):
         log.info("A/B test sent", extra={"message_id": ab_test.pk})
         transaction.on_commit(lambda: winner_due.send(Message, message_id=ab_test.pk, run_after=decide_at))
+
+
+def _device_chunks(devices, size: int):
+    """The rows of `devices` (ordered by pk, pk first), `size` at a time, with flat memory.
+
+    On PostgreSQL one query read through a server-side cursor: a segment's rules are evaluated
+    once per fan-out, not once per chunk over the devices it skips. SQLite cannot keep a read
+    open while the senders write (another connection: "database is locked"), so there each
+    chunk is its own query, resuming after the last pk.
+    """
+    if connection.vendor == "postgresql":
+        batches = itertools.batched(devices.iterator(chunk_size=size), size, strict=False)
+        # The cursor is read to its end: plan for all its rows, not the first tenth that
+        # PostgreSQL assumes (a fast-start plan runs the rule subqueries row by row, 3-4x slower).
+        with connection.cursor() as cursor:
+            cursor.execute("SET cursor_tuple_fraction = 1")
+            try:
+                first = next(batches, None)  # DECLARE: the query is planned here
+            finally:
+                cursor.execute("RESET cursor_tuple_fraction")
+        if first is not None:
+            yield first
+            yield from batches
+        return
+    last = 0
+    while rows := list(devices.filter(pk__gt=last)[:size]):
+        last = rows[-1][0]
+        yield rows
 
 
 def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]], now: datetime) -> int:

@@ -2,6 +2,9 @@
 
 from datetime import timedelta
 
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audiences.models import Segment
@@ -25,6 +28,18 @@ def segment(server, rules=TURKISH_ANDROID, name="tr-android") -> int:
     response = server.post("/api/v1/segments", {"name": name, "rules": rules}, format="json")
     assert response.status_code == 201, response.content
     return response.json()["id"]
+
+
+def purchase(user, *, fingerprint: str) -> None:
+    Event.objects.create(
+        tenant=user.tenant,
+        user=user,
+        name="purchase",
+        params={"amount": 80},
+        occurred_at=timezone.now(),
+        session_id="s",
+        fingerprint=fingerprint,
+    )
 
 
 def test_a_segment_message_reaches_exactly_the_segments_devices(sandbox, server, make_device, inbox):
@@ -51,15 +66,7 @@ def test_a_segment_message_reaches_exactly_the_segments_devices(sandbox, server,
 def test_ad_hoc_rules_target_without_a_saved_segment(sandbox, server, make_device, inbox):
     buyer = make_device("buyer", user="buyer").user
     make_device("browser", user="browser")
-    Event.objects.create(
-        tenant=buyer.tenant,
-        user=buyer,
-        name="purchase",
-        params={"amount": 80},
-        occurred_at=timezone.now(),
-        session_id="s",
-        fingerprint="f1",
-    )
+    purchase(buyer, fingerprint="f1")
     rules = {
         "include": [
             [
@@ -184,3 +191,25 @@ def test_a_message_whose_segment_vanished_reaches_nobody(server, tenant, make_de
 
     assert not message.deliveries.exists()
     assert AppUser.objects.count() == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite re-runs the query per chunk")
+def test_a_rules_fan_out_evaluates_the_rules_once_however_many_chunks(server, tenant, make_device, settings):
+    settings.FANOUT_CHUNK_SIZE = 2
+    for i in range(7):
+        purchase(make_device(f"buyer-{i}", user=f"buyer-{i}").user, fingerprint=f"f{i}")
+    make_device("browser", user="browser")
+    rules = {"include": [[{"type": "event", "event": "purchase", "op": "did"}]]}
+    created = server.post(
+        "/api/v1/messages",
+        {"title": "t", "body": "b", "schedule_at": LATER, "audience": {"kind": "rules", "rules": rules}},
+        format="json",
+    ).json()
+    Message.objects.filter(pk=created["id"]).update(status="sending", started_at=timezone.now())
+
+    with CaptureQueriesContext(connection) as ctx:
+        fan_out(message_id=created["id"])
+
+    message = Message.objects.get(pk=created["id"])
+    assert message.deliveries.count() == message.targeted_count == 7
+    assert sum(Event._meta.db_table in q["sql"] for q in ctx.captured_queries) == 1
