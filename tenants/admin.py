@@ -13,7 +13,7 @@ from django.utils.timesince import timesince
 
 from tenants.credentials import MAX_FILE_BYTES, InvalidServiceAccount, parse_service_account, set_credentials
 from tenants.models import ApiKey, FirebaseCredential, Membership, Tenant
-from tenants.scoping import Role, TenantScopedAdminMixin, tenant_ids
+from tenants.scoping import Role, SecretShownOnceAddMixin, TenantScopedAdminMixin, tenant_ids
 
 
 class KeyStateFilter(admin.SimpleListFilter):
@@ -114,7 +114,7 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+class ApiKeyAdmin(SecretShownOnceAddMixin, TenantScopedAdminMixin, admin.ModelAdmin):
     list_display = ["name_column", "tenant", "kind_column", "state", "last_use", "created"]
     list_display_links = ["name_column"]
     list_filter = ["kind", KeyStateFilter, "tenant"]
@@ -231,15 +231,6 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         obj.pk = key.pk
         obj.__dict__.update(key.__dict__)
         request._herald_new_key = raw
-
-    def add_view(self, request, form_url="", extra_context=None):
-        # Saving shows the new key; there is nothing to continue editing or add after it.
-        extra_context = {
-            **(extra_context or {}),
-            "show_save_and_add_another": False,
-            "show_save_and_continue": False,
-        }
-        return super().add_view(request, form_url, extra_context)
 
     def response_add(self, request, obj, post_url_continue=None):
         raw = getattr(request, "_herald_new_key", None)

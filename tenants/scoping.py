@@ -188,3 +188,16 @@ class TenantScopedAdminMixin:
         if len(roles_of(request.user)) <= 1 and self.tenant_path in columns:
             columns.remove(self.tenant_path)  # one tenant: the column says nothing
         return columns
+
+
+class SecretShownOnceAddMixin:
+    """An admin whose add form, once saved, shows a secret once (an API key, a webhook's
+    signing secret): there is nothing to continue editing or add after it."""
+
+    def add_view(self, request, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "show_save_and_add_another": False,
+            "show_save_and_continue": False,
+        }
+        return super().add_view(request, form_url, extra_context)

@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
-from tenants.scoping import Role, TenantScopedAdminMixin, tenant_ids
+from tenants.scoping import Role, SecretShownOnceAddMixin, TenantScopedAdminMixin, tenant_ids
 from webhooks import services
 from webhooks.models import Attempt, Endpoint, Event, EventType
 
@@ -73,7 +73,7 @@ class EndpointFilter(admin.SimpleListFilter):
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+class EndpointAdmin(SecretShownOnceAddMixin, TenantScopedAdminMixin, admin.ModelAdmin):
     form = EndpointForm
     list_display = ["url", "tenant", "events", "state", "last_attempt"]
     list_filter = ["tenant"]
@@ -194,14 +194,6 @@ class EndpointAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         obj.pk = endpoint.pk
         obj.__dict__.update(endpoint.__dict__)
         request._herald_new_secret = secret
-
-    def add_view(self, request, form_url="", extra_context=None):
-        extra_context = {
-            **(extra_context or {}),
-            "show_save_and_add_another": False,
-            "show_save_and_continue": False,
-        }
-        return super().add_view(request, form_url, extra_context)
 
     def response_add(self, request, obj, post_url_continue=None):
         secret = getattr(request, "_herald_new_secret", None)
