@@ -57,7 +57,14 @@ class SegmentAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="Size now")
     def size(self, segment):
         size = selectors.count(segment.tenant, segment.rules)
-        return format_html("{} users · {} devices", f"{size['users']:,}", f"{size['devices']:,}")
+        users, devices = size["users"], size["devices"]
+        return format_html(
+            "{} user{} · {} device{}",
+            f"{users:,}",
+            "" if users == 1 else "s",
+            f"{devices:,}",
+            "" if devices == 1 else "s",
+        )
 
     def save_model(self, request, obj, form, change):
         obj.updated_by = request.user

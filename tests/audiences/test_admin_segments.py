@@ -25,7 +25,7 @@ def test_the_list_shows_each_segments_size_now(tenant, viewer):
     page = viewer.get("/admin/audiences/segment/")
 
     assert page.status_code == 200
-    assert "1 users · 1 devices" in page.content.decode()
+    assert "1 user · 1 device" in page.content.decode()
 
 
 def test_viewers_read_segments_but_only_editors_write_them(tenant, viewer, editor):
