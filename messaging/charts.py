@@ -1,4 +1,4 @@
-"""Small SVG charts drawn on the server: no JavaScript, no network, no chart library.
+"""Small charts drawn on the server: no JavaScript, no network, no chart library.
 
 Charts scale to their container (viewBox) and take their colours from CSS classes
 (``hc-…`` in herald.css), so they follow the admin's light and dark themes.
@@ -170,40 +170,26 @@ def rate_bars(
     *, rows: list[tuple[str, float | None, int]], label: str, empty: str = "Nothing sent yet"
 ) -> SafeString:
     """Horizontal bars, one per (name, rate 0–1 or None, sample size): open rates of variants
-    or languages, each with the number of sends it rests on beside it."""
-    row_h, gap, name_w, note_w = 22, 8, 64, 120
-    height = max(len(rows), 1) * (row_h + gap) + gap
-    width = WIDTH
-    bar_span = width - name_w - note_w
+    or languages, each with the number of sends it rests on beside it.
+
+    HTML rather than SVG: a scaled viewBox would draw the names twice the body's size at
+    desktop width and half of it on a phone; here the text keeps the page's size and only
+    the bars stretch."""
     top = max((r for _, r, _ in rows if r), default=0)
     scale = nice_ceiling(100 * top) if top else 100
     parts = []
-    for i, (name, rate, sample) in enumerate(rows):
-        y = gap + i * (row_h + gap)
-        parts.append(
-            f'<text class="hc-axis" x="{name_w - 8}" y="{y + row_h / 2 + 4:.1f}" '
-            f'text-anchor="end">{escape(name)}</text>'
-        )
-        w = bar_span * (100 * rate) / scale if rate else 0
+    for name, rate, sample in rows:
         shown = "–" if rate is None else f"{100 * rate:.1f} %"
+        width = 100 * (100 * rate) / scale if rate else 0
         parts.append(
-            f"<g><title>{escape(f'{name}: {shown} of {sample:,} sent')}</title>"
-            f'<rect class="hc-grid-bar" x="{name_w}" y="{y}" width="{bar_span}" '
-            f'height="{row_h}" rx="3"/>'
-            f'<rect class="hc-accent" x="{name_w}" y="{y}" width="{w:.2f}" height="{row_h}" rx="3"/>'
-            "</g>"
-        )
-        parts.append(
-            f'<text class="hc-axis" x="{name_w + bar_span + 8}" y="{y + row_h / 2 + 4:.1f}">'
-            f"{escape(shown)} · n={sample:,}</text>"
+            f'<div class="hc-rate" title="{escape(f"{name}: {shown} of {sample:,} sent")}">'
+            f'<span class="hc-rate-name">{escape(name)}</span>'
+            f'<span class="hc-rate-track"><span class="hc-rate-fill" style="width: {width:.2f}%">'
+            "</span></span>"
+            f'<span class="hc-rate-note">{escape(shown)} · n={sample:,}</span></div>'
         )
     if not rows or not any(sample for _, _, sample in rows):
-        parts.append(
-            f'<text class="hc-empty" x="{width / 2:.0f}" y="{height / 2 + 4:.0f}" '
-            f'text-anchor="middle">{escape(empty)}</text>'
-        )
+        parts.append(f'<p class="hc-rate-empty">{escape(empty)}</p>')
     return mark_safe(  # every interpolated text was escaped above
-        f'<svg class="hc-chart hc-rates" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(label)}" preserveAspectRatio="xMidYMid meet" '
-        f'xmlns="http://www.w3.org/2000/svg">' + "".join(parts) + "</svg>"
+        f'<div class="hc-rates" role="group" aria-label="{escape(label)}">' + "".join(parts) + "</div>"
     )
