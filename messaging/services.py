@@ -727,12 +727,14 @@ def _claim(message, first_device_id, last_device_id) -> list[Delivery]:
     if not ids:
         return []
     # The conditional UPDATE is the claim: of two workers racing for a row, one matches; none
-    # does once the message is cancelled or its tenant deactivated.
-    Delivery.objects.filter(
-        pk__in=ids, message__status=Message.Status.SENDING, message__tenant__is_active=True
-    ).unfinished().unclaimed(now).update(
-        claim=token, claimed_until=now + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS)
-    )
+    # does once the message is cancelled or its tenant deactivated. The claim's conditions
+    # must sit on the updated table itself: filtering through `message__…` makes Django write
+    # `id IN (SELECT … FROM delivery JOIN message …)`, and PostgreSQL, once the first claimer
+    # commits, re-checks only the outer row, not the subquery's stale copy, so both claimed it.
+    sending = Message.objects.filter(pk=message.pk, status=Message.Status.SENDING, tenant__is_active=True)
+    Delivery.objects.filter(pk__in=ids, message_id__in=sending.values("pk")).unfinished().unclaimed(
+        now
+    ).update(claim=token, claimed_until=now + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS))
     return list(Delivery.objects.filter(claim=token).select_related("device"))
 
 
