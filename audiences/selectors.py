@@ -13,10 +13,12 @@ expressions below spell that per database (PostgreSQL jsonb, SQLite JSON1), guar
 cast with a type check inside a CASE, since SQL promises no order of evaluation for AND.
 """
 
+import contextlib
 import functools
 import operator
 from datetime import datetime, timedelta
 
+from django.db import connection, transaction
 from django.db.models import (
     BooleanField,
     CharField,
@@ -256,13 +258,32 @@ def devices_matching(tenant, rules: dict, now: datetime | None = None) -> QueryS
     return Device.objects.targetable().filter(tenant=tenant).filter(condition)
 
 
+@contextlib.contextmanager
+def counting():
+    """Counts run inside this without PostgreSQL's JIT compilation. A segment's count over a
+    million users costs enough to pass `jit_above_cost`, and compiling its expressions took
+    100–200 ms of a ~1 s query (bench/README.md, "Segments") while saving less than that:
+    the query ends before the compiled code pays off. SET LOCAL lasts to the end of the
+    transaction, so it is set back once the counts are done."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
+        yield
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit TO DEFAULT")
+
+
 def count(tenant, rules: dict, now: datetime | None = None) -> dict[str, int]:
     """A segment's live size: {"users": …, "devices": …} (devices that allow pushes)."""
     now = now or timezone.now()
-    return {
-        "users": users_matching(tenant, rules, now).count(),
-        "devices": devices_matching(tenant, rules, now).count(),
-    }
+    with counting():
+        return {
+            "users": users_matching(tenant, rules, now).count(),
+            "devices": devices_matching(tenant, rules, now).count(),
+        }
 
 
 def sample_users(tenant, rules: dict, now: datetime | None = None, limit: int = 20) -> list[AppUser]:

@@ -100,6 +100,18 @@ class Device(models.Model):
         indexes = [
             models.Index(fields=["tenant", "is_active", "push_permission"], name="device_targetable_idx"),
             models.Index(fields=["tenant", "last_seen_at"], name="device_last_seen_idx"),
+            # Segment counts and rules (audiences.selectors), read from the index alone: the
+            # targetable devices of each user, and each user's active devices by platform.
+            models.Index(
+                fields=["tenant", "user"],
+                condition=models.Q(is_active=True, push_permission=True),
+                name="device_targetable_user_idx",
+            ),
+            models.Index(
+                fields=["user", "platform"],
+                condition=models.Q(is_active=True),
+                name="device_user_platform_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -60,7 +60,8 @@ def audience_size(*, tenant, audience: str, params: dict) -> int | None:
     """How many devices an audience reaches now; None when FCM decides (topic, condition)."""
     if audience in (Audience.TOPIC, Audience.CONDITION):
         return None
-    return audience_devices(tenant=tenant, audience=audience, params=params).count()
+    with audience_selectors.counting():
+        return audience_devices(tenant=tenant, audience=audience, params=params).count()
 
 
 def audience_users(*, tenant, audience: str, params: dict) -> int | None:
@@ -75,7 +76,8 @@ def audience_users(*, tenant, audience: str, params: dict) -> int | None:
     )
     if rules is None:
         return 0
-    return audience_selectors.users_matching(tenant, rules).count()
+    with audience_selectors.counting():
+        return audience_selectors.users_matching(tenant, rules).count()
 
 
 def error_breakdown(message: Message) -> dict[str, int]:
