@@ -3,17 +3,21 @@
 
     .venv/bin/python bench/segments.py --scale 1      # 1,000,000 users, 10,000,000 events
     .venv/bin/python bench/segments.py --scale 0.1    # a tenth: 100,000 users, 1,000,000 events
+    .venv/bin/python bench/segments.py --keep --skip-fan-out --explain   # counts only, with plans
 
 Generates users (with one device each, a fifth with a second one), and events with params
-(`purchase` with `amount`, `cart_add`, `app_open`, `level_complete`) spread over 90 days,
-server-side with INSERT … SELECT over generate_series. Then times `audiences.selectors.count`
-for each demo segment (best of three, goal < 1 s), and the fan-out (devices turned into
-deliveries per second, sending left out) of a message to a segment against one to everyone,
-in the same run (goal: the segment's rate at least 80 % of everyone's).
+(`purchase` with `amount`, `cart_add`, `app_open`, `level_complete`) over 90 days, in the
+order they happened, server-side with INSERT … SELECT over generate_series. Then times
+`audiences.selectors.count` for each saved demo segment (interleaved rounds, medians; goal
+< 1 s) and the PostgreSQL backend's CPU for the same counts (serial), and the fan-out
+(devices turned into deliveries per second, sending left out) of a message to a segment
+against one to everyone, interleaved in the same run (goal: the segment's rate at least
+80 % of everyone's). bench/README.md has the figures and how to read them.
 """
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -64,8 +68,36 @@ def generate(tenant, users: int, events: int) -> None:
             WHERE u.tenant_id = %s AND (k = 1 OR u.id %% 5 = 0)""",
             [t],
         )
+    generate_events(tenant, events)
+
+
+def generate_events(tenant, events: int) -> None:
+    """`events` events of the tenant's users, written in the order they happened, as /events
+    appends them (an app sends its events seconds after they occur): the table's pages follow
+    time, so the last 14 days are the table's last pages, not a sixth of every page."""
+    from django.db import connection
+
+    t = tenant.pk
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM devices_event WHERE tenant_id <> %s LIMIT 1", [t])
+        if cursor.fetchone():
+            cursor.execute("DELETE FROM devices_event WHERE tenant_id = %s", [t])
+        else:
+            cursor.execute("TRUNCATE devices_event")
         cursor.execute("SELECT min(id), max(id) FROM devices_appuser WHERE tenant_id = %s", [t])
         low, high = cursor.fetchone()
+        # Loading 10,000,000 rows into a table with five indexes costs a random index write per
+        # row and index: drop the plain indexes (not the constraints') and build them once after.
+        cursor.execute(
+            """
+            SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x
+            JOIN pg_class i ON i.oid = x.indexrelid
+            WHERE x.indrelid = 'devices_event'::regclass
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)"""
+        )
+        dropped = cursor.fetchall()
+        for name, _ in dropped:
+            cursor.execute(f'DROP INDEX "{name}"')
         batch = 1_000_000
         for start in range(0, events, batch):
             cursor.execute(
@@ -73,7 +105,7 @@ def generate(tenant, users: int, events: int) -> None:
                 INSERT INTO devices_event (tenant_id, user_id, name, occurred_at, received_at, session_id,
                                            params, fingerprint)
                 SELECT %s, %s + floor(random() * (%s - %s + 1))::bigint, e.name,
-                       now() - interval '90 days' * random(), now(), 's',
+                       e.at, e.at + interval '5 seconds' * random(), 's',
                        CASE e.name
                          WHEN 'purchase' THEN jsonb_build_object(
                              'amount', round((random() * 200)::numeric, 2), 'currency', 'EUR')
@@ -83,12 +115,20 @@ def generate(tenant, users: int, events: int) -> None:
                        'bench-' || i
                 FROM (SELECT i, (ARRAY['app_open','app_open','app_open','app_open','app_open',
                                        'cart_add','cart_add','level_complete','level_complete','purchase'])
-                                [1 + (i::bigint * 7919) %% 10] AS name
+                                [1 + (i::bigint * 7919) %% 10] AS name,
+                             now() - interval '90 days' * ((%s - i)::float8 / %s)
+                                   - interval '1 minute' * random() AS at
                       FROM generate_series(%s, %s) AS i) AS e""",
-                [t, low, high, low, start + 1, min(start + batch, events)],
+                [t, low, high, low, events, events, start + 1, min(start + batch, events)],
             )
             print(f"  events {min(start + batch, events):,}", flush=True)
-        cursor.execute("ANALYZE devices_appuser; ANALYZE devices_device; ANALYZE devices_event")
+        cursor.execute("SET maintenance_work_mem = '512MB'")
+        for name, definition in dropped:
+            cursor.execute(definition)
+            print(f"  index {name} rebuilt", flush=True)
+        # What autovacuum would do soon after such a load: statistics, and the visibility map
+        # index-only scans need.
+        cursor.execute("VACUUM (ANALYZE) devices_appuser, devices_device, devices_event")
 
 
 def timed(fn):
@@ -98,6 +138,8 @@ def timed(fn):
 
 
 def fan_out_rate(tenant, audience: str, params: dict) -> tuple[float, int]:
+    """Deliveries created per second by one fan-out (sending left to the queued tasks, which
+    nothing runs here), and how many; then leaves no rows or tasks behind for the next one."""
     from django.db import connection
     from django.utils import timezone
 
@@ -116,9 +158,56 @@ def fan_out_rate(tenant, audience: str, params: dict) -> tuple[float, int]:
     seconds, _ = timed(lambda: fan_out(message_id=message.pk))
     message.refresh_from_db()
     count = message.targeted_count
-    with connection.cursor() as cursor:  # leave no work behind for the next run
+    with connection.cursor() as cursor:
         cursor.execute("DELETE FROM messaging_delivery WHERE message_id = %s", [message.pk])
+        cursor.execute("DELETE FROM django_tasks_database_dbtaskresult")
     return count / seconds if seconds else 0.0, count
+
+
+def explain(tenant, segments) -> None:
+    """The plans of the queries a count runs, as they ran (EXPLAIN ANALYZE, BUFFERS): the
+    buffers a plan touches do not depend on the machine's load, its times do."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from audiences.selectors import count
+
+    for name, segment in segments.items():
+        with CaptureQueriesContext(connection) as queries:
+            count(segment.tenant, segment.rules)
+        for query in queries.captured_queries:
+            if not query["sql"].lstrip().upper().startswith("SELECT"):
+                continue
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + query["sql"])
+                plan = "\n    ".join(row[0] for row in cursor.fetchall())
+            print(f"\n  {name}:\n    {query['sql']}\n    {plan}", flush=True)
+
+
+def backend_cpu_seconds():
+    """A function returning the CPU seconds this connection's PostgreSQL backend has used, or
+    None when the server's processes are not readable here (a database on another host)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    stat = Path(f"/proc/{pid}/stat")
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    try:
+        cpu()
+    except OSError:
+        return None
+    return cpu
+
+
+def median(values):
+    return statistics.median(values)
 
 
 def main() -> None:
@@ -127,14 +216,23 @@ def main() -> None:
     )
     parser.add_argument("--scale", type=float, default=1.0, help="1 = 1,000,000 users and 10,000,000 events")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/herald_bench_segments")
-    parser.add_argument("--keep", action="store_true", help="reuse the data of an earlier run at this scale")
+    parser.add_argument("--keep", action="store_true", help="reuse the data of an earlier run")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds of counts (medians reported)"
+    )
+    parser.add_argument("--fan-out-rounds", type=int, default=3, help="interleaved rounds of fan-outs")
+    parser.add_argument("--generate-only", action="store_true", help="load the data, measure nothing")
+    parser.add_argument("--new-events", action="store_true", help="with --keep: generate the events again")
+    parser.add_argument("--skip-fan-out", action="store_true", help="time the counts only")
+    parser.add_argument("--explain", action="store_true", help="print each count query's EXPLAIN ANALYZE")
     args = parser.parse_args()
     users, events = int(1_000_000 * args.scale), int(10_000_000 * args.scale)
     create_database(args.database_url)
     setup_django(args.database_url)
 
-    from audiences import rules, selectors
     from audiences.models import Segment
+    from audiences.selectors import count
+    from audiences.services import create_segment
     from fcm_sandbox.management.commands.demo import DEMO_SEGMENTS
     from tenants.models import Tenant
 
@@ -144,23 +242,96 @@ def main() -> None:
         tenant = Tenant.objects.create(name="Bench", tenant_id="bench-segments")
         print(f"Generating {users:,} users and {events:,} events …", flush=True)
         seconds, _ = timed(lambda: generate(tenant, users, events))
-        print(f"  generated in {seconds:.0f} s")
+        print(f"  generated in {seconds:.0f} s", flush=True)
+    elif args.new_events:
+        print(f"Generating {events:,} events …", flush=True)
+        seconds, _ = timed(lambda: generate_events(tenant, events))
+        print(f"  generated in {seconds:.0f} s", flush=True)
+    if args.generate_only:
+        return
+    from django.db import connection
 
-    print(f"\nSegment sizes ({users:,} users, {events:,} events; best of 3):")
-    for name, document in DEMO_SEGMENTS.items():
-        parsed = rules.parse(document)
-        best, size = min(timed(lambda p=parsed: selectors.count(tenant, p)) for _ in range(3))
-        print(f"  {name:30} {best * 1000:7.0f} ms   {size['users']:>9,} users {size['devices']:>9,} devices")
+    from devices.models import AppUser, Device, Event
 
-    print("\nFan-out (deliveries created per second; sending not included):")
+    users = AppUser.objects.filter(tenant=tenant).count()
+    devices = Device.objects.filter(tenant=tenant).count()
+    events = Event.objects.filter(tenant=tenant).count()
     Segment.objects.filter(tenant=tenant).delete()
-    rates = {}
-    everyone_rate, everyone = fan_out_rate(tenant, "all", {})
-    rates["everyone"] = everyone_rate
-    print(f"  everyone                       {everyone_rate:9,.0f}/s   {everyone:,} devices")
+    segments = {
+        name: create_segment(tenant=tenant, name=name, rules=rules) for name, rules in DEMO_SEGMENTS.items()
+    }
+
+    # Every round times each segment once, in turn: a burst of load from the machine's other
+    # users lands on all of them alike, and the median of the rounds sets it aside.
+    print(
+        f"\nSegment sizes ({users:,} users, {devices:,} devices, {events:,} events; "
+        f"{args.rounds} interleaved rounds):",
+        flush=True,
+    )
+    times = {name: [] for name in segments}
+    sizes = {}
+    for _ in range(args.rounds):
+        for name, segment in segments.items():
+            seconds, sizes[name] = timed(lambda s=segment: count(tenant, s.rules))
+            times[name].append(seconds)
+    for name, seconds in times.items():
+        print(
+            f"  {name:30} median {median(seconds) * 1000:6.0f} ms  (best {min(seconds) * 1000:5.0f}, "
+            f"worst {max(seconds) * 1000:5.0f})  {sizes[name]['users']:>9,} users "
+            f"{sizes[name]['devices']:>9,} devices",
+            flush=True,
+        )
+    cpu = backend_cpu_seconds()
+    if cpu is not None:
+        # The database's own CPU for each count, run serially (no parallel workers, whose CPU
+        # this would not see): a figure the machine's other load hardly moves, close to what
+        # the count would take alone on one idle core.
+        with connection.cursor() as cursor:
+            cursor.execute("SET max_parallel_workers_per_gather = 0")
+        spent = {name: [] for name in segments}
+        for _ in range(args.rounds):
+            for name, segment in segments.items():
+                before = cpu()
+                count(tenant, segment.rules)
+                spent[name].append(cpu() - before)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET max_parallel_workers_per_gather")
+        print(
+            "\nThe same counts' CPU time in the PostgreSQL backend, serial (no parallel workers):", flush=True
+        )
+        for name, seconds in spent.items():
+            print(f"  {name:30} median {median(seconds) * 1000:6.0f} ms", flush=True)
+    if args.explain:
+        explain(tenant, segments)
+    if args.skip_fan_out:
+        return
+
+    print("\nFan-out (deliveries created per second; sending not included), interleaved rounds:", flush=True)
+    audiences = {"everyone": ("all", {})}
     for name in ("bought over 50 in 14 days", "Turkish speakers on Android"):
-        rate, n = fan_out_rate(tenant, "rules", {"rules": rules.parse(DEMO_SEGMENTS[name])})
-        print(f"  {name:30} {rate:9,.0f}/s   {n:,} devices   {rate / everyone_rate:.0%} of everyone's")
+        audiences[name] = ("segment", {"segment_id": segments[name].pk})
+    rates = {name: [] for name in audiences}
+    counts = {}
+    for round_number in range(1, args.fan_out_rounds + 1):
+        line = []
+        for name, (audience, params) in audiences.items():
+            rate, counts[name] = fan_out_rate(tenant, audience, params)
+            rates[name].append(rate)
+            line.append(f"{name} {rate:,.0f}/s")
+        ratios = [rates[name][-1] / rates["everyone"][-1] for name in audiences if name != "everyone"]
+        print(
+            f"  round {round_number}: " + ", ".join(line) + "; " + " / ".join(f"{r:.0%}" for r in ratios),
+            flush=True,
+        )
+    everyone = median(rates["everyone"])
+    for name in audiences:
+        ratios = [rate / base for rate, base in zip(rates[name], rates["everyone"], strict=True)]
+        print(
+            f"  {name:30} median {median(rates[name]):9,.0f}/s  {counts[name]:>9,} devices  "
+            f"{median(rates[name]) / everyone:.0%} of everyone's median "
+            f"(median of the rounds' ratios {median(ratios):.0%})",
+            flush=True,
+        )
 
 
 def create_database(url: str) -> None:
