@@ -263,10 +263,12 @@ DELIVERY_CLAIM_SECONDS = env.int("DELIVERY_CLAIM_SECONDS", default=300)
 DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=6)
 # Send results are written every this many answers or this many seconds, whichever comes
 # first, and at most DELIVERY_MAX_UNRECORDED sends are ever between the start of their
-# request and the commit of their result: what a worker killed mid-send can deliver twice.
-DELIVERY_RESULT_BATCH = env.int("DELIVERY_RESULT_BATCH", default=50)
+# request and the commit of their result: what a worker killed mid-send can deliver twice
+# (each resend carries the first one's collapse key, so the device shows it once). Each
+# batch is one statement; the cap leaves room for sends to go on while a batch is written.
+DELIVERY_RESULT_BATCH = env.int("DELIVERY_RESULT_BATCH", default=200)
 DELIVERY_RESULT_INTERVAL = env.float("DELIVERY_RESULT_INTERVAL", default=0.1)
-DELIVERY_MAX_UNRECORDED = env.int("DELIVERY_MAX_UNRECORDED", default=64)
+DELIVERY_MAX_UNRECORDED = env.int("DELIVERY_MAX_UNRECORDED", default=320)
 # herald_beat resumes due work nobody has picked up for this long.
 DELIVERY_RECOVERY_GRACE_SECONDS = env.int("DELIVERY_RECOVERY_GRACE_SECONDS", default=30)
 

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Max, Min, Q
+from django.db.models import Case, Exists, F, Max, Min, OuterRef, Q, Value, When
 from django.dispatch import Signal, receiver
 from django.utils import timezone
 
@@ -355,7 +355,13 @@ def client_for_tenant(tenant: Tenant) -> fcm.FcmClient:
     no usable credential, not permanent when the stored one cannot be decrypted (an operator
     can bring its key back; deliveries wait for it).
     """
-    credential = FirebaseCredential.objects.filter(tenant_id=tenant.pk).defer("encrypted_private_key").first()
+    loaded = Tenant.firebase_credential
+    if loaded.is_cached(tenant):  # selected with the tenant (send_deliveries does)
+        credential = loaded.related.get_cached_value(tenant)
+    else:
+        credential = (
+            FirebaseCredential.objects.filter(tenant_id=tenant.pk).defer("encrypted_private_key").first()
+        )
     if credential is not None:
         fingerprint: tuple = ("stored", credential.pk, credential.uploaded_at, credential.private_key_id)
     else:
@@ -558,8 +564,7 @@ def fan_out(*, message_id: int) -> None:
             if not assigned:
                 continue
             # Counts only new rows: an interrupted run may have made some of these already.
-            created = _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
-            Message.objects.filter(pk=message.pk).update(targeted_count=F("targeted_count") + created)
+            _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
             send_due.send(
                 Message,
                 message_id=message.pk,
@@ -616,14 +621,17 @@ def _device_chunks(devices, size: int):
 
 
 def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]], now: datetime) -> int:
-    """Create pending deliveries for these (device_id, variant, language); return how many
-    did not exist yet.
+    """Create pending deliveries for these (device_id, variant, language) and count the new
+    ones (an interrupted run may have made some already) into the message's targeted_count;
+    return how many.
 
     Multi-row INSERT … ON CONFLICT DO NOTHING with only the values that differ per
     row as parameters: bulk_create's model objects and per-field preparation were most
-    of a fan-out's cost (and a COUNT was needed to learn what it had skipped).
+    of a fan-out's cost (and a COUNT was needed to learn what it had skipped). On
+    PostgreSQL the count goes in with the INSERT, in one statement.
     """
     table = connection.ops.quote_name(Delivery._meta.db_table)
+    messages = connection.ops.quote_name(Message._meta.db_table)
     columns = ", ".join(
         connection.ops.quote_name(c)
         for c in (
@@ -653,11 +661,24 @@ def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]],
                 for device_id, variant, language in batch
                 for v in (message_id, device_id, at, new_tracking_token(), variant, language)
             ]
-            cursor.execute(
+            insert = (
                 f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(batch))} "  # noqa: S608
-                "ON CONFLICT DO NOTHING",
-                params,
+                "ON CONFLICT DO NOTHING"
             )
+            if connection.vendor == "postgresql":
+                cursor.execute(
+                    f"WITH ins AS ({insert} RETURNING 1), n AS (SELECT count(*) AS n FROM ins), "  # noqa: S608
+                    f"m AS (UPDATE {messages} SET targeted_count = targeted_count + n.n "
+                    "FROM n WHERE id = %s AND n.n > 0) SELECT n FROM n",
+                    [*params, message_id],
+                )
+                created += cursor.fetchone()[0]
+                continue
+            cursor.execute(insert, params)
+            if cursor.rowcount:
+                Message.objects.filter(pk=message_id).update(
+                    targeted_count=F("targeted_count") + cursor.rowcount
+                )
             created += cursor.rowcount
     return created
 
@@ -676,7 +697,12 @@ def send_deliveries(
     """
     if first_device_id is None:
         _free_task_slot(message_id, timezone.now())  # this may be the task the slot stands for
-    message = Message.objects.select_related("tenant").get(pk=message_id)
+    # The tenant's credential comes along: client_for_tenant needs no query of its own.
+    message = (
+        Message.objects.select_related("tenant__firebase_credential")
+        .defer("tenant__firebase_credential__encrypted_private_key")
+        .get(pk=message_id)
+    )
     if message.status != Message.Status.SENDING:
         return
     if not message.tenant.is_active:
@@ -694,13 +720,13 @@ def send_deliveries(
     while True:
         # The claim itself refuses a cancelled message or a deactivated tenant; only when it
         # comes back empty is it worth asking which (and cancelling for the tenant).
-        deliveries = _claim(message, first_device_id, last_device_id)
+        deliveries, more = _claim_chunk(message, first_device_id, last_device_id)
         if not deliveries:
             if not _still_sending(message):
                 return
             break
         retrying |= _send_chunk(message, client, deliveries)
-        if len(deliveries) < settings.FANOUT_CHUNK_SIZE and not retrying:
+        if not more and not retrying:
             break  # the claim took every due delivery there was: no need to ask again
     if retrying or first_device_id is None:
         # Deliveries this pass made wait, or (a message-wide task, whose slot was freed
@@ -730,12 +756,18 @@ def _cancel_for_inactive_tenant(message: Message) -> None:
 
 
 def _claim(message, first_device_id, last_device_id) -> list[Delivery]:
+    return _claim_chunk(message, first_device_id, last_device_id)[0]
+
+
+def _claim_chunk(message, first_device_id, last_device_id) -> tuple[list[Delivery], bool]:
     """Claim up to a chunk of the message's due deliveries for this worker, devices loaded.
 
     The conditional UPDATE is the claim: of two workers racing for a row, one matches; none
     does once the message is cancelled or its tenant deactivated. On PostgreSQL it is one
     statement: the due rows are locked with SKIP LOCKED (racing workers take different
     rows instead of queueing on each other), claimed, and returned with their devices.
+    Returns the claimed deliveries, and whether more were due than a chunk (on SQLite:
+    whether the chunk is full).
     """
     now = timezone.now()
     token = secrets.token_hex(16)
@@ -747,11 +779,12 @@ def _claim(message, first_device_id, last_device_id) -> list[Delivery]:
         due = due.filter(device_id__gte=first_device_id, device_id__lte=last_device_id)
     ids = list(due.order_by("device_id").values_list("pk", flat=True)[: settings.FANOUT_CHUNK_SIZE])
     if not ids:
-        return []
+        return [], False
     Delivery.objects.filter(
         pk__in=ids, message__status=Message.Status.SENDING, message__tenant__is_active=True
     ).unfinished().unclaimed(now).update(claim=token, claimed_until=until)
-    return list(Delivery.objects.filter(claim=token).select_related("device"))
+    claimed = list(Delivery.objects.filter(claim=token).select_related("device"))
+    return claimed, len(ids) >= settings.FANOUT_CHUNK_SIZE
 
 
 # What a claim loads, in the models' field order (Model.from_db takes values in that order).
@@ -768,28 +801,31 @@ def _claim_sql(*, in_range: bool) -> str:
     in_range = "AND device_id BETWEEN %(first)s AND %(last)s" if in_range else ""
     return f"""
         WITH due AS (
-            SELECT id FROM {delivery}
+            SELECT id, device_id FROM {delivery}
             WHERE message_id = %(message)s AND status IN ('pending', 'retrying')
               AND (claimed_until IS NULL OR claimed_until < %(now)s) AND next_attempt_at <= %(now)s
               {in_range}
             ORDER BY device_id
-            LIMIT %(limit)s
+            LIMIT %(limit)s + 1
             FOR UPDATE SKIP LOCKED
         ), claimed AS (
             UPDATE {delivery} d SET claim = %(token)s, claimed_until = %(until)s
-            FROM due
-            WHERE d.id = due.id AND EXISTS (
+            FROM (SELECT id FROM due ORDER BY device_id LIMIT %(limit)s) chunk
+            WHERE d.id = chunk.id AND EXISTS (
                 SELECT 1 FROM {message} m JOIN {tenant} t ON t.id = m.tenant_id
                 WHERE m.id = %(message)s AND m.status = 'sending' AND t.is_active
             )
             RETURNING {returned}
         )
-        SELECT d.*, {devices} FROM claimed d LEFT JOIN {device} dev ON dev.id = d.device_id
+        SELECT d.*, {devices}, (SELECT count(*) FROM due) > %(limit)s
+        FROM claimed d LEFT JOIN {device} dev ON dev.id = d.device_id
         ORDER BY d.device_id
     """  # noqa: S608
 
 
-def _claim_returning(message, first_device_id, last_device_id, *, now, token, until) -> list[Delivery]:
+def _claim_returning(
+    message, first_device_id, last_device_id, *, now, token, until
+) -> tuple[list[Delivery], bool]:
     params = {
         "message": message.pk,
         "now": now,
@@ -810,11 +846,11 @@ def _claim_returning(message, first_device_id, last_device_id, *, now, token, un
         device = None
         if delivery.device_id is not None:
             device = Device.from_db(
-                connection.alias, ("id", *_CLAIMED_DEVICE_FIELDS), (delivery.device_id, *row[split:])
+                connection.alias, ("id", *_CLAIMED_DEVICE_FIELDS), (delivery.device_id, *row[split:-1])
             )
         Delivery.device.field.set_cached_value(delivery, device)  # no query when read
         deliveries.append(delivery)
-    return deliveries
+    return deliveries, bool(rows) and rows[0][-1]
 
 
 def _payload(message: Message, template: dict, delivery: Delivery) -> dict:
@@ -1249,25 +1285,31 @@ def _fail_unsent(message: Message, *, code: str, detail: str) -> None:
 
 
 def finalize_if_done(*, message_id: int) -> None:
-    """Close a sending message once it is fanned out and no delivery is left to send."""
-    message = Message.objects.get(pk=message_id)
-    if message.status != Message.Status.SENDING or not message.fanned_out_at:
-        return
-    if message.deliveries.unfinished().exists():
-        return
-    if message.failed_count == 0:
-        status = Message.Status.COMPLETED
-    elif message.sent_count + message.validated_count == 0:
-        status = Message.Status.FAILED
-    else:
-        status = Message.Status.COMPLETED_WITH_FAILURES
+    """Close a sending message once it is fanned out and no delivery is left to send.
+
+    One conditional UPDATE, which every send task ends with: it changes nothing (and costs
+    one statement) while deliveries are left.
+    """
     now = timezone.now()
+    status = Case(
+        When(failed_count=0, then=Value(Message.Status.COMPLETED)),
+        When(sent_count=0, validated_count=0, then=Value(Message.Status.FAILED)),
+        default=Value(Message.Status.COMPLETED_WITH_FAILURES),
+    )
+    unfinished = Delivery.objects.unfinished().filter(message_id=OuterRef("pk"))
     with transaction.atomic():
-        if Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
-            status=status, completed_at=now
+        if (
+            Message.objects.filter(pk=message_id, status=Message.Status.SENDING, fanned_out_at__isnull=False)
+            .exclude(Exists(unfinished))
+            .update(status=status, completed_at=now)
         ):
+            closed = Message.objects.values("status", "tenant_id").get(pk=message_id)
             message_completed.send(
-                sender=Message, message_id=message.pk, tenant_id=message.tenant_id, status=status, at=now
+                sender=Message,
+                message_id=message_id,
+                tenant_id=closed["tenant_id"],
+                status=closed["status"],
+                at=now,
             )
 
 
