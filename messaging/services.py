@@ -347,18 +347,19 @@ def _count(tenant: Tenant, spec: MessageInput) -> int:
 # --- FCM credentials --------------------------------------------------------------------
 
 
-def client_for_tenant(tenant: Tenant) -> fcm.FcmClient:
+_LOOK_UP = object()
+
+
+def client_for_tenant(tenant: Tenant, *, credential=_LOOK_UP) -> fcm.FcmClient:
     """The shared FcmClient for a tenant's credential (or, lacking one, for ADC).
 
     Costs one small query to notice a replaced credential; call it once per batch of
-    sends, not per message. Raises FcmError(code="CONFIGURATION"): permanent when there is
-    no usable credential, not permanent when the stored one cannot be decrypted (an operator
-    can bring its key back; deliveries wait for it).
+    sends, not per message, or pass the tenant's `credential` (its FirebaseCredential row,
+    None for none) read just now with other rows. Raises FcmError(code="CONFIGURATION"):
+    permanent when there is no usable credential, not permanent when the stored one cannot
+    be decrypted (an operator can bring its key back; deliveries wait for it).
     """
-    loaded = Tenant.firebase_credential
-    if loaded.is_cached(tenant):  # selected with the tenant (send_deliveries does)
-        credential = loaded.related.get_cached_value(tenant)
-    else:
+    if credential is _LOOK_UP:
         credential = (
             FirebaseCredential.objects.filter(tenant_id=tenant.pk).defer("encrypted_private_key").first()
         )
@@ -709,7 +710,8 @@ def send_deliveries(
         _cancel_for_inactive_tenant(message)
         return
     try:
-        client = client_for_tenant(message.tenant)
+        credential = Tenant.firebase_credential.related.get_cached_value(message.tenant)
+        client = client_for_tenant(message.tenant, credential=credential)
     except fcm.FcmError as exc:
         if exc.permanent:
             _fail_unsent(message, code=exc.code, detail=exc.detail)
