@@ -5,12 +5,15 @@
     .venv/bin/python bench/fanout.py --devices 1000000    # a million
     .venv/bin/python bench/fanout.py --database-url postgres://postgres@127.0.0.1:5432/bench
 
-Prints wall time, messages/second, peak worker memory (VmHWM) and database queries per
-1,000 deliveries, then firebase-admin's send_each against the same fake FCM as the
-yardstick. Loopback only; bounded by the audience size.
+Prints wall time, messages/second, peak worker memory (VmHWM), the worker's CPU and (on
+PostgreSQL) its database backends' CPU per delivery, SQL statements per 1,000 deliveries
+(in-process for a 2,000-device message, and in the real worker, task queue included;
+`executemany` counts one per row), then firebase-admin's send_each against the same fake
+FCM as the yardstick. Loopback only; bounded by the audience size.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # after the apps: bench/webhooks.py is no app
 
 from fake_fcm import FakeFcm  # noqa: E402
 
@@ -35,6 +38,51 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process from /proc, in seconds (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class BackendCpu:
+    """CPU of the PostgreSQL backends serving the other clients of this database, sampled
+    from /proc (the server runs on this machine): the last reading of each backend counts."""
+
+    def __init__(self):
+        from django.db import connection
+
+        self.enabled = connection.vendor == "postgresql"
+        self.start: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        if self.enabled:
+            self.sample(initial=True)
+
+    def sample(self, *, initial: bool = False) -> None:
+        if not self.enabled:
+            return
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+            pids = [pid for (pid,) in cursor.fetchall()]
+        for pid in pids:
+            cpu = cpu_seconds(pid)
+            if cpu is None:
+                continue
+            if initial:
+                self.start[pid] = cpu  # not ours: only what it spends from now on
+            self.last[pid] = cpu
+
+    def seconds(self) -> float:
+        return sum(cpu - self.start.get(pid, 0.0) for pid, cpu in self.last.items())
+
+
 def setup_django(database_url: str, fcm_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ["FCM_API_URL"] = fcm_url
@@ -42,6 +90,7 @@ def setup_django(database_url: str, fcm_url: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("SECRET_KEY", "herald-bench-" + "b" * 40)  # DEBUG is off, as in production
     os.environ["TASK_BACKEND"] = "database"
+    os.environ["FCM_SANDBOX_ENABLED"] = "1"  # its service-account maker signs the bench's key
     import django
 
     django.setup()
@@ -89,14 +138,21 @@ def make_devices(tenant, count: int, *, prefix: str) -> None:
 def queries_per_thousand(tenant) -> float:
     """Queries the whole send path makes, in-process, for a 2,000-device message."""
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext, override_settings
+    from django.test.utils import override_settings
 
     from messaging.services import MessageInput, create_message
+
+    statements = 0
+
+    def count(execute, sql, params, many, context):
+        nonlocal statements
+        statements += len(params) if many and params is not None else 1
+        return execute(sql, params, many, context)
 
     make_devices(tenant, 2000, prefix="q")
     immediate = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
     with override_settings(TASKS=immediate):
-        with CaptureQueriesContext(connection) as ctx:
+        with connection.execute_wrapper(count):
             message, _ = create_message(
                 tenant=tenant,
                 spec=MessageInput(
@@ -111,16 +167,21 @@ def queries_per_thousand(tenant) -> float:
     from devices.models import Device
 
     Device.objects.filter(token__startswith="q-token-").update(push_permission=False)
-    return len(ctx.captured_queries) / 2
+    return statements / 2
 
 
 def run_once(tenant, count: int, *, database_url: str, fcm_url: str, concurrency: int) -> dict:
+    from django.db import connection
+
     from devices.models import Device
     from messaging.services import MessageInput, create_message
 
     Device.objects.filter(tenant=tenant).update(push_permission=False)
-    prefix = f"n{count}"
+    prefix = f"n{count}-{time.monotonic_ns()}"
     make_devices(tenant, count, prefix=prefix)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:  # the plans of an established table
+            cursor.execute("ANALYZE")
     message, _ = create_message(
         tenant=tenant,
         spec=MessageInput(
@@ -134,11 +195,14 @@ def run_once(tenant, count: int, *, database_url: str, fcm_url: str, concurrency
         "SEND_CONCURRENCY": str(concurrency),
         "LOG_LEVEL": "WARNING",
     }
+    stats_file = Path(tempfile.mkdtemp(prefix="herald-bench-")) / "statements.json"
+    backends = BackendCpu()
     started = time.perf_counter()
     worker = subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "manage.py"),
+            str(ROOT / "bench" / "counting_worker.py"),
+            str(stats_file),
             "db_worker",
             "--batch",
             "--no-startup-delay",
@@ -149,17 +213,32 @@ def run_once(tenant, count: int, *, database_url: str, fcm_url: str, concurrency
         cwd=ROOT,
     )
     peak = 0.0
-    while worker.poll() is None:
+    while True:
         peak = max(peak, peak_rss_mb(worker.pid))
+        backends.sample()
+        pid, status, usage = os.wait4(worker.pid, os.WNOHANG)
+        if pid:
+            worker.returncode = os.waitstatus_to_exitcode(status)
+            break
         time.sleep(0.2)
     wall = time.perf_counter() - started
+    worker_cpu = usage.ru_utime + usage.ru_stime
+    statements = json.loads(stats_file.read_text())["statements"] if stats_file.exists() else 0
     message.refresh_from_db()
     if message.status != "completed" or message.sent_count != count:
         raise SystemExit(
             f"worker exited with {worker.returncode}; message {message.status}, "
             f"{message.sent_count}/{count} sent"
         )
-    return {"devices": count, "seconds": wall, "msgs_per_s": count / wall, "peak_mb": peak}
+    return {
+        "devices": count,
+        "seconds": wall,
+        "msgs_per_s": count / wall,
+        "peak_mb": peak,
+        "worker_cpu_ms": 1000 * worker_cpu / count,
+        "db_cpu_ms": 1000 * backends.seconds() / count if backends.enabled else None,
+        "statements_per_1000": 1000 * statements / count,
+    }
 
 
 def main() -> None:
@@ -197,10 +276,20 @@ def main() -> None:
         f"\nHerald fan-out, one db_worker process, {connection.vendor}, "
         f"fake FCM +{args.latency_ms:g} ms, {args.concurrency} concurrent sends, {os.cpu_count()} cores"
     )
-    print(f"{'devices':>10} {'wall s':>8} {'msgs/s':>9} {'peak MB':>8}")
+    print(
+        f"{'devices':>10} {'wall s':>8} {'msgs/s':>9} {'peak MB':>8} {'worker CPU ms/msg':>18} "
+        f"{'db CPU ms/msg':>14} {'statements/1000':>16}"
+    )
     for r in rows:
-        print(f"{r['devices']:>10,} {r['seconds']:>8.1f} {r['msgs_per_s']:>9,.0f} {r['peak_mb']:>8.0f}")
-    print(f"queries per 1,000 deliveries (whole send path, 2,000-device message): {per_thousand:.0f}")
+        db_cpu = "-" if r["db_cpu_ms"] is None else f"{r['db_cpu_ms']:.3f}"
+        print(
+            f"{r['devices']:>10,} {r['seconds']:>8.1f} {r['msgs_per_s']:>9,.0f} {r['peak_mb']:>8.0f} "
+            f"{r['worker_cpu_ms']:>18.3f} {db_cpu:>14} {r['statements_per_1000']:>16.1f}"
+        )
+    print(
+        f"statements per 1,000 deliveries in-process (whole send path, 2,000-device message, "
+        f"no task queue): {per_thousand:.1f}"
+    )
     if yardstick:
         best = max(r["msgs_per_s"] for r in rows)
         print(

@@ -253,7 +253,7 @@ FCM_HTTP_TIMEOUT = env.float("FCM_HTTP_TIMEOUT", default=10.0)
 
 # --- Delivery ------------------------------------------------------------------
 # Devices per fan-out chunk, and concurrent FCM requests per chunk.
-FANOUT_CHUNK_SIZE = env.int("FANOUT_CHUNK_SIZE", default=500)
+FANOUT_CHUNK_SIZE = env.int("FANOUT_CHUNK_SIZE", default=1000)
 # FCM answers in 20–100 ms: 128 requests in flight keep one worker near its CPU limit
 # (at 50 ms, 32 in flight would cap it at 640/s; see bench/send_throughput.py).
 SEND_CONCURRENCY = env.int("SEND_CONCURRENCY", default=128)
@@ -263,10 +263,12 @@ DELIVERY_CLAIM_SECONDS = env.int("DELIVERY_CLAIM_SECONDS", default=300)
 DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=6)
 # Send results are written every this many answers or this many seconds, whichever comes
 # first, and at most DELIVERY_MAX_UNRECORDED sends are ever between the start of their
-# request and the commit of their result: what a worker killed mid-send can deliver twice.
-DELIVERY_RESULT_BATCH = env.int("DELIVERY_RESULT_BATCH", default=50)
-DELIVERY_RESULT_INTERVAL = env.float("DELIVERY_RESULT_INTERVAL", default=0.1)
-DELIVERY_MAX_UNRECORDED = env.int("DELIVERY_MAX_UNRECORDED", default=64)
+# request and the commit of their result: what a worker killed mid-send can deliver twice
+# (each resend carries the first one's collapse key, so the device shows it once). Each
+# batch is one statement; the cap leaves room for sends to go on while a batch is written.
+DELIVERY_RESULT_BATCH = env.int("DELIVERY_RESULT_BATCH", default=250)
+DELIVERY_RESULT_INTERVAL = env.float("DELIVERY_RESULT_INTERVAL", default=0.25)
+DELIVERY_MAX_UNRECORDED = env.int("DELIVERY_MAX_UNRECORDED", default=384)
 # herald_beat resumes due work nobody has picked up for this long.
 DELIVERY_RECOVERY_GRACE_SECONDS = env.int("DELIVERY_RECOVERY_GRACE_SECONDS", default=30)
 
