@@ -228,7 +228,8 @@ def run_pycurl(url: str, ca: str, messages: int, inflight: int) -> tuple[float, 
                 if not queued:
                     break
             if running:
-                multi.select(1.0)
+                wait = multi.timeout()  # ms until curl's next timer, -1: none
+                multi.select(1.0 if wait < 0 else min(1.0, wait / 1000))
         return names
 
     send_all(inflight)

@@ -930,7 +930,10 @@ class CurlFcmClient(FcmClient):
                     if not queued:
                         break
                 if running:
-                    multi.select(1.0)
+                    # Until a socket is ready or curl's next timer is due (-1: none); a
+                    # fixed wait would leave curl's timers late and cap each connection.
+                    wait = multi.timeout()
+                    multi.select(1.0 if wait < 0 else min(1.0, wait / 1000))
         except BaseException:
             for handle in handles:
                 try:
