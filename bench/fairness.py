@@ -96,6 +96,12 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between small pushes")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added by the fake FCM")
     parser.add_argument("--no-analyze", action="store_true")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0,
+        help="stop pushing after this long even if the big message is still sending (0: never)",
+    )
     args = parser.parse_args()
 
     fresh_database(args.database_url)
@@ -177,6 +183,8 @@ def main() -> None:
                 if message.status == Message.Status.COMPLETED:
                     completed_after = now
                     break
+                if args.max_seconds and now > args.max_seconds:
+                    break
                 if worker.poll() is not None:
                     raise SystemExit(f"the worker exited with {worker.returncode}; see {worker_log.name}")
                 phase = "fan-out" if message.fanned_out_at is None else "sending"
@@ -196,10 +204,12 @@ def main() -> None:
                 assert response.status_code == 201, response.content
                 sent[str(seq)] = (at, phase)
                 time.sleep(max(0.0, args.interval - (time.time() - at)))
-            # The last small pushes have a few seconds to arrive.
-            deadline = time.time() + 30
-            while time.time() < deadline and len(fake.recorded()) < len(sent):
-                time.sleep(0.5)
+            # The last small pushes may still arrive: wait while they do (until none has for 20 s).
+            arrivals, quiet_since = len(fake.recorded()), time.time()
+            while arrivals < len(sent) and time.time() - quiet_since < 20:
+                time.sleep(1)
+                if (now_arrived := len(fake.recorded())) > arrivals:
+                    arrivals, quiet_since = now_arrived, time.time()
             recorded = fake.recorded()
         finally:
             stop.set()
@@ -223,17 +233,23 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f}); tenant 'small' POSTs /developer/push for 1 device every "
         f"{args.interval:g} s."
     )
-    print(
-        f"big message: fanned out after {fanned_out_after or 0:.1f} s, completed after "
-        f"{completed_after:.1f} s ({args.devices / completed_after:,.0f} msgs/s), worker peak "
-        f"{peak[0]:.0f} MB"
+    fanned = f"{fanned_out_after:.1f} s" if fanned_out_after else "(not yet)"
+    done = (
+        f"completed after {completed_after:.1f} s ({args.devices / completed_after:,.0f} msgs/s)"
+        if completed_after
+        else f"still sending when measuring stopped at {args.max_seconds:g} s ({message.sent_count:,} sent)"
     )
+    print(f"big message: fanned out after {fanned}, {done}, worker peak {peak[0]:.0f} MB")
     print(f"\n{'small push: request -> FCM, s':<34} {'p50':>7}  {'p99':>7}  {'max':>7}  {'n':>4}")
     print(f"{'while the big one fans out':<34} {summary(waits['fan-out'])}")
     print(f"{'while the big one sends':<34} {summary(waits['sending'])}")
     print(f"{'all':<34} {summary(waits['fan-out'] + waits['sending'])}")
     if missing:
-        print(f"{missing} small pushes had not reached the fake FCM 30 s after the big message completed")
+        waited = [time.time() - at for key, (at, _) in sent.items() if key not in arrived]
+        print(
+            f"{missing} small pushes had not reached the fake FCM when measuring ended "
+            f"(waiting {min(waited):.0f}–{max(waited):.0f} s so far)"
+        )
 
 
 if __name__ == "__main__":
