@@ -11,6 +11,9 @@ thing measured.
         ...
         fake.stats()                        # {"token": n, "send": n}
 
+    FakeFcm(record_project="p"): sends to project "p" are kept with their arrival time,
+    ``fake.recorded()`` returns them (bench/fairness.py times pushes to FCM with it).
+
 Standard library only: the firebase-admin yardstick's venv imports it too.
 ``python bench/fake_fcm.py [--port N]`` serves until interrupted and prints its port.
 """
@@ -19,11 +22,14 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 
 
 class _Protocol(asyncio.Protocol):
     stats = {"token": 0, "send": 0}
+    record_project = ""  # sends to this project are kept: (arrival time, body), at /recorded
+    recorded: list = []
 
     def connection_made(self, transport):
         self.transport = transport
@@ -46,8 +52,11 @@ class _Protocol(asyncio.Protocol):
                     close = True
             if len(self.buffer) < end + 4 + length:
                 return
+            body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
             method, path, _ = head[0].split(" ", 2)
+            if self.record_project and f"/projects/{self.record_project}/" in path:
+                self.recorded.append((time.time(), body.decode("utf-8", "replace")))
             self.answer(method, path, close)
 
     def answer(self, method, path, close):
@@ -62,6 +71,8 @@ class _Protocol(asyncio.Protocol):
             self.stats["send"] += 1
             project = path.split("/")[3].encode()
             body = b'{"name":"projects/%s/messages/0:%d"}' % (project, self.stats["send"])
+        elif path == "/recorded":
+            body = json.dumps(self.recorded).encode()
         elif path == "/stats":
             body = json.dumps(self.stats).encode()
             if method == "POST":
@@ -84,7 +95,9 @@ class _Protocol(asyncio.Protocol):
                 self.transport.close()
 
 
-def serve(port: int = 0) -> None:
+def serve(port: int = 0, *, record_project: str = "") -> None:
+    _Protocol.record_project = record_project
+
     async def main():
         server = await asyncio.get_running_loop().create_server(_Protocol, "127.0.0.1", port, backlog=4096)
         print(server.sockets[0].getsockname()[1], flush=True)
@@ -105,17 +118,26 @@ def fake_stats(base_url: str, *, reset: bool = False) -> dict:
 class FakeFcm:
     """The fake in a child process. ``url`` carries the added latency; ``base`` does not."""
 
-    def __init__(self, *, latency_ms: float = 0.0):
+    def __init__(self, *, latency_ms: float = 0.0, record_project: str = ""):
         self.latency_ms = latency_ms
+        self.record_project = record_project
 
     def __enter__(self):
-        self.process = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE, text=True)
+        command = [sys.executable, __file__]
+        if self.record_project:
+            command += ["--record-project", self.record_project]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         self.base = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
         self.url = f"{self.base}/latency/{self.latency_ms:g}" if self.latency_ms else self.base
         return self
 
     def stats(self, *, reset: bool = False) -> dict:
         return fake_stats(self.base, reset=reset)
+
+    def recorded(self) -> list[tuple[float, str]]:
+        """(arrival time, request body) of every send to ``record_project`` so far."""
+        with urllib.request.urlopen(f"{self.base}/recorded", timeout=5) as response:
+            return [tuple(row) for row in json.loads(response.read())]
 
     def __exit__(self, *exc):
         self.process.terminate()
@@ -127,4 +149,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
-    serve(parser.parse_args().port)
+    parser.add_argument("--record-project", default="", help="keep the sends to this project (/recorded)")
+    args = parser.parse_args()
+    serve(args.port, record_project=args.record_project)
