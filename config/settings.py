@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "devices",
     "audiences",
     "messaging",
+    "campaigns",
     "webhooks",
 ]
 # The FCM sandbox (a fake Google for development: `manage.py demo`, `fcm_sandbox`,

@@ -1,0 +1,1 @@
+"""Campaigns listen to the rooms below them (tenant deactivation, recorded events)."""

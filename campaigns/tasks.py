@@ -1,0 +1,1 @@
+"""Campaign background work, through Django's tasks API (thin calls into services)."""
