@@ -13,6 +13,8 @@ from messaging.models import Delivery, Message
 from messaging.services import fan_out
 from tests.campaigns.conftest import make_campaign, make_user
 
+pytest_plugins = ["tests.staff_fixtures"]  # viewer
+
 EVENING = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)  # 23:00 in Istanbul (UTC+3)
 ISTANBUL_MORNING = datetime(2026, 3, 3, 5, 0, tzinfo=UTC)  # 08:00 in Istanbul
 
@@ -140,3 +142,21 @@ def test_a_deferred_send_of_a_campaign_paused_meanwhile_is_skipped(quiet_nights,
     services.resume(campaign, now=ISTANBUL_MORNING + timedelta(hours=1))  # no burst of the night's sends
     assert services.send_deferred(now=ISTANBUL_MORNING + timedelta(hours=1)) == 0
     assert CampaignRecipient.objects.get(user=user).reason == "paused"
+
+
+def test_the_message_page_says_how_many_devices_the_cap_and_the_quiet_hours_held_back(
+    quiet_nights, server, viewer, no_sending
+):
+    quiet_nights.marketing_daily_cap = 1
+    quiet_nights.save()
+    make_user(quiet_nights, "ayse", timezone="Europe/Istanbul", devices=2)
+    with time_machine.travel(EVENING, tick=False):
+        api_message(server)
+        capped = api_message(server)
+    first = Message.objects.exclude(pk=capped.pk).get()
+
+    held = viewer.get(f"/admin/messaging/message/{first.pk}/change/").content.decode()
+    over = viewer.get(f"/admin/messaging/message/{capped.pk}/change/").content.decode()
+
+    assert "2 devices sent when the quiet hours ended" in held
+    assert "2 devices not sent: their users had their marketing pushes for the day" in over
