@@ -121,3 +121,4 @@ def _beat(sender, *, now, **kwargs) -> None:
     triggers.match_everywhere()
     triggers.fire_due()
     services.send_deferred(now=timezone.now())
+    triggers.forget_done(now=timezone.now())

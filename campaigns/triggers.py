@@ -277,3 +277,11 @@ def _one_per_user(rows) -> list[tuple[int, str]]:
     for pk, user_id, event_id in sorted(rows, key=lambda r: r[0]):
         first.setdefault(user_id, services.trigger_occurrence(pk, event_id))
     return list(first.items())
+
+
+def forget_done(*, now: datetime, keep: timedelta = timedelta(days=2), limit: int = 5000) -> int:
+    """Delete fired triggers older than `keep` (their ledger rows stay), a batch per call.
+    Kept that long, a re-read of their events (the settle window, the beat) finds them."""
+    old = PendingTrigger.objects.filter(state=PendingTrigger.State.DONE, due_at__lt=now - keep)
+    ids = list(old.values_list("pk", flat=True)[:limit])
+    return PendingTrigger.objects.filter(pk__in=ids).delete()[0] if ids else 0
