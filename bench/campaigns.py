@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/campaigns.py                       # both parts
     .venv/bin/python bench/campaigns.py --parts events --rounds 3 --duration 10
-    .venv/bin/python bench/campaigns.py --parts latency --rate 5 --latency-duration 30
+    .venv/bin/python bench/campaigns.py --parts latency --latency-rate 5 --latency-duration 30
 
 * ``events``: ``POST /events`` throughput under gunicorn on PostgreSQL (bench/api_load.py's
   server, clients and CPU accounting), with **no** campaign and with **20 active triggered
@@ -187,9 +187,9 @@ def latency_part(args) -> dict:
         processes.append(manage("herald_beat", "--interval", "5", env=env))
         time.sleep(3)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        interval = 1 / args.rate
-        total = int(args.rate * args.latency_duration)
-        print(f"latency: {total} events at {args.rate:g}/s ...", flush=True)
+        interval = 1 / args.latency_rate
+        total = int(args.latency_rate * args.latency_duration)
+        print(f"latency: {total} events at {args.latency_rate:g}/s ...", flush=True)
         start = time.perf_counter()
         for i in range(total):
             time.sleep(max(0.0, start + i * interval - time.perf_counter()))
@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--client-processes", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--rate", type=float, default=5.0, help="latency part: events per second")
+    parser.add_argument("--latency-rate", type=float, default=5.0, help="latency part: events per second")
     parser.add_argument("--latency-duration", type=float, default=30.0)
     parser.add_argument("--latency-workers", type=int, default=1, help="db_worker processes")
     parser.add_argument(
@@ -273,6 +273,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     args.scenarios = "events"
+    args.rate = 0.0  # api_load's pacing: the events part sends as fast as answered
     api_load.forget_redis_if_silent(args)
     load_before = os.getloadavg()[0]
     api_load.ensure_database(args.database_url)
@@ -299,7 +300,8 @@ def main() -> None:
         result = latency_part(args)
         print("\n" + header)
         print(
-            f"trigger latency (event accepted -> FCM request), zero delay, {args.rate:g} events/s for "
+            f"trigger latency (event accepted -> FCM request), zero delay, "
+            f"{args.latency_rate:g} events/s for "
             f"{args.latency_duration:g} s, {args.latency_workers} db_worker, sandbox +20 ms: "
             f"p50 {result['p50_s']:.2f} s, p99 {result['p99_s']:.2f} s, max {result['max_s']:.2f} s, "
             f"{result['arrived']} of {result['events']} arrived"
