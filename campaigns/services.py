@@ -334,15 +334,18 @@ def dispatch(
     occurrence: str | None,
     now: datetime,
     run: CampaignRun | None = None,
+    queue: bool = True,
 ) -> DispatchResult:
     """Send the campaign to `user_ids` (ids or a QuerySet of AppUser ids) for `occurrence`
     (a scheduled occurrence's ISO local date; or None when `user_ids` are (user_id,
     occurrence) pairs, as triggers give them). One Message for everyone sent; see the module
-    docstring for the steps. Returns what was sent, skipped (by reason) and deferred."""
+    docstring for the steps. Returns what was sent, skipped (by reason) and deferred.
+    `queue=False`: no fan-out task is queued; the caller fans the message out itself after
+    the commit (herald_beat's recovery does, should it die first)."""
     with transaction.atomic():
         message = _new_message(campaign)
         _stage(campaign, message, user_ids, occurrence, now)
-        return _finish(campaign, message, now=now, run=run, quiet=True)
+        return _finish(campaign, message, now=now, run=run, quiet=True, queue=queue)
 
 
 def send_deferred(*, now: datetime, limit_campaigns: int = 100) -> int:
@@ -462,7 +465,9 @@ def _stage(campaign: Campaign, message: Message, user_ids, occurrence: str | Non
             )
 
 
-def _finish(campaign: Campaign, message: Message, *, now: datetime, run, quiet: bool) -> DispatchResult:
+def _finish(
+    campaign: Campaign, message: Message, *, now: datetime, run, quiet: bool, queue: bool = True
+) -> DispatchResult:
     """Steps 2 to 6 over the message's pending rows, then the send (or, nobody left, no message)."""
     tenant = campaign.tenant
     pending = Recipient.objects.filter(message=message, state=PENDING)
@@ -540,7 +545,7 @@ def _finish(campaign: Campaign, message: Message, *, now: datetime, run, quiet: 
     CampaignSend.objects.create(
         campaign=campaign, message=message, version=campaign.version, run=run, created_at=now
     )
-    result.message = send_message(message=message)
+    result.message = send_message(message=message, queue=queue)
     log.info(
         "campaign send",
         extra={

@@ -4,6 +4,7 @@ The one place campaign work is queued: after an event a trigger may match (the d
 `match_events` task), when delayed triggers fall due, and on every `herald_beat` pass.
 """
 
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -19,6 +20,8 @@ from devices.signals import event_recorded
 from messaging import services as messaging
 from messaging.models import Message
 from messaging.signals import beat
+
+log = logging.getLogger("herald.campaigns")
 
 
 @task()
@@ -39,9 +42,13 @@ def send_now(message_ids: list[int]) -> None:
     trigger's push leaves with the task that matched it. The tasks their creation queued
     find the work done (fan-out and claims are idempotent); big sends stay on the queue."""
     for message_id in message_ids:
-        messaging.fan_out(message_id=message_id)
-        if Message.objects.filter(pk=message_id, targeted_count__lte=settings.FANOUT_CHUNK_SIZE).exists():
-            messaging.send_deliveries(message_id=message_id)
+        try:
+            messaging.fan_out(message_id=message_id)
+            if Message.objects.filter(pk=message_id, targeted_count__lte=settings.FANOUT_CHUNK_SIZE).exists():
+                messaging.send_deliveries(message_id=message_id)
+        except Exception:
+            # herald_beat's recovery takes the message up; the others still go now.
+            log.exception("campaign send %s left to recovery", message_id)
 
 
 @task()

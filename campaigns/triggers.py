@@ -195,7 +195,7 @@ def fire_due(
         for trigger in triggers:
             by_campaign[trigger.campaign_id].append(trigger)
         for campaign_id, group in by_campaign.items():
-            message_id = _fire(campaign_id, group, token=token, now=moment)
+            message_id = _fire(campaign_id, group, token=token, now=moment, queue=messages is None)
             if message_id is not None and messages is not None:
                 messages.append(message_id)
         done += len(triggers)
@@ -217,7 +217,9 @@ def _claim(now: datetime, batch: int) -> tuple[str, list[PendingTrigger]] | None
     return token, list(PendingTrigger.objects.filter(claim=token, state=PendingTrigger.State.PENDING))
 
 
-def _fire(campaign_id: int, triggers: list[PendingTrigger], *, token: str, now: datetime) -> int | None:
+def _fire(
+    campaign_id: int, triggers: list[PendingTrigger], *, token: str, now: datetime, queue: bool = True
+) -> int | None:
     """Fire one campaign's share of a claimed batch; the id of the message it made, if any."""
     message_id = None
     with transaction.atomic():
@@ -261,6 +263,7 @@ def _fire(campaign_id: int, triggers: list[PendingTrigger], *, token: str, now: 
                     user_ids=_one_per_user(live),
                     occurrence=None,
                     now=now,
+                    queue=queue,
                 )
                 message_id = result.message.pk if result.message is not None else None
                 # A user's other triggers in this batch: the cooldown (at least 5 minutes) holds them.

@@ -208,24 +208,27 @@ def save_draft(
     return message
 
 
-def send_message(*, message: Message) -> Message:
-    """Send (or schedule) a draft."""
+def send_message(*, message: Message, queue: bool = True) -> Message:
+    """Send (or schedule) a draft. With `queue=False` no fan-out task is queued: the caller
+    fans it out itself right after the commit (a campaign's trigger send); if it dies
+    first, herald_beat's recovery queues the fan-out of a sending message never fanned out."""
     with transaction.atomic():
         locked = Message.objects.select_for_update().get(pk=message.pk)
         if locked.status != Message.Status.DRAFT:
             raise MessagingError(f"Only a draft can be sent; this message is {locked.get_status_display()}.")
-        _start(locked)
+        _start(locked, queue=queue)
     return locked
 
 
-def _start(message: Message) -> None:
+def _start(message: Message, *, queue: bool = True) -> None:
     now = timezone.now()
     scheduled = message.schedule_at is not None and message.schedule_at > now
     message.status = Message.Status.SCHEDULED if scheduled else Message.Status.SENDING
     message.started_at = None if scheduled else now
     message.save(update_fields=["status", "started_at"])
     run_after = message.schedule_at if scheduled else None
-    transaction.on_commit(lambda: fan_out_due.send(Message, message_id=message.pk, run_after=run_after))
+    if queue or scheduled:
+        transaction.on_commit(lambda: fan_out_due.send(Message, message_id=message.pk, run_after=run_after))
 
 
 def cancel_message(*, message: Message, reason: str = "") -> Message:
