@@ -32,9 +32,9 @@ from django.utils import timezone
 from api import metrics
 from devices.models import Device
 from devices.services import deactivate_devices
-from messaging import content, fcm
+from messaging import content, fcm, limits
 from messaging.models import AbTest, Audience, Delivery, Message, VariantMode, new_tracking_token, zone_of
-from messaging.selectors import audience_size, message_devices
+from messaging.selectors import audience_size, listed_variant, message_devices
 from messaging.signals import deliveries_recorded, message_completed, push_opened
 from tenants.credentials import (
     ADC_ENVIRONMENT_VARIABLE,
@@ -94,6 +94,8 @@ class MessageInput:
     schedule_tz: str | None = None  # the zone schedule_at was written in; from schedule_at when None
     ttl_seconds: int | None = None
     dry_run: bool = False
+    # Exempt from the tenant's marketing frequency cap and quiet hours (messaging.limits).
+    transactional: bool = False
     # Localizations and variants (messaging.content): the fields above are variant 0 in
     # `language` ("" for the tenant's default language).
     language: str = ""
@@ -207,24 +209,27 @@ def save_draft(
     return message
 
 
-def send_message(*, message: Message) -> Message:
-    """Send (or schedule) a draft."""
+def send_message(*, message: Message, queue: bool = True) -> Message:
+    """Send (or schedule) a draft. With `queue=False` no fan-out task is queued: the caller
+    fans it out itself right after the commit (a campaign's trigger send); if it dies
+    first, herald_beat's recovery queues the fan-out of a sending message never fanned out."""
     with transaction.atomic():
         locked = Message.objects.select_for_update().get(pk=message.pk)
         if locked.status != Message.Status.DRAFT:
             raise MessagingError(f"Only a draft can be sent; this message is {locked.get_status_display()}.")
-        _start(locked)
+        _start(locked, queue=queue)
     return locked
 
 
-def _start(message: Message) -> None:
+def _start(message: Message, *, queue: bool = True) -> None:
     now = timezone.now()
     scheduled = message.schedule_at is not None and message.schedule_at > now
     message.status = Message.Status.SCHEDULED if scheduled else Message.Status.SENDING
     message.started_at = None if scheduled else now
     message.save(update_fields=["status", "started_at"])
     run_after = message.schedule_at if scheduled else None
-    transaction.on_commit(lambda: fan_out_due.send(Message, message_id=message.pk, run_after=run_after))
+    if queue or scheduled:
+        transaction.on_commit(lambda: fan_out_due.send(Message, message_id=message.pk, run_after=run_after))
 
 
 def cancel_message(*, message: Message, reason: str = "") -> Message:
@@ -319,6 +324,7 @@ def send_developer_push(
     tenant in the database, and `create_message` returns the winner's message to the loser.
     """
     spec.audience, spec.audience_params = Audience.USERS, {"app_user_ids": [app_user_id]}
+    spec.transactional = True  # a receipt, an order shipped: never capped or held back
     key = dedupe_idempotency_key(app_user_id=app_user_id, dedupe_key=dedupe_key) if dedupe_key else ""
     if key:
         earlier = Message.objects.filter(
@@ -554,7 +560,14 @@ def fan_out(*, message_id: int) -> None:
             phase = "test" if plan.ab_test.winner is None else "rest"
         chunk = settings.FANOUT_CHUNK_SIZE
         # The user's id and language come in the same query: assigning content costs no query.
-        devices = message_devices(message).order_by("pk").values_list("pk", "user_id", "user__language")
+        devices = message_devices(message).order_by("pk")
+        if message.audience == Audience.RECIPIENTS:  # a campaign's send: each user's listed variant
+            devices = devices.annotate(listed=listed_variant(message))
+            devices = devices.values_list("pk", "user_id", "user__language", "listed")
+        else:
+            devices = devices.values_list("pk", "user_id", "user__language")
+        # Staff marketing messages: the tenant's frequency cap and quiet hours (messaging.limits).
+        limited = limits.is_marketing(message) and limits.applies(message.tenant)
         # The tenant's other messages still sending: each ranks this one's chunks further back.
         rank = (
             Message.objects.filter(tenant_id=message.tenant_id, status=Message.Status.SENDING)
@@ -566,7 +579,15 @@ def fan_out(*, message_id: int) -> None:
             if not assigned:
                 continue
             # Counts only new rows: an interrupted run may have made some of these already.
-            _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
+            if limited:
+                created = sum(
+                    _insert_deliveries(message_id=message.pk, assigned=group, now=due)
+                    for due, group in limits.hold_back(message=message, rows=rows, assigned=assigned, now=now)
+                )
+                if not created:
+                    continue
+            else:
+                _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
             send_due.send(
                 Message,
                 message_id=message.pk,
