@@ -154,6 +154,10 @@ class Campaign(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
     activated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When it last became active (activated or resumed): events before it trigger nothing.
+    live_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # Why it was last paused or archived, when the system did it ("The tenant was deactivated.").
+    status_reason = models.CharField(max_length=200, blank=True, editable=False)
     paused_at = models.DateTimeField(null=True, blank=True, editable=False)
     archived_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
@@ -247,6 +251,7 @@ class PendingTrigger(models.Model):
     due_at = models.DateTimeField()
     state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    claim = models.CharField(max_length=32, blank=True, help_text="The claiming worker's token.")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -360,3 +365,26 @@ class CampaignRecipient(models.Model):
 
     def __str__(self) -> str:
         return f"{self.campaign_id} {self.occurrence} user {self.user_id}: {self.state}"
+
+
+class CampaignLastSend(models.Model):
+    """When a campaign last reached a user, and with which variant: the cooldown and rotation.
+
+    One row per campaign and user, moved on by a conditional upsert (`... ON CONFLICT DO
+    UPDATE ... WHERE sent_at <= cooldown's start`), so two workers sending the same
+    campaign to the same user at once serialize on the row and the second finds it in its
+    cooldown: race-proof on PostgreSQL, where reading the latest CampaignRecipient row is not."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(AppUser, on_delete=models.CASCADE, related_name="+")
+    sent_at = models.DateTimeField()
+    variant = models.PositiveSmallIntegerField(default=0)
+    sends = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "user"], name="campaign_last_send_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id} → user {self.user_id} at {self.sent_at:%Y-%m-%d %H:%M}"
