@@ -32,9 +32,9 @@ from datetime import datetime, timedelta
 from django.db.models import Min, Q, QuerySet
 from django.db.models.functions import Coalesce
 
-from audiences.selectors import users_matching
 from campaigns import schedule as sched
-from campaigns.models import AudienceKind, Campaign, CampaignRun, Kind, Status
+from campaigns import services
+from campaigns.models import Campaign, CampaignRun, Kind, Status
 from devices.models import AppUser
 
 log = logging.getLogger("herald.campaigns")
@@ -79,14 +79,15 @@ def _is_local(campaign: Campaign) -> bool:
 
 def plan_campaign(campaign: Campaign, *, now: datetime) -> int:
     """Create the waves of `campaign`'s occurrences due within PLAN_AHEAD (those not already
-    planned, none due before the campaign was activated or more than LATE_LIMIT ago) and
+    planned, none due before the campaign was activated or resumed, or more than LATE_LIMIT
+    ago) and
     update `next_run_at`. Returns how many waves it added. Idempotent, race-safe."""
     if campaign.kind != Kind.SCHEDULED or campaign.status not in (Status.ACTIVE, Status.PAUSED):
         Campaign.objects.filter(pk=campaign.pk).update(next_run_at=None, planned_at=now)
         return 0
     default = _default_zone(campaign)
     zones = user_zones(campaign.tenant)[0] if _is_local(campaign) else set()
-    lower = max(campaign.activated_at or now, now - LATE_LIMIT)
+    lower = max(campaign.live_since or campaign.activated_at or now, now - LATE_LIMIT)
     # Local dates run from UTC−12 to UTC+14: two days back covers every zone's "today".
     start = (lower - timedelta(days=2)).date()
     rows, upcoming = [], None
@@ -154,6 +155,24 @@ def plan_due_campaigns(*, now: datetime, limit: int = 200) -> int:
     return added
 
 
+def campaign_changed(campaign: Campaign, *, what: str, now: datetime) -> None:
+    """Keep the plan in step with the lifecycle: an activated or resumed campaign is planned
+    at once (its next run shows), waves due while it was paused are skipped, an edit
+    re-plans the waves not due yet, a paused or archived campaign has no next run."""
+    if campaign.kind != Kind.SCHEDULED:
+        return
+    if what == "resumed":
+        campaign.runs.filter(state=CampaignRun.State.PLANNED, due_at__lte=now).update(
+            state=CampaignRun.State.SKIPPED, skip_reason="paused", finished_at=now
+        )
+    if what == "updated" and campaign.status in (Status.ACTIVE, Status.PAUSED):
+        reschedule(campaign, now=now)
+    elif what in ("activated", "resumed"):
+        plan_campaign(campaign, now=now)
+    elif what in ("paused", "archived"):
+        _set_next_run(campaign)
+
+
 def reschedule(campaign: Campaign, *, now: datetime) -> int:
     """After an edit of the schedule (or activation): drop the waves planned for the old
     schedule that are not due yet, and plan the new one. Returns the waves added."""
@@ -209,17 +228,6 @@ def release(*, run_id: int, lease: datetime) -> None:
 # --- Sending --------------------------------------------------------------------------------
 
 
-def audience(campaign: Campaign, *, now: datetime) -> QuerySet[AppUser]:
-    """The users the campaign's audience matches at `now`."""
-    if campaign.audience == AudienceKind.SEGMENT:
-        if campaign.segment is None:
-            return AppUser.objects.none()
-        return users_matching(campaign.tenant, campaign.segment.rules, now)
-    if campaign.audience == AudienceKind.RULES:
-        return users_matching(campaign.tenant, campaign.rules, now)
-    return AppUser.objects.filter(tenant=campaign.tenant)
-
-
 def wave_zones(campaign: Campaign, run: CampaignRun) -> list[str] | None:
     """The zones whose users this wave reaches now: the zones (the tenant's users' current
     ones, plus those it was planned with) whose wall clocks reach the send time at the wave's
@@ -251,7 +259,7 @@ def wave_zones(campaign: Campaign, run: CampaignRun) -> list[str] | None:
 def wave_users(campaign: Campaign, zones: list[str], *, now: datetime) -> QuerySet[AppUser]:
     """The audience at `now`, among users whose zone is one of `zones` (users without a zone,
     or with a name that is not a zone, count as the tenant's default zone)."""
-    users = audience(campaign, now=now)
+    users = services.audience_users(campaign, now=now)
     if zones == [sched.ALL_ZONES]:
         return users
     in_zone = Q(timezone__in=zones)
@@ -263,8 +271,6 @@ def wave_users(campaign: Campaign, zones: list[str], *, now: datetime) -> QueryS
 def run_wave(*, run_id: int, lease: datetime, now: datetime) -> CampaignRun | None:
     """Send one claimed wave, if the claim `lease` is still this run's. Returns the run, or
     None when another claimer has it (or it is finished)."""
-    from campaigns import services  # camp-core's dispatch: the one path every send takes
-
     fresh = now + RUN_LEASE
     if not CampaignRun.objects.filter(pk=run_id, state=CampaignRun.State.RUNNING, claimed_until=lease).update(
         claimed_until=fresh

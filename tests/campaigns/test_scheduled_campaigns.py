@@ -6,8 +6,6 @@ services) is replaced here by a recorder that writes the same per-user ledger ro
 tests see exactly which users each wave handed over. tests/campaigns/test_schedule_sends.py
 goes end to end through the real dispatch and the FCM sandbox."""
 
-import importlib
-import sys
 import threading
 import types
 from datetime import date, time, timedelta
@@ -18,7 +16,7 @@ from django.db import connection, connections
 
 from audiences.models import Segment
 from audiences.rules import parse
-from campaigns import scheduler
+from campaigns import scheduler, services
 from campaigns.models import Campaign, CampaignRecipient, CampaignRun
 from tests.campaigns.scheduling import beat_at, make_campaign, make_user, reached, utc, waves_of
 
@@ -59,13 +57,7 @@ class Recorder:
 @pytest.fixture
 def dispatched(monkeypatch, immediate_tasks):
     recorder = Recorder()
-    try:
-        services = importlib.import_module("campaigns.services")
-    except ImportError:  # before camp-core's services exist
-        services = types.ModuleType("campaigns.services")
-        monkeypatch.setitem(sys.modules, "campaigns.services", services)
-        monkeypatch.setattr(sys.modules["campaigns"], "services", services, raising=False)
-    monkeypatch.setattr(services, "dispatch", recorder, raising=False)
+    monkeypatch.setattr(services, "dispatch", recorder)
     return recorder
 
 
