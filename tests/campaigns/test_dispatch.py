@@ -12,7 +12,9 @@ from tests.campaigns.conftest import START, content, make_campaign, make_user
 def test_dispatch_makes_one_campaign_message_for_everyone_it_sends_to(tenant, no_sending):
     campaign = make_campaign(tenant, kind="scheduled", trigger_event="")
     users = [make_user(tenant, f"u{i}") for i in range(3)]
-    result = services.dispatch(campaign=campaign, user_ids=[u.pk for u in users], occurrence="2026-03-02", now=START)
+    result = services.dispatch(
+        campaign=campaign, user_ids=[u.pk for u in users], occurrence="2026-03-02", now=START
+    )
     assert result.sent == 3 and result.skipped == {}
     message = result.message
     assert message.source == Message.Source.CAMPAIGN and message.audience == "recipients"
@@ -41,7 +43,10 @@ def test_dispatch_skips_users_in_their_cooldown_and_without_a_device(tenant, no_
     deviceless = make_user(tenant, "deviceless", devices=0)
     services.dispatch(campaign=campaign, user_ids=[reached.pk], occurrence="a", now=START)
     result = services.dispatch(
-        campaign=campaign, user_ids=[reached.pk, deviceless.pk], occurrence="b", now=START + timedelta(minutes=30)
+        campaign=campaign,
+        user_ids=[reached.pk, deviceless.pk],
+        occurrence="b",
+        now=START + timedelta(minutes=30),
     )
     assert result.sent == 0
     assert result.skipped == {"cooldown": 1, "no_device": 1}
