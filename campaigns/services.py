@@ -430,7 +430,7 @@ def _stage(campaign: Campaign, message: Message, user_ids, occurrence: str | Non
     at = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
         if isinstance(user_ids, QuerySet):
-            users = AppUser.objects.filter(tenant_id=campaign.tenant_id, pk__in=user_ids).values("pk")
+            users = AppUser.objects.filter(tenant_id=campaign.tenant_id, pk__in=user_ids).values("id")
             sql, params = users.query.sql_with_params()
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) SELECT %s, u.id, %s, %s, '', %s, %s, %s "  # noqa: S608
