@@ -160,6 +160,8 @@ def campaign_changed(campaign: Campaign, *, what: str, now: datetime) -> None:
     at once (its next run shows), waves due while it was paused are skipped, an edit
     re-plans the waves not due yet, a paused or archived campaign has no next run."""
     if campaign.kind != Kind.SCHEDULED:
+        if what == "updated":  # no longer scheduled: its waves not due yet go
+            campaign.runs.filter(state=CampaignRun.State.PLANNED, due_at__gt=now).delete()
         return
     if what == "resumed":
         campaign.runs.filter(state=CampaignRun.State.PLANNED, due_at__lte=now).update(
@@ -228,13 +230,13 @@ def release(*, run_id: int, lease: datetime) -> None:
 # --- Sending --------------------------------------------------------------------------------
 
 
-def wave_zones(campaign: Campaign, run: CampaignRun) -> list[str] | None:
+def wave_zones(campaign: Campaign, run: CampaignRun, present: set[str] | None = None) -> list[str] | None:
     """The zones whose users this wave reaches now: the zones (the tenant's users' current
     ones, plus those it was planned with) whose wall clocks reach the send time at the wave's
     instant; ["*"] for a global wave. None when the schedule no longer has this wave (it
-    was edited after the wave was planned)."""
+    was edited after the wave was planned). `present`: the users' zones, if known."""
     schedule = sched.Schedule.of(campaign)
-    if not schedule.occurs_on(run.occurrence):
+    if campaign.kind != Kind.SCHEDULED or not schedule.occurs_on(run.occurrence):
         return None
     default = _default_zone(campaign)
     if not _is_local(campaign):
@@ -244,7 +246,7 @@ def wave_zones(campaign: Campaign, run: CampaignRun) -> list[str] | None:
         return [sched.ALL_ZONES] if planned and planned[0].due_at == run.due_at else None
     if sched.ALL_ZONES in run.zones:
         return None
-    current = user_zones(campaign.tenant)[0]
+    current = user_zones(campaign.tenant)[0] if present is None else present
     was = {z for z in run.zones if sched.zone_info(z) is not None}
     matching = {
         name
@@ -256,15 +258,18 @@ def wave_zones(campaign: Campaign, run: CampaignRun) -> list[str] | None:
     return sorted(matching)
 
 
-def wave_users(campaign: Campaign, zones: list[str], *, now: datetime) -> QuerySet[AppUser]:
+def wave_users(
+    campaign: Campaign, zones: list[str], *, now: datetime, unknown: set[str] | None = None
+) -> QuerySet[AppUser]:
     """The audience at `now`, among users whose zone is one of `zones` (users without a zone,
-    or with a name that is not a zone, count as the tenant's default zone)."""
+    or with a name that is not a zone — `unknown`, if known — count as the tenant's zone)."""
     users = services.audience_users(campaign, now=now)
     if zones == [sched.ALL_ZONES]:
         return users
     in_zone = Q(timezone__in=zones)
     if _default_zone(campaign) in zones:
-        in_zone |= Q(timezone="") | Q(timezone__in=user_zones(campaign.tenant)[1])
+        unknown = user_zones(campaign.tenant)[1] if unknown is None else unknown
+        in_zone |= Q(timezone="") | Q(timezone__in=unknown)
     return users.filter(in_zone)
 
 
@@ -281,10 +286,11 @@ def run_wave(*, run_id: int, lease: datetime, now: datetime) -> CampaignRun | No
     if campaign.status != Status.ACTIVE:
         reason = "archived" if campaign.status == Status.ARCHIVED else "paused"
         return _finish(run, fresh, now=now, state=CampaignRun.State.SKIPPED, skip_reason=reason)
-    zones = wave_zones(campaign, run)
+    present, unknown = user_zones(campaign.tenant) if _is_local(campaign) else (set(), set())
+    zones = wave_zones(campaign, run, present)
     if zones is None:
         return _finish(run, fresh, now=now, state=CampaignRun.State.SKIPPED, skip_reason="rescheduled")
-    users = wave_users(campaign, zones, now=now).values_list("id", flat=True)
+    users = wave_users(campaign, zones, now=now, unknown=unknown).values_list("id", flat=True)
     result = services.dispatch(
         campaign=campaign, user_ids=users, occurrence=run.occurrence.isoformat(), now=now, run=run
     )

@@ -585,3 +585,14 @@ def test_editing_the_send_time_replans_the_waves_not_due_yet(
     beat_at(utc(2027, 1, 5, 18, 30))
     assert [c["occurrence"] for c in dispatched.calls] == ["2027-01-05"]
     assert CampaignRun.objects.get(campaign=campaign, due_at=utc(2027, 1, 5, 18, 30)).version == 2
+
+
+def test_a_wave_planned_before_the_campaign_stopped_being_scheduled_is_not_sent(tenant, dispatched):
+    make_user(tenant, "u1")
+    campaign = make_campaign(tenant, zone_mode="global", zone="UTC", activated_at=TUE)
+    scheduler.plan_campaign(campaign, now=TUE)
+    Campaign.objects.filter(pk=campaign.pk).update(kind="triggered", trigger_event="purchase")
+    beat_at(utc(2027, 1, 5, 9))
+    run = CampaignRun.objects.get(campaign=campaign)
+    assert (run.state, run.skip_reason) == ("skipped", "rescheduled")
+    assert dispatched.calls == []
