@@ -130,6 +130,26 @@ def generate(tenant, users: int) -> None:
         cursor.execute("ANALYZE devices_appuser; ANALYZE devices_device")
 
 
+def floor_seconds(tenant) -> float:
+    """The yardstick: one statement writing one indexed row per user (INSERT … SELECT … ON
+    CONFLICT DO NOTHING into a fresh table keyed by user), the least a send to every user
+    can cost; dispatch writes several rows per user and checks its limits besides."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_floor")
+        cursor.execute("CREATE TABLE bench_floor (user_id bigint PRIMARY KEY, at timestamptz NOT NULL)")
+        start = time.perf_counter()
+        cursor.execute(
+            "INSERT INTO bench_floor SELECT id, now() FROM devices_appuser WHERE tenant_id = %s "
+            "ON CONFLICT DO NOTHING",
+            [tenant.pk],
+        )
+        seconds = time.perf_counter() - start
+        cursor.execute("DROP TABLE bench_floor")
+    return seconds
+
+
 def run_waves(campaign, occurrence, *, fan_out: bool, label: str) -> list[dict]:
     """Claim and run each planned wave of `occurrence` at its instant; [{due_at, zones, users, …}]."""
     from campaigns import scheduler
@@ -247,6 +267,8 @@ def main() -> None:
         waves = CampaignRun.objects.filter(campaign=campaign).count()
         print(f"\nPlanned the 5 Jan occurrence: {waves} waves in {plan_seconds * 1000:.0f} ms")
 
+        floors = [floor_seconds(tenant)]
+        print(f"\nYardstick (one indexed row per user, one statement): {floors[0]:.1f} s")
         print("\nWaves (claim + audience ∩ zones + dispatch, at each wave's instant):")
         t = time.perf_counter()
         rows = run_waves(campaign, occurrence, fan_out=args.fan_out, label="wave")
@@ -261,6 +283,12 @@ def main() -> None:
             f"({sent / dispatch_seconds:,.0f} users/s), wall {total:.1f} s; "
             f"largest wave {big['users']:,} users in {big['seconds']:.1f} s; "
             f"median wave {statistics.median(r['seconds'] for r in rows):.2f} s"
+        )
+        floors.append(floor_seconds(tenant))
+        floor = statistics.median(floors)
+        print(
+            f"yardstick again: {floors[1]:.1f} s; dispatching every wave took "
+            f"{dispatch_seconds / floor:.1f}x the yardstick's median ({floor:.1f} s)"
         )
         if args.fan_out:
             fanned = sum(r["fan_out"] for r in rows)
