@@ -430,12 +430,22 @@ def _stage(campaign: Campaign, message: Message, user_ids, occurrence: str | Non
     at = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
         if isinstance(user_ids, QuerySet):
-            users = AppUser.objects.filter(tenant_id=campaign.tenant_id, pk__in=user_ids).values("id")
+            users = AppUser.objects.filter(pk__in=user_ids).values("pk")
             sql, params = users.query.sql_with_params()
+            appuser = _table(AppUser)
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) SELECT %s, u.id, %s, %s, '', %s, %s, %s "  # noqa: S608
-                f"FROM ({sql}) u WHERE true ON CONFLICT DO NOTHING",
-                [campaign.pk, occurrence, PENDING, campaign.version, message.pk, at, *params],
+                f"FROM {appuser} u WHERE u.tenant_id = %s AND u.id IN ({sql}) ON CONFLICT DO NOTHING",
+                [
+                    campaign.pk,
+                    occurrence,
+                    PENDING,
+                    campaign.version,
+                    message.pk,
+                    at,
+                    campaign.tenant_id,
+                    *params,
+                ],
             )
             return
         rows = list(user_ids) if occurrence is None else [(pk, occurrence) for pk in user_ids]

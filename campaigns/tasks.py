@@ -18,6 +18,8 @@ from django.utils import timezone
 from campaigns import scheduler, services, triggers
 from campaigns.signals import campaign_changed
 from devices.signals import event_recorded
+from messaging import services as messaging
+from messaging.models import Message
 from messaging.signals import beat
 
 log = logging.getLogger("herald.campaigns")
@@ -28,10 +30,22 @@ def match_events_task(tenant_id: int) -> int:
     """Match the tenant's new events, fire what is due now, and queue the next due ones."""
     matched = triggers.match_events(tenant_id=tenant_id)
     if matched:
-        triggers.fire_due()
+        made: list[int] = []
+        triggers.fire_due(messages=made)
         if (soonest := triggers.next_due(tenant_id=tenant_id)) is not None:
             queue_fire(soonest)
+        send_now(made)
     return matched
+
+
+def send_now(message_ids: list[int]) -> None:
+    """Fan out and send small trigger sends here, not three queue hops later: a zero-delay
+    trigger's push leaves with the task that matched it. The tasks their creation queued
+    find the work done (fan-out and claims are idempotent); big sends stay on the queue."""
+    for message_id in message_ids:
+        messaging.fan_out(message_id=message_id)
+        if Message.objects.filter(pk=message_id, targeted_count__lte=settings.FANOUT_CHUNK_SIZE).exists():
+            messaging.send_deliveries(message_id=message_id)
 
 
 @task()
@@ -111,6 +125,7 @@ def _beat(sender, *, now, **kwargs) -> None:
     triggers.match_everywhere()
     triggers.fire_due()
     services.send_deferred(now=timezone.now())
+    triggers.forget_done(now=timezone.now())
 
 
 # --- Scheduled campaigns ----------------------------------------------------------------

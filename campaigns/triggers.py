@@ -174,8 +174,15 @@ def next_due(*, tenant_id: int | None = None) -> datetime | None:
     return triggers.order_by("due_at").values_list("due_at", flat=True).first()
 
 
-def fire_due(*, now: datetime | None = None, batch: int | None = None, max_batches: int = 100) -> int:
-    """Claim and fire due triggers, a batch at a time. Returns how many were processed."""
+def fire_due(
+    *,
+    now: datetime | None = None,
+    batch: int | None = None,
+    max_batches: int = 100,
+    messages: list | None = None,
+) -> int:
+    """Claim and fire due triggers, a batch at a time. Returns how many were processed;
+    the ids of the messages made are appended to `messages` when given."""
     batch = batch or settings.CAMPAIGN_TRIGGER_BATCH
     done = 0
     for _ in range(max_batches):
@@ -188,7 +195,9 @@ def fire_due(*, now: datetime | None = None, batch: int | None = None, max_batch
         for trigger in triggers:
             by_campaign[trigger.campaign_id].append(trigger)
         for campaign_id, group in by_campaign.items():
-            _fire(campaign_id, group, token=token, now=moment)
+            message_id = _fire(campaign_id, group, token=token, now=moment)
+            if message_id is not None and messages is not None:
+                messages.append(message_id)
         done += len(triggers)
     return done
 
@@ -208,7 +217,9 @@ def _claim(now: datetime, batch: int) -> tuple[str, list[PendingTrigger]] | None
     return token, list(PendingTrigger.objects.filter(claim=token, state=PendingTrigger.State.PENDING))
 
 
-def _fire(campaign_id: int, triggers: list[PendingTrigger], *, token: str, now: datetime) -> None:
+def _fire(campaign_id: int, triggers: list[PendingTrigger], *, token: str, now: datetime) -> int | None:
+    """Fire one campaign's share of a claimed batch; the id of the message it made, if any."""
+    message_id = None
     with transaction.atomic():
         campaign = Campaign.objects.select_related("tenant").get(pk=campaign_id)
         rows = [(t.pk, t.user_id, t.event_id) for t in triggers]
@@ -245,17 +256,19 @@ def _fire(campaign_id: int, triggers: list[PendingTrigger], *, token: str, now: 
                 )
                 live = [r for r in live if r[1] in members]
             if live:
-                services.dispatch(
+                result = services.dispatch(
                     campaign=campaign,
                     user_ids=_one_per_user(live),
                     occurrence=None,
                     now=now,
                 )
+                message_id = result.message.pk if result.message is not None else None
                 # A user's other triggers in this batch: the cooldown (at least 5 minutes) holds them.
                 services.skip_triggers(campaign, live, SkipReason.COOLDOWN, now)
         PendingTrigger.objects.filter(pk__in=ids, claim=token).update(
             state=PendingTrigger.State.DONE, claim="", claimed_until=None
         )
+    return message_id
 
 
 def _one_per_user(rows) -> list[tuple[int, str]]:
@@ -264,3 +277,11 @@ def _one_per_user(rows) -> list[tuple[int, str]]:
     for pk, user_id, event_id in sorted(rows, key=lambda r: r[0]):
         first.setdefault(user_id, services.trigger_occurrence(pk, event_id))
     return list(first.items())
+
+
+def forget_done(*, now: datetime, keep: timedelta = timedelta(days=2), limit: int = 5000) -> int:
+    """Delete fired triggers older than `keep` (their ledger rows stay), a batch per call.
+    Kept that long, a re-read of their events (the settle window, the beat) finds them."""
+    old = PendingTrigger.objects.filter(state=PendingTrigger.State.DONE, due_at__lt=now - keep)
+    ids = list(old.values_list("pk", flat=True)[:limit])
+    return PendingTrigger.objects.filter(pk__in=ids).delete()[0] if ids else 0

@@ -66,3 +66,21 @@ def test_rotation_gives_a_user_the_next_variant_each_time(tenant, no_sending):
         delivery = Delivery.objects.get(message=result.message)
         titles.append("ABC"[delivery.variant])
     assert titles == ["A", "B", "C", "A", "B"]
+
+
+def test_dispatch_takes_a_queryset_of_users_and_stays_in_the_campaigns_tenant(tenant, no_sending):
+    from devices.models import AppUser
+    from tenants.models import Tenant
+
+    campaign = make_campaign(tenant, kind="scheduled", trigger_event="")
+    for i in range(4):
+        make_user(tenant, f"u{i}")
+    other = Tenant.objects.create(name="Other", tenant_id="other")
+    make_user(other, "stranger")
+
+    result = services.dispatch(
+        campaign=campaign, user_ids=AppUser.objects.all(), occurrence="2026-03-02", now=START
+    )
+
+    assert result.sent == 4
+    assert not CampaignRecipient.objects.filter(user__tenant=other).exists()

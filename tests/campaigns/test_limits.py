@@ -160,3 +160,16 @@ def test_the_message_page_says_how_many_devices_the_cap_and_the_quiet_hours_held
 
     assert "2 devices sent when the quiet hours ended" in held
     assert "2 devices not sent: their users had their marketing pushes for the day" in over
+
+
+def test_quiet_hours_need_both_ends_and_two_different_times(tenant):
+    from django.core.exceptions import ValidationError
+
+    tenant.quiet_hours_start = time(22, 0)
+    with pytest.raises(ValidationError, match="both ends"):
+        tenant.full_clean()
+    tenant.quiet_hours_end = time(22, 0)
+    with pytest.raises(ValidationError, match="another time"):
+        tenant.full_clean()
+    tenant.quiet_hours_end = time(8, 0)
+    tenant.full_clean()

@@ -52,7 +52,7 @@ def test_a_worker_killed_mid_batch_of_triggers_loses_no_send_and_doubles_none(
 
     worker = start_worker(env)
     try:
-        workers.wait_for(lambda: CampaignSend.objects.count() >= 3, timeout=60, what="some campaign sends")
+        workers.wait_for(lambda: CampaignSend.objects.count() >= 3, timeout=120, what="some campaign sends")
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
     finally:
@@ -72,10 +72,10 @@ def test_a_worker_killed_mid_batch_of_triggers_loses_no_send_and_doubles_none(
                 Delivery.objects.count() >= total
                 and not PendingTrigger.objects.exclude(state="done").exists()
             ),
-            timeout=120,
+            timeout=240,
             what="every trigger's delivery",
         )
-        workers.wait_for(lambda: SandboxMessage.objects.count() >= total, timeout=60, what="the pushes")
+        workers.wait_for(lambda: SandboxMessage.objects.count() >= total, timeout=120, what="the pushes")
     finally:
         stop(replacement)
 

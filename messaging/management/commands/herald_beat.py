@@ -9,6 +9,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from devices.tasks import deactivate_stale_devices_task
+from messaging.limits import prune_ledger
 from messaging.services import recover_stalled
 from messaging.signals import beat
 from messaging.tasks import apply_retention_task
@@ -41,6 +42,7 @@ class Command(BaseCommand):
             if last_hygiene is None or timezone.now() - last_hygiene > timedelta(days=1):
                 deactivate_stale_devices_task.enqueue()
                 apply_retention_task.enqueue()
+                prune_ledger()  # the frequency cap's counters of days that ended everywhere
                 last_hygiene = timezone.now()
             beat.send(sender=self.__class__, now=timezone.now())
             if once:
