@@ -146,6 +146,10 @@ class Campaign(models.Model):
     )
     # When the next occurrence's first send is due (its earliest wave): the list and the beat.
     next_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the scheduler last planned this campaign's waves (null: plan at the next beat, as
+    # after activation or a schedule edit). It re-plans every few minutes, to give zones
+    # users have moved to since a wave of their own.
+    planned_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -284,6 +288,11 @@ class CampaignRun(models.Model):
         DONE = "done", "Done"
         SKIPPED = "skipped", "Skipped (paused or archived when due)"
 
+    class SkipReason(models.TextChoices):
+        PAUSED = "paused", "The campaign was paused when the wave was due"
+        ARCHIVED = "archived", "The campaign was archived when the wave was due"
+        RESCHEDULED = "rescheduled", "The schedule changed: no longer a wave of it"
+
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
     occurrence = models.DateField(help_text="The occurrence's local date.")
     due_at = models.DateTimeField()
@@ -291,6 +300,7 @@ class CampaignRun(models.Model):
         default=list, help_text="IANA zones in this wave; users without one use the default."
     )
     state = models.CharField(max_length=8, choices=State.choices, default=State.PLANNED)
+    skip_reason = models.CharField(max_length=12, choices=SkipReason.choices, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(null=True, blank=True)
     recipients = models.PositiveIntegerField(default=0)

@@ -1,20 +1,21 @@
 """Campaign background work, through Django's tasks API (thin calls into services).
 
 The one place campaign work is queued: after an event a trigger may match (the debounced
-`match_events` task), when delayed triggers fall due, and on every `herald_beat` pass.
+`match_events` task), when delayed triggers fall due, when a scheduled campaign's wave is
+due, and on every `herald_beat` pass.
 """
 
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.dispatch import receiver
 from django.tasks import task
 from django.utils import timezone
 
-from campaigns import services, triggers
+from campaigns import scheduler, services, triggers
 from campaigns.signals import campaign_changed
 from devices.signals import event_recorded
 from messaging import services as messaging
@@ -129,3 +130,50 @@ def _beat(sender, *, now, **kwargs) -> None:
     triggers.fire_due()
     services.send_deferred(now=timezone.now())
     triggers.forget_done(now=timezone.now())
+
+
+# --- Scheduled campaigns ----------------------------------------------------------------
+
+
+@task()
+def run_campaign_wave(run_id: int, lease: str) -> None:
+    """Send one wave of a scheduled campaign that herald_beat claimed until `lease`."""
+    scheduler.run_wave(run_id=run_id, lease=datetime.fromisoformat(lease), now=timezone.now())
+
+
+@task()
+def run_scheduled_campaigns() -> dict:
+    """One pass of the scheduled-campaign engine (herald_beat runs it on every beat)."""
+    return scheduled_campaigns_pass(now=timezone.now())
+
+
+def scheduled_campaigns_pass(*, now: datetime) -> dict:
+    """Plan waves, skip those of paused campaigns, claim the due ones and queue a task for
+    each claim. Light work (the sends happen in the tasks), safe to run in two beats."""
+    counts = {
+        "planned": scheduler.plan_due_campaigns(now=now),
+        "skipped": scheduler.skip_inactive_runs(now=now),
+        "queued": 0,
+    }
+    for run_id, lease in scheduler.claim_due_runs(now=now):
+        try:
+            run_campaign_wave.enqueue(run_id, lease.isoformat())
+        except Exception:
+            # The queue is down: give the claim back for the next beat.
+            log.exception("could not queue wave %s", run_id)
+            scheduler.release(run_id=run_id, lease=lease)
+        else:
+            counts["queued"] += 1
+    return counts
+
+
+@receiver(beat, dispatch_uid="herald-campaigns-scheduled-beat")
+def run_scheduled_campaigns_on_beat(sender, now, **kwargs) -> None:
+    # herald_beat's other work must go on whatever goes wrong here.
+    try:
+        counts = scheduled_campaigns_pass(now=now)
+    except Exception:
+        log.exception("scheduled campaigns pass failed")
+        return
+    if any(counts.values()):
+        log.info("scheduled campaigns %s", counts)
