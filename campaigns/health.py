@@ -183,29 +183,23 @@ def tenant_median_open_rate(tenant, *, now=None) -> float | None:
 
 
 def inputs_for(campaign, *, stats: dict | None = None, now=None) -> HealthInputs:
+    """The score's figures for a campaign, from services.campaign_stats and the users reached."""
     from campaigns import services
-    from campaigns.models import CampaignRecipient, CampaignSend
+    from campaigns.models import CampaignRecipient
     from devices.models import AppUser
-    from messaging.models import Message
 
     now = now or timezone.now()
     stats = stats if stats is not None else services.campaign_stats(campaign)
-    totals = Message.objects.filter(
-        pk__in=CampaignSend.objects.filter(campaign=campaign).values("message_id")
-    ).values_list("sent_count", "failed_count", "opened_count")
-    delivered = failed = opened = 0
-    for s, f, o in totals:
-        delivered, failed, opened = delivered + s, failed + f, opened + o
     reached = CampaignRecipient.objects.filter(campaign=campaign, state=CampaignRecipient.State.SENT)
     active = AppUser.objects.filter(
         pk__in=reached.values("user_id"), last_seen_at__gte=now - ACTIVE_WINDOW
     ).count()
     return HealthInputs(
-        sent=int(stats.get("sent") or 0),
-        delivered=delivered,
-        failed=failed,
-        opened=opened,
-        skipped=sum(int(v) for v in (stats.get("skipped") or {}).values()),
+        sent=int(stats.get("users_sent") or 0),
+        delivered=int(stats.get("sent") or 0),
+        failed=int(stats.get("failed") or 0),
+        opened=int(stats.get("opened") or 0),
+        skipped=int(stats.get("users_skipped") or 0),
         active_recipients=active,
         tenant_median_open_rate=tenant_median_open_rate(campaign.tenant, now=now),
     )

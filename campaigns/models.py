@@ -146,10 +146,18 @@ class Campaign(models.Model):
     )
     # When the next occurrence's first send is due (its earliest wave): the list and the beat.
     next_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the scheduler last planned this campaign's waves (null: plan at the next beat, as
+    # after activation or a schedule edit). It re-plans every few minutes, to give zones
+    # users have moved to since a wave of their own.
+    planned_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
     activated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When it last became active (activated or resumed): events before it trigger nothing.
+    live_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # Why it was last paused or archived, when the system did it ("The tenant was deactivated.").
+    status_reason = models.CharField(max_length=200, blank=True, editable=False)
     paused_at = models.DateTimeField(null=True, blank=True, editable=False)
     archived_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
@@ -243,6 +251,7 @@ class PendingTrigger(models.Model):
     due_at = models.DateTimeField()
     state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    claim = models.CharField(max_length=32, blank=True, help_text="The claiming worker's token.")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -279,6 +288,11 @@ class CampaignRun(models.Model):
         DONE = "done", "Done"
         SKIPPED = "skipped", "Skipped (paused or archived when due)"
 
+    class SkipReason(models.TextChoices):
+        PAUSED = "paused", "The campaign was paused when the wave was due"
+        ARCHIVED = "archived", "The campaign was archived when the wave was due"
+        RESCHEDULED = "rescheduled", "The schedule changed: no longer a wave of it"
+
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
     occurrence = models.DateField(help_text="The occurrence's local date.")
     due_at = models.DateTimeField()
@@ -286,6 +300,7 @@ class CampaignRun(models.Model):
         default=list, help_text="IANA zones in this wave; users without one use the default."
     )
     state = models.CharField(max_length=8, choices=State.choices, default=State.PLANNED)
+    skip_reason = models.CharField(max_length=12, choices=SkipReason.choices, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(null=True, blank=True)
     recipients = models.PositiveIntegerField(default=0)
@@ -350,3 +365,26 @@ class CampaignRecipient(models.Model):
 
     def __str__(self) -> str:
         return f"{self.campaign_id} {self.occurrence} user {self.user_id}: {self.state}"
+
+
+class CampaignLastSend(models.Model):
+    """When a campaign last reached a user, and with which variant: the cooldown and rotation.
+
+    One row per campaign and user, moved on by a conditional upsert (`... ON CONFLICT DO
+    UPDATE ... WHERE sent_at <= cooldown's start`), so two workers sending the same
+    campaign to the same user at once serialize on the row and the second finds it in its
+    cooldown: race-proof on PostgreSQL, where reading the latest CampaignRecipient row is not."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(AppUser, on_delete=models.CASCADE, related_name="+")
+    sent_at = models.DateTimeField()
+    variant = models.PositiveSmallIntegerField(default=0)
+    sends = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "user"], name="campaign_last_send_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id} → user {self.user_id} at {self.sent_at:%Y-%m-%d %H:%M}"

@@ -636,17 +636,52 @@ class CampaignSerializer(serializers.ModelSerializer):
         return campaign.content
 
 
-class CampaignStatsSerializer(serializers.Serializer):
-    sent = serializers.IntegerField(help_text="Users the campaign's sends went to.")
-    opened = serializers.IntegerField()
+class VariantStatsSerializer(serializers.Serializer):
+    variant = serializers.IntegerField(allow_null=True, help_text="0 is the first variant (A).")
+    sent = serializers.IntegerField()
     failed = serializers.IntegerField()
+    opened = serializers.IntegerField()
+
+
+class RunStatsSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    occurrence = serializers.DateField(help_text="The occurrence's local date.")
+    due_at = serializers.DateTimeField()
+    state = serializers.CharField()
+    zones = serializers.ListField(child=serializers.CharField())
+    recipients = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+
+
+class HealthPartSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="delivery, opens, active or skips.")
+    points = serializers.FloatField()
+    max = serializers.IntegerField()
+    ok = serializers.BooleanField()
+    text = serializers.CharField(help_text='e.g. "Open rate 2.1 % is below the tenant\'s median 4.8 %".')
+
+
+class HealthSerializer(serializers.Serializer):
+    score = serializers.IntegerField(allow_null=True, help_text="0–100; null with too little data.")
+    band = serializers.CharField(help_text="Excellent, Good, Needs work, Critical, or Too little data.")
+    parts = HealthPartSerializer(many=True)
+    summary = serializers.CharField()
+
+
+class CampaignStatsSerializer(serializers.Serializer):
+    users_sent = serializers.IntegerField(help_text="Users the campaign reached.")
+    users_deferred = serializers.IntegerField(help_text="Users waiting for their quiet hours to end.")
+    users_skipped = serializers.IntegerField()
     skipped = serializers.DictField(child=serializers.IntegerField(), help_text="Users skipped, by reason.")
-    deferred = serializers.IntegerField(help_text="Users waiting for their quiet hours to end.")
-    per_variant = serializers.ListField(
-        child=serializers.DictField(), help_text="sent and opened by variant."
-    )
-    runs = serializers.ListField(child=serializers.DictField(), help_text="Scheduled waves, newest first.")
-    health = serializers.DictField(help_text="The health score (README, Campaigns): score, band, parts.")
+    messages = serializers.IntegerField(help_text="Messages (sends) the campaign made.")
+    sent = serializers.IntegerField(help_text="Deliveries FCM accepted.")
+    failed = serializers.IntegerField()
+    opened = serializers.IntegerField()
+    open_rate = serializers.FloatField(allow_null=True)
+    pending_triggers = serializers.IntegerField(help_text="Triggered sends waiting for their delay.")
+    per_variant = VariantStatsSerializer(many=True)
+    per_run = RunStatsSerializer(many=True, help_text="Scheduled waves, by due time.")
+    health = HealthSerializer(help_text="The health score (README, Campaigns): score, band, parts.")
 
 
 def content_variants(campaign: Campaign) -> list[message_content.VariantInput]:

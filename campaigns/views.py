@@ -1,6 +1,6 @@
 """/api/v1/campaigns: server-key CRUD, lifecycle transitions and stats (README, Campaigns)."""
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
@@ -51,13 +51,28 @@ def _checked(request, data: dict) -> dict:
     return fields
 
 
-def _saved(call):
+def _duplicate_name(name: str) -> ApiError:
+    return ApiError(
+        f"A campaign named {name!r} exists already.", code="duplicate_name", status=409, field="name"
+    )
+
+
+def _saved(call, *, name: str = ""):
+    """Run a service; its refusals become 409s. A name taken meanwhile (the unique
+    constraint, after the view's own check) is a 409 too, with nothing stored."""
     try:
-        return call()
-    except services.DuplicateName as exc:
-        raise ApiError(str(exc), code="duplicate_name", status=409, field="name") from None
+        with transaction.atomic():
+            return call()
+    except IntegrityError:
+        raise _duplicate_name(name) from None
     except services.CampaignError as exc:
         raise ApiError(str(exc), code="illegal_transition", status=409) from None
+
+
+def _check_name_free(tenant, name: str, *, other_than: int | None = None) -> None:
+    taken = Campaign.objects.filter(tenant=tenant, name=name).exclude(pk=other_than)
+    if taken.exists():
+        raise _duplicate_name(name)
 
 
 def _campaign(request, pk) -> Campaign:
@@ -98,9 +113,14 @@ class CampaignListView(ServerEndpoint, generics.ListAPIView):
         tags=["campaigns"],
     )
     def post(self, request):
+        tenant = request.auth.tenant
         fields = _checked(request, body_object(request))
+        _check_name_free(tenant, fields["name"])
         with transaction.atomic():
-            campaign = _saved(lambda: services.create_campaign(tenant=request.auth.tenant, fields=fields))
+            campaign = _saved(
+                lambda: services.create_campaign(tenant=tenant, fields=fields),
+                name=fields["name"],
+            )
             answer = CampaignSerializer(campaign).data
         return Response(answer, status=status.HTTP_201_CREATED)
 
@@ -138,8 +158,12 @@ class CampaignDetailView(ServerEndpoint, APIView):
                 field="kind",
             )
         fields = _checked(request, merged_input(campaign, patch))
+        _check_name_free(campaign.tenant, fields["name"], other_than=campaign.pk)
         with transaction.atomic():
-            campaign = _saved(lambda: services.update_campaign(campaign=campaign, fields=fields))
+            campaign = _saved(
+                lambda: services.update_campaign(campaign=campaign, fields=fields),
+                name=fields["name"],
+            )
             answer = CampaignSerializer(campaign).data
         return Response(answer)
 
@@ -213,12 +237,28 @@ def stats_of(campaign: Campaign) -> dict:
     """services.campaign_stats in the API's shape, with the health score beside it."""
     stats = services.campaign_stats(campaign)
     return {
-        "sent": int(stats.get("sent") or 0),
-        "opened": int(stats.get("opened") or 0),
-        "failed": int(stats.get("failed") or 0),
+        "users_sent": int(stats.get("users_sent") or 0),
+        "users_deferred": int(stats.get("users_deferred") or 0),
+        "users_skipped": int(stats.get("users_skipped") or 0),
         "skipped": {str(k): int(v) for k, v in (stats.get("skipped") or {}).items()},
-        "deferred": int(stats.get("deferred") or 0),
-        "per_variant": list(stats.get("per_variant") or []),
-        "runs": list(stats.get("runs") or []),
+        "messages": int(stats.get("messages") or 0),
+        "sent": int(stats.get("sent") or 0),
+        "failed": int(stats.get("failed") or 0),
+        "opened": int(stats.get("opened") or 0),
+        "open_rate": stats.get("open_rate"),
+        "pending_triggers": int(stats.get("pending_triggers") or 0),
+        "per_variant": [
+            {k: row.get(k) or 0 for k in ("variant", "sent", "failed", "opened")}
+            for row in stats.get("per_variant") or []
+        ],
+        "per_run": [
+            {
+                **run,
+                "due_at": run["due_at"].isoformat()
+                if hasattr(run.get("due_at"), "isoformat")
+                else run.get("due_at"),
+            }
+            for run in stats.get("per_run") or []
+        ],
         "health": health.score_campaign(campaign, stats=stats).as_dict(),
     }

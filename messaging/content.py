@@ -109,11 +109,15 @@ class ContentPlan:
     def assign(self, rows, *, phase: str = "all") -> list[tuple[int, int, str]]:
         """(device_id, variant, language) for the rows (device_id, user_id, user_language)
         that this phase sends to: "all" (no A/B test), "test" (the test group, its variants
-        split evenly) or "rest" (everyone else, the winner)."""
+        split evenly) or "rest" (everyone else, the winner). A row may carry a fourth value,
+        the variant a "recipients" message lists for the user (a campaign's rotation), which
+        wins when not None."""
         message_id, count = self.message.pk, self.message.variant_count
         out = []
-        for device_id, user_id, user_language in rows:
-            if phase == "all":
+        for device_id, user_id, user_language, *listed in rows:
+            if listed and listed[0] is not None and listed[0] < count:
+                variant = listed[0]
+            elif phase == "all":
                 variant = variant_for(message_id, user_id, count)
             else:
                 tested = in_test_group(message_id, user_id, self.ab_test.test_percent)

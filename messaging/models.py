@@ -87,6 +87,8 @@ class Audience(models.TextChoices):
     CONDITION = "condition", "FCM condition"
     SEGMENT = "segment", "A saved segment"
     RULES = "rules", "Ad-hoc segment rules"
+    # The users listed in MessageRecipient rows (a campaign's send), each with its variant.
+    RECIPIENTS = "recipients", "Listed users (a campaign send)"
 
 
 class VariantMode(models.TextChoices):
@@ -128,6 +130,7 @@ class Message(models.Model):
         DEVELOPER_PUSH = "developer_push", "POST /developer/push"
         ADMIN = "admin", "Admin"
         COMMAND = "command", "manage.py send_push"
+        CAMPAIGN = "campaign", "Campaign"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="messages")
     title = models.CharField(max_length=200)
@@ -180,6 +183,12 @@ class Message(models.Model):
     opened_count = models.PositiveIntegerField(default=0)
 
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
+    # Transactional pushes (an order shipped, a receipt: /developer/push, API messages that
+    # say so) are exempt from the tenant's marketing frequency cap and quiet hours.
+    transactional = models.BooleanField(default=False)
+    # Devices the marketing limits kept from this message, by reason: {"frequency_cap": n,
+    # "quiet_hours_deferred": n} (deferred devices are sent when the quiet hours end).
+    skipped = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     # NULL, not "", when absent: the unique constraint must ignore messages without a key.
     idempotency_key = models.CharField(max_length=300, null=True, blank=True)  # noqa: DJ001
@@ -399,3 +408,62 @@ class AbTest(models.Model):
 
     def __str__(self) -> str:
         return f"A/B test of message {self.message_id}"
+
+
+class MessageRecipient(models.Model):
+    """A user a message of the "recipients" audience goes to (a campaign's send), and the
+    variant that user gets (NULL: the message's own split or A/B test decides)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="recipients")
+    user = models.ForeignKey("devices.AppUser", on_delete=models.CASCADE, related_name="+")
+    variant = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user"], name="message_recipient_unique"),
+            models.CheckConstraint(
+                condition=Q(variant__lt=MAX_VARIANTS), name="message_recipient_variant_0_4"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} → user {self.user_id}"
+
+
+class MarketingDay(models.Model):
+    """How many marketing pushes a user was given on one local day: the frequency cap's counter.
+
+    One row per user and day, raised by a conditional upsert (`messaging.limits`), so two
+    workers granting the last slot at once cannot both get it."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey("devices.AppUser", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField(help_text="The user's local date.")
+    count = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "day"], name="marketing_day_unique"),
+        ]
+        indexes = [models.Index(fields=["day"], name="marketing_day_prune_idx")]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} on {self.day}: {self.count}"
+
+
+class MarketingPush(models.Model):
+    """One marketing message counted against a user's day: a message counts once per user,
+    however many of the user's devices or fan-out chunks it reaches."""
+
+    user = models.ForeignKey("devices.AppUser", on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user"], name="marketing_push_unique"),
+        ]
+        indexes = [models.Index(fields=["day"], name="marketing_push_prune_idx")]
+
+    def __str__(self) -> str:
+        return f"message {self.message_id} counted for user {self.user_id} on {self.day}"

@@ -6,14 +6,14 @@ The dashboard's charts are drawn by `messaging.charts`.
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from audiences import selectors as audience_selectors
 from devices.models import Device, Platform, TokenRotation, hash_token
 from messaging import charts, fcm
-from messaging.models import Audience, Delivery, Message
+from messaging.models import Audience, Delivery, Message, MessageRecipient
 
 
 def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QuerySet[Device]:
@@ -22,8 +22,8 @@ def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QueryS
     A segment's or ad-hoc rules' membership is evaluated at `now` (the send time), in the query.
     """
     devices = Device.objects.targetable().filter(tenant=tenant)
-    if audience in (Audience.TOPIC, Audience.CONDITION):
-        return devices.none()
+    if audience in (Audience.TOPIC, Audience.CONDITION, Audience.RECIPIENTS):
+        return devices.none()  # recipients: see message_devices
     if audience in (Audience.SEGMENT, Audience.RULES):
         rules = (
             params.get("rules")
@@ -47,12 +47,25 @@ def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QueryS
 
 
 def message_devices(message: Message) -> QuerySet[Device]:
+    if message.audience == Audience.RECIPIENTS:
+        # A campaign's send: the devices of the users it lists.
+        listed = MessageRecipient.objects.filter(message_id=message.pk).values("user_id")
+        return Device.objects.targetable().filter(tenant_id=message.tenant_id, user_id__in=listed)
     # Rules are evaluated at the send time, the same in every chunk and in a re-run.
     return audience_devices(
         tenant=message.tenant,
         audience=message.audience,
         params=message.audience_params,
         now=message.started_at,
+    )
+
+
+def listed_variant(message: Message) -> Subquery:
+    """A device's variant as its user's MessageRecipient row says (NULL: the message's split)."""
+    return Subquery(
+        MessageRecipient.objects.filter(message_id=message.pk, user_id=OuterRef("user_id")).values("variant")[
+            :1
+        ]
     )
 
 

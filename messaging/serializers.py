@@ -146,7 +146,10 @@ class OptionsSerializer(StrictSerializer):
 
 
 class AudienceSerializer(StrictSerializer):
-    kind = serializers.ChoiceField(choices=Audience.choices, default=Audience.ALL)
+    # "recipients" is a campaign's own audience, never composed.
+    kind = serializers.ChoiceField(
+        choices=[c for c in Audience.choices if c[0] != Audience.RECIPIENTS], default=Audience.ALL
+    )
     platforms = serializers.ListField(
         child=serializers.ChoiceField(choices=Platform.choices), required=False, max_length=3
     )
@@ -439,6 +442,12 @@ class MessageCreateSerializer(StrictSerializer):
         default=False,
         help_text="Validate every message with FCM (validate_only); deliver none.",
     )
+    transactional = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="A push the user asked for (a receipt, an order shipped): exempt from the tenant's "
+        "marketing frequency cap and quiet hours.",
+    )
     localizations = LocalizationsField(required=False)
     variants = serializers.ListField(
         child=VariantSerializer(),
@@ -504,6 +513,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "schedule_at",
             "ttl_seconds",
             "dry_run",
+            "transactional",
             "counts",
             "open_rate",
             "error",

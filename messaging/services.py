@@ -31,9 +31,9 @@ from django.utils import timezone
 from api import metrics
 from devices.models import Device
 from devices.services import deactivate_devices
-from messaging import content, fcm
+from messaging import content, fcm, limits
 from messaging.models import AbTest, Audience, Delivery, Message, VariantMode, new_tracking_token, zone_of
-from messaging.selectors import audience_size, message_devices
+from messaging.selectors import audience_size, listed_variant, message_devices
 from messaging.signals import deliveries_recorded, message_completed, push_opened
 from tenants.credentials import (
     ADC_ENVIRONMENT_VARIABLE,
@@ -93,6 +93,8 @@ class MessageInput:
     schedule_tz: str | None = None  # the zone schedule_at was written in; from schedule_at when None
     ttl_seconds: int | None = None
     dry_run: bool = False
+    # Exempt from the tenant's marketing frequency cap and quiet hours (messaging.limits).
+    transactional: bool = False
     # Localizations and variants (messaging.content): the fields above are variant 0 in
     # `language` ("" for the tenant's default language).
     language: str = ""
@@ -318,6 +320,7 @@ def send_developer_push(
     tenant in the database, and `create_message` returns the winner's message to the loser.
     """
     spec.audience, spec.audience_params = Audience.USERS, {"app_user_ids": [app_user_id]}
+    spec.transactional = True  # a receipt, an order shipped: never capped or held back
     key = dedupe_idempotency_key(app_user_id=app_user_id, dedupe_key=dedupe_key) if dedupe_key else ""
     if key:
         earlier = Message.objects.filter(
@@ -546,7 +549,14 @@ def fan_out(*, message_id: int) -> None:
             phase = "test" if plan.ab_test.winner is None else "rest"
         chunk = settings.FANOUT_CHUNK_SIZE
         # The user's id and language come in the same query: assigning content costs no query.
-        devices = message_devices(message).order_by("pk").values_list("pk", "user_id", "user__language")
+        devices = message_devices(message).order_by("pk")
+        if message.audience == Audience.RECIPIENTS:  # a campaign's send: each user's listed variant
+            devices = devices.annotate(listed=listed_variant(message))
+            devices = devices.values_list("pk", "user_id", "user__language", "listed")
+        else:
+            devices = devices.values_list("pk", "user_id", "user__language")
+        # Staff marketing messages: the tenant's frequency cap and quiet hours (messaging.limits).
+        limited = limits.is_marketing(message) and limits.applies(message.tenant)
         # The tenant's other messages still sending: each ranks this one's chunks further back.
         rank = (
             Message.objects.filter(tenant_id=message.tenant_id, status=Message.Status.SENDING)
@@ -558,7 +568,15 @@ def fan_out(*, message_id: int) -> None:
             if not assigned:
                 continue
             # Counts only new rows: an interrupted run may have made some of these already.
-            created = _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
+            if limited:
+                created = sum(
+                    _insert_deliveries(message_id=message.pk, assigned=group, now=due)
+                    for due, group in limits.hold_back(message=message, rows=rows, assigned=assigned, now=now)
+                )
+                if not created:
+                    continue
+            else:
+                created = _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
             Message.objects.filter(pk=message.pk).update(targeted_count=F("targeted_count") + created)
             send_due.send(
                 Message,

@@ -60,6 +60,15 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
                 "description": "A daily task deletes rows older than this, in small batches.",
             },
         ),
+        (
+            "Marketing limits",
+            {
+                "fields": ["marketing_daily_cap", "quiet_hours_start", "quiet_hours_end"],
+                "description": "Campaigns and staff messages; transactional pushes (/developer/push, "
+                "API messages flagged transactional) are exempt. Pushes that fall in the quiet "
+                "hours are sent when they end (or dropped, if a campaign says so).",
+            },
+        ),
     ]
     readonly_fields = ["retention_last_run"]
 

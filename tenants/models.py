@@ -59,6 +59,22 @@ class Tenant(models.Model):
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Limits on marketing pushes (campaigns and staff messages; transactional ones are exempt).
+    marketing_daily_cap = models.PositiveSmallIntegerField(
+        "marketing pushes per user per day",
+        null=True,
+        blank=True,
+        help_text="At most this many marketing pushes per user per local day, across campaigns "
+        "and staff messages. Empty: no cap.",
+    )
+    quiet_hours_start = models.TimeField(
+        null=True,
+        blank=True,
+        help_text="No marketing push from this local time (the user's zone, else the tenant's)…",
+    )
+    quiet_hours_end = models.TimeField(
+        null=True, blank=True, help_text="…until this one (22:00 to 08:00 spans midnight)."
+    )
     # Retention: how many days rows are kept. Empty: the RETENTION_*_DAYS setting; 0: forever.
     retention_events_days = models.PositiveIntegerField(
         "keep events (days)",
@@ -87,6 +103,16 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.tenant_id})"
+
+    def clean(self):
+        super().clean()
+        start, end = self.quiet_hours_start, self.quiet_hours_end
+        if (start is None) != (end is None):
+            raise ValidationError({"quiet_hours_end": "Set both ends of the quiet hours, or neither."})
+        if start is not None and start == end:
+            raise ValidationError(
+                {"quiet_hours_end": "The quiet hours must end at another time than they start."}
+            )
 
     def retention_days(self) -> dict[str, int]:
         """Days each kind of row is kept (0: forever), the tenant's own or the defaults."""

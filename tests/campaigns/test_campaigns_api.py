@@ -367,5 +367,5 @@ def test_stats_show_counts_and_a_health_that_says_too_little_data(server):
 
     stats = server.get(f"/api/v1/campaigns/{pk}/stats").json()
 
-    assert stats["sent"] == 0 and stats["skipped"] == {}
+    assert stats["users_sent"] == 0 and stats["skipped"] == {} and stats["per_run"] == []
     assert stats["health"]["score"] is None and stats["health"]["band"] == "Too little data"
