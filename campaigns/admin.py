@@ -114,6 +114,9 @@ class CampaignAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     add_role = change_role = Role.EDITOR
     delete_role = None  # drafts are deleted through the API; campaigns with history are archived
 
+    class Media:
+        css = {"all": ["campaigns/campaigns.css"]}
+
     # --- The list ---------------------------------------------------------------------------
 
     def get_queryset(self, request):
@@ -252,7 +255,7 @@ class CampaignAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             summary=describe(campaign),
             audience=audience_text(campaign),
             stats=stats,
-            open_rate=f"{100 * (stats.get('opened') or 0) / delivered:.1f} %" if delivered else "—",
+            open_rate=f"{100 * (stats.get('opened') or 0) / delivered:.1f} %" if delivered else "",
             health=result,
             health_chip=health_chip(result),
             per_variant=per_variant,
