@@ -161,6 +161,15 @@ def _param_condition(param: dict) -> Q:
     return Q(Compare(ParamNumber(key), op, float(value)))
 
 
+def param_filters(params: list[dict]) -> Q:
+    """Events whose params pass every (parsed) filter, as segment event rules apply them:
+    for a triggered campaign's filters, with the same operators and type rules."""
+    condition = Q()
+    for param in params or []:
+        condition &= _param_condition(param)
+    return condition
+
+
 class IsNull(Func):
     output_field = BooleanField()
 

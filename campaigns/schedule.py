@@ -53,11 +53,14 @@ class Schedule:
 
     @classmethod
     def of(cls, campaign) -> Schedule:
-        """Read the schedule fields of a Campaign (or anything with the same attributes)."""
+        """Read the schedule fields of a Campaign (or anything with the same attributes;
+        a model instance not yet reloaded may still hold ISO strings)."""
+        send_time = getattr(campaign, "send_time", None)
+        send_date = getattr(campaign, "send_date", None)
         return cls(
             kind=getattr(campaign, "schedule_kind", "") or "",
-            send_time=getattr(campaign, "send_time", None),
-            send_date=getattr(campaign, "send_date", None),
+            send_time=time.fromisoformat(send_time) if isinstance(send_time, str) else send_time,
+            send_date=date.fromisoformat(send_date) if isinstance(send_date, str) else send_date,
             weekdays=tuple(sorted({int(d) for d in getattr(campaign, "weekdays", None) or ()})),
             month_days=tuple(sorted({int(d) for d in getattr(campaign, "month_days", None) or ()})),
             zone_mode=getattr(campaign, "zone_mode", "") or GLOBAL,

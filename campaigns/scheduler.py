@@ -32,9 +32,9 @@ from datetime import datetime, timedelta
 from django.db.models import Min, Q, QuerySet
 from django.db.models.functions import Coalesce
 
-from audiences.selectors import users_matching
 from campaigns import schedule as sched
-from campaigns.models import AudienceKind, Campaign, CampaignRun, Kind, Status
+from campaigns import services
+from campaigns.models import Campaign, CampaignRun, Kind, Status
 from devices.models import AppUser
 
 log = logging.getLogger("herald.campaigns")
@@ -79,14 +79,15 @@ def _is_local(campaign: Campaign) -> bool:
 
 def plan_campaign(campaign: Campaign, *, now: datetime) -> int:
     """Create the waves of `campaign`'s occurrences due within PLAN_AHEAD (those not already
-    planned, none due before the campaign was activated or more than LATE_LIMIT ago) and
+    planned, none due before the campaign was activated or resumed, or more than LATE_LIMIT
+    ago) and
     update `next_run_at`. Returns how many waves it added. Idempotent, race-safe."""
     if campaign.kind != Kind.SCHEDULED or campaign.status not in (Status.ACTIVE, Status.PAUSED):
         Campaign.objects.filter(pk=campaign.pk).update(next_run_at=None, planned_at=now)
         return 0
     default = _default_zone(campaign)
     zones = user_zones(campaign.tenant)[0] if _is_local(campaign) else set()
-    lower = max(campaign.activated_at or now, now - LATE_LIMIT)
+    lower = max(campaign.live_since or campaign.activated_at or now, now - LATE_LIMIT)
     # Local dates run from UTC−12 to UTC+14: two days back covers every zone's "today".
     start = (lower - timedelta(days=2)).date()
     rows, upcoming = [], None
@@ -154,6 +155,26 @@ def plan_due_campaigns(*, now: datetime, limit: int = 200) -> int:
     return added
 
 
+def campaign_changed(campaign: Campaign, *, what: str, now: datetime) -> None:
+    """Keep the plan in step with the lifecycle: an activated or resumed campaign is planned
+    at once (its next run shows), waves due while it was paused are skipped, an edit
+    re-plans the waves not due yet, a paused or archived campaign has no next run."""
+    if campaign.kind != Kind.SCHEDULED:
+        if what == "updated":  # no longer scheduled: its waves not due yet go
+            campaign.runs.filter(state=CampaignRun.State.PLANNED, due_at__gt=now).delete()
+        return
+    if what == "resumed":
+        campaign.runs.filter(state=CampaignRun.State.PLANNED, due_at__lte=now).update(
+            state=CampaignRun.State.SKIPPED, skip_reason="paused", finished_at=now
+        )
+    if what == "updated" and campaign.status in (Status.ACTIVE, Status.PAUSED):
+        reschedule(campaign, now=now)
+    elif what in ("activated", "resumed"):
+        plan_campaign(campaign, now=now)
+    elif what in ("paused", "archived"):
+        _set_next_run(campaign)
+
+
 def reschedule(campaign: Campaign, *, now: datetime) -> int:
     """After an edit of the schedule (or activation): drop the waves planned for the old
     schedule that are not due yet, and plan the new one. Returns the waves added."""
@@ -209,24 +230,13 @@ def release(*, run_id: int, lease: datetime) -> None:
 # --- Sending --------------------------------------------------------------------------------
 
 
-def audience(campaign: Campaign, *, now: datetime) -> QuerySet[AppUser]:
-    """The users the campaign's audience matches at `now`."""
-    if campaign.audience == AudienceKind.SEGMENT:
-        if campaign.segment is None:
-            return AppUser.objects.none()
-        return users_matching(campaign.tenant, campaign.segment.rules, now)
-    if campaign.audience == AudienceKind.RULES:
-        return users_matching(campaign.tenant, campaign.rules, now)
-    return AppUser.objects.filter(tenant=campaign.tenant)
-
-
-def wave_zones(campaign: Campaign, run: CampaignRun) -> list[str] | None:
+def wave_zones(campaign: Campaign, run: CampaignRun, present: set[str] | None = None) -> list[str] | None:
     """The zones whose users this wave reaches now: the zones (the tenant's users' current
     ones, plus those it was planned with) whose wall clocks reach the send time at the wave's
     instant; ["*"] for a global wave. None when the schedule no longer has this wave (it
-    was edited after the wave was planned)."""
+    was edited after the wave was planned). `present`: the users' zones, if known."""
     schedule = sched.Schedule.of(campaign)
-    if not schedule.occurs_on(run.occurrence):
+    if campaign.kind != Kind.SCHEDULED or not schedule.occurs_on(run.occurrence):
         return None
     default = _default_zone(campaign)
     if not _is_local(campaign):
@@ -236,7 +246,7 @@ def wave_zones(campaign: Campaign, run: CampaignRun) -> list[str] | None:
         return [sched.ALL_ZONES] if planned and planned[0].due_at == run.due_at else None
     if sched.ALL_ZONES in run.zones:
         return None
-    current = user_zones(campaign.tenant)[0]
+    current = user_zones(campaign.tenant)[0] if present is None else present
     was = {z for z in run.zones if sched.zone_info(z) is not None}
     matching = {
         name
@@ -248,23 +258,24 @@ def wave_zones(campaign: Campaign, run: CampaignRun) -> list[str] | None:
     return sorted(matching)
 
 
-def wave_users(campaign: Campaign, zones: list[str], *, now: datetime) -> QuerySet[AppUser]:
+def wave_users(
+    campaign: Campaign, zones: list[str], *, now: datetime, unknown: set[str] | None = None
+) -> QuerySet[AppUser]:
     """The audience at `now`, among users whose zone is one of `zones` (users without a zone,
-    or with a name that is not a zone, count as the tenant's default zone)."""
-    users = audience(campaign, now=now)
+    or with a name that is not a zone — `unknown`, if known — count as the tenant's zone)."""
+    users = services.audience_users(campaign, now=now)
     if zones == [sched.ALL_ZONES]:
         return users
     in_zone = Q(timezone__in=zones)
     if _default_zone(campaign) in zones:
-        in_zone |= Q(timezone="") | Q(timezone__in=user_zones(campaign.tenant)[1])
+        unknown = user_zones(campaign.tenant)[1] if unknown is None else unknown
+        in_zone |= Q(timezone="") | Q(timezone__in=unknown)
     return users.filter(in_zone)
 
 
 def run_wave(*, run_id: int, lease: datetime, now: datetime) -> CampaignRun | None:
     """Send one claimed wave, if the claim `lease` is still this run's. Returns the run, or
     None when another claimer has it (or it is finished)."""
-    from campaigns import services  # camp-core's dispatch: the one path every send takes
-
     fresh = now + RUN_LEASE
     if not CampaignRun.objects.filter(pk=run_id, state=CampaignRun.State.RUNNING, claimed_until=lease).update(
         claimed_until=fresh
@@ -275,10 +286,11 @@ def run_wave(*, run_id: int, lease: datetime, now: datetime) -> CampaignRun | No
     if campaign.status != Status.ACTIVE:
         reason = "archived" if campaign.status == Status.ARCHIVED else "paused"
         return _finish(run, fresh, now=now, state=CampaignRun.State.SKIPPED, skip_reason=reason)
-    zones = wave_zones(campaign, run)
+    present, unknown = user_zones(campaign.tenant) if _is_local(campaign) else (set(), set())
+    zones = wave_zones(campaign, run, present)
     if zones is None:
         return _finish(run, fresh, now=now, state=CampaignRun.State.SKIPPED, skip_reason="rescheduled")
-    users = wave_users(campaign, zones, now=now).values_list("id", flat=True)
+    users = wave_users(campaign, zones, now=now, unknown=unknown).values_list("id", flat=True)
     result = services.dispatch(
         campaign=campaign, user_ids=users, occurrence=run.occurrence.isoformat(), now=now, run=run
     )

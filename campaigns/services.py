@@ -243,12 +243,12 @@ def _skip_due_while_paused(campaign: Campaign, *, now: datetime, due_by: datetim
     deferred = Recipient.objects.filter(campaign=campaign, state=Recipient.State.DEFERRED)
     if due_by is not None:
         triggers, deferred = triggers.filter(due_at__lte=due_by), deferred.filter(due_at__lte=due_by)
-    _skip_triggers(campaign, list(triggers.values_list("pk", "user_id", "event_id")), SkipReason.PAUSED, now)
+    skip_triggers(campaign, list(triggers.values_list("pk", "user_id", "event_id")), SkipReason.PAUSED, now)
     triggers.update(state=PendingTrigger.State.DONE, claim="", claimed_until=None)
     deferred.update(state=Recipient.State.SKIPPED, reason=SkipReason.PAUSED)
 
 
-def _skip_triggers(campaign: Campaign, rows, reason: str, now: datetime) -> None:
+def skip_triggers(campaign: Campaign, rows, reason: str, now: datetime) -> None:
     """Ledger rows (skipped, `reason`) for triggers [(pk, user_id, event_id)]."""
     Recipient.objects.bulk_create(
         [
@@ -430,7 +430,7 @@ def _stage(campaign: Campaign, message: Message, user_ids, occurrence: str | Non
     at = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
         if isinstance(user_ids, QuerySet):
-            users = AppUser.objects.filter(tenant_id=campaign.tenant_id, pk__in=user_ids).values("pk")
+            users = AppUser.objects.filter(tenant_id=campaign.tenant_id, pk__in=user_ids).values("id")
             sql, params = users.query.sql_with_params()
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) SELECT %s, u.id, %s, %s, '', %s, %s, %s "  # noqa: S608

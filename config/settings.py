@@ -278,6 +278,18 @@ DELIVERY_MAX_UNRECORDED = env.int("DELIVERY_MAX_UNRECORDED", default=64)
 # herald_beat resumes due work nobody has picked up for this long.
 DELIVERY_RECOVERY_GRACE_SECONDS = env.int("DELIVERY_RECOVERY_GRACE_SECONDS", default=30)
 
+# --- Campaigns -----------------------------------------------------------------
+# A worker's claim on a batch of due triggers; a dead worker's batch is taken up after it.
+CAMPAIGN_TRIGGER_CLAIM_SECONDS = env.int("CAMPAIGN_TRIGGER_CLAIM_SECONDS", default=120)
+# Due triggers a worker claims at once (each campaign's share is one message).
+CAMPAIGN_TRIGGER_BATCH = env.int("CAMPAIGN_TRIGGER_BATCH", default=500)
+# After an event a trigger may match, each web process queues one match task per tenant
+# at most this often (seconds); the task reads every event since the last.
+CAMPAIGN_MATCH_DEBOUNCE = env.float("CAMPAIGN_MATCH_DEBOUNCE", default=0.2)
+# Events this recent are read again by the next match (an event's transaction may commit
+# after one with a higher id was read); older ones are behind the tenant's cursor for good.
+CAMPAIGN_EVENT_SETTLE_SECONDS = env.float("CAMPAIGN_EVENT_SETTLE_SECONDS", default=3.0)
+
 # --- Webhooks ------------------------------------------------------------------
 # Webhook URLs may not resolve to private, loopback, link-local or reserved addresses
 # unless this is on (tests and private deployments); plain http only with the second.

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from api import metrics
 from devices.models import AppUser, Device, Event, TokenRotation, hash_token
-from devices.signals import app_user_erasing, devices_deactivated, token_rotated
+from devices.signals import app_user_erasing, devices_deactivated, event_recorded, token_rotated
 from tenants.models import Tenant
 
 
@@ -185,6 +185,8 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
             tenant=tenant, event=event, params=params, fingerprint=fingerprint, now=now
         )
     transaction.on_commit(metrics.EVENTS_RECORDED.inc)
+    if event_recorded.receivers:
+        transaction.on_commit(lambda: event_recorded.send(Event, tenant_id=tenant.pk, name=event.event_name))
     return stored
 
 

@@ -19,3 +19,8 @@ token_rotated = Signal()
 # tenant, app_user_id, device_ids and tokens (current and past). A receiver removes what
 # it holds of the user and returns {"what it removed": count, …} for the erasure's answer.
 app_user_erasing = Signal()
+
+# An event was stored (sent after its transaction commits, from the request that recorded
+# it). Arguments: tenant_id, name. Campaigns listen to queue their matching; receivers must
+# stay cheap: /events waits for them.
+event_recorded = Signal()

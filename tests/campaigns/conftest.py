@@ -10,6 +10,15 @@ from devices.models import AppUser, Device
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 
 
+@pytest.fixture(autouse=True)
+def _fresh_campaign_queues():
+    from campaigns import tasks
+
+    tasks.forget_queued()
+    yield
+    tasks.forget_queued()
+
+
 @pytest.fixture
 def no_sending(settings):
     """Tasks are recorded, not run: the tests call the services themselves."""
@@ -50,6 +59,30 @@ def make_campaign(tenant, *, activate=True, now=START, **fields):
     if activate:
         services.activate(campaign, now=now)
     return campaign
+
+
+def event(tenant, key, *, user, name="cart_abandoned", at=START, token=None, timezone="UTC", **params):
+    """POST /events for `user` (their device token is tok-<user>-0, as make_user makes it)."""
+    from rest_framework.test import APIClient
+
+    body = {
+        "tenant_id": tenant.tenant_id,
+        "api_key": key,
+        "app_user_id": user,
+        "event_name": name,
+        "event_time": at.isoformat(),
+        "device_token": token or f"tok-{user}-0",
+        "platform": "android",
+        "push_permission_granted": True,
+        "timezone": timezone,
+        "language": "en",
+        "country": "TR",
+        "session_id": "s1",
+        "params": params,
+    }
+    response = APIClient().post("/events", body, format="json")
+    assert response.status_code == 200, response.content
+    return response
 
 
 # The messaging tests' fixtures: an API client with a server key, devices, the FCM sandbox.

@@ -349,3 +349,12 @@ def test_describe_summarises_a_trigger():
     )
     triggered.delay_seconds, triggered.cancel_event = 0, ""
     assert describe(triggered) == "When “cart_abandoned” is recorded, at once"
+
+
+def test_schedule_of_reads_a_campaign_not_yet_reloaded_with_iso_strings():
+    campaign = SimpleNamespace(
+        schedule_kind="once", send_time="10:30", send_date="2026-12-24", zone_mode="global"
+    )
+    assert Schedule.of(campaign) == Schedule(
+        kind="once", send_time=time(10, 30), send_date=date(2026, 12, 24)
+    )

@@ -6,8 +6,6 @@ services) is replaced here by a recorder that writes the same per-user ledger ro
 tests see exactly which users each wave handed over. tests/campaigns/test_schedule_sends.py
 goes end to end through the real dispatch and the FCM sandbox."""
 
-import importlib
-import sys
 import threading
 import types
 from datetime import date, time, timedelta
@@ -18,7 +16,7 @@ from django.db import connection, connections
 
 from audiences.models import Segment
 from audiences.rules import parse
-from campaigns import scheduler
+from campaigns import scheduler, services
 from campaigns.models import Campaign, CampaignRecipient, CampaignRun
 from tests.campaigns.scheduling import beat_at, make_campaign, make_user, reached, utc, waves_of
 
@@ -59,13 +57,7 @@ class Recorder:
 @pytest.fixture
 def dispatched(monkeypatch, immediate_tasks):
     recorder = Recorder()
-    try:
-        services = importlib.import_module("campaigns.services")
-    except ImportError:  # before camp-core's services exist
-        services = types.ModuleType("campaigns.services")
-        monkeypatch.setitem(sys.modules, "campaigns.services", services)
-        monkeypatch.setattr(sys.modules["campaigns"], "services", services, raising=False)
-    monkeypatch.setattr(services, "dispatch", recorder, raising=False)
+    monkeypatch.setattr(services, "dispatch", recorder)
     return recorder
 
 
@@ -515,3 +507,92 @@ def test_two_beats_running_at_once_send_each_user_once_per_occurrence(dispatched
     dispatched_runs = [c["run"] for c in dispatched.calls if c["occurrence"] == "2027-01-05"]
     assert len(dispatched_runs) == len(set(dispatched_runs)) == runs.count()
     assert connection.vendor == "postgresql"
+
+
+# --- Through the campaign services' lifecycle -----------------------------------------------
+
+
+def make_through_services(tenant, **fields):
+    values = {
+        "name": "Digest",
+        "kind": "scheduled",
+        "content": {"language": "en", "variants": [{"title": "Hi", "body": "There"}]},
+        "schedule_kind": "daily",
+        "send_time": time(9),
+        "zone_mode": "global",
+        "zone": "UTC",
+    } | fields
+    return services.create_campaign(tenant=tenant, fields=values)
+
+
+def test_activating_a_scheduled_campaign_plans_it_at_once_and_shows_its_next_run(
+    tenant, django_capture_on_commit_callbacks
+):
+    campaign = make_through_services(tenant)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.activate(campaign, now=TUE)
+    campaign.refresh_from_db()
+    assert campaign.next_run_at == utc(2027, 1, 5, 9)
+    assert waves_of(campaign) == [("2027-01-05", utc(2027, 1, 5, 9), ("*",), "planned")]
+
+
+def test_resuming_skips_the_waves_that_fell_due_while_paused_even_if_no_beat_ran(
+    tenant, dispatched, django_capture_on_commit_callbacks
+):
+    make_user(tenant, "u1")
+    campaign = make_through_services(tenant)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.activate(campaign, now=TUE)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.pause(campaign, now=utc(2027, 1, 5, 8))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.resume(campaign, now=utc(2027, 1, 5, 10))  # 09:00 passed meanwhile, no beat
+    beat_at(utc(2027, 1, 5, 10, 0, 5))
+
+    run = CampaignRun.objects.get(campaign=campaign, due_at=utc(2027, 1, 5, 9))
+    assert (run.state, run.skip_reason) == ("skipped", "paused")
+    assert dispatched.calls == []
+    campaign.refresh_from_db()
+    assert campaign.next_run_at == utc(2027, 1, 6, 9)
+
+
+def test_a_paused_campaign_shows_no_next_run(tenant, django_capture_on_commit_callbacks):
+    campaign = make_through_services(tenant)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.activate(campaign, now=TUE)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.pause(campaign, now=TUE + timedelta(minutes=1))
+    campaign.refresh_from_db()
+    assert campaign.next_run_at is None
+
+
+def test_editing_the_send_time_replans_the_waves_not_due_yet(
+    tenant, dispatched, django_capture_on_commit_callbacks
+):
+    import time_machine
+
+    make_user(tenant, "u1")
+    campaign = make_through_services(tenant)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.activate(campaign, now=TUE)
+    with (
+        time_machine.travel(utc(2027, 1, 5, 1), tick=False),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.update_campaign(campaign=campaign, fields={"send_time": time(18, 30)})
+
+    assert waves_of(campaign) == [("2027-01-05", utc(2027, 1, 5, 18, 30), ("*",), "planned")]
+    beat_at(utc(2027, 1, 5, 18, 30))
+    assert [c["occurrence"] for c in dispatched.calls] == ["2027-01-05"]
+    assert CampaignRun.objects.get(campaign=campaign, due_at=utc(2027, 1, 5, 18, 30)).version == 2
+
+
+def test_a_wave_planned_before_the_campaign_stopped_being_scheduled_is_not_sent(tenant, dispatched):
+    make_user(tenant, "u1")
+    campaign = make_campaign(tenant, zone_mode="global", zone="UTC", activated_at=TUE)
+    scheduler.plan_campaign(campaign, now=TUE)
+    Campaign.objects.filter(pk=campaign.pk).update(kind="triggered", trigger_event="purchase")
+    beat_at(utc(2027, 1, 5, 9))
+    run = CampaignRun.objects.get(campaign=campaign)
+    assert (run.state, run.skip_reason) == ("skipped", "rescheduled")
+    assert dispatched.calls == []
