@@ -182,7 +182,7 @@ def tenant_median_open_rate(tenant, *, now=None) -> float | None:
     return statistics.median(rates)
 
 
-def inputs_for(campaign, *, stats: dict | None = None, now=None) -> HealthInputs:
+def inputs_for(campaign, *, stats: dict | None = None, now=None, medians: dict | None = None) -> HealthInputs:
     """The score's figures for a campaign, from services.campaign_stats and the users reached."""
     from campaigns import services
     from campaigns.models import CampaignRecipient
@@ -201,10 +201,19 @@ def inputs_for(campaign, *, stats: dict | None = None, now=None) -> HealthInputs
         opened=int(stats.get("opened") or 0),
         skipped=int(stats.get("users_skipped") or 0),
         active_recipients=active,
-        tenant_median_open_rate=tenant_median_open_rate(campaign.tenant, now=now),
+        tenant_median_open_rate=_median(campaign, now=now, medians=medians),
     )
 
 
-def score_campaign(campaign, *, stats: dict | None = None, now=None) -> Health:
-    """The campaign's health now."""
-    return score(inputs_for(campaign, stats=stats, now=now))
+def _median(campaign, *, now, medians: dict | None) -> float | None:
+    """The tenant's median, once per tenant when a page scores many campaigns (`medians`)."""
+    if medians is None:
+        return tenant_median_open_rate(campaign.tenant, now=now)
+    if campaign.tenant_id not in medians:
+        medians[campaign.tenant_id] = tenant_median_open_rate(campaign.tenant, now=now)
+    return medians[campaign.tenant_id]
+
+
+def score_campaign(campaign, *, stats: dict | None = None, now=None, medians: dict | None = None) -> Health:
+    """The campaign's health now (`medians`: a dict to share tenant medians across calls)."""
+    return score(inputs_for(campaign, stats=stats, now=now, medians=medians))
