@@ -69,6 +69,17 @@ def test_an_editor_creates_activates_pauses_and_resumes_a_triggered_and_a_schedu
     page.fill("#id_cancel_event", "purchase")
     page.fill("#id_title", "You left something")
     page.fill("#id_body", "It is still in your cart")
+    # The composer's language bar and variant tabs: Turkish, and a second variant to rotate.
+    page.select_option("#hd-add-language", "tr")
+    page.fill("#id_title", "Sepetinde ürün kaldı")
+    page.fill("#id_body", "Hâlâ orada")
+    page.click("#hd-add-variant")
+    page.fill("#id_title", "Hâlâ düşünüyor musun?")
+    page.fill("#id_body", "Tek dokunuş")
+    page.click("[data-language='']")
+    page.fill("#id_title", "Still thinking?")
+    page.fill("#id_body", "Finish in one tap")
+    assert page.locator("[data-bind=title]").first.text_content() == "Still thinking?"
     summary_reads(page, "When “cart_add” is recorded, 2 minutes later, unless “purchase” happens first")
     page.locator("#hd-audience-size", has_text="≈ 2 users · 2 devices").wait_for()
     assert page.locator("#hd-schedule").is_hidden()
@@ -78,6 +89,12 @@ def test_an_editor_creates_activates_pauses_and_resumes_a_triggered_and_a_schedu
     activate_pause_resume(page, "Cart abandoned")
     cart = Campaign.objects.get(name="Cart abandoned")
     assert (cart.trigger_event, cart.delay_seconds, cart.cancel_event) == ("cart_add", 120, "purchase")
+    variants = cart.content["variants"]
+    assert [v["title"] for v in variants] == ["You left something", "Still thinking?"]
+    assert [v["localizations"]["tr"]["title"] for v in variants] == [
+        "Sepetinde ürün kaldı",
+        "Hâlâ düşünüyor musun?",
+    ]
 
     # A scheduled campaign: every Monday at 09:00 in each user's zone.
     page.goto("/admin/campaigns/campaign/new/")
