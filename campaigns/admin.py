@@ -99,6 +99,7 @@ def audience_size(tenant, campaign: Campaign) -> dict | None:
 class CampaignAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_display = [
         "name_column",
+        "tenant",
         "status_column",
         "kind_column",
         "next_run_column",

@@ -6,8 +6,9 @@ import pytest
 from django.contrib.auth.models import User
 
 from campaigns.models import Campaign
-from tenants.models import Membership
+from tenants.models import Membership, Tenant
 from tests.browser.conftest import PASSWORD, PHONE, log_in, screenshot
+from tests.browser.test_pages_look_finished import assert_columns_line_up, assert_fits, assert_no_column_cut
 from tests.staff import make_device
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -154,3 +155,38 @@ def test_a_viewer_sees_the_campaign_page_without_buttons(open_page, tenant):
 
     status_reads(page, "Draft")
     assert page.locator("#hd-activate, #hd-edit, #hd-archive").count() == 0
+
+
+def test_the_list_shows_its_last_column_with_two_tenants_and_the_page_tables_line_up(
+    open_page, eddie, tenant
+):
+    other = Tenant.objects.create(name="Globex Corporation", tenant_id="globex")
+    Membership.objects.create(user=eddie, tenant=other, role=Membership.Role.EDITOR)
+    for owner, name in [
+        (tenant, "Cart abandoned, no purchase within 2 minutes"),
+        (other, "Weekly deals (A/B)"),
+    ]:
+        Campaign.objects.create(
+            tenant=owner,
+            name=name,
+            kind="triggered",
+            trigger_event="cart_add",
+            delay_seconds=120,
+            cancel_event="purchase",
+            content={
+                "language": "en",
+                "variants": [{"title": "Hi", "body": "There"}, {"title": "B", "body": "b"}],
+            },
+        )
+    page = open_page()
+    log_in(page, "eddie")
+
+    page.goto("/admin/campaigns/campaign/")
+    page.locator("#result_list", has_text="Globex Corporation").wait_for()
+    shot(page, "campaign-list-two-tenants")
+    assert_no_column_cut(page)
+    assert_fits(page)
+
+    page.goto(f"/admin/campaigns/campaign/{Campaign.objects.get(tenant=tenant).pk}/change/")
+    assert_columns_line_up(page, "#hd-variants .hd-table")
+    assert_fits(page)
