@@ -2,7 +2,7 @@
 
 from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,7 +12,7 @@ from api.openapi import ERROR_RESPONSES
 from api.pagination import StrictPages
 from audiences.models import Segment
 from campaigns import health, services
-from campaigns.models import AudienceKind, Campaign, Status
+from campaigns.models import AudienceKind, Campaign, Kind, Status
 from campaigns.serializers import (
     CampaignSerializer,
     CampaignStatsSerializer,
@@ -93,11 +93,25 @@ class CampaignListView(ServerEndpoint, generics.ListAPIView):
     pagination_class = StrictPages
 
     def get_queryset(self):
-        return Campaign.objects.for_tenant(self.request.auth.tenant).select_related("segment")
+        campaigns = Campaign.objects.for_tenant(self.request.auth.tenant).select_related("segment")
+        for name, choices in (("status", Status), ("kind", Kind)):
+            value = self.request.query_params.get(name)
+            if value is None:
+                continue
+            if value not in choices.values:
+                raise ApiError(
+                    f"{name} must be one of {', '.join(choices.values)}.", code="invalid_field", field=name
+                )
+            campaigns = campaigns.filter(**{name: value})
+        return campaigns
 
     @extend_schema(
         operation_id="list_campaigns",
         summary="List campaigns, newest first",
+        parameters=[
+            OpenApiParameter("status", str, enum=Status.values, description="Only campaigns in this state."),
+            OpenApiParameter("kind", str, enum=Kind.values, description="Only triggered or scheduled ones."),
+        ],
         responses={200: CampaignSerializer(many=True), **ERROR_RESPONSES(400, 401, 403, 404)},
         tags=["campaigns"],
     )

@@ -369,3 +369,17 @@ def test_stats_show_counts_and_a_health_that_says_too_little_data(server):
 
     assert stats["users_sent"] == 0 and stats["skipped"] == {} and stats["per_run"] == []
     assert stats["health"]["score"] is None and stats["health"]["band"] == "Too little data"
+
+
+def test_the_list_filters_by_status_and_kind(server):
+    cart = create(server, CART)["id"]
+    create(server, DIGEST)
+    server.post(f"/api/v1/campaigns/{cart}/activate")
+
+    active = server.get("/api/v1/campaigns", {"status": "active"}).json()
+    scheduled = server.get("/api/v1/campaigns", {"kind": "scheduled"}).json()
+
+    assert [c["id"] for c in active["results"]] == [cart]
+    assert [c["name"] for c in scheduled["results"]] == ["Daily digest"]
+    refused = server.get("/api/v1/campaigns", {"status": "sleeping"})
+    assert refused.status_code == 400 and refused.json()["field"] == "status"
