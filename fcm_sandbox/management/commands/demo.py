@@ -180,14 +180,17 @@ class Command(BaseCommand):
     def ship_campaigns(self, *, tenant, user) -> None:
         """Three active campaigns the virtual devices set off within a few minutes (once per
         demo database): a cart reminder triggered by cart_add unless purchase follows within
-        2 minutes; a daily digest at a local time a few minutes from now in Istanbul (the
+        2 minutes; a daily digest at a local time about 12 minutes from now in Istanbul (the
         first locale's users get it first, the rest as their clocks reach it); and a weekly
         A/B campaign due a few minutes from now, today, in the tenant's zone."""
         from campaigns import services as campaign_services
         from campaigns.models import Campaign
 
         now = timezone.now()
-        soon = (now + timedelta(minutes=3)).astimezone(ZoneInfo("Europe/Istanbul"))
+        # The scheduler plans a local-time campaign's waves for the zones its users are in,
+        # and plans again every REPLAN_EVERY (10 minutes); the virtual users register after
+        # this, so the Istanbul wave is planned at the second pass: 12 minutes leaves room.
+        soon = (now + timedelta(minutes=12)).astimezone(ZoneInfo("Europe/Istanbul"))
         tenant_zone = ZoneInfo(tenant.time_zone or "UTC")
         weekly = (now + timedelta(minutes=4)).astimezone(tenant_zone)
 
