@@ -115,6 +115,9 @@ class CampaignAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     add_role = change_role = Role.EDITOR
     delete_role = None  # drafts are deleted through the API; campaigns with history are archived
 
+    # No bulk delete: a campaign with history is archived, never deleted from a list.
+    actions = None
+
     class Media:
         css = {"all": ["campaigns/campaigns.css"]}
 
@@ -231,18 +234,23 @@ class CampaignAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         stats = services.campaign_stats(campaign)
         result = health.score_campaign(campaign, stats=stats)
         variants = content_variants(campaign)
+        # Every variant of the content, sent or not yet (rotation reaches B on a user's second
+        # send), then any a past version had beyond them.
+        rows = {row.get("variant"): row for row in stats.get("per_variant") or []}
+        indexes = list(range(len(variants))) + sorted(
+            i for i in rows if isinstance(i, int) and i >= len(variants)
+        )
         per_variant = []
-        for row in stats.get("per_variant") or []:
-            index = row.get("variant")
+        for index in indexes:
+            row = rows.get(index, {})
             sent, opened = row.get("sent") or 0, row.get("opened") or 0
             per_variant.append(
                 {
-                    "label": VARIANT_LABELS[index]
-                    if isinstance(index, int) and index < len(VARIANT_LABELS)
-                    else "—",
+                    "label": VARIANT_LABELS[index] if index < len(VARIANT_LABELS) else str(index),
                     "title": variants[index].content.title
-                    if isinstance(index, int) and index < len(variants)
-                    else "",
+                    if index < len(variants)
+                    else "(an earlier version's)",
+                    "languages": len(variants[index].localizations) if index < len(variants) else 0,
                     "sent": sent,
                     "failed": row.get("failed") or 0,
                     "opened": opened,
@@ -270,7 +278,6 @@ class CampaignAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             health=result,
             health_chip=health_chip(result),
             per_variant=per_variant,
-            variants=[(VARIANT_LABELS[i], v) for i, v in enumerate(variants)],
             skipped=skipped,
             runs=list(reversed(stats.get("per_run") or []))[:50],
             sends=campaign.sends.select_related("message")[:20],

@@ -205,3 +205,24 @@ def test_the_summary_view_says_when_it_sends_and_to_how_many(tenant, editor):
 
     assert answer["summary"] == "Every Monday at 09:00 in each user's time zone"
     assert answer["audience"].startswith("≈ 1 user · 1 device")
+
+
+def test_the_page_lists_every_variant_even_before_rotation_reaches_it(tenant, viewer):
+    campaign = make(
+        tenant,
+        content={
+            "language": "en",
+            "variants": [
+                {"title": "First words", "body": "a", "localizations": {"tr": {"title": "İlk", "body": "a"}}},
+                {
+                    "title": "Second words",
+                    "body": "b",
+                    "localizations": {"tr": {"title": "İkinci", "body": "b"}},
+                },
+            ],
+        },
+    )
+
+    page = viewer.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+
+    assert "First words" in page and "Second words" in page and "+ 1 language" in page
