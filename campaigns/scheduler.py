@@ -77,16 +77,20 @@ def _is_local(campaign: Campaign) -> bool:
 # --- Planning -------------------------------------------------------------------------------
 
 
-def plan_campaign(campaign: Campaign, *, now: datetime) -> int:
+def plan_campaign(campaign: Campaign, *, now: datetime, zones: set[str] | None = None) -> int:
     """Create the waves of `campaign`'s occurrences due within PLAN_AHEAD (those not already
     planned, none due before the campaign was activated or resumed, or more than LATE_LIMIT
     ago) and
-    update `next_run_at`. Returns how many waves it added. Idempotent, race-safe."""
+    update `next_run_at`. Returns how many waves it added. Idempotent, race-safe. `zones`:
+    the tenant's users' zones, when the caller has read them already."""
     if campaign.kind != Kind.SCHEDULED or campaign.status not in (Status.ACTIVE, Status.PAUSED):
         Campaign.objects.filter(pk=campaign.pk).update(next_run_at=None, planned_at=now)
         return 0
     default = _default_zone(campaign)
-    zones = user_zones(campaign.tenant)[0] if _is_local(campaign) else set()
+    if not _is_local(campaign):
+        zones = set()
+    elif zones is None:
+        zones = user_zones(campaign.tenant)[0]
     lower = max(campaign.live_since or campaign.activated_at or now, now - LATE_LIMIT)
     # Local dates run from UTC−12 to UTC+14: two days back covers every zone's "today".
     start = (lower - timedelta(days=2)).date()
@@ -144,12 +148,15 @@ def plan_due_campaigns(*, now: datetime, limit: int = 200) -> int:
     """Plan every scheduled campaign not planned for REPLAN_EVERY (or since an edit); each
     is taken by one conditional UPDATE, so two beats do not plan the same one at once."""
     added = 0
+    zones_of: dict[int, set[str]] = {}  # per tenant, read once a pass
     for campaign_id in list(campaigns_to_plan(now=now).values_list("id", flat=True)[:limit]):
         if not campaigns_to_plan(now=now).filter(pk=campaign_id).update(planned_at=now):
             continue  # another beat took it
         campaign = Campaign.objects.select_related("tenant").get(pk=campaign_id)
         try:
-            added += plan_campaign(campaign, now=now)
+            if _is_local(campaign) and campaign.tenant_id not in zones_of:
+                zones_of[campaign.tenant_id] = user_zones(campaign.tenant)[0]
+            added += plan_campaign(campaign, now=now, zones=zones_of.get(campaign.tenant_id))
         except Exception:
             log.exception("could not plan campaign %s", campaign_id)
     return added

@@ -94,6 +94,8 @@ def describe_audience(audience: str, params: dict) -> str:
     if audience == Audience.SEGMENT:
         name = Segment.objects.filter(pk=params.get("segment_id")).values_list("name", flat=True).first()
         return f"Segment “{name}”" if name else "A segment since deleted"
+    if audience == Audience.RECIPIENTS:
+        return "The users a campaign chose for this send"
     if audience == Audience.RULES:
         rules = params.get("rules") or {}
         return (

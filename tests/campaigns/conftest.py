@@ -6,6 +6,7 @@ import pytest
 
 from campaigns import services
 from devices.models import AppUser, Device
+from tests.messaging.conftest import sandbox_server  # noqa: F401  (a fixture the worker tests use)
 
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 

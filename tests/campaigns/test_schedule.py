@@ -2,8 +2,9 @@
 in a zone (daylight-saving gaps and folds included), and how zones group into waves."""
 
 import itertools
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from types import SimpleNamespace
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -358,3 +359,41 @@ def test_schedule_of_reads_a_campaign_not_yet_reloaded_with_iso_strings():
     assert Schedule.of(campaign) == Schedule(
         kind="once", send_time=time(10, 30), send_date=date(2026, 12, 24)
     )
+
+
+def transition_days(zone: ZoneInfo, year: int) -> list[date]:
+    days, day, previous = [], date(year, 1, 1), None
+    while day.year == year:
+        offset = datetime.combine(day, time(12), tzinfo=zone).utcoffset()
+        if previous is not None and offset != previous:
+            days += [day - timedelta(days=1), day]
+        previous, day = offset, day + timedelta(days=1)
+    return days
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Europe/Berlin",
+        "America/New_York",
+        "Australia/Lord_Howe",  # a half-hour daylight-saving shift
+        "Pacific/Chatham",  # +12:45 / +13:45
+        "America/Santiago",  # changes at midnight
+        "Europe/Dublin",  # "negative" daylight saving in the tz database
+        "Africa/Casablanca",  # leaves and re-enters daylight saving around Ramadan
+    ],
+)
+def test_every_minute_around_a_zones_transitions_is_sent_once_at_that_time_or_the_next_valid_minute(name):
+    zone = ZoneInfo(name)
+    days = transition_days(zone, 2027)
+    assert days  # the zone does change its offset that year
+    for day in days:
+        for hour, minute in itertools.product(range(24), (0, 15, 30, 59)):
+            wanted = datetime.combine(day, time(hour, minute))
+            at = local_instant(day, time(hour, minute), zone)
+            wall = at.astimezone(zone).replace(tzinfo=None)
+            if wall == wanted:  # it exists: at its first occurrence if it happens twice
+                assert at <= wanted.replace(tzinfo=zone, fold=1).astimezone(UTC)
+            else:  # it does not: the first minute after the gap
+                assert wall > wanted and at.second == 0
+                assert (at - timedelta(minutes=1)).astimezone(zone).replace(tzinfo=None) < wanted
