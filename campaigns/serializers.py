@@ -278,11 +278,9 @@ class CampaignAudienceSerializer(StrictSerializer):
             raise serializers.ValidationError(
                 {needs: [serializers.ErrorDetail("Required for this audience.", code="required")]}
             )
-        for name in ("segment_id", "rules"):
+        for name, kind_of in (("segment_id", AudienceKind.SEGMENT), ("rules", AudienceKind.RULES)):
             if name in attrs and name != needs:
-                raise serializers.ValidationError(
-                    {name: [f'Only with "kind": "{dict(segment_id="segment", rules="rules")[name]}".']}
-                )
+                raise serializers.ValidationError({name: [f'Only with "kind": "{kind_of}".']})
         return attrs
 
 

@@ -293,6 +293,7 @@ def _with(base, **changes):
         ),
         (_with(CART, content={"variants": [{"title": "a", "body": "b"}], "surprise": 1}), "content.surprise"),
         (_with(CART, audience={"kind": "rules"}), "audience.rules"),
+        (_with(CART, audience={"kind": "all", "segment_id": 1}), "audience.segment_id"),
         (_with(CART, audience={"kind": "segment", "segment_id": "1"}), "audience.segment_id"),
         (
             _with(
