@@ -92,6 +92,5 @@ from tests.messaging.conftest import (  # noqa: E402, F401
     inbox,
     make_device,
     sandbox,
-    sandbox_server,
     server,
 )
