@@ -209,6 +209,23 @@ def _window(rule: dict, path: str) -> dict:
     return {"within_days": days}
 
 
+def parse_params(params, path: str = "params") -> list[dict]:
+    """Check a list of event param filters on its own (a triggered campaign's, say) as an
+    event rule's `params`; raise RuleError naming `path[i].op` and the like."""
+    if not isinstance(params, list):
+        raise RuleError(path, "must be a list of param filters")
+    if len(params) > MAX_PARAMS:
+        raise RuleError(path, f"too many param filters: at most {MAX_PARAMS}")
+    return [_param(p, f"{path}[{i}]") for i, p in enumerate(params)]
+
+
+def event_name(value, path: str = "event") -> str:
+    """Check an event name as event rules do (non-blank, at most 200 characters, no NUL)."""
+    if not isinstance(value, str) or not value.strip():
+        raise RuleError(path, "name the event, e.g. purchase")
+    return _clean(value, path, 200)
+
+
 def _params(rule: dict, path: str) -> list[dict]:
     params = rule.get("params", [])
     if not isinstance(params, list):

@@ -211,7 +211,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"PlatformEnum": "devices.models.Platform"},
+    "ENUM_NAME_OVERRIDES": {
+        "PlatformEnum": "devices.models.Platform",
+        "KindEnum": "messaging.models.Audience",
+        "StatusEnum": "messaging.models.Message.Status",
+        "CampaignKindEnum": "campaigns.models.Kind",
+        "CampaignStatusEnum": "campaigns.models.Status",
+        "CampaignAudienceKindEnum": "campaigns.models.AudienceKind",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.openapi.document_rate_limits",

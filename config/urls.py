@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from api.health import healthz
 from api.metrics import metrics_view
 from audiences import views as audience_views
+from campaigns import views as campaign_views
 from devices import views as device_views
 from messaging import data_views
 from messaging import views as messaging_views
@@ -57,6 +58,29 @@ urlpatterns = [
     path("api/v1/segments/count", audience_views.AdHocCountView.as_view(), name="segments-count"),
     path("api/v1/segments/<int:pk>", audience_views.SegmentDetailView.as_view(), name="segment"),
     path("api/v1/segments/<int:pk>/count", audience_views.SegmentCountView.as_view(), name="segment-count"),
+    path("api/v1/campaigns", campaign_views.CampaignListView.as_view(), name="campaigns"),
+    path("api/v1/campaigns/<int:pk>", campaign_views.CampaignDetailView.as_view(), name="campaign"),
+    path(
+        "api/v1/campaigns/<int:pk>/activate",
+        campaign_views.CampaignActivateView.as_view(),
+        name="campaign-activate",
+    ),
+    path(
+        "api/v1/campaigns/<int:pk>/pause", campaign_views.CampaignPauseView.as_view(), name="campaign-pause"
+    ),
+    path(
+        "api/v1/campaigns/<int:pk>/resume",
+        campaign_views.CampaignResumeView.as_view(),
+        name="campaign-resume",
+    ),
+    path(
+        "api/v1/campaigns/<int:pk>/archive",
+        campaign_views.CampaignArchiveView.as_view(),
+        name="campaign-archive",
+    ),
+    path(
+        "api/v1/campaigns/<int:pk>/stats", campaign_views.CampaignStatsView.as_view(), name="campaign-stats"
+    ),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

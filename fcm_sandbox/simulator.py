@@ -83,6 +83,11 @@ EVENTS: list[tuple[str, Callable[[random.Random], dict]]] = [
         },
     ),
 ]
+# Purchases follow a cart (Device.step), so that some carts are abandoned: the demo's
+# "cart abandoned, no purchase within 2 minutes" campaign has something to remind of.
+PURCHASE = dict(EVENTS)["purchase"]
+BROWSING = [(name, params) for name, params in EVENTS if name != "purchase"]
+BUY_CHANCE = 0.5
 # What the virtual back end sends to one user: (title, body, extra_data).
 PUSHES = [
     ("Your order has shipped", "Track it in the app.", {"deep_link": "shop://orders/latest"}),
@@ -347,6 +352,9 @@ class VirtualDevice:
         self.pending_opens: list[PendingOpen] = []
         self.next_tick = 0.0
         self.unauthorized = False
+        # A cart: opened by cart_add; about half the shoppers buy 30–90 s later (purchase),
+        # the rest abandon it, which the demo's cart campaign reminds them of.
+        self.cart_buy_at: float | None = None
 
     def __repr__(self) -> str:
         who = self.app_user_id or "anonymous"
@@ -494,9 +502,14 @@ class VirtualDevice:
         self.report_due_opens()
         if not self.push_permission and self.rng.random() < self.config.grant_later_chance:
             self.grant_permission()
+        elif self.cart_buy_at is not None and self.clock() >= self.cart_buy_at:
+            self.cart_buy_at = None
+            self.send_event("purchase", PURCHASE(self.rng))
         elif self.rng.random() < self.config.event_chance:
-            name, params = self.rng.choice(EVENTS)
+            name, params = self.rng.choice(BROWSING)
             self.send_event(name, params(self.rng))
+            if name == "cart_add" and self.cart_buy_at is None and self.rng.random() < BUY_CHANCE:
+                self.cart_buy_at = self.clock() + self.rng.uniform(30, 90)
 
 
 # --- The app's own server ---------------------------------------------------------------

@@ -33,6 +33,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi import checks
 
+from campaigns.models import Campaign
 from config.wsgi import application
 from devices.models import AppUser, Device
 from messaging.models import Delivery, Message
@@ -193,8 +194,17 @@ def fuzzed(db, settings, in_process_requests):
     )
     webhook.set_secret(new_secret())
     webhook.save()
+    Campaign.objects.create(
+        pk=MESSAGE_ID,
+        tenant=tenant,
+        name="Fuzz campaign",
+        kind="triggered",
+        trigger_event="cart_add",
+        content={"language": "en", "variants": [{"title": "Hi", "body": "There"}]},
+    )
     other = Tenant.objects.create(name="Other", tenant_id="other")
     Message.objects.create(tenant=other, title="Theirs", body="Not yours", status="completed")
+    Campaign.objects.create(tenant=other, name="Theirs", kind="triggered", trigger_event="x")
 
 
 def published_schema() -> dict:

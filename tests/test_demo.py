@@ -191,3 +191,27 @@ def test_make_demo_passes_args_on_to_the_demo():
     )
 
     assert "manage.py demo --port 8001 --sandbox-port 9199" in dry_run.stdout
+
+
+def test_the_demo_ships_an_active_cart_reminder_a_local_digest_and_a_weekly_ab_campaign(demo):
+    with sqlite3.connect(demo["database"], timeout=10) as db:
+        rows = db.execute(
+            "SELECT name, kind, status, trigger_event, cancel_event, delay_seconds, schedule_kind, "
+            "zone_mode, content_mode FROM campaigns_campaign ORDER BY name"
+        ).fetchall()
+
+    assert rows == [
+        (
+            "Cart abandoned, no purchase within 2 minutes",
+            "triggered",
+            "active",
+            "cart_add",
+            "purchase",
+            120,
+            "",
+            "global",
+            "rotate",
+        ),
+        ("Daily digest (local time)", "scheduled", "active", "", "", 0, "daily", "local", "rotate"),
+        ("Weekly deals (A/B)", "scheduled", "active", "", "", 0, "weekly", "global", "ab_test"),
+    ]

@@ -84,3 +84,13 @@ def event(tenant, key, *, user, name="cart_abandoned", at=START, token=None, tim
     response = APIClient().post("/events", body, format="json")
     assert response.status_code == 200, response.content
     return response
+
+
+# The messaging tests' fixtures: an API client with a server key, devices, the FCM sandbox.
+from tests.messaging.conftest import (  # noqa: E402, F401
+    immediate_tasks,
+    inbox,
+    make_device,
+    sandbox,
+    server,
+)

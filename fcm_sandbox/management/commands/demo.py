@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,6 +21,8 @@ from fcm_sandbox.accounts import provision_tenant
 from tenants.models import ApiKey, Membership, Tenant
 
 DEMO_TENANT = "demo"
+# The demo tenant's triggered campaign (issue 15): the simulator's cart_add events set it off.
+CART_CAMPAIGN = "Cart abandoned, no purchase within 2 minutes"
 # The demo tenant's segments (issue 14), built on the events the device simulator sends.
 DEMO_SEGMENTS = {
     "bought over 50 in 14 days": {
@@ -119,6 +122,7 @@ class Command(BaseCommand):
             user.save()
         Membership.objects.get_or_create(user=user, tenant=tenant, defaults={"role": "admin"})
         self.ship_ab_message(tenant=tenant, user=user)
+        self.ship_campaigns(tenant=tenant, user=user)
         for name, rules in DEMO_SEGMENTS.items():
             if not Segment.objects.filter(tenant=tenant, name=name).exists():
                 create_segment(tenant=tenant, name=name, rules=rules, by=user)
@@ -172,6 +176,94 @@ class Command(BaseCommand):
                 schedule_at=timezone.now() + timedelta(seconds=60),
             ),
         )
+
+    def ship_campaigns(self, *, tenant, user) -> None:
+        """Three active campaigns the virtual devices set off within a few minutes (once per
+        demo database): a cart reminder triggered by cart_add unless purchase follows within
+        2 minutes; a daily digest at a local time about 12 minutes from now in Istanbul (the
+        first locale's users get it first, the rest as their clocks reach it); and a weekly
+        A/B campaign due a few minutes from now, today, in the tenant's zone."""
+        from campaigns import services as campaign_services
+        from campaigns.models import Campaign
+
+        now = timezone.now()
+        # The scheduler plans a local-time campaign's waves for the zones its users are in,
+        # and plans again every REPLAN_EVERY (10 minutes); the virtual users register after
+        # this, so the Istanbul wave is planned at the second pass: 12 minutes leaves room.
+        soon = (now + timedelta(minutes=12)).astimezone(ZoneInfo("Europe/Istanbul"))
+        tenant_zone = ZoneInfo(tenant.time_zone or "UTC")
+        weekly = (now + timedelta(minutes=4)).astimezone(tenant_zone)
+
+        def content(*variants):
+            return {
+                "language": tenant.default_language,
+                "variants": [
+                    {
+                        "title": title,
+                        "body": body,
+                        "localizations": {lang: {"title": t, "body": b} for lang, (t, b) in others.items()},
+                    }
+                    for title, body, others in variants
+                ],
+            }
+
+        campaigns = {
+            CART_CAMPAIGN: {
+                "kind": "triggered",
+                "trigger_event": "cart_add",
+                "delay_seconds": 120,
+                "cancel_event": "purchase",
+                "cooldown": "1h",
+                "content": content(
+                    (
+                        "You left something in your cart",
+                        "It is still there, waiting for you.",
+                        {"tr": ("Sepetinde ürün kaldı", "Hâlâ orada, seni bekliyor.")},
+                    ),
+                    (
+                        "Still thinking it over?",
+                        "Your cart is saved: finish in one tap.",
+                        {"tr": ("Hâlâ düşünüyor musun?", "Sepetin kayıtlı: tek dokunuşla bitir.")},
+                    ),
+                ),
+            },
+            "Daily digest (local time)": {
+                "kind": "scheduled",
+                "schedule_kind": "daily",
+                "send_time": soon.time().replace(second=0, microsecond=0),
+                "zone_mode": "local",
+                "cooldown": "1d",
+                "content": content(
+                    (
+                        "Today's picks",
+                        "Five things we think you will like.",
+                        {"tr": ("Bugünün seçkileri", "Seveceğini düşündüğümüz beş şey.")},
+                    )
+                ),
+            },
+            "Weekly deals (A/B)": {
+                "kind": "scheduled",
+                "schedule_kind": "weekly",
+                "weekdays": [weekly.weekday()],
+                "send_time": weekly.time().replace(second=0, microsecond=0),
+                "zone_mode": "global",
+                "zone": "",
+                "cooldown": "1w",
+                "content_mode": "ab_test",
+                "ab_test": {"test_percent": 50, "wait_seconds": 120, "min_opens": 5},
+                "content": content(
+                    ("This week's deals", "Up to 40 % off all week.", {}),
+                    ("40 % off, this week only", "Deals end Sunday night.", {}),
+                ),
+            },
+        }
+        for name, fields in campaigns.items():
+            if Campaign.objects.filter(tenant=tenant, name=name).exists():
+                continue
+            campaign = campaign_services.create_campaign(
+                tenant=tenant, fields={"name": name, **fields}, created_by=user
+            )
+            campaign_services.activate(campaign)
 
     def print_welcome(self, *, base, app_key, server_key, password, sandbox_url):
         w = self.stdout.write
