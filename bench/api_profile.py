@@ -59,9 +59,15 @@ PARTS = [
     ),
     ("service: record_event", [("devices/services.py", "record_event")]),
     ("  event fingerprint", [("devices/services.py", "event_fingerprint")]),
-    ("  the write (lock + one statement)", [("devices/services.py", "_record_event_postgresql")]),
+    (
+        "  the write: lock + one statement, one round trip",
+        [("devices/services.py", "_record_event_postgresql")],
+    ),
     ("service: refresh_token", [("devices/services.py", "refresh_token")]),
-    ("  the write (lock + one statement)", [("devices/services.py", "_refresh_token_postgresql")]),
+    (
+        "  the swap: lock + one statement, one round trip",
+        [("devices/services.py", "_refresh_token_postgresql")],
+    ),
     ("  transaction commit", [("django/db/backends/base/base.py", "commit")]),
     ("anywhere: cursor execute (driver, any statement)", [("psycopg/cursor.py", "execute")]),
     ("anywhere: Redis client calls", [("redis/client.py", "execute_command")]),
