@@ -6,8 +6,8 @@ do; server endpoints carry a server key in ``X-Server-Key`` or
 the Tenant) or a 401 that does not say which half was wrong.
 
 Body-key endpoints (`AppEndpoint`) answer CORS: browsers call them, and because the key is
-in the body, never in a cookie, any origin may. The busiest of them (POST /events) answer a
-plainly valid request without DRF (see `AppEndpoint.plain_post`).
+in the body, never in a cookie, any origin may. The busiest of them (/events, the token refresh)
+answer a plainly valid request without DRF (see `AppEndpoint.plain_post`).
 """
 
 import functools
