@@ -52,14 +52,19 @@ class LimitedJSONParser(parsers.JSONParser):
         raw = stream.read(limit + 1) if stream is not None else b""
         if len(raw) > limit:
             raise PayloadTooLarge(f"The body is larger than {limit} bytes.")
-        try:
-            data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(f"The body is not valid JSON: {exc}", code="malformed_json") from None
-        except RecursionError:  # [[[[…]]]]: a few KB can nest deeper than the parser goes
-            raise ApiError("The body is nested too deeply.", code="malformed_json") from None
-        _reject_lone_surrogates(data)
-        return data
+        return parse_json(raw)
+
+
+def parse_json(raw: bytes):
+    """A JSON body (UTF-8), as every API endpoint reads it; ApiError (400) naming what is wrong."""
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(f"The body is not valid JSON: {exc}", code="malformed_json") from None
+    except RecursionError:  # [[[[…]]]]: a few KB can nest deeper than the parser goes
+        raise ApiError("The body is nested too deeply.", code="malformed_json") from None
+    _reject_lone_surrogates(data)
+    return data
 
 
 def _has_surrogate(text: str) -> bool:

@@ -131,12 +131,66 @@ def hit(key: str, period: int) -> int:
     count = _call_redis(lambda client: _incr(client, key, period))
     if count is not None:
         return count
+    return _hit_local(key, period)
+
+
+def _hit_local(key: str, period: int) -> int:
     _local.add(key, 0, timeout=period + 1)
     try:
         return _local.incr(key)
     except ValueError:  # expired between add and incr
         _local.add(key, 1, timeout=period + 1)
         return 1
+
+
+# What hit_unless() does in one round trip: read the guard counter (KEYS[1]); unless it has
+# reached its limit (ARGV[1]; '' for no guard), count one request against each other counter
+# as HIT_SCRIPT does. Answers {guard count, counts...}, or {guard count} when it counted nothing.
+HIT_UNLESS_SCRIPT = """
+local guard = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[1] ~= '' and guard >= tonumber(ARGV[1]) then return {guard} end
+local counts = {guard}
+for i = 2, #KEYS do
+    local n = redis.call('INCR', KEYS[i])
+    if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[i]) end
+    counts[i] = n
+end
+return counts
+"""
+_unless_script = None
+
+
+def _hit_unless_script(client: redis.Redis):
+    global _unless_script
+    script = _unless_script
+    if script is None or script.registered_client is not client:
+        script = _unless_script = client.register_script(HIT_UNLESS_SCRIPT)
+    return script
+
+
+def hit_unless(counters: list[tuple[str, int]], *, guard: tuple[str, int] | None) -> list[int] | None:
+    """Count one request against each (key, period) of `counters`, unless the count under the
+    guard's key has reached its limit (guard: (key, limit)): then count nothing, answer None.
+    Otherwise the counts so far, in order.
+
+    One round trip to Redis (a script) where count() and a hit() per counter take one each:
+    an app request checks its client's failed-authentication budget and two rate limits."""
+    guard_key, limit = guard or ("", None)
+
+    def run(client):
+        return _hit_unless_script(client)(
+            keys=[KEY_PREFIX + guard_key, *(KEY_PREFIX + key for key, _ in counters)],
+            args=["" if limit is None else limit, *(period + 1 for _, period in counters)],
+        )
+
+    answer = _call_redis(run)
+    if answer is None:  # without Redis: this process's own counters, as count() and hit() keep
+        if limit is not None and _local.get(guard_key, 0) >= limit:
+            return None
+        return [_hit_local(key, period) for key, period in counters]
+    if limit is not None and answer[0] >= limit:
+        return None
+    return answer[1:]
 
 
 def count(key: str) -> int:
@@ -184,22 +238,38 @@ class FixedWindowThrottle(BaseThrottle):
     setting = ""  # the name of the setting holding the rate, e.g. "RATE_LIMIT_PER_IP"
     scope = ""
 
-    def ident(self, request) -> str | None:
+    def ident(self, request, key) -> str | None:
+        """Who is counted; `key` is the request's ApiKey (None before or without authentication)."""
         raise NotImplementedError
 
-    def allow_request(self, request, view) -> bool:
+    def counter(self, request, key) -> tuple[str, int, int, float] | None:
+        """The counter this request counts against: (name, period, limit, seconds left in the
+        window), or None when the limit is off or does not apply to the request."""
         rate = parse_rate(getattr(settings, self.setting, ""))
-        ident = self.ident(request)
+        ident = self.ident(request, key)
         if rate is None or ident is None:
-            return True
+            return None
         limit, period = rate
         now = clock()
         window = int(now // period)
-        self._wait = (window + 1) * period - now
-        return hit(f"{self.scope}:{ident}:{period}:{window}", period) <= limit
+        return f"{self.scope}:{ident}:{period}:{window}", period, limit, (window + 1) * period - now
+
+    def allow_request(self, request, view) -> bool:
+        counter = self.counter(request, getattr(request, "auth", None))
+        if counter is None:
+            return True
+        name, period, limit, self._wait = counter
+        # Counted already when a view counted every limit in one round trip (tenants.auth).
+        counted = getattr(request, COUNTED, None) or {}
+        count = counted.pop(name) if name in counted else hit(name, period)
+        return count <= limit
 
     def wait(self) -> float:
         return max(self._wait, 1.0)
+
+
+# The request attribute that holds {counter name: count} for counters already counted.
+COUNTED = "_herald_rate_limit_counts"
 
 
 class PerIpThrottle(FixedWindowThrottle):
@@ -210,7 +280,7 @@ class PerIpThrottle(FixedWindowThrottle):
 
     setting, scope = "RATE_LIMIT_PER_IP", "ip"
 
-    def ident(self, request):
+    def ident(self, request, key):
         return self.get_ident(request)
 
 
@@ -219,8 +289,7 @@ class PerKeyThrottle(FixedWindowThrottle):
 
     setting, scope = "RATE_LIMIT_PER_KEY", "key"
 
-    def ident(self, request):
-        key = getattr(request, "auth", None)
+    def ident(self, request, key):
         return str(key.pk) if key is not None else None
 
 
@@ -233,8 +302,7 @@ class PerTenantIpThrottle(FixedWindowThrottle):
 
     setting, scope = "RATE_LIMIT_APP_PER_IP", "appip"
 
-    def ident(self, request):
-        key = getattr(request, "auth", None)
+    def ident(self, request, key):
         return f"{key.tenant_id}:{self.get_ident(request)}" if key is not None else None
 
 
@@ -253,6 +321,8 @@ class AuthFailureLimitMiddleware:
 
     Runs before the view, so before authentication: a wrong key costs one counter read,
     never a key lookup, once the budget is spent. Only DRF views that authenticate count.
+    A view marked ``limits_auth_failures`` checks the budget itself (tenants.auth's app
+    endpoints, in the round trip that counts their rate limits); a 401 counts all the same.
     """
 
     def __init__(self, get_response):
@@ -270,31 +340,48 @@ class AuthFailureLimitMiddleware:
         from rest_framework.views import APIView
 
         view_class = getattr(view_func, "cls", None)
-        if not (
+        if getattr(view_func, "limits_auth_failures", False) or not (
             isinstance(view_class, type)
             and issubclass(view_class, APIView)
             and view_class.authentication_classes
         ):
             return None
-        rate = parse_rate(settings.RATE_LIMIT_AUTH_FAILURES_PER_IP)
-        if rate is None:
-            return None
-        limit, period = rate
-        now = clock()
-        window = int(now // period)
-        key = f"authfail:{BaseThrottle().get_ident(request)}:{period}:{window}"
-        request._herald_auth_failure_key = (key, period)
-        if count(key) < limit:
-            return None
-        wait = max(1, int((window + 1) * period - now + 0.999))
-        response = JsonResponse(
-            {
-                "error": "rate_limited",
-                "detail": f"Too many failed authentications from this address; try again in {wait} s.",
-            },
-            status=429,
-            headers={"Retry-After": str(wait)},
-        )
-        for header, value in getattr(view_class, "cors_headers", {}).items():
-            response[header] = value
-        return response
+        return refuse_after_auth_failures(request, cors_headers=getattr(view_class, "cors_headers", {}))
+
+
+def auth_failure_counter(request) -> tuple[str, int, int, float] | None:
+    """The failed-authentication counter of the request's client IP: (name, period, limit,
+    seconds left in the window), or None when the limit is off. From here on, a 401 answer
+    to the request counts against it (AuthFailureLimitMiddleware)."""
+    rate = parse_rate(settings.RATE_LIMIT_AUTH_FAILURES_PER_IP)
+    if rate is None:
+        return None
+    limit, period = rate
+    now = clock()
+    window = int(now // period)
+    name = f"authfail:{BaseThrottle().get_ident(request)}:{period}:{window}"
+    request._herald_auth_failure_key = (name, period)
+    return name, period, limit, (window + 1) * period - now
+
+
+def refuse_after_auth_failures(request, *, cors_headers: dict) -> JsonResponse | None:
+    """The 429 for a client IP whose failed-authentication budget is spent, or None."""
+    counter = auth_failure_counter(request)
+    if counter is None or count(counter[0]) < counter[2]:
+        return None
+    return auth_failures_refusal(counter[3], cors_headers=cors_headers)
+
+
+def auth_failures_refusal(seconds_left: float, *, cors_headers: dict) -> JsonResponse:
+    wait = max(1, int(seconds_left + 0.999))
+    response = JsonResponse(
+        {
+            "error": "rate_limited",
+            "detail": f"Too many failed authentications from this address; try again in {wait} s.",
+        },
+        status=429,
+        headers={"Retry-After": str(wait)},
+    )
+    for header, value in cors_headers.items():
+        response[header] = value
+    return response

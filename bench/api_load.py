@@ -17,7 +17,8 @@ are answered, for a bounded time after a short warm-up:
 
 Prints requests/second, p50/p99/max latency and errors per scenario, and checks that every
 accepted event and rotation was stored. Rate limits stay on, set far above the load, so
-that their cost (a cache INCR per request per limit) is measured; with ``--redis-url``
+that their cost (on the app endpoints, one Redis script per request counting both limits and
+reading the failed-authentication budget) is measured; with ``--redis-url``
 (the default, if Redis answers) the counters are in Redis, as in production.
 
 Everything stays on this machine: the server binds 127.0.0.1 and the clients connect

@@ -34,31 +34,44 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# The parts of a request, as (label, file suffix, function name). Cumulative times, so a
-# part includes what it calls; nested parts are indented under the part that calls them.
+# The parts of a request, as (label, [(file suffix, function name), ...]): the cumulative time
+# of those functions, so a part includes what it calls; indented parts are inside the one above.
+# Parts with no functions are derived in profile(). The top-level parts add up to the whole.
 PARTS = [
-    ("whole request (WSGI handler)", "django/core/handlers/wsgi.py", "__call__"),
-    ("middleware and view dispatch, outside the view", None, None),
-    ("DRF: Request wrapper, negotiation, Response render", None, None),
-    ("authentication (key lookup + last-used touch)", "tenants/auth.py", "authenticate"),
-    ("  key lookup", "tenants/auth.py", "find_key"),
-    ("  last-used touch", "tenants/models.py", "touch"),
-    ("JSON body parsing", "api/errors.py", "parse"),
-    ("rate-limit checks (Redis)", "rest_framework/views.py", "check_throttles"),
-    ("validation (serializer)", "rest_framework/serializers.py", "is_valid"),
-    ("validation (hand-written)", "devices/validation.py", "event_input"),
-    ("validation (hand-written)", "devices/validation.py", "refresh_input"),
-    ("service: record_event", "devices/services.py", "record_event"),
-    ("  advisory lock(s)", "devices/services.py", "_lock_tokens"),
-    ("  device SELECT ... FOR UPDATE", "devices/services.py", "_locked_device"),
-    ("  user upsert", "devices/services.py", "_upsert_user"),
-    ("  event fingerprint", "devices/services.py", "event_fingerprint"),
-    ("  one statement: user, device, event", "devices/services.py", "_record_event_postgresql"),
-    ("service: refresh_token", "devices/services.py", "refresh_token"),
-    ("transaction commit", "django/db/backends/base/base.py", "commit"),
-    ("logging", "logging/__init__.py", "_log"),
-    ("SQL compiler (anywhere)", "django/db/models/sql/compiler.py", "as_sql"),
-    ("cursor execute (driver, any statement)", "psycopg/cursor.py", "execute"),
+    ("whole request (WSGI handler)", [("django/core/handlers/wsgi.py", "__call__")]),
+    ("middleware, URL resolving, WSGI: outside the view", []),
+    ("  failed-auth budget, in the middleware (Redis GET)", [("api/throttling.py", "process_view")]),
+    ("DRF: Request wrapper, negotiation, Response render", []),
+    ("plain path: request checks and rendering", []),
+    ("JSON body parsing", [("api/errors.py", "parse"), ("api/errors.py", "parse_json")]),
+    ("authentication: key (cached) + last-used touch", []),
+    ("  key lookup", [("tenants/auth.py", "find_key"), ("tenants/auth.py", "remembered_key")]),
+    ("  last-used touch", [("tenants/models.py", "touch")]),
+    ("rate limits, DRF throttles (Redis, 1 call each)", [("rest_framework/views.py", "check_throttles")]),
+    ("failed-auth budget + rate limits (1 Redis call)", [("api/throttling.py", "hit_unless")]),
+    (
+        "validation",
+        [
+            ("rest_framework/serializers.py", "is_valid"),
+            ("devices/validation.py", "event_input"),
+            ("devices/validation.py", "refresh_input"),
+        ],
+    ),
+    ("service: record_event", [("devices/services.py", "record_event")]),
+    ("  event fingerprint", [("devices/services.py", "event_fingerprint")]),
+    (
+        "  the write: lock + one statement, one round trip",
+        [("devices/services.py", "_record_event_postgresql")],
+    ),
+    ("service: refresh_token", [("devices/services.py", "refresh_token")]),
+    (
+        "  the swap: lock + one statement, one round trip",
+        [("devices/services.py", "_refresh_token_postgresql")],
+    ),
+    ("  transaction commit", [("django/db/backends/base/base.py", "commit")]),
+    ("anywhere: cursor execute (driver, any statement)", [("psycopg/cursor.py", "execute")]),
+    ("anywhere: Redis client calls", [("redis/client.py", "execute_command")]),
+    ("anywhere: logging", [("logging/__init__.py", "_log")]),
 ]
 
 
@@ -215,34 +228,32 @@ def profile(driver: Driver, kind: str, requests: int) -> None:
         driver.request(kind, n)
     profiler.disable()
     stats = pstats.Stats(profiler).stats
-    by_part = {}
-    for label, suffix, name in PARTS:
-        if suffix is None:
-            continue
-        total = sum(v[3] for (file, _, func), v in stats.items() if file.endswith(suffix) and func == name)
-        by_part[label] = by_part.get(label, 0.0) + total
+
+    def cumulative(*functions) -> float:
+        return sum(
+            v[3]
+            for (file, _, func), v in stats.items()
+            if any(file.endswith(suffix) and func == name for suffix, name in functions)
+        )
+
+    by_part = {label: cumulative(*functions) for label, functions in PARTS}
     whole = by_part[PARTS[0][0]] or 1e-9
-    view = sum(
-        v[3] for (file, _, func), v in stats.items() if func == "post" and file.endswith("devices/views.py")
+    drf = cumulative(("rest_framework/views.py", "dispatch"))
+    plain = cumulative(("tenants/auth.py", "view"))  # the plain path's view (it calls DRF's when needed)
+    by_part["middleware, URL resolving, WSGI: outside the view"] = whole - (plain or drf)
+    by_part["authentication: key (cached) + last-used touch"] = (
+        by_part["  key lookup"] + by_part["  last-used touch"]
     )
-    dispatch = sum(
-        v[3]
-        for (file, _, func), v in stats.items()
-        if func == "dispatch" and file.endswith("rest_framework/views.py")
-    )
-    by_part[PARTS[1][0]] = whole - dispatch
-    inside = sum(
-        by_part[label]
-        for label, suffix, _ in PARTS[3:]
-        if suffix
-        and not label.startswith(" ")
-        and label in ("authentication (key lookup + last-used touch)", "rate-limit checks (Redis)")
-    )
-    by_part[PARTS[2][0]] = dispatch - view - inside
+    top = [label for label, _ in PARTS[5:] if not label.startswith((" ", "anywhere"))]
+    inside = sum(by_part[label] for label in top)
+    if plain:
+        by_part["plain path: request checks and rendering"] = plain - inside
+    else:
+        by_part["DRF: Request wrapper, negotiation, Response render"] = drf - inside
     print(f"  cProfile breakdown over {requests} requests (share of the whole request):")
-    for label in dict.fromkeys(label for label, _, _ in PARTS):
-        value, suffix = by_part.get(label, 0.0), next(suffix for name, suffix, _ in PARTS if name == label)
-        if value or suffix is None:
+    for label, _ in PARTS:
+        value = by_part[label]
+        if value:
             print(f"    {label:<52} {100 * value / whole:5.1f} %   {1000 * value / requests:6.3f} ms")
 
 
@@ -295,7 +306,8 @@ def main() -> None:
         }
     )
     if args.database_url.startswith(("postgres://", "postgresql://")):
-        sys.path.insert(0, str(ROOT / "bench"))
+        # bench/ (this script's directory) is on sys.path after ROOT, never before it:
+        # bench/webhooks.py would hide the webhooks app.
         from api_load import ensure_database
 
         ensure_database(args.database_url)

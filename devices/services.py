@@ -190,92 +190,41 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
     return stored
 
 
-# POST /events on PostgreSQL: one round trip. Sent as one simple-protocol query of two
-# statements, which PostgreSQL runs as one transaction (or inside the caller's): first the
-# token's advisory lock, then one statement that upserts the user, upserts the device and
-# inserts the event. In READ COMMITTED every statement takes a new snapshot, so the
-# second one reads what the last holder of the lock committed, exactly as the separate
-# statements of _record_event_portable do.
-RECORD_EVENT_SQL = (
-    LOCK_SQL
-    + """;
-WITH known AS (
-    SELECT user_id FROM devices_device WHERE tenant_id = %(tenant)s AND token_hash = %(token_hash)s
-), named AS (
-    -- the user the app named; for an unnamed event on a new device, its anonymous user
-    INSERT INTO devices_appuser AS u
-        (tenant_id, app_user_id, is_anonymous, language, country, timezone, first_seen_at, last_seen_at)
-    SELECT %(tenant)s, %(app_user_id)s, %(anonymous)s, %(language)s, %(country)s, %(timezone)s,
-           %(now)s, %(now)s
-    WHERE NOT %(anonymous)s OR NOT EXISTS (SELECT 1 FROM known)
-    ON CONFLICT (tenant_id, app_user_id) DO UPDATE SET
-        language = EXCLUDED.language, country = EXCLUDED.country, timezone = EXCLUDED.timezone,
-        last_seen_at = EXCLUDED.last_seen_at
-    RETURNING u.id
-), unnamed AS (
-    -- an unnamed event on a known device: the device's own user
-    UPDATE devices_appuser SET language = %(language)s, country = %(country)s, timezone = %(timezone)s,
-                               last_seen_at = %(now)s
-    WHERE %(anonymous)s AND id = (SELECT user_id FROM known)
-    RETURNING id
-), app_user AS (
-    SELECT id FROM named UNION ALL SELECT id FROM unnamed
-), device AS (
-    INSERT INTO devices_device AS d
-        (tenant_id, user_id, token, token_hash, token_kind, platform, push_permission, is_active,
-         deactivated_at, deactivation_reason, last_session_id, created_at, last_seen_at, token_updated_at)
-    SELECT %(tenant)s, app_user.id, %(token)s, %(token_hash)s, %(token_kind)s, %(platform)s, %(permission)s,
-           true, NULL, '', %(session_id)s, %(now)s, %(now)s, %(now)s
-    FROM app_user
-    ON CONFLICT (tenant_id, token_hash) DO UPDATE SET
-        user_id = EXCLUDED.user_id, platform = EXCLUDED.platform,
-        push_permission = EXCLUDED.push_permission, token_kind = EXCLUDED.token_kind,
-        last_session_id = EXCLUDED.last_session_id, last_seen_at = EXCLUDED.last_seen_at,
-        is_active = true, deactivated_at = NULL, deactivation_reason = ''
-    RETURNING d.id, d.user_id
-), stored AS (
-    -- the same event again (a client retry) is stored already
-    INSERT INTO devices_event
-        (tenant_id, user_id, device_id, name, occurred_at, received_at, session_id, params, fingerprint)
-    SELECT %(tenant)s, device.user_id, device.id, %(name)s, %(occurred_at)s, %(now)s, %(session_id)s,
-           %(params)s::jsonb, %(fingerprint)s
-    FROM device
-    ON CONFLICT (tenant_id, fingerprint) DO NOTHING
-)
-SELECT id, user_id FROM device"""
-)
+# POST /events on PostgreSQL: one round trip, one transaction. The function (see migration
+# devices 0006) takes the token's advisory lock, then in one statement upserts the user,
+# upserts the device and inserts the event; in READ COMMITTED that statement reads what the
+# last holder of the lock committed, exactly as the separate statements of
+# _record_event_portable do. Its arguments travel as one jsonb document.
+RECORD_EVENT_SQL = "SELECT recorded_device, recorded_user FROM herald_record_event(%s::bigint[], %s::jsonb)"
 
 
 def _record_event_postgresql(
     *, tenant: Tenant, event: EventInput, params: dict, fingerprint: str, now: datetime
 ) -> Event:
     token_hash = hash_token(event.device_token)
-    app_user_id = event.app_user_id or anonymous_user_id(tenant=tenant, token=event.device_token)
+    arguments = {
+        "tenant": tenant.pk,
+        "token_hash": token_hash,
+        "app_user_id": event.app_user_id or anonymous_user_id(tenant=tenant, token=event.device_token),
+        "anonymous": not event.app_user_id,
+        "language": event.language,
+        "country": event.country,
+        "timezone": event.timezone,
+        "now": now.isoformat(),
+        "token": event.device_token,
+        "token_kind": event.token_kind,
+        "platform": event.platform,
+        "permission": event.push_permission_granted,
+        "session_id": event.session_id,
+        "name": event.event_name,
+        "occurred_at": event.event_time.isoformat(),
+        "params": params,
+        "fingerprint": fingerprint,
+    }
     with connection.cursor() as cursor:
         cursor.execute(
-            RECORD_EVENT_SQL,
-            {
-                "lock_keys": _lock_keys(tenant=tenant, token_hashes=[token_hash]),
-                "tenant": tenant.pk,
-                "token_hash": token_hash,
-                "app_user_id": app_user_id,
-                "anonymous": not event.app_user_id,
-                "language": event.language,
-                "country": event.country,
-                "timezone": event.timezone,
-                "now": now,
-                "token": event.device_token,
-                "token_kind": event.token_kind,
-                "platform": event.platform,
-                "permission": event.push_permission_granted,
-                "session_id": event.session_id,
-                "name": event.event_name,
-                "occurred_at": event.event_time,
-                "params": json.dumps(params),
-                "fingerprint": fingerprint,
-            },
+            RECORD_EVENT_SQL, [_lock_keys(tenant=tenant, token_hashes=[token_hash]), json.dumps(arguments)]
         )
-        cursor.nextset()
         device_id, user_id = cursor.fetchone()
     return Event(
         tenant=tenant,
@@ -405,58 +354,34 @@ def refresh_token(
         )
 
 
-# The common refresh on PostgreSQL in one round trip, sent and run as RECORD_EVENT_SQL is: the
-# device holding old_token takes new_token, when no row holds new_token yet and the named
-# user (if any) exists. Anything else (a merge, a retry, a 404 or 409, a user seen for the
-# first time) changes nothing here and goes through _refresh_token.
+# The common refresh on PostgreSQL in one round trip, sent and run as RECORD_EVENT_SQL is (the
+# function is in migration devices 0006): the device holding old_token takes new_token, when no
+# row holds new_token yet and the named user (if any) exists. Anything else (a merge, a retry,
+# a 404 or 409, a user seen for the first time) changes nothing here and goes through
+# _refresh_token.
 _DEVICE_COLUMNS = [field.column for field in Device._meta.concrete_fields]
 REFRESH_TOKEN_SQL = (
-    LOCK_SQL
-    + """;
-WITH device AS (
-    SELECT id, user_id FROM devices_device
-    WHERE tenant_id = %(tenant)s AND token_hash = %(old_hash)s AND NOT EXISTS (
-        SELECT 1 FROM devices_device WHERE tenant_id = %(tenant)s AND token_hash = %(new_hash)s)
-), owner AS (
-    SELECT device.id AS device_id, CASE WHEN %(app_user_id)s = '' THEN device.user_id ELSE (
-        SELECT id FROM devices_appuser WHERE tenant_id = %(tenant)s AND app_user_id = %(app_user_id)s
-    ) END AS id
-    FROM device
-), rotation AS (
-    INSERT INTO devices_tokenrotation (device_id, old_token, old_token_hash, new_token, rotated_at)
-    SELECT device_id, %(old_token)s, %(old_hash)s, %(new_token)s, %(now)s
-    FROM owner WHERE owner.id IS NOT NULL
-    RETURNING device_id
-)
-UPDATE devices_device AS d SET
-    token = %(new_token)s, token_hash = %(new_hash)s, token_updated_at = %(now)s, user_id = owner.id,
-    platform = CASE WHEN %(platform)s = '' THEN d.platform ELSE %(platform)s END,
-    is_active = true, deactivated_at = NULL, deactivation_reason = '', last_seen_at = %(now)s
-FROM owner JOIN rotation USING (device_id)
-WHERE d.id = rotation.device_id
-RETURNING """
-    + ", ".join(f"d.{column}" for column in _DEVICE_COLUMNS)
+    "SELECT " + ", ".join(_DEVICE_COLUMNS) + " FROM herald_refresh_token(%s::bigint[], %s::jsonb)"
 )
 
 
 def _refresh_token_postgresql(*, tenant, old_token, new_token, app_user_id, platform) -> Device | None:
     old_hash, new_hash = hash_token(old_token), hash_token(new_token)
+    arguments = {
+        "tenant": tenant.pk,
+        "old_hash": old_hash,
+        "new_hash": new_hash,
+        "old_token": old_token,
+        "new_token": new_token,
+        "app_user_id": app_user_id,
+        "platform": platform,
+        "now": timezone.now().isoformat(),
+    }
     with connection.cursor() as cursor:
         cursor.execute(
             REFRESH_TOKEN_SQL,
-            {
-                "lock_keys": _lock_keys(tenant=tenant, token_hashes=[old_hash, new_hash]),
-                "tenant": tenant.pk,
-                "old_hash": old_hash,
-                "new_hash": new_hash,
-                "old_token": old_token,
-                "new_token": new_token,
-                "app_user_id": app_user_id,
-                "platform": platform,
-                "now": timezone.now(),
-            },
+            [_lock_keys(tenant=tenant, token_hashes=[old_hash, new_hash]), json.dumps(arguments)],
         )
-        cursor.nextset()
         row = cursor.fetchone()
     if row is None:
         return None

@@ -6,20 +6,25 @@ do; server endpoints carry a server key in ``X-Server-Key`` or
 the Tenant) or a 401 that does not say which half was wrong.
 
 Body-key endpoints (`AppEndpoint`) answer CORS: browsers call them, and because the key is
-in the body, never in a cookie, any origin may.
+in the body, never in a cookie, any origin may. The busiest of them (/events, the token refresh)
+answer a plainly valid request without DRF (see `AppEndpoint.plain_post`).
 """
 
+import functools
 import time
 from collections.abc import Callable
 
 from django.conf import settings
+from django.http import HttpResponse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, exceptions, permissions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.errors import ApiError, body_object
+from api import throttling
+from api.errors import ApiError, body_object, parse_json
 from api.throttling import PerKeyThrottle, PerTenantIpThrottle
 from tenants.models import ApiKey, hash_key
 
@@ -76,6 +81,14 @@ def find_key(raw_key: str) -> ApiKey | None:
         if key is not None and ttl > 0:
             keys.put(key_hash, key, ttl=ttl)
     return key
+
+
+def remembered_key(raw_key: str) -> ApiKey | None:
+    """The active key with this value if this process remembers it (see KeyCache), else None:
+    never a database query."""
+    if not raw_key or len(raw_key) > 200:
+        return None
+    return keys.get(hash_key(raw_key))
 
 
 class BodyKeyAuthentication(authentication.BaseAuthentication):
@@ -150,6 +163,15 @@ class AppEndpoint(APIView):
     throttle_classes = [PerTenantIpThrottle, PerKeyThrottle]
     cors_headers = CORS_HEADERS  # answers the rate limiter gives before the view carry them too
 
+    # The answer (a JSON-able dict) to a POST whose body is plainly valid, computed without
+    # DRF, or None to let the DRF view take the request; see _with_plain_path.
+    plain_post: Callable[..., dict | None] | None = None
+
+    @classmethod
+    def as_view(cls, **initkwargs):
+        view = super().as_view(**initkwargs)
+        return view if cls.plain_post is None else _with_plain_path(cls, view)
+
     def initial(self, request, *args, **kwargs):
         # The credentials are in the body, so a wrong method must be refused before they
         # are looked for: a GET deserves 405, not 401; a CORS preflight has no body at all.
@@ -199,3 +221,111 @@ class ServerKeyScheme(OpenApiAuthenticationExtension):
             "name": "X-Server-Key",
             "description": "A server key; `Authorization: Bearer <key>` works too.",
         }
+
+
+# --- The plain path: a valid app request answered without DRF -----------------------------
+
+# Bodies and Accept headers for which DRF would parse and render exactly as the plain path
+# does; with any other, DRF takes the request and decides (415, 406, an indented answer, …).
+PLAIN_CONTENT_TYPES = frozenset(
+    {"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"}
+)
+_JSON_ACCEPTS = frozenset({"*/*", "application/*", "application/json"})
+_renderer = JSONRenderer()
+
+
+def _accepts_plain_json(accept: str | None) -> bool:
+    """Whether DRF's content negotiation would pick its JSON renderer with no parameters."""
+    if accept is None:
+        return True
+    if ";" in accept or len(accept) > 1000:
+        return False
+    tokens = [token for token in (token.strip() for token in accept.split(",")) if token][:64]
+    return any(token in _JSON_ACCEPTS for token in tokens)
+
+
+def _with_plain_path(endpoint: type[AppEndpoint], drf_view):
+    """The endpoint's view: the plain path first, the DRF view for anything it does not take.
+
+    Nearly every app request is a valid POST from a key this process remembers, and on
+    /events DRF's request and response handling, the throttles' separate round trips to
+    Redis and the middleware's own one cost more than the work itself. The plain path reads
+    the body with the same parser, takes the key only from the key cache, checks the
+    failed-authentication budget and counts both rate limits in one Redis call, and asks
+    `plain_post` for the answer, which it renders as DRF would. Whatever it does not take (a
+    key not remembered, a limit reached, an invalid body, an OPTIONS) goes to the DRF view,
+    which answers exactly as it always has, without counting the request twice. The DRF
+    view stays what the URL names, so the OpenAPI schema is the same.
+    """
+    allow = ", ".join(endpoint().allowed_methods)
+
+    @functools.wraps(drf_view)
+    def view(request, *args, **kwargs):
+        answer = _plain_answer(endpoint, request)
+        if answer is None:
+            if not getattr(request, "_herald_auth_failures_checked", False):
+                refusal = throttling.refuse_after_auth_failures(request, cors_headers=endpoint.cors_headers)
+                if refusal is not None:
+                    return refusal
+            return drf_view(request, *args, **kwargs)
+        if isinstance(answer, HttpResponse):
+            return answer
+        response = HttpResponse(
+            _renderer.render(answer, "application/json", {}), content_type="application/json"
+        )
+        response["Allow"] = allow
+        for header, value in endpoint.cors_headers.items():
+            response[header] = value
+        return response
+
+    # AuthFailureLimitMiddleware leaves the budget to this view (one round trip with the limits).
+    view.limits_auth_failures = True
+    return view
+
+
+def _plain_answer(endpoint: type[AppEndpoint], request) -> dict | HttpResponse | None:
+    """What the plain path answers: a dict for plain_post's answer, a 429 when the client's
+    failed-authentication budget is spent, or None when the DRF view is to take the request."""
+    meta = request.META
+    length = meta.get("CONTENT_LENGTH", "")
+    # Within both limits, request.body reads the very bytes DRF's parser would.
+    most = min(
+        settings.API_MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or settings.API_MAX_BODY_BYTES
+    )
+    if (
+        request.method != "POST"
+        or meta.get("QUERY_STRING")
+        or meta.get("CONTENT_TYPE") not in PLAIN_CONTENT_TYPES
+        or not _accepts_plain_json(meta.get("HTTP_ACCEPT"))
+        or not (length.isascii() and length.isdigit() and 0 < int(length) <= most)
+    ):
+        return None
+    try:
+        data = parse_json(request.body)
+    except ApiError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    tenant_id, raw_key = data.get("tenant_id"), data.get("api_key")
+    if not isinstance(tenant_id, str) or not isinstance(raw_key, str):
+        return None
+    key = remembered_key(raw_key)
+    if key is None or key.tenant.tenant_id != tenant_id:
+        return None
+
+    # The failed-authentication budget and the rate limits, in one round trip.
+    guard = throttling.auth_failure_counter(request)
+    request._herald_auth_failures_checked = True
+    counters = [c for c in (throttle().counter(request, key) for throttle in endpoint.throttle_classes) if c]
+    if guard is not None or counters:
+        counts = throttling.hit_unless(
+            [(name, period) for name, period, _, _ in counters],
+            guard=(guard[0], guard[2]) if guard is not None else None,
+        )
+        if counts is None:
+            return throttling.auth_failures_refusal(guard[3], cors_headers=endpoint.cors_headers)
+        setattr(request, throttling.COUNTED, {c[0]: n for c, n in zip(counters, counts, strict=True)})
+        if any(n > limit for (_, _, limit, _), n in zip(counters, counts, strict=True)):
+            return None  # the DRF view's throttles read these counts and answer the 429
+    key.touch()
+    return endpoint.plain_post(key=key, data=data)

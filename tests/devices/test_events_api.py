@@ -150,3 +150,22 @@ def test_the_same_token_in_two_tenants_is_two_devices(api, event_body, client):
     assert response.status_code == 200
     assert Device.objects.count() == 2
     assert Device.objects.filter(tenant=other).count() == 1
+
+
+def test_text_beyond_ascii_and_quotes_are_stored_exactly_as_sent(register):
+    body = {
+        "app_user_id": "kullanıcı-ğüş",
+        "device_token": "tok-é-😀",
+        "session_id": "oturum 🎉",
+        "event_name": "satın_alındı",
+        "event_time": "2026-11-23T10:15:00.123456+05:45",
+        "params": {"şehir": "İstanbul", "quote": "a'b\"c\\d%s", "emoji": ["🎉", {"ñ": None}], "n": 1.5},
+    }
+    register(**body)
+
+    event = Event.objects.get()
+    assert event.user.app_user_id == "kullanıcı-ğüş"
+    assert event.device.token == "tok-é-😀"
+    assert (event.name, event.session_id) == ("satın_alındı", "oturum 🎉")
+    assert event.params == body["params"]
+    assert event.occurred_at == datetime(2026, 11, 23, 4, 30, 0, 123456, tzinfo=UTC)
