@@ -1002,6 +1002,8 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> bool:
     templates = {
         key: fcm_message(push=plan.push(*key)) for key in {(d.variant, d.language) for d in deliveries}
     }
+    if isinstance(client, fcm.CurlFcmClient):
+        return _send_chunk_multiplexed(message, client, deliveries, templates)
     answers: queue.SimpleQueue = queue.SimpleQueue()
     cap = max(1, settings.DELIVERY_MAX_UNRECORDED)
     unrecorded = threading.Semaphore(cap)
@@ -1058,6 +1060,62 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> bool:
 
 
 _NO_ANSWER = object()
+
+
+class _MultiplexedSender(_Senders):
+    """The worker's one thread that drives the curl client's `send_many` (HTTP/2
+    multiplexing: one thread keeps hundreds of sends in flight)."""
+
+    _lock = threading.Lock()
+    _pool: ThreadPoolExecutor | None = None
+    _key: tuple = ()
+
+
+def _send_chunk_multiplexed(message: Message, client, deliveries: list[Delivery], templates: dict) -> bool:
+    """`_send_chunk` over the curl transport: the chunk goes out in batches through the
+    client's `send_many`, from one long-lived thread, while this thread records the batch
+    before it. A batch is DELIVERY_RESULT_BATCH sends, at most half DELIVERY_MAX_UNRECORDED
+    (one batch being recorded and the next one sending stay within the cap); its results
+    are written when its last answer is in (DELIVERY_RESULT_INTERVAL does not apply)."""
+    size = max(1, min(settings.DELIVERY_RESULT_BATCH, max(1, settings.DELIVERY_MAX_UNRECORDED) // 2))
+    batches = [deliveries[start : start + size] for start in range(0, len(deliveries), size)]
+    stopping = threading.Event()
+
+    def send(batch: list[Delivery]) -> list:
+        if stopping.is_set():
+            return []
+        outcomes, sendable = [], []
+        for delivery in batch:
+            outcome = _unsendable(message, delivery)
+            if outcome is None:
+                sendable.append(delivery)
+            elif outcome is not _NOT_SENT:
+                outcomes.append(outcome)
+        payloads = [_payload(message, templates[(d.variant, d.language)], d) for d in sendable]
+        for delivery, result in zip(
+            sendable,
+            client.send_many(payloads, validate_only=message.dry_run) if payloads else [],
+            strict=True,
+        ):
+            outcomes.append((delivery, result, None) if isinstance(result, str) else (delivery, None, result))
+        return outcomes
+
+    sender = _MultiplexedSender.pool(1)
+    retrying = False
+    future = sender.submit(send, batches[0]) if batches else None
+    try:
+        for index in range(len(batches)):
+            outcomes = future.result()
+            future = sender.submit(send, batches[index + 1]) if index + 1 < len(batches) else None
+            if outcomes:
+                retrying |= _record(message, outcomes)
+    except BaseException:
+        # Results can no longer be recorded: send no more of the chunk (see _send_chunk).
+        stopping.set()
+        if future is not None:
+            future.cancel()
+        raise
+    return retrying
 
 
 _NOT_SENT = object()
