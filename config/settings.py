@@ -270,6 +270,9 @@ HERALD_FCM_TRANSPORT = env.str("HERALD_FCM_TRANSPORT", default="urllib3")
 # --- Delivery ------------------------------------------------------------------
 # Devices per fan-out chunk, and concurrent FCM requests per chunk.
 FANOUT_CHUNK_SIZE = env.int("FANOUT_CHUNK_SIZE", default=1000)
+# Chunks one fan-out task writes before it queues its continuation: a worker is back at
+# the queue (where another tenant's new message ranks first) every few seconds.
+FANOUT_TASK_CHUNKS = env.int("FANOUT_TASK_CHUNKS", default=4)
 # FCM answers in 20–100 ms: 128 requests in flight keep one worker near its CPU limit
 # (at 50 ms, 32 in flight would cap it at 640/s; see bench/send_throughput.py).
 SEND_CONCURRENCY = env.int("SEND_CONCURRENCY", default=128)

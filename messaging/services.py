@@ -51,9 +51,10 @@ log = logging.getLogger("herald.delivery")
 # deliveries to send (message_id, first_device_id, last_device_id, run_after, rank).
 # messaging.tasks, the one place that queues work, listens, and answers True when it queued
 # the task; a signal, so that these services never import the tasks that call them.
-# `rank` orders work across tenants: 0 is a new message's first work, each chunk a message
-# (or its tenant) already has in the queue ranks one further back, so that a small new
-# message is not queued behind another tenant's big backlog.
+# A fan-out continues (after_device_id, first_chunk) in a task of its own every
+# FANOUT_TASK_CHUNKS chunks. `rank` orders work across tenants by the message's own work:
+# 0 is a message's fan-out and first chunk, its k-th chunk ranks k, so that a small new
+# message is not queued behind another tenant's big one, however many it has sending.
 fan_out_due = Signal()
 send_due = Signal()
 # An A/B test's wait ends (message_id, run_after): its winner is to be chosen.
@@ -511,12 +512,19 @@ def audience_target(*, audience: str, params: dict) -> fcm.FcmTarget:
 # --- Fan-out ----------------------------------------------------------------------
 
 
-def fan_out(*, message_id: int) -> None:
+def fan_out(*, message_id: int, after_device_id: int | None = None, first_chunk: int = 0) -> None:
     """Turn a message into deliveries, a chunk of devices at a time, and queue their sending.
 
     Streams device ids by primary key (memory stays flat however large the audience)
     and inserts deliveries with ON CONFLICT DO NOTHING, so running it again after a
     crash finishes the job without duplicating anything.
+
+    One task writes at most FANOUT_TASK_CHUNKS chunks, from the device after
+    `after_device_id`, queuing each chunk's send as soon as it is written, then queues
+    its own continuation from the last device it read: a worker is back at the queue
+    every few chunks, so another tenant's new message never waits for a whole fan-out.
+    Each chunk ranks by its index in the message (`first_chunk` onward), the
+    continuation behind the sends it queued.
     """
     now = timezone.now()
     _free_task_slot(message_id, now)
@@ -568,40 +576,93 @@ def fan_out(*, message_id: int) -> None:
             devices = devices.values_list("pk", "user_id", "user__language")
         # Staff marketing messages: the tenant's frequency cap and quiet hours (messaging.limits).
         limited = limits.is_marketing(message) and limits.applies(message.tenant)
-        # The tenant's other messages still sending: each ranks this one's chunks further back.
-        rank = (
-            Message.objects.filter(tenant_id=message.tenant_id, status=Message.Status.SENDING)
-            .exclude(pk=message.pk)
-            .count()
-        )
-        for rows in _device_chunks(devices, chunk):
-            assigned = plan.assign(rows, phase=phase)
-            if not assigned:
-                continue
-            # Counts only new rows: an interrupted run may have made some of these already.
-            if limited:
-                created = sum(
-                    _insert_deliveries(message_id=message.pk, assigned=group, now=due)
-                    for due, group in limits.hold_back(message=message, rows=rows, assigned=assigned, now=now)
-                )
-                if not created:
-                    continue
-            else:
-                _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
-            send_due.send(
-                Message,
-                message_id=message.pk,
-                first_device_id=assigned[0][0],
-                last_device_id=assigned[-1][0],
-                rank=rank,
-            )
-            rank += 1
+        # The rank is the chunk's place in its own message: a message's first chunk goes
+        # first, whatever else its tenant has sending; a big message's later ones go back.
+        rank, continued = first_chunk, after_device_id is not None
+        while True:
+            slice_ = devices if after_device_id is None else devices.filter(pk__gt=after_device_id)
+            last_read, full, read = None, False, 0
+            limit = max(1, settings.FANOUT_TASK_CHUNKS)
+            chunks = _device_chunks(slice_, chunk)
+            try:
+                for rows in itertools.islice(chunks, limit):
+                    read += 1
+                    last_read, full = rows[-1][0], len(rows) >= chunk
+                    assigned = plan.assign(rows, phase=phase)
+                    if not assigned:
+                        continue
+                    # Counts only new rows: an interrupted run may have made some already.
+                    if limited:
+                        created = sum(
+                            _insert_deliveries(message_id=message.pk, assigned=group, now=due)
+                            for due, group in limits.hold_back(
+                                message=message, rows=rows, assigned=assigned, now=now
+                            )
+                        )
+                        if not created:
+                            continue
+                    else:
+                        _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
+                    send_due.send(
+                        Message,
+                        message_id=message.pk,
+                        first_device_id=assigned[0][0],
+                        last_device_id=assigned[-1][0],
+                        rank=rank,
+                    )
+                    rank += 1
+            finally:
+                chunks.close()  # on PostgreSQL: the server-side cursor
+            if read < limit or not full:
+                break  # the devices ran out in this task
+            if _continue_fan_out(message.pk, after_device_id=last_read, first_chunk=rank):
+                return
+            after_device_id = last_read  # a backend that cannot queue it: go on here
+        if continued:
+            _queue_stalled_sends(message.pk)
         if phase == "test":
             _end_test_phase(plan.ab_test)
             return
     Message.objects.filter(pk=message.pk).update(fanned_out_at=timezone.now())
     log.info("fan-out done", extra={"message_id": message.pk})
     finalize_if_done(message_id=message.pk)
+
+
+def _continue_fan_out(message_id: int, *, after_device_id: int, first_chunk: int) -> bool:
+    """Queue the rest of a message's fan-out, from the device after `after_device_id`.
+
+    The continuation holds the message's task slot (`task_due_at`) while it waits, so that
+    herald_beat does not start the fan-out over meanwhile; the fan-out frees it as it
+    starts, and only a continuation lost for DELIVERY_CLAIM_SECONDS is restarted (from the
+    first device: idempotent). Returns False where the backend could not queue it.
+    """
+    now = timezone.now()
+    Message.objects.filter(pk=message_id).update(task_due_at=now)
+    answers = fan_out_due.send(
+        Message,
+        message_id=message_id,
+        after_device_id=after_device_id,
+        first_chunk=first_chunk,
+        rank=first_chunk,
+    )
+    if any(queued for _, queued in answers):
+        return True
+    Message.objects.filter(pk=message_id, task_due_at=now).update(task_due_at=None)
+    return False
+
+
+def _queue_stalled_sends(message_id: int) -> None:
+    """What herald_beat would queue for this message's stalled deliveries (a dead worker's
+    chunk): while the fan-out's continuation held the message's slot, it could not."""
+    now = timezone.now()
+    grace = timedelta(seconds=settings.DELIVERY_RECOVERY_GRACE_SECONDS)
+    stalled = (
+        Delivery.objects.unfinished()
+        .unclaimed(now)
+        .filter(message_id=message_id, next_attempt_at__lte=now - grace)
+    )
+    if stalled.exists():
+        _queue_message_task(message_id)
 
 
 def _end_test_phase(ab_test: AbTest) -> None:
@@ -964,6 +1025,8 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> bool:
     templates = {
         key: fcm_message(push=plan.push(*key)) for key in {(d.variant, d.language) for d in deliveries}
     }
+    if isinstance(client, fcm.CurlFcmClient):
+        return _send_chunk_multiplexed(message, client, deliveries, templates)
     answers: queue.SimpleQueue = queue.SimpleQueue()
     cap = max(1, settings.DELIVERY_MAX_UNRECORDED)
     unrecorded = threading.Semaphore(cap)
@@ -1022,15 +1085,71 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> bool:
 _NO_ANSWER = object()
 
 
-def _send_one(message: Message, client, template: dict, delivery: Delivery):
-    """(delivery, message name, None) or (delivery, None, FcmError); None when not sent.
+class _MultiplexedSender(_Senders):
+    """The worker's one thread that drives the curl client's `send_many` (HTTP/2
+    multiplexing: one thread keeps hundreds of sends in flight)."""
 
-    Runs in a sending thread: it touches no database connection (everything it reads was
-    loaded with the claim), so a worker's connections stay one whatever SEND_CONCURRENCY.
-    """
+    _lock = threading.Lock()
+    _pool: ThreadPoolExecutor | None = None
+    _key: tuple = ()
+
+
+def _send_chunk_multiplexed(message: Message, client, deliveries: list[Delivery], templates: dict) -> bool:
+    """`_send_chunk` over the curl transport: the chunk goes out in batches through the
+    client's `send_many`, from one long-lived thread, while this thread records the batch
+    before it. A batch is DELIVERY_RESULT_BATCH sends, at most half DELIVERY_MAX_UNRECORDED
+    (one batch being recorded and the next one sending stay within the cap); its results
+    are written when its last answer is in (DELIVERY_RESULT_INTERVAL does not apply)."""
+    size = max(1, min(settings.DELIVERY_RESULT_BATCH, max(1, settings.DELIVERY_MAX_UNRECORDED) // 2))
+    batches = [deliveries[start : start + size] for start in range(0, len(deliveries), size)]
+    stopping = threading.Event()
+
+    def send(batch: list[Delivery]) -> list:
+        if stopping.is_set():
+            return []
+        outcomes, sendable = [], []
+        for delivery in batch:
+            outcome = _unsendable(message, delivery)
+            if outcome is None:
+                sendable.append(delivery)
+            elif outcome is not _NOT_SENT:
+                outcomes.append(outcome)
+        payloads = [_payload(message, templates[(d.variant, d.language)], d) for d in sendable]
+        for delivery, result in zip(
+            sendable,
+            client.send_many(payloads, validate_only=message.dry_run) if payloads else [],
+            strict=True,
+        ):
+            outcomes.append((delivery, result, None) if isinstance(result, str) else (delivery, None, result))
+        return outcomes
+
+    sender = _MultiplexedSender.pool(1)
+    retrying = False
+    future = sender.submit(send, batches[0]) if batches else None
+    try:
+        for index in range(len(batches)):
+            outcomes = future.result()
+            future = sender.submit(send, batches[index + 1]) if index + 1 < len(batches) else None
+            if outcomes:
+                retrying |= _record(message, outcomes)
+    except BaseException:
+        # Results can no longer be recorded: send no more of the chunk (see _send_chunk).
+        stopping.set()
+        if future is not None:
+            future.cancel()
+        raise
+    return retrying
+
+
+_NOT_SENT = object()
+
+
+def _unsendable(message: Message, delivery: Delivery):
+    """None when the delivery is to be sent; else its outcome without a send, or _NOT_SENT
+    (a stalled claim: nothing to write)."""
     if delivery.claimed_until is not None and timezone.now() >= delivery.claimed_until:
         # This worker stalled past its claim; another may be sending the delivery now.
-        return None
+        return _NOT_SENT
     if delivery.device_id is None and message.audience not in (Audience.TOPIC, Audience.CONDITION):
         return (
             delivery,
@@ -1043,6 +1162,20 @@ def _send_one(message: Message, client, template: dict, delivery: Delivery):
                 detail="The device was removed.",
             ),
         )
+    return None
+
+
+def _send_one(message: Message, client, template: dict, delivery: Delivery):
+    """(delivery, message name, None) or (delivery, None, FcmError); None when not sent.
+
+    Runs in a sending thread: it touches no database connection (everything it reads was
+    loaded with the claim), so a worker's connections stay one whatever SEND_CONCURRENCY.
+    """
+    outcome = _unsendable(message, delivery)
+    if outcome is _NOT_SENT:
+        return None
+    if outcome is not None:
+        return outcome
     try:
         name = client.send(_payload(message, template, delivery), validate_only=message.dry_run)
         return delivery, name, None

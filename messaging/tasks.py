@@ -13,8 +13,8 @@ from messaging import retention, services, variants
 
 
 @task()
-def fan_out_message(message_id: int) -> None:
-    services.fan_out(message_id=message_id)
+def fan_out_message(message_id: int, after_device_id: int | None = None, first_chunk: int = 0) -> None:
+    services.fan_out(message_id=message_id, after_device_id=after_device_id, first_chunk=first_chunk)
 
 
 @task()
@@ -47,9 +47,11 @@ def _prepared(task_, run_after, rank: int):
     cannot defer (the immediate backend of tests): there `herald_beat` picks the work up
     when it is due.
 
-    Rank 0 (a new message's first work) keeps the default priority; each rank further back
-    is one priority lower, so a worker takes a new message's first chunk before the tenth
-    chunk of a big one, whoever queued first. Backends without priorities (RQ) run FIFO.
+    Rank 0 (a message's first chunk) keeps the default priority; its k-th chunk ranks k,
+    one priority lower each (down to TASK_MIN_PRIORITY), so a worker takes a new message's
+    first chunk before the second chunk of a big one, whoever queued first. Backends
+    without priorities (RQ) run FIFO; there the bounded fan-out tasks keep a new message
+    a few chunks behind a big one at most.
     """
     backend = task_.get_backend()
     if run_after is not None:
@@ -61,9 +63,14 @@ def _prepared(task_, run_after, rank: int):
     return task_
 
 
-def enqueue_fan_out(message_id: int, *, run_after=None, rank: int = 0) -> bool:
+def enqueue_fan_out(
+    message_id: int, *, after_device_id=None, first_chunk: int = 0, run_after=None, rank: int = 0
+) -> bool:
     if task_ := _prepared(fan_out_message, run_after, rank):
-        task_.enqueue(message_id)
+        if after_device_id is None:
+            task_.enqueue(message_id)
+        else:
+            task_.enqueue(message_id, after_device_id, first_chunk)
         return True
     return False
 
@@ -78,8 +85,19 @@ def enqueue_send(
 
 
 @receiver(services.fan_out_due, dispatch_uid="herald-enqueue-fan-out")
-def _fan_out_due(sender, *, message_id: int, run_after=None, rank: int = 0, **kwargs) -> bool:
-    return enqueue_fan_out(message_id, run_after=run_after, rank=rank)
+def _fan_out_due(
+    sender,
+    *,
+    message_id: int,
+    after_device_id=None,
+    first_chunk: int = 0,
+    run_after=None,
+    rank: int = 0,
+    **kwargs,
+) -> bool:
+    return enqueue_fan_out(
+        message_id, after_device_id=after_device_id, first_chunk=first_chunk, run_after=run_after, rank=rank
+    )
 
 
 @receiver(services.send_due, dispatch_uid="herald-enqueue-send")

@@ -13,7 +13,7 @@ import pytest
 from fcm_sandbox.models import SandboxMessage
 from messaging import fcm
 from messaging.fcm import CurlFcmClient, FcmClient, FcmError, FcmTarget, build_message, make_client
-from messaging.services import client_for_tenant
+from messaging.services import MessageInput, client_for_tenant, create_message
 
 pytest.importorskip("pycurl")
 
@@ -181,3 +181,22 @@ def test_curl_sends_from_many_threads_reuse_a_handful_of_handles(
     assert len(client._all_handles) <= 6  # handles (and their connections) outlive the threads
     assert fcm_sandbox.state.token_requests == 1
     client.close()
+
+
+def test_a_message_goes_out_over_either_transport_with_every_result_recorded(
+    transport, sandbox, tenant, make_device, settings, inbox
+):
+    # With curl a chunk goes through send_many in batches of at most half the unrecorded cap.
+    settings.FANOUT_CHUNK_SIZE = 25
+    settings.DELIVERY_RESULT_BATCH = 7
+    settings.DELIVERY_MAX_UNRECORDED = 10
+    for i in range(60):
+        make_device(f"tok-{i:02}", user=f"u{i}")
+    make_device("sandbox-unregistered-1", user="gone")
+
+    message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="There"))
+
+    message.refresh_from_db()
+    assert (message.status, message.sent_count, message.failed_count) == ("completed_with_failures", 60, 1)
+    assert len(inbox()) == 60
+    assert all(d.fcm_message_name for d in message.deliveries.filter(status="sent"))

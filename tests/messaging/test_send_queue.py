@@ -5,12 +5,15 @@ backlog (django-tasks-db takes tasks by priority, then run_after, then age)."""
 from datetime import timedelta
 
 import pytest
+from django.tasks.signals import task_started
 from django.utils import timezone
+from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
+from fcm_sandbox.accounts import provision_tenant
 from messaging import services
 from messaging.models import Delivery, Message
-from messaging.services import MessageInput, create_message, recover_stalled
+from messaging.services import MessageInput, create_message, recover_stalled, send_developer_push
 from tenants.models import Tenant
 
 
@@ -84,6 +87,7 @@ def test_a_small_new_message_is_taken_before_another_tenants_backlog(
     transactional_db, database_tasks, tenant, make_device, settings
 ):
     settings.FANOUT_CHUNK_SIZE = 2
+    settings.FANOUT_TASK_CHUNKS = 5
     for i in range(10):
         make_device(f"big-{i}", user=f"big{i}")
     big, _ = create_message(tenant=tenant, spec=MessageInput(title="Big", body="x"))
@@ -106,3 +110,73 @@ def test_a_small_new_message_is_taken_before_another_tenants_backlog(
     [small_chunk] = send_tasks(small)
     order = list(DBTaskResult.objects.ready().values_list("id", flat=True))
     assert order.index(small_chunk.id) < order.index(big_chunks[1])
+
+
+def run_queue(*, max_tasks=None) -> list[tuple[str, list]]:
+    """Run queued tasks as `db_worker` takes them (priority, then run_after, then age) until
+    none is ready, or `max_tasks`; the tasks run, in order, as (name, args)."""
+    ran = []
+
+    def started(sender, task_result, **kwargs):
+        ran.append((task_result.task.name, list(task_result.args)))
+
+    task_started.connect(started)
+    try:
+        Worker(
+            queue_names=["default"],
+            interval=0,
+            batch=True,
+            backend_name="default",
+            startup_delay=False,
+            max_tasks=max_tasks,
+            worker_id="test-worker",
+            excluded_queue_names=[],
+        ).run()
+    finally:
+        task_started.disconnect(started)
+    return ran
+
+
+def test_a_one_device_push_queued_during_a_big_fan_out_is_sent_before_the_big_messages_later_chunks(
+    sandbox_server, database_tasks, tenant, make_device, settings
+):
+    settings.FANOUT_CHUNK_SIZE = 2
+    settings.FANOUT_TASK_CHUNKS = 2
+    for i in range(12):
+        make_device(f"big-{i}", user=f"big{i}")
+    small_tenant = Tenant.objects.create(name="Small", tenant_id="small")
+    provision_tenant(tenant=small_tenant, sandbox_url=sandbox_server.url)
+    make_device("small-1", user="s1", owner=small_tenant)
+    big, _ = create_message(tenant=tenant, spec=MessageInput(title="Big", body="x"))
+    first = run_queue(max_tasks=1)  # the big fan-out's first task: two chunks and its continuation
+    # Three pushes in a row: the tenant's own earlier pushes, still sending, must not rank it back.
+    smalls = [
+        send_developer_push(
+            tenant=small_tenant, app_user_id="s1", spec=MessageInput(title=f"Small {n}", body="x")
+        ).message
+        for n in range(3)
+    ]
+
+    ran = first + run_queue()
+
+    def sends(message):
+        return [
+            i
+            for i, (name, args) in enumerate(ran)
+            if name == "send_message_deliveries" and args[0] == message.pk
+        ]
+
+    big_sends = sends(big)
+    assert len(big_sends) == 6
+    for small in smalls:
+        [small_send] = sends(small)
+        assert small_send < big_sends[1], "behind the big message's first chunk at most"
+    big_fan_outs = [args for name, args in ran if name == "fan_out_message" and args[0] == big.pk]
+    assert len(big_sends) == 6
+    assert small_send < big_sends[1], "behind the big message's first chunk at most"
+    assert [args[1:] for args in big_fan_outs][:1] == [[]] and len(big_fan_outs) == 4, big_fan_outs
+    big.refresh_from_db()
+    assert (big.status, big.sent_count) == ("completed", 12)
+    for small in smalls:
+        small.refresh_from_db()
+        assert (small.status, small.sent_count) == ("completed", 1)
