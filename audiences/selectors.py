@@ -295,6 +295,15 @@ def count(tenant, rules: dict, now: datetime | None = None) -> dict[str, int]:
     "Segments"). A device's user is of the device's tenant, so the devices counted are
     devices_matching()'s (tests/audiences check the two against an oracle)."""
     now = now or timezone.now()
+    if _only_user_columns(rules):
+        # Rules on the user's own columns cost little to run twice, and two plain counts keep
+        # PostgreSQL's parallel workers, which a MATERIALIZED CTE forgoes: "dormant 7 days"
+        # (767,000 of 1,000,000 users) took 1.0 s this way against 1.6 s through the CTE.
+        with counting():
+            return {
+                "users": users_matching(tenant, rules, now).count(),
+                "devices": devices_matching(tenant, rules, now).count(),
+            }
     users_sql, users_params = (
         users_matching(tenant, rules, now).order_by().values("pk").query.sql_with_params()
     )
@@ -314,6 +323,17 @@ def count(tenant, rules: dict, now: datetime | None = None) -> dict[str, int]:
         cursor.execute(sql, [*users_params, *devices_params])
         users, devices = cursor.fetchone()
     return {"users": users, "devices": devices}
+
+
+def _only_user_columns(rules: dict) -> bool:
+    """Whether every rule reads only the user's own row: no event, event count or platform
+    (which reads the user's devices)."""
+    groups = [*rules.get("include", []), *rules.get("exclude", [])]
+    return all(
+        rule.get("type") == "property" and rule.get("property") != "platform"
+        for group in groups
+        for rule in group
+    )
 
 
 def sample_users(tenant, rules: dict, now: datetime | None = None, limit: int = 20) -> list[AppUser]:
