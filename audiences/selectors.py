@@ -286,13 +286,54 @@ def counting():
 
 
 def count(tenant, rules: dict, now: datetime | None = None) -> dict[str, int]:
-    """A segment's live size: {"users": …, "devices": …} (devices that allow pushes)."""
+    """A segment's live size: {"users": …, "devices": …} (devices that allow pushes).
+
+    One query, the rules evaluated once: the matching users' ids are a MATERIALIZED CTE,
+    counted, and joined to the tenant's targetable devices (an index-only scan of
+    `device_targetable_user_idx`). Counting users and then devices_matching() would run
+    every rule twice, the event rules' scans of the events table included (bench/README.md,
+    "Segments"). A device's user is of the device's tenant, so the devices counted are
+    devices_matching()'s (tests/audiences check the two against an oracle)."""
     now = now or timezone.now()
-    with counting():
-        return {
-            "users": users_matching(tenant, rules, now).count(),
-            "devices": devices_matching(tenant, rules, now).count(),
-        }
+    if _only_user_columns(rules):
+        # Rules on the user's own columns cost little to run twice, and two plain counts keep
+        # PostgreSQL's parallel workers, which a MATERIALIZED CTE forgoes: "dormant 7 days"
+        # (767,000 of 1,000,000 users) took 1.0 s this way against 1.6 s through the CTE.
+        with counting():
+            return {
+                "users": users_matching(tenant, rules, now).count(),
+                "devices": devices_matching(tenant, rules, now).count(),
+            }
+    users_sql, users_params = (
+        users_matching(tenant, rules, now).order_by().values("pk").query.sql_with_params()
+    )
+    targetable = Device.objects.targetable().filter(tenant=tenant).order_by().values("user_id")
+    devices_sql, devices_params = targetable.query.sql_with_params()
+    # A join, not `IN (SELECT … FROM matched)`: the planner knows no statistics of a CTE and
+    # guesses 200 distinct ids, so an IN made it de-duplicate the ids and probe the devices
+    # index once per matching user (767,000 probes for "dormant 7 days"). The ids are
+    # primary keys, distinct already.
+    sql = (
+        f"WITH matched (user_id) AS MATERIALIZED ({users_sql}) "
+        f"SELECT (SELECT COUNT(*) FROM matched), "
+        f"(SELECT COUNT(*) FROM ({devices_sql}) AS targetable "
+        f"INNER JOIN matched ON matched.user_id = targetable.user_id)"
+    )
+    with counting(), connection.cursor() as cursor:
+        cursor.execute(sql, [*users_params, *devices_params])
+        users, devices = cursor.fetchone()
+    return {"users": users, "devices": devices}
+
+
+def _only_user_columns(rules: dict) -> bool:
+    """Whether every rule reads only the user's own row: no event, event count or platform
+    (which reads the user's devices)."""
+    groups = [*rules.get("include", []), *rules.get("exclude", [])]
+    return all(
+        rule.get("type") == "property" and rule.get("property") != "platform"
+        for group in groups
+        for rule in group
+    )
 
 
 def sample_users(tenant, rules: dict, now: datetime | None = None, limit: int = 20) -> list[AppUser]:
