@@ -275,7 +275,8 @@ def _scalar(value, path: str, op: str):
         return _clean(value, path, MAX_STRING)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RuleError(path, f"{op} compares a number or a string, not {_kind(value)}")
-    if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+    # An int is compared as it is: math.isfinite(10**400) would raise OverflowError (a 500).
+    if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_NUMBER:
         raise RuleError(path, f"numbers must lie within ±{MAX_NUMBER:.0e}")
     return value
 

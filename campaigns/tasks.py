@@ -19,7 +19,6 @@ from campaigns import scheduler, services, triggers
 from campaigns.signals import campaign_changed
 from devices.signals import event_recorded
 from messaging import services as messaging
-from messaging.models import Message
 from messaging.signals import beat
 
 log = logging.getLogger("herald.campaigns")
@@ -40,13 +39,13 @@ def match_events_task(tenant_id: int) -> int:
 
 def send_now(message_ids: list[int]) -> None:
     """Fan out and send small trigger sends here, not three queue hops later: a zero-delay
-    trigger's push leaves with the task that matched it. The tasks their creation queued
-    find the work done (fan-out and claims are idempotent); big sends stay on the queue."""
+    trigger's push leaves with the task that matched it, and no task is queued for it (a
+    send of one chunk is sent here; herald_beat's recovery queues what a crash leaves
+    unsent). Bigger sends are queued by their fan-out as usual."""
     for message_id in message_ids:
         try:
-            messaging.fan_out(message_id=message_id)
-            if Message.objects.filter(pk=message_id, targeted_count__lte=settings.FANOUT_CHUNK_SIZE).exists():
-                messaging.send_deliveries(message_id=message_id)
+            for first, last in messaging.fan_out(message_id=message_id, send_here=True):
+                messaging.send_deliveries(message_id=message_id, first_device_id=first, last_device_id=last)
         except Exception:
             # herald_beat's recovery takes the message up; the others still go now.
             log.exception("campaign send %s left to recovery", message_id)

@@ -512,7 +512,9 @@ def audience_target(*, audience: str, params: dict) -> fcm.FcmTarget:
 # --- Fan-out ----------------------------------------------------------------------
 
 
-def fan_out(*, message_id: int, after_device_id: int | None = None, first_chunk: int = 0) -> None:
+def fan_out(
+    *, message_id: int, after_device_id: int | None = None, first_chunk: int = 0, send_here: bool = False
+) -> list[tuple[int, int]]:
     """Turn a message into deliveries, a chunk of devices at a time, and queue their sending.
 
     Streams device ids by primary key (memory stays flat however large the audience)
@@ -525,13 +527,18 @@ def fan_out(*, message_id: int, after_device_id: int | None = None, first_chunk:
     every few chunks, so another tenant's new message never waits for a whole fan-out.
     Each chunk ranks by its index in the message (`first_chunk` onward), the
     continuation behind the sends it queued.
+
+    `send_here`: a message that fits in one chunk gets no send task; the chunk's device-id
+    range is returned (`[(first, last)]`) for the caller to `send_deliveries` at once. A
+    caller that dies first leaves due, unclaimed deliveries: `recover_stalled` queues them.
+    Otherwise (and for bigger messages) the sends are queued and `[]` returned.
     """
     now = timezone.now()
     _free_task_slot(message_id, now)
     message = Message.objects.select_related("tenant").get(pk=message_id)
     if message.status in (Message.Status.SCHEDULED, Message.Status.SENDING) and not message.tenant.is_active:
         _cancel_for_inactive_tenant(message)
-        return
+        return []
     if message.status == Message.Status.SCHEDULED:
         if message.schedule_at is None:
             # Read as NULL: a time out of any range (stored before Herald bounded schedule_at,
@@ -542,16 +549,17 @@ def fan_out(*, message_id: int, after_device_id: int | None = None, first_chunk:
                 completed_at=now,
                 error="schedule_at is outside the dates Herald accepts; the message was not sent.",
             )
-            return
+            return []
         if message.schedule_at > now + timedelta(seconds=1):
-            return  # early (a clock skew or a re-scheduled message); herald_beat will come back
+            return []  # early (a clock skew or a re-scheduled message); herald_beat will come back
         if not Message.objects.filter(pk=message.pk, status=Message.Status.SCHEDULED).update(
             status=Message.Status.SENDING, started_at=now
         ):
-            return
+            return []
         message.status, message.started_at = Message.Status.SENDING, now
     if message.status != Message.Status.SENDING or message.fanned_out_at:
-        return
+        return []
+    held: list[dict] = []
 
     if message.audience in (Audience.TOPIC, Audience.CONDITION):
         _, created = Delivery.objects.get_or_create(
@@ -564,7 +572,7 @@ def fan_out(*, message_id: int, after_device_id: int | None = None, first_chunk:
         phase = "all"
         if plan.ab_test is not None:
             if plan.ab_test.winner is None and plan.ab_test.test_sent_at is not None:
-                return  # the test is out; messaging.variants chooses the winner when the wait is over
+                return []  # the test is out; messaging.variants chooses the winner when the wait is over
             phase = "test" if plan.ab_test.winner is None else "rest"
         chunk = settings.FANOUT_CHUNK_SIZE
         # The user's id and language come in the same query: assigning content costs no query.
@@ -603,29 +611,37 @@ def fan_out(*, message_id: int, after_device_id: int | None = None, first_chunk:
                             continue
                     else:
                         _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
-                    send_due.send(
-                        Message,
-                        message_id=message.pk,
-                        first_device_id=assigned[0][0],
-                        last_device_id=assigned[-1][0],
-                        rank=rank,
-                    )
+                    send = {
+                        "first_device_id": assigned[0][0],
+                        "last_device_id": assigned[-1][0],
+                        "rank": rank,
+                    }
                     rank += 1
+                    if send_here and rank == first_chunk + 1 and not continued:
+                        held.append(send)  # the first chunk: the caller's to send, if it stays the only one
+                        continue
+                    for queued in (*held, send):  # a second chunk: the message is queued as usual
+                        send_due.send(Message, message_id=message.pk, **queued)
+                    held.clear()
             finally:
                 chunks.close()  # on PostgreSQL: the server-side cursor
             if read < limit or not full:
                 break  # the devices ran out in this task
+            for queued in held:  # more to come: the held first chunk is queued as usual
+                send_due.send(Message, message_id=message.pk, **queued)
+            held.clear()
             if _continue_fan_out(message.pk, after_device_id=last_read, first_chunk=rank):
-                return
+                return []
             after_device_id = last_read  # a backend that cannot queue it: go on here
         if continued:
             _queue_stalled_sends(message.pk)
         if phase == "test":
             _end_test_phase(plan.ab_test)
-            return
+            return [(h["first_device_id"], h["last_device_id"]) for h in held]
     Message.objects.filter(pk=message.pk).update(fanned_out_at=timezone.now())
     log.info("fan-out done", extra={"message_id": message.pk})
     finalize_if_done(message_id=message.pk)
+    return [(h["first_device_id"], h["last_device_id"]) for h in held]
 
 
 def _continue_fan_out(message_id: int, *, after_device_id: int, first_chunk: int) -> bool:

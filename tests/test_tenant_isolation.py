@@ -11,6 +11,8 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from audiences.models import Segment
+from campaigns.models import Campaign, CampaignVersion
 from devices.models import AppUser, Device, Event, TokenRotation, hash_token
 from messaging import services
 from messaging.models import Delivery, Message
@@ -76,6 +78,20 @@ def theirs(db):
         tenant=tenant, title="Draft", body="Theirs", status="draft", idempotency_key="dedupe:shared-dedupe"
     )
     key, _ = ApiKey.generate(tenant=tenant, name="their server", kind=ApiKey.Kind.SERVER)
+    segment = Segment.objects.create(
+        tenant=tenant, name="Their buyers", rules={"version": 1, "include": [], "exclude": []}
+    )
+    campaign = Campaign.objects.create(
+        tenant=tenant,
+        name="Their cart reminder",
+        kind="triggered",
+        trigger_event="cart_abandoned",
+        status="active",
+        content={"language": "en", "variants": [{"title": "Theirs", "body": "Theirs"}]},
+    )
+    draft_campaign = Campaign.objects.create(
+        tenant=tenant, name="Their draft campaign", kind="triggered", trigger_event="purchase"
+    )
     return {
         "tenant": tenant,
         "user": user,
@@ -86,6 +102,9 @@ def theirs(db):
         "scheduled": scheduled,
         "draft": draft,
         "key": key,
+        "segment": segment,
+        "campaign": campaign,
+        "draft_campaign": draft_campaign,
     }
 
 
@@ -101,6 +120,9 @@ def everything_of(tenant: Tenant) -> dict:
         "deliveries": list(Delivery.objects.filter(message__tenant=tenant).order_by("pk").values()),
         "keys": list(ApiKey.objects.filter(tenant=tenant).order_by("pk").values()),
         "credentials": list(FirebaseCredential.objects.filter(tenant=tenant).values()),
+        "segments": list(Segment.objects.filter(tenant=tenant).order_by("pk").values()),
+        "campaigns": list(Campaign.objects.filter(tenant=tenant).order_by("pk").values()),
+        "versions": list(CampaignVersion.objects.filter(campaign__tenant=tenant).order_by("pk").values()),
     }
 
 
@@ -291,6 +313,72 @@ def test_our_dedupe_key_never_returns_their_push(ours, theirs, untouched):
     assert Message.objects.filter(tenant=ours["tenant"]).count() == 1
 
 
+CAMPAIGN_BODY = {
+    "name": "Our cart reminder",
+    "kind": "triggered",
+    "trigger_event": "cart_abandoned",
+    "cooldown": "1d",
+    "content": {"variants": [{"title": "Ours", "body": "Ours"}]},
+}
+
+
+@pytest.mark.parametrize("which", ["campaign", "draft_campaign"])
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [
+        ("get", ""),
+        ("patch", ""),
+        ("delete", ""),
+        ("post", "/activate"),
+        ("post", "/pause"),
+        ("post", "/resume"),
+        ("post", "/archive"),
+        ("get", "/stats"),
+    ],
+)
+def test_their_campaign_is_not_found(ours, theirs, which, method, suffix, untouched):
+    response = getattr(server(ours), method)(
+        f"/api/v1/campaigns/{theirs[which].pk}{suffix}", {**CAMPAIGN_BODY, "name": "Taken"}, format="json"
+    )
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+def test_the_campaign_list_shows_none_of_theirs(ours, theirs, untouched):
+    server(ours).post("/api/v1/campaigns", CAMPAIGN_BODY, format="json")
+
+    listed = server(ours).get("/api/v1/campaigns", {"page_size": 200}).json()
+
+    assert [c["name"] for c in listed["results"]] == ["Our cart reminder"]
+
+
+def test_a_campaign_of_ours_cannot_target_their_segment(ours, theirs, untouched):
+    response = server(ours).post(
+        "/api/v1/campaigns",
+        {**CAMPAIGN_BODY, "audience": {"kind": "segment", "segment_id": theirs["segment"].pk}},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["field"] == "audience.segment_id"
+    assert not Campaign.objects.filter(tenant=ours["tenant"]).exists()
+
+
+def test_our_campaign_cannot_be_changed_to_their_segment(ours, theirs, untouched):
+    created = server(ours).post("/api/v1/campaigns", CAMPAIGN_BODY, format="json").json()
+
+    response = server(ours).patch(
+        f"/api/v1/campaigns/{created['id']}",
+        {"audience": {"kind": "segment", "segment_id": theirs["segment"].pk}},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["field"] == "audience.segment_id"
+    assert Campaign.objects.get(pk=created["id"]).segment_id is None
+
+
 def test_their_server_key_does_not_open_our_messages(ours, theirs):
     # The same from the other side: a key acts for its own tenant only, whatever it names.
     ours_message, _ = services.create_message(
@@ -338,6 +426,7 @@ def our_objects(ours, theirs):
         fingerprint="o" * 32,
     )
     Message.objects.create(tenant=ours["tenant"], title="Our message", body="Ours", status="draft")
+    Campaign.objects.create(tenant=ours["tenant"], name="Our campaign", kind="triggered", trigger_event="x")
     return {"user": user, "device": device}
 
 
@@ -361,10 +450,18 @@ def their_urls(theirs) -> dict[str, list[str]]:
         ],
         "apikey": [f"/admin/tenants/apikey/{key}/change/", f"/admin/tenants/apikey/{key}/revoke/"],
         "tenant": [f"/admin/tenants/tenant/{theirs['tenant'].pk}/change/"],
+        "campaign": [
+            f"/admin/campaigns/campaign/{theirs['campaign'].pk}/{page}/"
+            for page in ("change", "edit", "history", "pause", "archive", "delete")
+        ]
+        + [
+            f"/admin/campaigns/campaign/{theirs['draft_campaign'].pk}/{page}/"
+            for page in ("change", "edit", "activate")
+        ],
     }
 
 
-@pytest.mark.parametrize("model", ["device", "appuser", "event", "message", "apikey", "tenant"])
+@pytest.mark.parametrize("model", ["device", "appuser", "event", "message", "apikey", "tenant", "campaign"])
 def test_their_admin_pages_are_not_found(our_admin, ours, theirs, model, untouched):
     for url in their_urls(theirs)[model]:
         assert our_admin.get(url).status_code == 404, url
@@ -372,12 +469,13 @@ def test_their_admin_pages_are_not_found(our_admin, ours, theirs, model, untouch
             assert our_admin.post(url, {"confirmed": "yes"}).status_code == 404, url
 
 
-@pytest.mark.parametrize("model", ["device", "appuser", "event", "message", "apikey"])
+@pytest.mark.parametrize("model", ["device", "appuser", "event", "message", "apikey", "campaign"])
 def test_their_admin_pages_exist_for_a_superuser(ours, theirs, model):
     # Proves the 404s above come from scoping, not from a wrong URL.
     root = staff_of(ours["tenant"], superuser=True)
     for url in their_urls(theirs)[model]:
-        assert root.get(url).status_code == 200, url
+        transition = url.endswith(("/activate/", "/pause/", "/archive/"))  # GET goes back to the page
+        assert root.get(url).status_code == (302 if transition else 200), url
 
 
 @pytest.mark.parametrize(
@@ -388,6 +486,7 @@ def test_their_admin_pages_exist_for_a_superuser(ours, theirs, model):
         ("/admin/devices/event/", "our_event", "purchase"),
         ("/admin/messaging/message/", "Our message", "Later"),
         ("/admin/tenants/apikey/", "server", "their server"),
+        ("/admin/campaigns/campaign/", "Our campaign", "Their cart reminder"),
     ],
 )
 def test_their_rows_are_not_in_our_lists(
@@ -408,6 +507,7 @@ def test_their_rows_are_not_in_our_lists(
         ("/admin/devices/event/", "purchase"),
         ("/admin/messaging/message/", "Later"),
         ("/admin/tenants/apikey/", "their server"),
+        ("/admin/campaigns/campaign/", "Their cart reminder"),
     ],
 )
 def test_searching_our_lists_finds_none_of_theirs(

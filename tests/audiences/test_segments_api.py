@@ -249,3 +249,17 @@ def test_counts_never_include_another_tenants_users(server, tenant):
     ApiKey.generate(tenant=other, name="k", kind=ApiKey.Kind.SERVER)
 
     assert server.post("/api/v1/segments/count", {"rules": BOUGHT}, format="json").json()["users"] == 0
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), 10**16])
+def test_a_param_number_out_of_range_is_refused_however_large(server, value):
+    rules = json.loads(json.dumps(BOUGHT))
+    rules["include"][0][0]["params"][0]["value"] = value
+
+    response = server.post(
+        "/api/v1/segments", json.dumps({"name": "x", "rules": rules}), content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["field"] == "rules.include[0][0].params[0].value"
+    assert not Segment.objects.exists()

@@ -6,7 +6,6 @@ import signal
 import time
 from collections import Counter
 
-import pytest
 from django.utils import timezone
 
 from campaigns.models import CampaignRecipient, CampaignSend, PendingTrigger
@@ -26,7 +25,6 @@ def stop(worker):
         worker.wait(timeout=10)
 
 
-@pytest.mark.postgres
 def test_a_worker_killed_mid_batch_of_triggers_loses_no_send_and_doubles_none(
     sandbox_server, tenant, app_key
 ):

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,14 +36,23 @@ def worker_env(**overrides) -> dict:
 
 
 def start(*command: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
+    """Start a command in the background; its output goes to a file (`process.output`).
+
+    Not to a pipe: nobody reads a worker's pipe while it runs, and a worker that logs more
+    than the pipe holds (64 KiB on Linux; about 100 small campaign sends' task lines) blocks
+    in its next log write and stops taking tasks, which looked like a stalled queue.
+    """
+    output = tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), *command],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    process.output = output
+    return process
 
 
 def run(*command: str, env: dict, timeout: float = 60) -> str:
