@@ -150,10 +150,12 @@ def test_a_localized_ab_message_goes_out_shows_its_figures_and_the_winner_picked
     for token, [push] in tested.items():
         assert push["title"] == TITLES[(by_token[token].variant, languages[token])]
     assert {d.variant for d in by_token.values()} == {0, 1}
-    # The app reports taps on three of variant B's pushes and one of A's.
-    opened = [t for t, d in by_token.items() if d.variant == 1][:3] + [
-        t for t, d in by_token.items() if d.variant == 0
-    ][:1]
+    # The app reports taps on (up to) three of variant B's pushes and one of A's.
+    # (The split is a hash of message and user ids, so a small test group may hold fewer
+    # than three of B: the expected figures are counted, not assumed.)
+    opened_b = [t for t, d in by_token.items() if d.variant == 1][:3]
+    opened_a = [t for t, d in by_token.items() if d.variant == 0][:1]
+    opened = opened_b + opened_a
     for token in opened:
         response = client.post(
             "/pushes/opened",
@@ -171,9 +173,9 @@ def test_a_localized_ab_message_goes_out_shows_its_figures_and_the_winner_picked
     sent_b = sum(1 for d in by_token.values() if d.variant == 1)
     sent_a = len(by_token) - sent_b
     assert figures.nth(0).locator("td").nth(1).inner_text() == str(sent_a)
-    assert figures.nth(0).locator("td").nth(3).inner_text() == "1"
+    assert figures.nth(0).locator("td").nth(3).inner_text() == str(len(opened_a))
     assert figures.nth(1).locator("td").nth(1).inner_text() == str(sent_b)
-    assert figures.nth(1).locator("td").nth(3).inner_text() == "3"
+    assert figures.nth(1).locator("td").nth(3).inner_text() == str(len(opened_b))
     assert f"n={sent_b}" in figures.nth(1).locator("td").nth(4).inner_text()
     sent_tr = sum(1 for t in by_token if languages[t] == "tr")
     languages_table = page.locator("#hd-languages tbody tr")
@@ -202,7 +204,7 @@ def test_a_localized_ab_message_goes_out_shows_its_figures_and_the_winner_picked
             assert push["title"] == TITLES[(1, languages[token])]
     ab = AbTest.objects.get(message=message)
     assert (ab.winner, ab.reason, ab.decided_by) == (1, AbTest.Reason.MANUAL, user)
-    assert [t["opened"] for t in ab.tally] == [1, 3]
+    assert [t["opened"] for t in ab.tally] == [len(opened_a), len(opened_b)]
 
     page.reload()
     page.locator("#hd-variants").scroll_into_view_if_needed()
