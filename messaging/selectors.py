@@ -6,7 +6,9 @@ The dashboard's charts are drawn by `messaging.charts`.
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db import connection
+from django.db.models import BooleanField, Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -14,6 +16,11 @@ from audiences import selectors as audience_selectors
 from devices.models import Device, Platform, TokenRotation, hash_token
 from messaging import charts, fcm
 from messaging.models import Audience, Delivery, Message, MessageRecipient
+
+# Audiences whose members a fan-out writes down once (MessageRecipient rows) as it begins.
+SNAPSHOT_AUDIENCES = (Audience.SEGMENT, Audience.RULES)
+# Audiences a fan-out reads from MessageRecipient rows: those and a campaign's send.
+LISTED_AUDIENCES = (Audience.RECIPIENTS, *SNAPSHOT_AUDIENCES)
 
 
 def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QuerySet[Device]:
@@ -25,14 +32,15 @@ def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QueryS
     if audience in (Audience.TOPIC, Audience.CONDITION, Audience.RECIPIENTS):
         return devices.none()  # recipients: see message_devices
     if audience in (Audience.SEGMENT, Audience.RULES):
-        rules = (
-            params.get("rules")
-            if audience == Audience.RULES
-            else audience_selectors.segment_rules(tenant=tenant, segment_id=params.get("segment_id"))
-        )
+        rules = _rules(tenant=tenant, audience=audience, params=params)
         if rules is None:  # the segment was deleted: nobody
             return devices.none()
         devices = audience_selectors.devices_matching(tenant, rules, now)
+    return narrowed(devices, audience=audience, params=params)
+
+
+def narrowed(devices: QuerySet[Device], *, audience: str, params: dict) -> QuerySet[Device]:
+    """`devices` narrowed by an audience's listed users or tokens and its optional filters."""
     if audience == Audience.USERS:
         devices = devices.filter(user__app_user_id__in=params.get("app_user_ids") or [])
     elif audience == Audience.TOKENS:
@@ -47,17 +55,52 @@ def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QueryS
 
 
 def message_devices(message: Message) -> QuerySet[Device]:
-    if message.audience == Audience.RECIPIENTS:
-        # A campaign's send: the devices of the users it lists.
-        listed = MessageRecipient.objects.filter(message_id=message.pk).values("user_id")
-        return Device.objects.targetable().filter(tenant_id=message.tenant_id, user_id__in=listed)
-    # Rules are evaluated at the send time, the same in every chunk and in a re-run.
+    """The devices a message's fan-out reads. A campaign's send reaches the users it lists;
+    a segment or rules message the users its rules matched as its fan-out began, listed the
+    same way (`services.snapshot_members`), so that every bounded fan-out task reads the
+    same people and none evaluates a rule again."""
+    if message.audience in LISTED_AUDIENCES:
+        devices = Device.objects.targetable().filter(listed_user(message.pk), tenant_id=message.tenant_id)
+        return narrowed(devices, audience=message.audience, params=message.audience_params or {})
     return audience_devices(
         tenant=message.tenant,
         audience=message.audience,
         params=message.audience_params,
         now=message.started_at,
     )
+
+
+def listed_user(message_id: int) -> RawSQL:
+    """Whether a device's user is listed for the message: one probe of MessageRecipient's
+    unique (message, user) index per device. On PostgreSQL `OFFSET 0` keeps it a probe: the
+    planner would otherwise join the message's whole list first (with no statistics for rows
+    written a moment ago, by a full scan of the table) and sort, for every chunk the fan-out
+    reads, where the probe lets a chunk read devices in id order and stop at its size."""
+    fence = " OFFSET 0" if connection.vendor == "postgresql" else ""
+    table = connection.ops.quote_name(MessageRecipient._meta.db_table)
+    devices = connection.ops.quote_name(Device._meta.db_table)
+    return RawSQL(
+        f"EXISTS (SELECT 1 FROM {table} listed WHERE listed.message_id = %s "  # noqa: S608
+        f"AND listed.user_id = {devices}.user_id{fence})",
+        [message_id],
+        output_field=BooleanField(),
+    )
+
+
+def matching_users(message: Message) -> QuerySet | None:
+    """The users a segment or rules message's rules match at its send time (None: the
+    segment was deleted)."""
+    rules = _rules(tenant=message.tenant, audience=message.audience, params=message.audience_params or {})
+    if rules is None:
+        return None
+    return audience_selectors.users_matching(message.tenant, rules, message.started_at)
+
+
+def _rules(*, tenant, audience: str, params: dict) -> dict | None:
+    """A rules audience's document, or its segment's (None: no such segment any more)."""
+    if audience == Audience.RULES:
+        return params.get("rules")
+    return audience_selectors.segment_rules(tenant=tenant, segment_id=params.get("segment_id"))
 
 
 def listed_variant(message: Message) -> Subquery:
@@ -82,11 +125,7 @@ def audience_users(*, tenant, audience: str, params: dict) -> int | None:
     counted as the segment editor counts them: matching users, with or without a pushable device."""
     if audience not in (Audience.SEGMENT, Audience.RULES):
         return None
-    rules = (
-        params.get("rules")
-        if audience == Audience.RULES
-        else audience_selectors.segment_rules(tenant=tenant, segment_id=params.get("segment_id"))
-    )
+    rules = _rules(tenant=tenant, audience=audience, params=params)
     if rules is None:
         return 0
     with audience_selectors.counting():

@@ -30,11 +30,28 @@ from django.dispatch import Signal, receiver
 from django.utils import timezone
 
 from api import metrics
+from audiences import selectors as audience_selectors
 from devices.models import Device
 from devices.services import deactivate_devices
 from messaging import content, fcm, limits
-from messaging.models import AbTest, Audience, Delivery, Message, VariantMode, new_tracking_token, zone_of
-from messaging.selectors import audience_size, listed_variant, message_devices
+from messaging.models import (
+    AbTest,
+    Audience,
+    Delivery,
+    Message,
+    MessageRecipient,
+    VariantMode,
+    new_tracking_token,
+    zone_of,
+)
+from messaging.selectors import (
+    LISTED_AUDIENCES,
+    SNAPSHOT_AUDIENCES,
+    audience_size,
+    listed_variant,
+    matching_users,
+    message_devices,
+)
 from messaging.signals import deliveries_recorded, message_completed, push_opened
 from tenants.credentials import (
     ADC_ENVIRONMENT_VARIABLE,
@@ -575,6 +592,8 @@ def fan_out(
                 return []  # the test is out; messaging.variants chooses the winner when the wait is over
             phase = "test" if plan.ab_test.winner is None else "rest"
         chunk = settings.FANOUT_CHUNK_SIZE
+        if message.audience in SNAPSHOT_AUDIENCES and after_device_id is None:
+            snapshot_members(message)  # again in a phase's or a restarted fan-out's first task: adds only
         # The user's id and language come in the same query: assigning content costs no query.
         devices = message_devices(message).order_by("pk")
         if message.audience == Audience.RECIPIENTS:  # a campaign's send: each user's listed variant
@@ -591,7 +610,9 @@ def fan_out(
             slice_ = devices if after_device_id is None else devices.filter(pk__gt=after_device_id)
             last_read, full, read = None, False, 0
             limit = max(1, settings.FANOUT_TASK_CHUNKS)
-            chunks = _device_chunks(slice_, chunk)
+            # Listed members: each chunk its own query, each device's membership one probe of
+            # the list's index. A cursor would be planned to read the whole list, again in each task.
+            chunks = _device_chunks(slice_, chunk, paged=message.audience in LISTED_AUDIENCES)
             try:
                 for rows in itertools.islice(chunks, limit):
                     read += 1
@@ -639,9 +660,33 @@ def fan_out(
             _end_test_phase(plan.ab_test)
             return [(h["first_device_id"], h["last_device_id"]) for h in held]
     Message.objects.filter(pk=message.pk).update(fanned_out_at=timezone.now())
+    if message.audience in SNAPSHOT_AUDIENCES:  # its deliveries say who it reached now
+        MessageRecipient.objects.filter(message_id=message.pk).delete()
     log.info("fan-out done", extra={"message_id": message.pk})
     finalize_if_done(message_id=message.pk)
     return [(h["first_device_id"], h["last_device_id"]) for h in held]
+
+
+def snapshot_members(message: Message) -> None:
+    """Write down who a segment or rules message reaches, as its fan-out begins: the users
+    its rules match at its send time become MessageRecipient rows, in one INSERT … SELECT
+    (the rules evaluated once, in the database; nothing loaded into Python). The fan-out's
+    tasks read those rows (`selectors.message_devices`), so the audience is one snapshot
+    however many tasks the fan-out takes, and a rule is never evaluated again per task.
+    Idempotent (ON CONFLICT DO NOTHING); the rows go once the fan-out is done."""
+    users = matching_users(message)
+    if users is None:
+        return  # the segment was deleted: nobody
+    select, params = users.values(member=F("pk")).query.sql_with_params()
+    table = connection.ops.quote_name(MessageRecipient._meta.db_table)
+    # `WHERE true`: SQLite needs it to read ON CONFLICT after INSERT … SELECT.
+    with audience_selectors.counting(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (message_id, user_id, variant) "  # noqa: S608
+            f"SELECT %s, m.member, NULL FROM ({select}) AS m WHERE true "
+            "ON CONFLICT (message_id, user_id) DO NOTHING",
+            [message.pk, *params],
+        )
 
 
 def _continue_fan_out(message_id: int, *, after_device_id: int, first_chunk: int) -> bool:
@@ -692,15 +737,17 @@ def _end_test_phase(ab_test: AbTest) -> None:
         transaction.on_commit(lambda: winner_due.send(Message, message_id=ab_test.pk, run_after=decide_at))
 
 
-def _device_chunks(devices, size: int):
+def _device_chunks(devices, size: int, *, paged: bool = False):
     """The rows of `devices` (ordered by pk, pk first), `size` at a time, with flat memory.
 
-    On PostgreSQL one query read through a server-side cursor: a segment's rules are evaluated
-    once per fan-out, not once per chunk over the devices it skips. SQLite cannot keep a read
-    open while the senders write (another connection: "database is locked"), so there each
-    chunk is its own query, resuming after the last pk.
+    On PostgreSQL one query read through a server-side cursor, planned once per task. SQLite
+    cannot keep a read open while the senders write (another connection: "database is
+    locked"), so there each chunk is its own query, resuming after the last pk; so it is
+    everywhere for `paged` (listed members: a chunk's query probes the list's unique index
+    once per device, where a cursor planned for all its rows would hash the whole list
+    again in every task).
     """
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and not paged:
         batches = itertools.batched(devices.iterator(chunk_size=size), size, strict=False)
         # The cursor is read to its end: plan for all its rows, not the first tenth that
         # PostgreSQL assumes (a fast-start plan runs the rule subqueries row by row, 3-4x slower).

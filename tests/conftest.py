@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from tenants.models import ApiKey, Tenant
 
 # The FCM sandbox's fixtures (fcm_sandbox, sandbox_service_account, sandbox_credential, …).
-pytest_plugins = ["tests.sandbox_fixtures"]
+pytest_plugins = ["tests.sandbox_fixtures", "tests.task_queue"]
 
 # The SQLite test database is a file here (see settings), so worker subprocesses can open it.
 (Path(__file__).resolve().parent.parent / "var").mkdir(exist_ok=True)

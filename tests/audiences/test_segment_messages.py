@@ -9,9 +9,11 @@ from django.utils import timezone
 
 from audiences.models import Segment
 from devices.models import AppUser, Event
-from messaging.models import Message
-from messaging.services import fan_out
+from messaging.models import AbTest, Message, MessageRecipient
+from messaging.selectors import message_devices
+from messaging.services import fan_out, snapshot_members
 from tenants.models import Tenant
+from tests.task_queue import run_queue
 
 TURKISH_ANDROID = {
     "include": [
@@ -193,9 +195,11 @@ def test_a_message_whose_segment_vanished_reaches_nobody(server, tenant, make_de
     assert AppUser.objects.count() == 1
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite re-runs the query per chunk")
-def test_a_rules_fan_out_evaluates_the_rules_once_however_many_chunks(server, tenant, make_device, settings):
+def test_a_rules_fan_out_evaluates_the_rules_once_however_many_chunks_and_tasks(
+    sandbox_server, database_tasks, server, tenant, make_device, settings
+):
     settings.FANOUT_CHUNK_SIZE = 2
+    settings.FANOUT_TASK_CHUNKS = 2  # four chunks: two tasks
     for i in range(7):
         purchase(make_device(f"buyer-{i}", user=f"buyer-{i}").user, fingerprint=f"f{i}")
     make_device("browser", user="browser")
@@ -208,8 +212,101 @@ def test_a_rules_fan_out_evaluates_the_rules_once_however_many_chunks(server, te
     Message.objects.filter(pk=created["id"]).update(status="sending", started_at=timezone.now())
 
     with CaptureQueriesContext(connection) as ctx:
-        fan_out(message_id=created["id"])
+        fan_out(message_id=created["id"])  # its first task, which queues the rest
+        ran = run_queue()
 
     message = Message.objects.get(pk=created["id"])
+    assert sum(name == "fan_out_message" for name, _ in ran) == 1
     assert message.deliveries.count() == message.targeted_count == 7
     assert sum(Event._meta.db_table in q["sql"] for q in ctx.captured_queries) == 1
+
+
+def test_a_fan_out_in_many_tasks_reaches_the_members_of_the_moment_it_began(
+    sandbox_server, database_tasks, server, tenant, make_device, settings
+):
+    settings.FANOUT_CHUNK_SIZE = 1
+    settings.FANOUT_TASK_CHUNKS = 1  # a task per device: the audience is read in four tasks
+    members = [make_device(f"tr-{i}", user=f"tr-{i}", language="tr") for i in range(4)]
+    make_device("en", user="en", language="en")
+    created = server.post(
+        "/api/v1/messages",
+        {"title": "t", "body": "b", "audience": {"kind": "segment", "segment_id": segment(server)}},
+        format="json",
+    ).json()
+
+    with CaptureQueriesContext(connection) as ctx:
+        run_queue(max_tasks=1)  # the fan-out's first task
+        # Between two of its tasks a member stops matching and a newcomer starts to.
+        AppUser.objects.filter(pk=members[-1].user_id).update(language="en")
+        make_device("tr-late", user="tr-late", language="tr")
+        ran = run_queue()
+
+    message = Message.objects.get(pk=created["id"])
+    assert sum(name == "fan_out_message" for name, _ in ran) == 4
+    assert message.status == "completed"
+    assert set(message.deliveries.values_list("device__token", flat=True)) == {d.token for d in members}
+    assert message.sent_count == 4
+    assert sum(Segment._meta.db_table in q["sql"] for q in ctx.captured_queries) == 1, "read as it began"
+    assert not MessageRecipient.objects.filter(message=message).exists(), "the snapshot goes with the fan-out"
+
+
+def test_an_ab_tests_rest_is_drawn_from_the_members_the_test_was_drawn_from_and_newcomers(
+    server, tenant, make_device
+):
+    for i in range(10):
+        make_device(f"tr-{i}", user=f"tr-{i}", language="tr")
+    created = server.post(
+        "/api/v1/messages",
+        {
+            "variants": [{"title": "A", "body": "a"}, {"title": "B", "body": "b"}],
+            "variant_mode": "ab_test",
+            "ab_test": {"test_percent": 50, "wait_seconds": 3600},
+            "schedule_at": LATER,
+            "audience": {"kind": "segment", "segment_id": segment(server)},
+        },
+        format="json",
+    )
+    assert created.status_code == 202, created.content
+    message = Message.objects.get(pk=created.json()["id"])
+    Message.objects.filter(pk=message.pk).update(status="sending", started_at=timezone.now())
+
+    fan_out(message_id=message.pk)  # the test group
+    tested = set(message.deliveries.values_list("device__token", flat=True))
+    make_device("tr-late", user="tr-late", language="tr")
+    AbTest.objects.filter(message=message).update(winner=1)
+    fan_out(message_id=message.pk)  # the rest
+
+    assert 0 < len(tested) < 10
+    assert set(message.deliveries.values_list("device__token", flat=True)) == {
+        f"tr-{i}" for i in range(10)
+    } | {"tr-late"}
+    assert message.deliveries.count() == 11
+    assert set(message.deliveries.exclude(device__token__in=tested).values_list("variant", flat=True)) == {1}
+    assert not MessageRecipient.objects.filter(message=message).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL plan")
+def test_a_fan_out_chunk_probes_the_snapshot_per_device_instead_of_joining_all_of_it(
+    server, tenant, make_device
+):
+    for i in range(3):
+        make_device(f"tr-{i}", user=f"tr-{i}", language="tr")
+    message = Message.objects.create(
+        tenant=tenant,
+        title="t",
+        body="b",
+        audience="segment",
+        audience_params={"segment_id": segment(server)},
+        status="sending",
+        started_at=timezone.now(),
+    )
+    snapshot_members(message)
+    chunk = message_devices(message).order_by("pk").values_list("pk", "user_id", "user__language")[:1000]
+
+    sql, params = chunk.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "SubPlan" in plan and "Semi Join" not in plan, plan
+    assert len(list(chunk)) == 3

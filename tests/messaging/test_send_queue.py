@@ -4,10 +4,7 @@ backlog (django-tasks-db takes tasks by priority, then run_after, then age)."""
 
 from datetime import timedelta
 
-import pytest
-from django.tasks.signals import task_started
 from django.utils import timezone
-from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
 from fcm_sandbox.accounts import provision_tenant
@@ -15,11 +12,7 @@ from messaging import services
 from messaging.models import Delivery, Message
 from messaging.services import MessageInput, create_message, recover_stalled, send_developer_push
 from tenants.models import Tenant
-
-
-@pytest.fixture
-def database_tasks(settings):
-    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+from tests.task_queue import run_queue
 
 
 def sending_message(tenant, devices, *, claimed_until=None, retry_in=None) -> Message:
@@ -110,31 +103,6 @@ def test_a_small_new_message_is_taken_before_another_tenants_backlog(
     [small_chunk] = send_tasks(small)
     order = list(DBTaskResult.objects.ready().values_list("id", flat=True))
     assert order.index(small_chunk.id) < order.index(big_chunks[1])
-
-
-def run_queue(*, max_tasks=None) -> list[tuple[str, list]]:
-    """Run queued tasks as `db_worker` takes them (priority, then run_after, then age) until
-    none is ready, or `max_tasks`; the tasks run, in order, as (name, args)."""
-    ran = []
-
-    def started(sender, task_result, **kwargs):
-        ran.append((task_result.task.name, list(task_result.args)))
-
-    task_started.connect(started)
-    try:
-        Worker(
-            queue_names=["default"],
-            interval=0,
-            batch=True,
-            backend_name="default",
-            startup_delay=False,
-            max_tasks=max_tasks,
-            worker_id="test-worker",
-            excluded_queue_names=[],
-        ).run()
-    finally:
-        task_started.disconnect(started)
-    return ran
 
 
 def test_a_one_device_push_queued_during_a_big_fan_out_is_sent_before_the_big_messages_later_chunks(
