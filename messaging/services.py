@@ -25,8 +25,9 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Case, Exists, F, Max, Min, OuterRef, Q, Value, When
+from django.db.models import Case, Exists, F, Min, OuterRef, Q, Value, When, Window
 from django.db.models.base import ModelState
+from django.db.models.functions import RowNumber
 from django.dispatch import Signal, receiver
 from django.utils import timezone
 
@@ -671,15 +672,7 @@ def _continue_fan_out(message_id: int, *, after_device_id: int, first_chunk: int
 def _queue_stalled_sends(message_id: int) -> None:
     """What herald_beat would queue for this message's stalled deliveries (a dead worker's
     chunk): while the fan-out's continuation held the message's slot, it could not."""
-    now = timezone.now()
-    grace = timedelta(seconds=settings.DELIVERY_RECOVERY_GRACE_SECONDS)
-    stalled = (
-        Delivery.objects.unfinished()
-        .unclaimed(now)
-        .filter(message_id=message_id, next_attempt_at__lte=now - grace)
-    )
-    if stalled.exists():
-        _queue_message_task(message_id)
+    _resume_stalled_deliveries(message_id, now=timezone.now())
 
 
 def _end_test_phase(ab_test: AbTest) -> None:
@@ -1577,7 +1570,8 @@ def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
     """Nudge work whose task was lost: a worker died, or the queue lost a job.
 
     Due scheduled messages start; a fan-out that never finished runs again; due
-    deliveries that nobody has claimed (or whose claim ran out) are queued again.
+    deliveries that nobody has claimed (or whose claim ran out) are queued again, a chunk
+    per task (`_resume_stalled_deliveries`).
     """
     now = timezone.now()
     if grace is None:
@@ -1604,15 +1598,83 @@ def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
         Delivery.objects.unfinished()
         .filter(message__status=Message.Status.SENDING, next_attempt_at__lte=now - grace)
         .unclaimed(now)
-        .values("message_id")
-        .annotate(last=Max("id"))
+        .exclude(claim=RESUMED, claimed_until__gte=now - timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS))
+        .values_list("message_id", flat=True)
+        .distinct()
     )
-    for row in stalled:
-        # Once: a pass that finds the work still waiting in a busy queue adds nothing.
-        if _queue_message_task(row["message_id"]):
+    for message_id in stalled:
+        if queued := _resume_stalled_deliveries(message_id, now=now, grace=grace):
             counts["messages_resumed"] += 1
+            counts["sends_queued"] += queued
     for pk in Message.objects.filter(status=Message.Status.SENDING, fanned_out_at__isnull=False).values_list(
         "pk", flat=True
     ):
         finalize_if_done(message_id=pk)
     return dict(counts)
+
+
+# The claim of the deliveries herald_beat queued sends for, claimed_until the moment it did:
+# already past, so any worker may claim them, while a later pass leaves them to those sends
+# for DELIVERY_CLAIM_SECONDS (as long as a worker's claim lasts).
+RESUMED = "resumed"
+
+
+def _resume_stalled_deliveries(message_id: int, *, now: datetime, grace: timedelta | None = None) -> int:
+    """Queue sends for a message's stalled deliveries, at most a chunk per task; how many.
+
+    Stalled: due more than `grace` ago and held by nobody (a dead worker's claim ran out, or
+    the queue lost the task). Each send covers the device-id range of FANOUT_CHUNK_SIZE of
+    them and ranks as fan_out ranks a message's chunks, from RETRY_RANK: behind every
+    message's first chunk, so a big stalled message goes back to the queue between chunks
+    and another tenant's new message goes first. A message-wide task would send all that
+    is left in one go, holding a worker for as long.
+
+    The deliveries queued are marked (RESUMED): a later pass finding them still waiting in
+    a busy queue adds nothing, until DELIVERY_CLAIM_SECONDS have passed (then the queue is
+    taken to have lost the sends). A message whose message-wide task is queued and due (a
+    retry, a fan-out's continuation) is left to it. Deliveries of no device (a topic or a
+    condition, or a removed device's) can only go in a message-wide task.
+    """
+    if grace is None:
+        grace = timedelta(seconds=settings.DELIVERY_RECOVERY_GRACE_SECONDS)
+    stale = now - timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS)
+    if Message.objects.filter(pk=message_id, task_due_at__lte=now, task_due_at__gte=stale).exists():
+        return 0  # its message-wide task, due, takes them
+    stalled = (
+        Delivery.objects.unfinished()
+        .unclaimed(now)
+        .filter(message_id=message_id, next_attempt_at__lte=now - grace)
+        .exclude(claim=RESUMED, claimed_until__gte=stale)
+    )
+    queued = 0
+    if stalled.filter(device__isnull=True).exists() and _queue_message_task(message_id):
+        queued += 1
+    # The UPDATE takes them: of two passes at once, each marks (and queues) its own.
+    if not stalled.filter(device__isnull=False).update(claim=RESUMED, claimed_until=now):
+        return queued
+    resumed = Delivery.objects.filter(message_id=message_id, claim=RESUMED, claimed_until=now)
+    sends = 0
+    for rank, (first, last) in enumerate(_chunk_ranges(resumed), start=RETRY_RANK):
+        answers = send_due.send(
+            Message, message_id=message_id, first_device_id=first, last_device_id=last, rank=rank
+        )
+        sends += any(answered for _, answered in answers)
+    if not sends:  # nothing listens (no task backend): the next pass tries again
+        resumed.update(claim="", claimed_until=None)
+    return queued + sends
+
+
+def _chunk_ranges(deliveries) -> list[tuple[int, int]]:
+    """(first, last) device ids of each FANOUT_CHUNK_SIZE of these deliveries, in device order:
+    one query, whatever their number."""
+    numbered = deliveries.filter(device__isnull=False).annotate(
+        place=Window(RowNumber(), order_by=F("device_id").asc())
+    )
+    sql, params = numbered.values_list("device_id", "place").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT min(device_id), max(device_id) FROM ({sql}) numbered "  # noqa: S608
+            "GROUP BY (place - 1) / %s ORDER BY 1",
+            [*params, max(1, settings.FANOUT_CHUNK_SIZE)],
+        )
+        return cursor.fetchall()
