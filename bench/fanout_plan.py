@@ -35,6 +35,9 @@ def main() -> None:
     )
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--devices", type=int, default=1_000_000)
+    parser.add_argument(
+        "--passes", type=int, default=3, help="interleaved passes of the before/now comparison"
+    )
     args = parser.parse_args()
     os.environ["DATABASE_URL"] = args.database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -94,7 +97,7 @@ def main() -> None:
     middle = big.devices.order_by("pk").values_list("pk", flat=True)[args.devices // 2]
     in_id_order = {"enable_bitmapscan": "off", "enable_sort": "off"}  # what _device_chunks sets for a page
 
-    def explain(label: str, queryset, *, planner=None, runs: int = 2) -> None:
+    def explain(label: str, queryset, *, planner=None, runs: int = 2, quiet: bool = False) -> float:
         sql, params = queryset.query.sql_with_params()
         with _planner_settings(**planner) if planner else contextlib.nullcontext():
             with connection.cursor() as cursor:
@@ -103,11 +106,16 @@ def main() -> None:
                     plan = [line for (line,) in cursor.fetchall()]
         took = next(line for line in plan if line.startswith("Execution Time"))
         shape = " / ".join(line.strip() for line in plan if "Scan" in line or "Sort" in line)[:400]
-        print(f"  {label}: {took}\n      {shape}", flush=True)
+        if not quiet:
+            print(f"  {label}: {took}\n      {shape}", flush=True)
+        return float(took.split()[2])
 
-    def read_chunks(label: str, queryset, *, paged: bool, chunks: int | None = None) -> None:
-        """The fan-out's own reads (_device_chunks), paged or through the cursor."""
-        started = time.perf_counter()
+    def read_chunks(
+        label: str, queryset, *, paged: bool, chunks: int | None = None, quiet: bool = False
+    ) -> tuple[float, float]:
+        """The fan-out's own reads (_device_chunks), paged or through the cursor: wall and
+        this process's CPU, in ms."""
+        started, cpu = time.perf_counter(), time.process_time()
         times, rows = [], 0
         reader = _device_chunks(queryset, 500, paged=paged)
         try:
@@ -117,6 +125,9 @@ def main() -> None:
                 started, rows = now, rows + len(chunk)
         finally:
             reader.close()
+        cpu = 1000 * (time.process_time() - cpu)
+        if quiet:
+            return 1000 * sum(times), cpu
         later = sorted(1000 * t for t in times[1:])
         print(
             f"  {label}: {rows:,} devices in {1000 * sum(times):,.0f} ms; first chunk after "
@@ -124,6 +135,7 @@ def main() -> None:
             f"max {later[-1]:.1f} ms per chunk of 500",
             flush=True,
         )
+        return 1000 * sum(times), cpu
 
     def explain_all(heading: str, *, now: bool) -> None:
         print(heading)
@@ -153,7 +165,53 @@ def main() -> None:
         )
         read_chunks(f"a task's {task} chunks from the middle, in pages", rest, paged=True, chunks=task)
 
+    def compare(passes: int) -> None:
+        """Before (as planned / the cursor) beside now (forced / pages), interleaved: medians."""
+        task, rest = settings.FANOUT_TASK_CHUNKS, devices.filter(pk__gt=middle)
+        first_page, middle_page = devices.filter(pk__gt=0)[:500], devices.filter(pk__gt=middle)[:500]
+        cases = {
+            "page at the start, EXPLAIN ANALYZE ms": (
+                lambda: explain("", first_page, runs=1, quiet=True),
+                lambda: explain("", first_page, planner=in_id_order, runs=1, quiet=True),
+            ),
+            "page in the middle, EXPLAIN ANALYZE ms": (
+                lambda: explain("", middle_page, runs=1, quiet=True),
+                lambda: explain("", middle_page, planner=in_id_order, runs=1, quiet=True),
+            ),
+            f"first task's {task} chunks, wall ms / client CPU ms": (
+                lambda: read_chunks("", devices, paged=False, chunks=task, quiet=True),
+                lambda: read_chunks("", devices, paged=True, chunks=task, quiet=True),
+            ),
+            f"a task's {task} chunks from the middle, wall ms / client CPU ms": (
+                lambda: read_chunks("", rest, paged=False, chunks=task, quiet=True),
+                lambda: read_chunks("", rest, paged=True, chunks=task, quiet=True),
+            ),
+            "the whole audience in one task, wall ms / client CPU ms": (
+                lambda: read_chunks("", devices, paged=False, quiet=True),
+                lambda: read_chunks("", devices, paged=True, quiet=True),
+            ),
+        }
+        results = {label: ([], []) for label in cases}
+        for _ in range(passes):
+            for label, runs in cases.items():
+                for got, run in zip(results[label], runs, strict=True):
+                    got.append(run())
+        print(
+            f"medians of {passes} interleaved passes: before (as planned, the cursor) / now (pages, forced)"
+        )
+        for label, (before, now) in results.items():
+
+            def median(values):
+                values = sorted(values)
+                if isinstance(values[0], tuple):
+                    return " / ".join(f"{sorted(v)[len(v) // 2]:,.1f}" for v in zip(*values, strict=True))
+                return f"{values[len(values) // 2]:,.2f}"
+
+            print(f"  {label}: {median(before)}  |  {median(now)}", flush=True)
+
     explain_all("with device_targetable_id_idx (tenant, is_active, push_permission, id):", now=True)
+    if args.passes > 1:
+        compare(args.passes)
 
     # The audiences read through the cursor: their plans as PostgreSQL picks them, and what
     # forcing the id-order walk on them would do.
