@@ -727,10 +727,11 @@ def _device_chunks(devices, size: int, *, paged: bool = False):
             else contextlib.nullcontext()
         ):
             rows = list(page)
-        if not rows:
-            return
+        if rows:
+            yield rows
+        if len(rows) < size:
+            return  # a short page is the last: no query to find the next one empty
         last = rows[-1][0]
-        yield rows
 
 
 @contextlib.contextmanager
