@@ -702,7 +702,7 @@ def _device_chunks(devices, size: int, *, paged: bool = False):
     connection: "database is locked"). On PostgreSQL each page is planned with bitmap scans
     and sorts off, so that it walks the index in id order and stops at `size` rows whatever
     the statistics say: a fresh, never-analyzed table otherwise reads and sorts every device
-    of the tenant for each page (2–4 s a page at a million devices, against 2 ms;
+    of the tenant for each page (1–3 s a page at a million devices, against 1 ms;
     bench/README.md).
 
     Otherwise, on PostgreSQL, one query read through a server-side cursor: a segment's rules
