@@ -8,6 +8,7 @@ to run out; `recover_stalled` (run by `manage.py herald_beat`) nudges such work 
 a delivery marked sent is never sent again.
 """
 
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -24,8 +25,9 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Case, Exists, F, Max, Min, OuterRef, Q, Value, When
+from django.db.models import Case, Exists, F, Min, OuterRef, Q, Value, When, Window
 from django.db.models.base import ModelState
+from django.db.models.functions import RowNumber
 from django.dispatch import Signal, receiver
 from django.utils import timezone
 
@@ -610,9 +612,7 @@ def fan_out(
             slice_ = devices if after_device_id is None else devices.filter(pk__gt=after_device_id)
             last_read, full, read = None, False, 0
             limit = max(1, settings.FANOUT_TASK_CHUNKS)
-            # Listed members: each chunk its own query, each device's membership one probe of
-            # the list's index. A cursor would be planned to read the whole list, again in each task.
-            chunks = _device_chunks(slice_, chunk, paged=message.audience in LISTED_AUDIENCES)
+            chunks = _device_chunks(slice_, chunk, paged=message.audience in PAGED_AUDIENCES)
             try:
                 for rows in itertools.islice(chunks, limit):
                     read += 1
@@ -715,15 +715,7 @@ def _continue_fan_out(message_id: int, *, after_device_id: int, first_chunk: int
 def _queue_stalled_sends(message_id: int) -> None:
     """What herald_beat would queue for this message's stalled deliveries (a dead worker's
     chunk): while the fan-out's continuation held the message's slot, it could not."""
-    now = timezone.now()
-    grace = timedelta(seconds=settings.DELIVERY_RECOVERY_GRACE_SECONDS)
-    stalled = (
-        Delivery.objects.unfinished()
-        .unclaimed(now)
-        .filter(message_id=message_id, next_attempt_at__lte=now - grace)
-    )
-    if stalled.exists():
-        _queue_message_task(message_id)
+    _resume_stalled_deliveries(message_id, now=timezone.now())
 
 
 def _end_test_phase(ab_test: AbTest) -> None:
@@ -737,34 +729,69 @@ def _end_test_phase(ab_test: AbTest) -> None:
         transaction.on_commit(lambda: winner_due.send(Message, message_id=ab_test.pk, run_after=decide_at))
 
 
+# Audiences a fan-out reads a page at a time, walking device_targetable_id_idx in id order:
+# the tenant's targetable devices filtered on the device's and its user's own columns, and
+# the listed audiences (a segment's or rules' snapshot, a campaign's recipients), whose
+# pages probe the list's unique index once per device (`selectors.listed_user`): a cursor
+# is planned for all its rows, so it would hash the whole list again in every bounded task.
+# Users and tokens read through one cursor: a list of users or tokens is looked up by its
+# own index (walking the tenant's devices to find a few would read them all).
+PAGED_AUDIENCES = frozenset({Audience.ALL, Audience.FILTER, *LISTED_AUDIENCES})
+
+
 def _device_chunks(devices, size: int, *, paged: bool = False):
     """The rows of `devices` (ordered by pk, pk first), `size` at a time, with flat memory.
 
-    On PostgreSQL one query read through a server-side cursor, planned once per task. SQLite
-    cannot keep a read open while the senders write (another connection: "database is
-    locked"), so there each chunk is its own query, resuming after the last pk; so it is
-    everywhere for `paged` (listed members: a chunk's query probes the list's unique index
-    once per device, where a cursor planned for all its rows would hash the whole list
-    again in every task).
+    `paged` (PAGED_AUDIENCES), and on SQLite always: each chunk is its own query, resuming
+    after the last pk. SQLite cannot keep a read open while the senders write (another
+    connection: "database is locked"). On PostgreSQL each page is planned with bitmap scans
+    and sorts off, so that it walks the index in id order and stops at `size` rows whatever
+    the statistics say: a fresh, never-analyzed table otherwise reads and sorts every device
+    of the tenant for each page (1–3 s a page at a million devices, against 1 ms;
+    bench/README.md).
+
+    Otherwise, on PostgreSQL, one query read through a server-side cursor, planned once per task.
     """
     if connection.vendor == "postgresql" and not paged:
         batches = itertools.batched(devices.iterator(chunk_size=size), size, strict=False)
         # The cursor is read to its end: plan for all its rows, not the first tenth that
         # PostgreSQL assumes (a fast-start plan runs the rule subqueries row by row, 3-4x slower).
-        with connection.cursor() as cursor:
-            cursor.execute("SET cursor_tuple_fraction = 1")
-            try:
-                first = next(batches, None)  # DECLARE: the query is planned here
-            finally:
-                cursor.execute("RESET cursor_tuple_fraction")
+        with _planner_settings(cursor_tuple_fraction="1"):
+            first = next(batches, None)  # DECLARE: the query is planned here
         if first is not None:
             yield first
             yield from batches
         return
-    last = 0
-    while rows := list(devices.filter(pk__gt=last)[:size]):
+    on_postgresql, last = connection.vendor == "postgresql", 0
+    while True:
+        page = devices.filter(pk__gt=last)[:size]
+        with (
+            _planner_settings(enable_bitmapscan="off", enable_sort="off")
+            if on_postgresql
+            else contextlib.nullcontext()
+        ):
+            rows = list(page)
+        if rows:
+            yield rows
+        if len(rows) < size:
+            return  # a short page is the last: no query to find the next one empty
         last = rows[-1][0]
-        yield rows
+
+
+@contextlib.contextmanager
+def _planner_settings(**values: str):
+    """PostgreSQL plans the statements run inside with these settings, set back after.
+
+    Session SET and RESET, not SET LOCAL: in autocommit a SET LOCAL is gone before the next
+    statement, and inside a transaction it would outlast the block, into the fan-out's
+    inserts and whatever the caller runs next.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("; ".join(f"SET {name} = {value}" for name, value in values.items()))
+        try:
+            yield
+        finally:
+            cursor.execute("; ".join(f"RESET {name}" for name in values))
 
 
 def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]], now: datetime) -> int:
@@ -1588,7 +1615,8 @@ def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
     """Nudge work whose task was lost: a worker died, or the queue lost a job.
 
     Due scheduled messages start; a fan-out that never finished runs again; due
-    deliveries that nobody has claimed (or whose claim ran out) are queued again.
+    deliveries that nobody has claimed (or whose claim ran out) are queued again, a chunk
+    per task (`_resume_stalled_deliveries`).
     """
     now = timezone.now()
     if grace is None:
@@ -1615,15 +1643,83 @@ def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
         Delivery.objects.unfinished()
         .filter(message__status=Message.Status.SENDING, next_attempt_at__lte=now - grace)
         .unclaimed(now)
-        .values("message_id")
-        .annotate(last=Max("id"))
+        .exclude(claim=RESUMED, claimed_until__gte=now - timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS))
+        .values_list("message_id", flat=True)
+        .distinct()
     )
-    for row in stalled:
-        # Once: a pass that finds the work still waiting in a busy queue adds nothing.
-        if _queue_message_task(row["message_id"]):
+    for message_id in stalled:
+        if queued := _resume_stalled_deliveries(message_id, now=now, grace=grace):
             counts["messages_resumed"] += 1
+            counts["sends_queued"] += queued
     for pk in Message.objects.filter(status=Message.Status.SENDING, fanned_out_at__isnull=False).values_list(
         "pk", flat=True
     ):
         finalize_if_done(message_id=pk)
     return dict(counts)
+
+
+# The claim of the deliveries herald_beat queued sends for, claimed_until the moment it did:
+# already past, so any worker may claim them, while a later pass leaves them to those sends
+# for DELIVERY_CLAIM_SECONDS (as long as a worker's claim lasts).
+RESUMED = "resumed"
+
+
+def _resume_stalled_deliveries(message_id: int, *, now: datetime, grace: timedelta | None = None) -> int:
+    """Queue sends for a message's stalled deliveries, at most a chunk per task; how many.
+
+    Stalled: due more than `grace` ago and held by nobody (a dead worker's claim ran out, or
+    the queue lost the task). Each send covers the device-id range of FANOUT_CHUNK_SIZE of
+    them and ranks as fan_out ranks a message's chunks, from RETRY_RANK: behind every
+    message's first chunk, so a big stalled message goes back to the queue between chunks
+    and another tenant's new message goes first. A message-wide task would send all that
+    is left in one go, holding a worker for as long.
+
+    The deliveries queued are marked (RESUMED): a later pass finding them still waiting in
+    a busy queue adds nothing, until DELIVERY_CLAIM_SECONDS have passed (then the queue is
+    taken to have lost the sends). A message whose message-wide task is queued and due (a
+    retry, a fan-out's continuation) is left to it. Deliveries of no device (a topic or a
+    condition, or a removed device's) can only go in a message-wide task.
+    """
+    if grace is None:
+        grace = timedelta(seconds=settings.DELIVERY_RECOVERY_GRACE_SECONDS)
+    stale = now - timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS)
+    if Message.objects.filter(pk=message_id, task_due_at__lte=now, task_due_at__gte=stale).exists():
+        return 0  # its message-wide task, due, takes them
+    stalled = (
+        Delivery.objects.unfinished()
+        .unclaimed(now)
+        .filter(message_id=message_id, next_attempt_at__lte=now - grace)
+        .exclude(claim=RESUMED, claimed_until__gte=stale)
+    )
+    queued = 0
+    if stalled.filter(device__isnull=True).exists() and _queue_message_task(message_id):
+        queued += 1
+    # The UPDATE takes them: of two passes at once, each marks (and queues) its own.
+    if not stalled.filter(device__isnull=False).update(claim=RESUMED, claimed_until=now):
+        return queued
+    resumed = Delivery.objects.filter(message_id=message_id, claim=RESUMED, claimed_until=now)
+    sends = 0
+    for rank, (first, last) in enumerate(_chunk_ranges(resumed), start=RETRY_RANK):
+        answers = send_due.send(
+            Message, message_id=message_id, first_device_id=first, last_device_id=last, rank=rank
+        )
+        sends += any(answered for _, answered in answers)
+    if not sends:  # nothing listens (no task backend): the next pass tries again
+        resumed.update(claim="", claimed_until=None)
+    return queued + sends
+
+
+def _chunk_ranges(deliveries) -> list[tuple[int, int]]:
+    """(first, last) device ids of each FANOUT_CHUNK_SIZE of these deliveries, in device order:
+    one query, whatever their number."""
+    numbered = deliveries.filter(device__isnull=False).annotate(
+        place=Window(RowNumber(), order_by=F("device_id").asc())
+    )
+    sql, params = numbered.values_list("device_id", "place").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT min(device_id), max(device_id) FROM ({sql}) numbered "  # noqa: S608
+            "GROUP BY (place - 1) / %s ORDER BY 1",
+            [*params, max(1, settings.FANOUT_CHUNK_SIZE)],
+        )
+        return cursor.fetchall()

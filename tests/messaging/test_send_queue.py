@@ -2,8 +2,11 @@
 a dead worker's chunk recovered once, and a small new message ahead of another tenant's
 backlog (django-tasks-db takes tasks by priority, then run_after, then age)."""
 
+from collections import Counter
 from datetime import timedelta
 
+import time_machine
+from django.tasks.signals import task_started
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -11,6 +14,7 @@ from fcm_sandbox.accounts import provision_tenant
 from messaging import services
 from messaging.models import Delivery, Message
 from messaging.services import MessageInput, create_message, recover_stalled, send_developer_push
+from messaging.signals import deliveries_recorded
 from tenants.models import Tenant
 from tests.task_queue import run_queue
 
@@ -148,3 +152,97 @@ def test_a_one_device_push_queued_during_a_big_fan_out_is_sent_before_the_big_me
     for small in smalls:
         small.refresh_from_db()
         assert (small.status, small.sent_count) == ("completed", 1)
+
+
+def stalled_message(tenant, devices) -> Message:
+    """A message whose worker died holding all its deliveries, due five minutes ago."""
+    message = sending_message(tenant, devices, claimed_until=timezone.now() - timedelta(seconds=1))
+    Delivery.objects.filter(message=message).update(next_attempt_at=timezone.now() - timedelta(minutes=5))
+    return message
+
+
+def test_herald_beat_resumes_a_stalled_message_a_chunk_per_task_each_queued_once(
+    db, database_tasks, tenant, make_device, settings
+):
+    settings.FANOUT_CHUNK_SIZE = 2
+    devices = [make_device(f"tok-{i}", user=f"u{i}") for i in range(5)]
+    message = stalled_message(tenant, devices)
+
+    for _ in range(3):  # passes of herald_beat while the sends wait in a busy queue
+        recover_stalled(grace=timedelta(0))
+
+    ids = [d.pk for d in devices]
+    queued = sorted(send_tasks(message), key=lambda t: -t.priority)
+    assert [t.args_kwargs["args"] for t in queued] == [
+        [message.pk, ids[0], ids[1]],
+        [message.pk, ids[2], ids[3]],
+        [message.pk, ids[4], ids[4]],
+    ]
+    assert [t.priority for t in queued] == [-1, -2, -3], "behind every message's first chunk"
+
+
+def test_resumed_sends_the_queue_lost_are_queued_again_once_a_claims_time_has_passed(
+    db, database_tasks, tenant, make_device, settings
+):
+    settings.FANOUT_CHUNK_SIZE = 2
+    message = stalled_message(tenant, [make_device(f"tok-{i}", user=f"u{i}") for i in range(3)])
+    recover_stalled(grace=timedelta(0))
+    DBTaskResult.objects.all().delete()  # the queue lost them
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS - 5)):
+        recover_stalled(grace=timedelta(0))
+    assert send_tasks(message) == []
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS + 5)):
+        recover_stalled(grace=timedelta(0))
+
+    assert len(send_tasks(message)) == 2
+
+
+def test_a_resumed_message_is_sent_a_chunk_per_task_once_each_and_after_a_new_tenants_push(
+    sandbox_server, database_tasks, tenant, make_device, settings, inbox
+):
+    settings.FANOUT_CHUNK_SIZE = 2
+    devices = [make_device(f"big-{i}", user=f"big{i}") for i in range(6)]
+    big = stalled_message(tenant, devices)
+    recover_stalled(grace=timedelta(0))
+    small_tenant = Tenant.objects.create(name="Small", tenant_id="small")
+    provision_tenant(tenant=small_tenant, sandbox_url=sandbox_server.url)
+    make_device("small-1", user="s1", owner=small_tenant)
+    small = send_developer_push(
+        tenant=small_tenant, app_user_id="s1", spec=MessageInput(title="Small", body="x")
+    ).message
+    sent_by_task, running = Counter(), []
+
+    def started(sender, task_result, **kwargs):
+        running.append(task_result.id)
+
+    def recorded(sender, *, sent, **kwargs):
+        sent_by_task[running[-1]] += len(sent)
+
+    task_started.connect(started)
+    deliveries_recorded.connect(recorded)
+    try:
+        ran = run_queue()
+    finally:
+        task_started.disconnect(started)
+        deliveries_recorded.disconnect(recorded)
+
+    last_small = max(i for i, (_, args) in enumerate(ran) if args[0] == small.pk)
+    big_sends = [
+        (i, args)
+        for i, (name, args) in enumerate(ran)
+        if name == "send_message_deliveries" and args[0] == big.pk
+    ]
+    assert last_small < big_sends[0][0], f"the new tenant's push waited for a resumed chunk: {ran}"
+    assert [args for _, args in big_sends] == [
+        [big.pk, devices[0].pk, devices[1].pk],
+        [big.pk, devices[2].pk, devices[3].pk],
+        [big.pk, devices[4].pk, devices[5].pk],
+    ]
+    assert sorted(sent_by_task.values()) == [1, 2, 2, 2], "a chunk per task at most"
+    big.refresh_from_db()
+    assert (big.status, big.sent_count) == ("completed", 6)
+    assert {token: len(copies) for token, copies in inbox().items()} == {
+        **{f"big-{i}": 1 for i in range(6)},
+        "small-1": 1,
+    }

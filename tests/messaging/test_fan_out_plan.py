@@ -1,0 +1,154 @@
+"""The fan-out's device reads on PostgreSQL: a plain audience walks the targetable-device index
+in id order whatever the statistics say (a fresh, never-analyzed table of a million devices
+otherwise reads every device of the tenant and sorts them, for each chunk), and the planner
+settings that make it so hold for those reads only."""
+
+from contextlib import contextmanager
+
+import pytest
+from django.db import connection
+
+from audiences.rules import parse
+from devices.models import AppUser, Device, hash_token
+from messaging import services
+from messaging.services import MessageInput, create_message
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.postgres
+
+DEVICE_TABLES = ("devices_device", "devices_appuser")
+DEFAULTS = {"enable_bitmapscan": "on", "enable_sort": "on", "cursor_tuple_fraction": "0.1"}
+
+
+def make_devices(tenant, count: int, *, prefix: str) -> None:
+    users = AppUser.objects.bulk_create(
+        AppUser(tenant=tenant, app_user_id=f"{prefix}{i}", country="TR", language="tr") for i in range(count)
+    )
+    Device.objects.bulk_create(
+        Device(
+            tenant=tenant,
+            user=user,
+            token=f"{prefix}-tok-{i}",
+            token_hash=hash_token(f"{prefix}-tok-{i}"),
+            platform="android" if i % 3 else "ios",
+            push_permission=i % 10 != 0,
+        )
+        for i, user in enumerate(users)
+    )
+
+
+def forget_statistics() -> None:
+    """The device tables as a fresh install has them: never analyzed (undone with the test's
+    transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM pg_statistic WHERE starelid = ANY(%s::regclass[])", [list(DEVICE_TABLES)])
+        cursor.execute(
+            "UPDATE pg_class SET reltuples = -1, relpages = 0 WHERE oid = ANY(%s::regclass[])",
+            [list(DEVICE_TABLES)],
+        )
+        cursor.execute("SELECT count(*) FROM pg_stats WHERE tablename = ANY(%s)", [list(DEVICE_TABLES)])
+        assert cursor.fetchone() == (0,)
+
+
+def reads_devices(sql: str) -> bool:
+    return sql.lstrip().startswith("SELECT") and 'FROM "devices_device"' in sql
+
+
+@contextmanager
+def plans_of_device_reads():
+    """The plan of each read of the devices table, EXPLAINed as it runs (the settings of the
+    moment in force) on the same connection."""
+    plans = []
+
+    def explain(execute, sql, params, many, context):
+        if reads_devices(sql):
+            with connection.connection.cursor() as raw:
+                raw.execute("EXPLAIN " + sql, params)
+                plans.append("\n".join(line for (line,) in raw.fetchall()))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain):
+        yield plans
+
+
+@contextmanager
+def settings_around_other_statements():
+    """The planner settings in force at every statement but the device reads and the SET and
+    RESET around them."""
+    seen = set()
+
+    def look(execute, sql, params, many, context):
+        if not reads_devices(sql) and not sql.lstrip().startswith(("SET", "RESET")):
+            with connection.connection.cursor() as raw:
+                raw.execute(
+                    "SELECT current_setting('enable_bitmapscan'), current_setting('enable_sort'), "
+                    "current_setting('cursor_tuple_fraction')"
+                )
+                seen.add(raw.fetchone())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(look):
+        yield seen
+
+
+def current_settings() -> dict[str, str]:
+    with connection.cursor() as cursor:
+        return {name: (cursor.execute(f"SHOW {name}"), cursor.fetchone()[0])[1] for name in DEFAULTS}
+
+
+@pytest.fixture
+def devices(postgres_only, tenant, settings):
+    settings.FANOUT_CHUNK_SIZE = 100
+    other = Tenant.objects.create(name="Other", tenant_id="other")
+    # Enough that, without statistics, PostgreSQL would rather read them all and sort.
+    make_devices(other, 3000, prefix="o")
+    make_devices(tenant, 5000, prefix="a")
+    make_devices(other, 3000, prefix="p")
+
+
+@pytest.mark.parametrize(
+    ("audience", "params"),
+    [
+        ("all", {}),
+        ("filter", {"platforms": ["android"]}),
+        ("filter", {"countries": ["TR"], "languages": ["tr"]}),
+    ],
+    ids=["all", "filter on the device", "filter on the user"],
+)
+def test_a_plain_audiences_fan_out_walks_the_device_index_in_id_order_on_a_never_analyzed_table(
+    devices, tenant, audience, params
+):
+    forget_statistics()
+    spec = MessageInput(title="Hi", body="x", audience=audience, audience_params=params)
+    message, _ = create_message(tenant=tenant, spec=spec)
+
+    with plans_of_device_reads() as plans:
+        services.fan_out(message_id=message.pk)
+
+    assert plans, "the fan-out read no devices"
+    for plan in plans:
+        assert "Index Scan using device_targetable_id_idx on devices_device" in plan, plan
+        assert "Sort" not in plan and "Bitmap" not in plan, plan
+    assert message.deliveries.exists()
+
+
+def test_the_planner_settings_of_the_fan_outs_device_reads_hold_for_those_reads_only(
+    devices, tenant, settings
+):
+    settings.FANOUT_TASK_CHUNKS = 2  # the reads stop with devices left: a continuation is queued
+    forget_statistics()
+    plain, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="x"))
+    rules = parse({"include": [[{"type": "property", "property": "language", "op": "in", "value": ["tr"]}]]})
+    segment, _ = create_message(
+        tenant=tenant,
+        spec=MessageInput(title="Hi", body="x", audience="rules", audience_params={"rules": rules}),
+    )
+
+    with settings_around_other_statements() as seen:
+        for message in (plain, segment):
+            services.fan_out(message_id=message.pk)
+
+    assert seen == {tuple(DEFAULTS.values())}
+    assert current_settings() == DEFAULTS
+    for message in (plain, segment):
+        assert message.deliveries.count() == 200, "two chunks of 100: the task's share"
