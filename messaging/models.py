@@ -410,6 +410,23 @@ class AbTest(models.Model):
         return f"A/B test of message {self.message_id}"
 
 
+class SnapshotDevice(models.Model):
+    """A device a segment or rules message reaches, written down as its fan-out begins
+    (`services.snapshot_audience`): the message's audience at its send time, read by every
+    task of the fan-out in device-id order (`selectors.message_devices`), deleted when the
+    fan-out is done. The device is not a constraint (no lock on each device row as a
+    million are written); a device deleted meanwhile simply drops out of the join."""
+
+    pk = models.CompositePrimaryKey("message_id", "device_id")  # the only index it needs
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+", db_index=False)
+    device = models.ForeignKey(
+        Device, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="snapshots"
+    )
+
+    def __str__(self) -> str:
+        return f"{self.message_id} → device {self.device_id}"
+
+
 class MessageRecipient(models.Model):
     """A user a message of the "recipients" audience goes to (a campaign's send), and the
     variant that user gets (NULL: the message's own split or A/B test decides)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from django.db import connection
-from django.db.models import BooleanField, Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import BooleanField, Count, F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
@@ -17,10 +17,8 @@ from devices.models import Device, Platform, TokenRotation, hash_token
 from messaging import charts, fcm
 from messaging.models import Audience, Delivery, Message, MessageRecipient
 
-# Audiences whose members a fan-out writes down once (MessageRecipient rows) as it begins.
+# Audiences whose devices a fan-out writes down once (SnapshotDevice rows) as it begins.
 SNAPSHOT_AUDIENCES = (Audience.SEGMENT, Audience.RULES)
-# Audiences a fan-out reads from MessageRecipient rows: those and a campaign's send.
-LISTED_AUDIENCES = (Audience.RECIPIENTS, *SNAPSHOT_AUDIENCES)
 
 
 def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QuerySet[Device]:
@@ -55,13 +53,21 @@ def narrowed(devices: QuerySet[Device], *, audience: str, params: dict) -> Query
 
 
 def message_devices(message: Message) -> QuerySet[Device]:
-    """The devices a message's fan-out reads. A campaign's send reaches the users it lists;
-    a segment or rules message the users its rules matched as its fan-out began, listed the
-    same way (`services.snapshot_members`), so that every bounded fan-out task reads the
-    same people and none evaluates a rule again."""
-    if message.audience in LISTED_AUDIENCES:
-        devices = Device.objects.targetable().filter(listed_user(message.pk), tenant_id=message.tenant_id)
-        return narrowed(devices, audience=message.audience, params=message.audience_params or {})
+    """The devices a message's fan-out reads, ordered and paged by `page_key(message)`.
+
+    A campaign's send reaches the devices of the users it lists (MessageRecipient rows). A
+    segment or rules message reaches the devices written down as its fan-out began
+    (`services.snapshot_audience`): every bounded fan-out task reads the same devices, and
+    none evaluates a rule again; those still targetable, as always."""
+    if message.audience == Audience.RECIPIENTS:
+        return Device.objects.targetable().filter(listed_user(message.pk), tenant_id=message.tenant_id)
+    if message.audience in SNAPSHOT_AUDIENCES:
+        member = FilteredRelation("snapshots", condition=Q(snapshots__message_id=message.pk))
+        return (
+            Device.objects.targetable()
+            .annotate(member=member)
+            .filter(tenant_id=message.tenant_id, member__isnull=False)
+        )
     return audience_devices(
         tenant=message.tenant,
         audience=message.audience,
@@ -70,12 +76,22 @@ def message_devices(message: Message) -> QuerySet[Device]:
     )
 
 
+def page_key(message: Message) -> str:
+    """The lookup a fan-out pages `message_devices` by ("<key>__gt" the last device id read).
+    A snapshot's pages are bounded on the snapshot's own column, which its primary key
+    (message, device) orders: a page then reads its next rows there and joins each to its
+    device, however sparse the audience is among the tenant's devices. (PostgreSQL carries
+    `id = device_id` into the ORDER BY, not `id > n` into the snapshot's scan.)"""
+    return "member__device_id" if message.audience in SNAPSHOT_AUDIENCES else "pk"
+
+
 def listed_user(message_id: int) -> RawSQL:
-    """Whether a device's user is listed for the message: one probe of MessageRecipient's
-    unique (message, user) index per device. On PostgreSQL `OFFSET 0` keeps it a probe: the
-    planner would otherwise join the message's whole list first (with no statistics for rows
-    written a moment ago, by a full scan of the table) and sort, for every chunk the fan-out
-    reads, where the probe lets a chunk read devices in id order and stop at its size."""
+    """Whether a device's user is listed for the message (a campaign's send): one probe of
+    MessageRecipient's unique (message, user) index per device. On PostgreSQL `OFFSET 0`
+    keeps it a probe: the planner would otherwise join the message's whole list first (with
+    no statistics for rows written a moment ago, by a full scan of the table) and sort, for
+    every page the fan-out reads, where the probe lets a page read devices in id order and
+    stop at its size."""
     fence = " OFFSET 0" if connection.vendor == "postgresql" else ""
     table = connection.ops.quote_name(MessageRecipient._meta.db_table)
     devices = connection.ops.quote_name(Device._meta.db_table)
@@ -85,15 +101,6 @@ def listed_user(message_id: int) -> RawSQL:
         [message_id],
         output_field=BooleanField(),
     )
-
-
-def matching_users(message: Message) -> QuerySet | None:
-    """The users a segment or rules message's rules match at its send time (None: the
-    segment was deleted)."""
-    rules = _rules(tenant=message.tenant, audience=message.audience, params=message.audience_params or {})
-    if rules is None:
-        return None
-    return audience_selectors.users_matching(message.tenant, rules, message.started_at)
 
 
 def _rules(*, tenant, audience: str, params: dict) -> dict | None:

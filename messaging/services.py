@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Case, Exists, F, Min, OuterRef, Q, Value, When, Window
 from django.db.models.base import ModelState
@@ -41,18 +42,18 @@ from messaging.models import (
     Audience,
     Delivery,
     Message,
-    MessageRecipient,
+    SnapshotDevice,
     VariantMode,
     new_tracking_token,
     zone_of,
 )
 from messaging.selectors import (
-    LISTED_AUDIENCES,
     SNAPSHOT_AUDIENCES,
+    audience_devices,
     audience_size,
     listed_variant,
-    matching_users,
     message_devices,
+    page_key,
 )
 from messaging.signals import deliveries_recorded, message_completed, push_opened
 from tenants.credentials import (
@@ -595,7 +596,7 @@ def fan_out(
             phase = "test" if plan.ab_test.winner is None else "rest"
         chunk = settings.FANOUT_CHUNK_SIZE
         if message.audience in SNAPSHOT_AUDIENCES and after_device_id is None:
-            snapshot_members(message)  # again in a phase's or a restarted fan-out's first task: adds only
+            snapshot_audience(message)  # again in a phase's or a restarted fan-out's first task: adds only
         # The user's id and language come in the same query: assigning content costs no query.
         devices = message_devices(message).order_by("pk")
         if message.audience == Audience.RECIPIENTS:  # a campaign's send: each user's listed variant
@@ -609,10 +610,15 @@ def fan_out(
         # first, whatever else its tenant has sending; a big message's later ones go back.
         rank, continued = first_chunk, after_device_id is not None
         while True:
-            slice_ = devices if after_device_id is None else devices.filter(pk__gt=after_device_id)
             last_read, full, read = None, False, 0
             limit = max(1, settings.FANOUT_TASK_CHUNKS)
-            chunks = _device_chunks(slice_, chunk, paged=message.audience in PAGED_AUDIENCES)
+            chunks = _device_chunks(
+                devices,
+                chunk,
+                after=after_device_id or 0,
+                key=page_key(message),
+                paged=message.audience in PAGED_AUDIENCES,
+            )
             try:
                 for rows in itertools.islice(chunks, limit):
                     read += 1
@@ -661,30 +667,38 @@ def fan_out(
             return [(h["first_device_id"], h["last_device_id"]) for h in held]
     Message.objects.filter(pk=message.pk).update(fanned_out_at=timezone.now())
     if message.audience in SNAPSHOT_AUDIENCES:  # its deliveries say who it reached now
-        MessageRecipient.objects.filter(message_id=message.pk).delete()
+        SnapshotDevice.objects.filter(message_id=message.pk).delete()
     log.info("fan-out done", extra={"message_id": message.pk})
     finalize_if_done(message_id=message.pk)
     return [(h["first_device_id"], h["last_device_id"]) for h in held]
 
 
-def snapshot_members(message: Message) -> None:
-    """Write down who a segment or rules message reaches, as its fan-out begins: the users
-    its rules match at its send time become MessageRecipient rows, in one INSERT … SELECT
-    (the rules evaluated once, in the database; nothing loaded into Python). The fan-out's
-    tasks read those rows (`selectors.message_devices`), so the audience is one snapshot
-    however many tasks the fan-out takes, and a rule is never evaluated again per task.
-    Idempotent (ON CONFLICT DO NOTHING); the rows go once the fan-out is done."""
-    users = matching_users(message)
-    if users is None:
+def snapshot_audience(message: Message) -> None:
+    """Write down which devices a segment or rules message reaches, as its fan-out begins:
+    the targetable devices of the users its rules match at its send time become
+    SnapshotDevice rows, in one INSERT … SELECT (the rules evaluated once, in the database;
+    nothing loaded into Python). The fan-out's tasks read those rows in device-id order
+    (`selectors.message_devices`), so the audience is one snapshot however many tasks the
+    fan-out takes, no rule is evaluated again per task, and a page costs what a page of
+    everyone costs however sparse the segment. Idempotent (ON CONFLICT DO NOTHING); the
+    rows go once the fan-out is done."""
+    devices = audience_devices(
+        tenant=message.tenant,
+        audience=message.audience,
+        params=message.audience_params or {},
+        now=message.started_at,
+    )
+    try:
+        select, params = devices.values(member=F("pk")).query.sql_with_params()
+    except EmptyResultSet:
         return  # the segment was deleted: nobody
-    select, params = users.values(member=F("pk")).query.sql_with_params()
-    table = connection.ops.quote_name(MessageRecipient._meta.db_table)
+    table = connection.ops.quote_name(SnapshotDevice._meta.db_table)
     # `WHERE true`: SQLite needs it to read ON CONFLICT after INSERT … SELECT.
     with audience_selectors.counting(), connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (message_id, user_id, variant) "  # noqa: S608
-            f"SELECT %s, m.member, NULL FROM ({select}) AS m WHERE true "
-            "ON CONFLICT (message_id, user_id) DO NOTHING",
+            f"INSERT INTO {table} (message_id, device_id) "  # noqa: S608
+            f"SELECT %s, m.member FROM ({select}) AS m WHERE true "
+            "ON CONFLICT (message_id, device_id) DO NOTHING",
             [message.pk, *params],
         )
 
@@ -729,18 +743,20 @@ def _end_test_phase(ab_test: AbTest) -> None:
         transaction.on_commit(lambda: winner_due.send(Message, message_id=ab_test.pk, run_after=decide_at))
 
 
-# Audiences a fan-out reads a page at a time, walking device_targetable_id_idx in id order:
-# the tenant's targetable devices filtered on the device's and its user's own columns, and
-# the listed audiences (a segment's or rules' snapshot, a campaign's recipients), whose
-# pages probe the list's unique index once per device (`selectors.listed_user`): a cursor
-# is planned for all its rows, so it would hash the whole list again in every bounded task.
-# Users and tokens read through one cursor: a list of users or tokens is looked up by its
-# own index (walking the tenant's devices to find a few would read them all).
-PAGED_AUDIENCES = frozenset({Audience.ALL, Audience.FILTER, *LISTED_AUDIENCES})
+# Audiences a fan-out reads a page at a time, in device-id order: the tenant's targetable
+# devices filtered on the device's and its user's own columns (walking
+# device_targetable_id_idx), a segment's or rules' snapshot (walking the snapshot's primary
+# key), and a campaign's recipients (probing the list's unique index once per device,
+# `selectors.listed_user`). A cursor is planned for all its rows, so it would compute the
+# whole rest of the audience again in every bounded task. Users and tokens read through one
+# cursor: a list of users or tokens is looked up by its own index (walking the tenant's
+# devices to find a few would read them all).
+PAGED_AUDIENCES = frozenset({Audience.ALL, Audience.FILTER, Audience.RECIPIENTS, *SNAPSHOT_AUDIENCES})
 
 
-def _device_chunks(devices, size: int, *, paged: bool = False):
-    """The rows of `devices` (ordered by pk, pk first), `size` at a time, with flat memory.
+def _device_chunks(devices, size: int, *, after: int = 0, key: str = "pk", paged: bool = False):
+    """The rows of `devices` (ordered by pk, pk first) whose `key` is above `after`, `size`
+    at a time, with flat memory.
 
     `paged` (PAGED_AUDIENCES), and on SQLite always: each chunk is its own query, resuming
     after the last pk. SQLite cannot keep a read open while the senders write (another
@@ -753,6 +769,8 @@ def _device_chunks(devices, size: int, *, paged: bool = False):
     Otherwise, on PostgreSQL, one query read through a server-side cursor, planned once per task.
     """
     if connection.vendor == "postgresql" and not paged:
+        if after:
+            devices = devices.filter(**{f"{key}__gt": after})
         batches = itertools.batched(devices.iterator(chunk_size=size), size, strict=False)
         # The cursor is read to its end: plan for all its rows, not the first tenth that
         # PostgreSQL assumes (a fast-start plan runs the rule subqueries row by row, 3-4x slower).
@@ -762,9 +780,9 @@ def _device_chunks(devices, size: int, *, paged: bool = False):
             yield first
             yield from batches
         return
-    on_postgresql, last = connection.vendor == "postgresql", 0
+    on_postgresql, last = connection.vendor == "postgresql", after
     while True:
-        page = devices.filter(pk__gt=last)[:size]
+        page = devices.filter(**{f"{key}__gt": last})[:size]
         with (
             _planner_settings(enable_bitmapscan="off", enable_sort="off")
             if on_postgresql

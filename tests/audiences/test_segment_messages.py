@@ -2,16 +2,14 @@
 
 from datetime import timedelta
 
-import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audiences.models import Segment
 from devices.models import AppUser, Event
-from messaging.models import AbTest, Message, MessageRecipient
-from messaging.selectors import message_devices
-from messaging.services import fan_out, snapshot_members
+from messaging.models import AbTest, Message, SnapshotDevice
+from messaging.services import fan_out
 from tenants.models import Tenant
 from tests.task_queue import run_queue
 
@@ -247,7 +245,7 @@ def test_a_fan_out_in_many_tasks_reaches_the_members_of_the_moment_it_began(
     assert set(message.deliveries.values_list("device__token", flat=True)) == {d.token for d in members}
     assert message.sent_count == 4
     assert sum(Segment._meta.db_table in q["sql"] for q in ctx.captured_queries) == 1, "read as it began"
-    assert not MessageRecipient.objects.filter(message=message).exists(), "the snapshot goes with the fan-out"
+    assert not SnapshotDevice.objects.filter(message=message).exists(), "the snapshot goes with the fan-out"
 
 
 def test_an_ab_tests_rest_is_drawn_from_the_members_the_test_was_drawn_from_and_newcomers(
@@ -282,31 +280,4 @@ def test_an_ab_tests_rest_is_drawn_from_the_members_the_test_was_drawn_from_and_
     } | {"tr-late"}
     assert message.deliveries.count() == 11
     assert set(message.deliveries.exclude(device__token__in=tested).values_list("variant", flat=True)) == {1}
-    assert not MessageRecipient.objects.filter(message=message).exists()
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL plan")
-def test_a_fan_out_chunk_probes_the_snapshot_per_device_instead_of_joining_all_of_it(
-    server, tenant, make_device
-):
-    for i in range(3):
-        make_device(f"tr-{i}", user=f"tr-{i}", language="tr")
-    message = Message.objects.create(
-        tenant=tenant,
-        title="t",
-        body="b",
-        audience="segment",
-        audience_params={"segment_id": segment(server)},
-        status="sending",
-        started_at=timezone.now(),
-    )
-    snapshot_members(message)
-    chunk = message_devices(message).order_by("pk").values_list("pk", "user_id", "user__language")[:1000]
-
-    sql, params = chunk.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN {sql}", params)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-
-    assert "SubPlan" in plan and "Semi Join" not in plan, plan
-    assert len(list(chunk)) == 3
+    assert not SnapshotDevice.objects.filter(message=message).exists()

@@ -7,10 +7,12 @@ from contextlib import contextmanager
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from audiences.rules import parse
 from devices.models import AppUser, Device, hash_token
 from messaging import services
+from messaging.models import Message, MessageRecipient
 from messaging.services import MessageInput, create_message
 from tenants.models import Tenant
 
@@ -130,6 +132,51 @@ def test_a_plain_audiences_fan_out_walks_the_device_index_in_id_order_on_a_never
         assert "Index Scan using device_targetable_id_idx on devices_device" in plan, plan
         assert "Sort" not in plan and "Bitmap" not in plan, plan
     assert message.deliveries.exists()
+
+
+def test_a_segments_fan_out_walks_its_snapshot_in_device_order_on_a_never_analyzed_table(
+    devices, tenant, settings
+):
+    settings.FANOUT_TASK_CHUNKS = 100  # the whole fan-out in this task
+    forget_statistics()
+    rules = parse({"include": [[{"type": "property", "property": "platform", "op": "in", "value": ["ios"]}]]})
+    spec = MessageInput(title="Hi", body="x", audience="rules", audience_params={"rules": rules})
+    message, _ = create_message(tenant=tenant, spec=spec)
+
+    with plans_of_device_reads() as plans:
+        services.fan_out(message_id=message.pk)
+
+    assert plans, "the fan-out read no devices"
+    for plan in plans:  # the snapshot's next rows, each joined to its device: not every device walked
+        assert "messaging_snapshotdevice_pkey" in plan, plan
+        assert "Sort" not in plan and "Bitmap" not in plan and "device_targetable_id_idx" not in plan, plan
+    ios = Device.objects.filter(tenant=tenant, platform="ios", push_permission=True)
+    assert message.deliveries.count() == ios.count() > 0
+
+
+def test_a_campaign_sends_fan_out_probes_its_list_per_device_instead_of_joining_all_of_it(
+    devices, tenant, settings
+):
+    settings.FANOUT_TASK_CHUNKS = 100
+    forget_statistics()
+    message = Message.objects.create(
+        tenant=tenant,
+        title="Hi",
+        body="x",
+        audience="recipients",
+        status="sending",
+        started_at=timezone.now(),
+    )
+    listed = AppUser.objects.filter(tenant=tenant).order_by("pk")[::7]
+    MessageRecipient.objects.bulk_create(MessageRecipient(message=message, user=user) for user in listed)
+
+    with plans_of_device_reads() as plans:
+        services.fan_out(message_id=message.pk)
+
+    assert plans, "the fan-out read no devices"
+    for plan in plans:  # without OFFSET 0: a (hash or nested-loop) semi join over the whole list, sorted
+        assert "SubPlan" in plan and "Semi Join" not in plan and "Sort" not in plan, plan
+    assert message.deliveries.count() == Device.objects.targetable().filter(user__in=listed).count() > 0
 
 
 def test_the_planner_settings_of_the_fan_outs_device_reads_hold_for_those_reads_only(
