@@ -880,19 +880,25 @@ class _Feed:
     wait unclaimed (or their claims run out) and `recover_stalled` queues them again.
     """
 
+    clock = staticmethod(time.monotonic)  # tests put a scripted one here
+
     def __init__(self, message: Message, first_device_id, last_device_id):
         self.message = message
         self.current: tuple | None = (first_device_id, last_device_id)
         self.ranges = [self.current]
-        self.until = time.monotonic() + settings.DELIVERY_PIPELINE_SECONDS
+        self.until = self.clock() + settings.DELIVERY_PIPELINE_SECONDS
         self.stopped = False  # the message stopped sending
         self.taken = 0  # queued tasks taken
         self.sent_any = False
 
     def span(self) -> tuple:
-        """The device-id range this task covered; (None, None) when that was more than one
-        range or a message-wide one: what `_schedule_retries` looks at."""
-        return self.ranges[0] if len(self.ranges) == 1 else (None, None)
+        """The device-id range this task covered (the taken chunks follow each other), or
+        (None, None) when it sent message-wide: what `_schedule_retries` looks at. Never
+        message-wide for chunks alone: that would find the pending deliveries of chunks
+        still queued, and queue a message-wide task to send them outside their ranks."""
+        if any(first is None for first, _ in self.ranges):
+            return None, None
+        return min(first for first, _ in self.ranges), max(last for _, last in self.ranges)
 
     def next_chunk(self) -> list[Delivery]:
         """The next claimed chunk; [] when there is none for this task."""
@@ -918,7 +924,7 @@ class _Feed:
         return []
 
     def _take_queued(self) -> bool:
-        if time.monotonic() >= self.until:
+        if self.clock() >= self.until:
             return False
         work = next((w for _, w in queued_work_wanted.send(Message, message_id=self.message.pk) if w), None)
         if work is None:

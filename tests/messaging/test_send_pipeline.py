@@ -93,6 +93,24 @@ def test_a_send_task_takes_nothing_once_its_pipeline_time_is_up(
     assert len(run_by_a_worker("messaging.tasks.send_message_deliveries")) == 6
 
 
+def test_a_send_task_whose_time_is_up_leaves_the_rest_to_its_chunks_queued_tasks(
+    sandbox_server, database_tasks, big_message, settings, monkeypatch
+):
+    settings.FANOUT_TASK_CHUNKS = 10  # one fan-out task writes all six chunks
+    settings.DELIVERY_PIPELINE_SECONDS = 2.5
+    ticks = iter(range(100))
+    monkeypatch.setattr(services._Feed, "clock", staticmethod(lambda: next(ticks)))  # a second a look
+    run_queue(max_tasks=1)  # the fan-out
+
+    run_queue(max_tasks=1)  # chunk 0's task takes chunks 1 and 2, then its time is up
+
+    assert len(taken_by_a_send()) == 2
+    assert Delivery.objects.filter(message=big_message, status="sent").count() == 6
+    queued = [t.args_kwargs["args"] for t in DBTaskResult.objects.ready()]
+    assert [big_message.pk, None, None] not in queued, "no message-wide task to send the queued chunks"
+    assert len(queued) == 3, "chunks 3 to 5 wait in their ranks"
+
+
 def test_a_queued_send_task_whose_chunk_was_sent_ends_at_once_sending_nothing(
     sandbox_server, tenant, make_device
 ):
