@@ -940,7 +940,7 @@ class _Feed:
                     # recovery (a message not fanned out is fanned out again), as if its
                     # own task had failed.
                     log.exception("fan-out failed", extra={"message_id": self.message.pk})
-                    self.until = 0.0
+                    self.until = float("-inf")  # and take nothing more
                     return False
             else:
                 first, last = (*work.args[1:], None, None)[:2]
