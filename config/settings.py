@@ -285,9 +285,14 @@ DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=6)
 # request and the commit of their result: what a worker killed mid-send can deliver twice
 # (each resend carries the first one's collapse key, so the device shows it once). Each
 # batch is one statement; the cap leaves room for sends to go on while a batch is written.
-DELIVERY_RESULT_BATCH = env.int("DELIVERY_RESULT_BATCH", default=250)
-DELIVERY_RESULT_INTERVAL = env.float("DELIVERY_RESULT_INTERVAL", default=0.25)
-DELIVERY_MAX_UNRECORDED = env.int("DELIVERY_MAX_UNRECORDED", default=384)
+# 500 / 0.5 s / 640 (a batch + 128 in flight + slack): two statements per 1,000 deliveries.
+DELIVERY_RESULT_BATCH = env.int("DELIVERY_RESULT_BATCH", default=500)
+DELIVERY_RESULT_INTERVAL = env.float("DELIVERY_RESULT_INTERVAL", default=0.5)
+DELIVERY_MAX_UNRECORDED = env.int("DELIVERY_MAX_UNRECORDED", default=640)
+# A send task goes on with its message's next queued chunks (and fan-out) while they are
+# next in the queue, for at most this many seconds: sends stay in flight from chunk to
+# chunk, and the worker is back at the queue (and can be stopped) every so often.
+DELIVERY_PIPELINE_SECONDS = env.float("DELIVERY_PIPELINE_SECONDS", default=30.0)
 # herald_beat resumes due work nobody has picked up for this long.
 DELIVERY_RECOVERY_GRACE_SECONDS = env.int("DELIVERY_RECOVERY_GRACE_SECONDS", default=30)
 

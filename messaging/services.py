@@ -18,7 +18,8 @@ import random
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -79,6 +80,11 @@ fan_out_due = Signal()
 send_due = Signal()
 # An A/B test's wait ends (message_id, run_after): its winner is to be chosen.
 winner_due = Signal()
+# A send task whose sends are going asks for its message's next queued task (message_id):
+# messaging.tasks answers with a QueuedWork, taken off the queue, when the task the queue
+# would hand a worker next is this message's own send or fan-out; with None otherwise, and
+# on backends that cannot tell (RQ, immediate). See `send_deliveries`.
+queued_work_wanted = Signal()
 # Retries and herald_beat's recoveries: behind every message's first chunk.
 RETRY_RANK = 1
 TENANT_DEACTIVATED = "The tenant was deactivated."
@@ -97,6 +103,17 @@ class NotCancellable(MessagingError):
 
 class NoTargetableDevice(MessagingError):
     pass
+
+
+@dataclass(frozen=True)
+class QueuedWork:
+    """A queued task of a message, taken by the send task already sending it: `task` is
+    "send" (args: message_id, first_device_id, last_device_id) or "fan_out" (message_id,
+    after_device_id, first_chunk). `done` is called once its work has been handed on."""
+
+    task: str
+    args: tuple
+    done: Callable[[], None] = lambda: None
 
 
 @dataclass(kw_only=True)
@@ -896,11 +913,17 @@ def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]],
 def send_deliveries(
     *, message_id: int, first_device_id: int | None = None, last_device_id: int | None = None
 ) -> None:
-    """Send the due deliveries of a message (within a device-id range, if given).
+    """Send the due deliveries of a message (within a device-id range, if given), and go on
+    with the message's next queued chunks while they are next in the queue: a pipeline.
 
-    Claims up to a chunk at a time until none is left, sends each chunk with bounded
-    concurrency through the worker's long-lived sending threads over the pooled FCM
-    client, and records results in bulk as they come in.
+    Claims up to a chunk at a time, sends through the worker's long-lived sending threads
+    over the pooled FCM client, and records results in bulk as they come in. While a
+    chunk's last sends are still going, the next one is claimed (see `_Feed`): first the
+    rest of this task's range, then, for up to DELIVERY_PIPELINE_SECONDS, the message's own
+    next send or fan-out task, taken off the queue only when it is the task the queue
+    would hand a worker next (nothing ranks above it: another message's first chunk is
+    never passed). So sends stay in flight across chunk and task boundaries, and each chunk
+    taken saves the queue a task. A task that finds its chunk already sent ends at once.
     """
     if first_device_id is None:
         _free_task_slot(message_id, timezone.now())  # this may be the task the slot stands for
@@ -924,23 +947,112 @@ def send_deliveries(
         else:
             _wait_for_credential(message, first_device_id, last_device_id, exc)
         return
-    retrying = False
-    while True:
-        # The claim itself refuses a cancelled message or a deactivated tenant; only when it
-        # comes back empty is it worth asking which (and cancelling for the tenant).
-        deliveries, more = _claim_chunk(message, first_device_id, last_device_id)
-        if not deliveries:
-            if not _still_sending(message):
-                return
-            break
-        retrying |= _send_chunk(message, client, deliveries)
-        if not more and not retrying:
-            break  # the claim took every due delivery there was: no need to ask again
-    if retrying or first_device_id is None:
+    feed = _Feed(message, first_device_id, last_device_id)
+    retrying = _send_feed(message, client, feed)
+    if feed.stopped:
+        return  # cancelled, or its tenant deactivated, meanwhile
+    first, last = feed.span()
+    if retrying or first is None:
         # Deliveries this pass made wait, or (a message-wide task, whose slot was freed
         # above) any that others made wait: the next task is queued for the soonest.
-        _schedule_retries(message, first_device_id, last_device_id)
+        _schedule_retries(message, first, last)
     finalize_if_done(message_id=message.pk)
+
+
+class _Feed:
+    """The chunks one send task sends, claimed one after another in the main thread while
+    the sending threads work on the chunk before.
+
+    First the task's own range (a chunk; a message-wide task: every due delivery), then,
+    until DELIVERY_PIPELINE_SECONDS have passed since the task began, the message's next
+    queued task whenever it is the one the queue would hand a worker next (the queue's
+    ranks decide, so the fairness of the queue holds): a send task's range is claimed here,
+    a fan-out continuation runs here (its chunks' send tasks are then next in the queue).
+    The task taken is marked done in the queue; were this worker killed, its deliveries
+    wait unclaimed (or their claims run out) and `recover_stalled` queues them again.
+    """
+
+    clock = staticmethod(time.monotonic)  # tests put a scripted one here
+
+    def __init__(self, message: Message, first_device_id, last_device_id):
+        self.message = message
+        self.current: tuple | None = (first_device_id, last_device_id)
+        self.ranges = [self.current]
+        self.until = self.clock() + settings.DELIVERY_PIPELINE_SECONDS
+        self.stopped = False  # the message stopped sending
+        self.taken = 0  # queued tasks taken
+        self.sent_any = False
+
+    def span(self) -> tuple:
+        """The device-id range this task covered (the taken chunks follow each other), or
+        (None, None) when it sent message-wide: what `_schedule_retries` looks at. Never
+        message-wide for chunks alone: that would find the pending deliveries of chunks
+        still queued, and queue a message-wide task to send them outside their ranks."""
+        if any(first is None for first, _ in self.ranges):
+            return None, None
+        return min(first for first, _ in self.ranges), max(last for _, last in self.ranges)
+
+    def next_chunk(self) -> list[Delivery]:
+        """The next claimed chunk; [] when there is none for this task."""
+        while not self.stopped:
+            if self.current is not None:
+                first, last = self.current
+                # The claim itself refuses a cancelled message or a deactivated tenant; only
+                # when it comes back empty is it worth asking which (and cancelling).
+                deliveries, more = _claim_chunk(self.message, first, last)
+                if not more:
+                    self.current = None  # the claim took every due delivery there was
+                if deliveries:
+                    self.sent_any = True
+                    return deliveries
+                self.current = None
+                if not _still_sending(self.message):
+                    self.stopped = True
+                    return []
+                if not self.sent_any:
+                    return []  # a task whose chunk another task sent: that one goes on, not this
+            if not self._take_queued():
+                return []
+        return []
+
+    def _take_queued(self) -> bool:
+        if self.clock() >= self.until:
+            return False
+        work = next((w for _, w in queued_work_wanted.send(Message, message_id=self.message.pk) if w), None)
+        if work is None:
+            return False
+        self.taken += 1
+        try:
+            if work.task == "fan_out":
+                after, first_chunk = (*work.args[1:], None, 0)[:2]
+                try:
+                    fan_out(message_id=self.message.pk, after_device_id=after, first_chunk=first_chunk)
+                except Exception:
+                    # Not this task's sends to lose: the fan-out is left to herald_beat's
+                    # recovery (a message not fanned out is fanned out again), as if its
+                    # own task had failed.
+                    log.exception("fan-out failed", extra={"message_id": self.message.pk})
+                    self.until = float("-inf")  # and take nothing more
+                    return False
+            else:
+                first, last = (*work.args[1:], None, None)[:2]
+                if first is None:
+                    _free_task_slot(self.message.pk, timezone.now())
+                self.current = (first, last)
+                self.ranges.append(self.current)
+        finally:
+            work.done()
+        return True
+
+
+class _SingleChunk:
+    """A feed of one chunk already claimed (`_send_chunk`)."""
+
+    def __init__(self, deliveries: list[Delivery]):
+        self.chunks = [deliveries] if deliveries else []
+
+    def next_chunk(self) -> list[Delivery]:
+        return self.chunks.pop() if self.chunks else []
 
 
 def _still_sending(message: Message) -> bool:
@@ -1118,51 +1230,91 @@ class _Senders:
 
 
 def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> bool:
-    """Send a claimed chunk, writing results as they come in; whether any delivery was
-    left to retry.
+    """Send one claimed chunk (see `_send_feed`); whether any delivery was left to retry."""
+    return _send_feed(message, client, _SingleChunk(deliveries))
 
-    What a crash can cost is every send FCM accepted whose result is not yet written: the
-    delivery is sent again once the claim runs out. So at most DELIVERY_MAX_UNRECORDED sends
-    are ever between the start of their request and the commit of their result (a thread
-    waits for a permit before it sends; recording gives the permits back), and results are
-    written every DELIVERY_RESULT_BATCH answers or DELIVERY_RESULT_INTERVAL seconds,
-    whichever comes first. Sends go on while a batch is being written (up to the cap).
+
+class _Templates(dict):
+    """The FCM message of each (variant, language) of a message, built once, on first use."""
+
+    def __init__(self, message: Message):
+        super().__init__()
+        self.message, self.plan = message, None
+
+    def __missing__(self, key):
+        if self.plan is None:  # read with the first chunk: a task with nothing to send reads nothing
+            self.plan = content.ContentPlan.of(self.message)
+        template = self[key] = fcm_message(push=self.plan.push(*key))
+        return template
+
+    def of(self, delivery: Delivery) -> dict:
+        return self[(delivery.variant, delivery.language)]
+
+
+def _send_feed(message: Message, client, feed) -> bool:
+    """Send the chunks `feed` hands out, one after another without a pause, writing results
+    as they come in; whether any delivery was left to retry.
+
+    The next chunk is claimed (`feed.next_chunk()`, in this thread) once fewer than half a
+    chunk's sends, or SEND_CONCURRENCY, are left waiting, so the sending threads never run
+    dry at a chunk's end. What a crash can cost is every send FCM accepted whose result is
+    not yet written: the delivery is sent again once the claim runs out. So at most
+    DELIVERY_MAX_UNRECORDED sends are ever between the start of their request and the commit
+    of their result (a thread waits for a permit before it sends; recording gives the
+    permits back), and results are written every DELIVERY_RESULT_BATCH answers or
+    DELIVERY_RESULT_INTERVAL seconds, whichever comes first. Sends go on while a batch is
+    being written or the next chunk claimed (up to the cap). Claimed deliveries waiting
+    for a thread were never sent: a crash leaves them to be sent once, later.
     """
-    plan = content.ContentPlan.of(message)
-    # One FCM message per variant and language in the chunk, built once, before the threads.
-    templates = {
-        key: fcm_message(push=plan.push(*key)) for key in {(d.variant, d.language) for d in deliveries}
-    }
+    templates = _Templates(message)
     if isinstance(client, fcm.CurlFcmClient):
-        return _send_chunk_multiplexed(message, client, deliveries, templates)
+        return _send_feed_multiplexed(message, client, feed, templates)
     answers: queue.SimpleQueue = queue.SimpleQueue()
     cap = max(1, settings.DELIVERY_MAX_UNRECORDED)
     unrecorded = threading.Semaphore(cap)
     stopping = threading.Event()
 
-    def send_one(delivery: Delivery) -> None:
+    def send_one(delivery: Delivery, template: dict) -> None:
+        if stopping.is_set():
+            return  # the recording stopped: no permit is ever given back
         unrecorded.acquire()
         try:
-            template = templates[(delivery.variant, delivery.language)]
             answers.put(None if stopping.is_set() else _send_one(message, client, template, delivery))
         except BaseException as exc:  # handed to the recording thread, which raises it
             answers.put(exc)
 
     threads = max(1, settings.SEND_CONCURRENCY)
     pool = _Senders.pool(threads)
+    low_water = max(threads, settings.FANOUT_CHUNK_SIZE // 2)
     batch: list = []
     flush_at = 0.0
     retrying = False
-    futures = [pool.submit(send_one, d) for d in deliveries]
+    futures: deque = deque()
+    waiting, exhausted = 0, False
     try:
-        waiting = len(deliveries)
-        while waiting or batch:
-            try:
-                outcome = answers.get(timeout=max(0.0, flush_at - time.monotonic()) if batch else None)
-            except queue.Empty:
-                outcome = _NO_ANSWER
+        while True:
+            if not exhausted and waiting <= low_water:
+                chunk = feed.next_chunk()
+                if not chunk:
+                    exhausted = True
+                else:
+                    while futures and futures[0].done():
+                        futures.popleft()
+                    futures.extend(pool.submit(send_one, d, templates.of(d)) for d in chunk)
+                    waiting += len(chunk)
+                continue
+            if not (waiting or batch):
+                break
+            if waiting:
+                try:
+                    timeout = max(0.0, flush_at - time.monotonic()) if batch else None
+                    outcome = answers.get(timeout=timeout)
+                except queue.Empty:
+                    outcome = _NO_ANSWER
+                else:
+                    waiting -= 1
             else:
-                waiting -= 1
+                outcome = _NO_ANSWER
             if isinstance(outcome, BaseException):
                 raise outcome
             if outcome is None:  # not sent (a stalled claim): nothing to write
@@ -1180,11 +1332,11 @@ def _send_chunk(message: Message, client, deliveries: list[Delivery]) -> bool:
                 batch = []
     except BaseException:
         # Results can no longer be recorded (the database went away): send no more of
-        # the chunk, or all of it would go out again once the claim runs out.
+        # what was claimed, or all of it would go out again once the claims run out.
         stopping.set()
         for future in futures:
             future.cancel()
-        for _ in range(min(threads, len(deliveries))):  # wake the threads waiting for a permit
+        for _ in range(threads):  # wake the threads waiting for a permit
             unrecorded.release()
         raise
     return retrying
@@ -1202,15 +1354,25 @@ class _MultiplexedSender(_Senders):
     _key: tuple = ()
 
 
-def _send_chunk_multiplexed(message: Message, client, deliveries: list[Delivery], templates: dict) -> bool:
-    """`_send_chunk` over the curl transport: the chunk goes out in batches through the
-    client's `send_many`, from one long-lived thread, while this thread records the batch
-    before it. A batch is DELIVERY_RESULT_BATCH sends, at most half DELIVERY_MAX_UNRECORDED
-    (one batch being recorded and the next one sending stay within the cap); its results
-    are written when its last answer is in (DELIVERY_RESULT_INTERVAL does not apply)."""
+def _send_feed_multiplexed(message: Message, client, feed, templates: _Templates) -> bool:
+    """`_send_feed` over the curl transport: the chunks go out in batches through the
+    client's `send_many`, from one long-lived thread, while this thread claims the next
+    chunk and records the batch before. A batch is DELIVERY_RESULT_BATCH sends, at most
+    half DELIVERY_MAX_UNRECORDED (one batch being recorded and the next one sending stay
+    within the cap); its results are written when its last answer is in
+    (DELIVERY_RESULT_INTERVAL does not apply)."""
     size = max(1, min(settings.DELIVERY_RESULT_BATCH, max(1, settings.DELIVERY_MAX_UNRECORDED) // 2))
-    batches = [deliveries[start : start + size] for start in range(0, len(deliveries), size)]
+    pending: deque = deque()
+    exhausted = False
     stopping = threading.Event()
+
+    def next_batch() -> list[Delivery]:
+        nonlocal exhausted
+        while len(pending) < size and not exhausted:
+            chunk = feed.next_chunk()
+            exhausted = not chunk
+            pending.extend(chunk)
+        return [pending.popleft() for _ in range(min(size, len(pending)))]
 
     def send(batch: list[Delivery]) -> list:
         if stopping.is_set():
@@ -1222,7 +1384,7 @@ def _send_chunk_multiplexed(message: Message, client, deliveries: list[Delivery]
                 sendable.append(delivery)
             elif outcome is not _NOT_SENT:
                 outcomes.append(outcome)
-        payloads = [_payload(message, templates[(d.variant, d.language)], d) for d in sendable]
+        payloads = [_payload(message, templates.of(d), d) for d in sendable]
         for delivery, result in zip(
             sendable,
             client.send_many(payloads, validate_only=message.dry_run) if payloads else [],
@@ -1233,15 +1395,21 @@ def _send_chunk_multiplexed(message: Message, client, deliveries: list[Delivery]
 
     sender = _MultiplexedSender.pool(1)
     retrying = False
-    future = sender.submit(send, batches[0]) if batches else None
+    batch = next_batch()
+    for delivery in batch:
+        templates.of(delivery)  # built here, not in the sending thread
+    future = sender.submit(send, batch) if batch else None
     try:
-        for index in range(len(batches)):
+        while future is not None:
+            batch = next_batch()  # claimed (and templates built) while the batch before sends
+            for delivery in batch:
+                templates.of(delivery)
             outcomes = future.result()
-            future = sender.submit(send, batches[index + 1]) if index + 1 < len(batches) else None
+            future = sender.submit(send, batch) if batch else None
             if outcomes:
                 retrying |= _record(message, outcomes)
     except BaseException:
-        # Results can no longer be recorded: send no more of the chunk (see _send_chunk).
+        # Results can no longer be recorded: send no more (see _send_feed).
         stopping.set()
         if future is not None:
             future.cancel()

@@ -5,9 +5,14 @@ The one place work is queued: services announce it (`services.fan_out_due`,
 imports run one way, tasks -> services. MessagingConfig.ready() imports this module.
 """
 
+import json
+
+from django.db import connections, router
 from django.dispatch import receiver
 from django.tasks import task
-from django.tasks.base import TASK_MIN_PRIORITY
+from django.tasks.base import TASK_MIN_PRIORITY, TaskResultStatus
+from django.tasks.signals import task_finished, task_started
+from django.utils import timezone
 
 from messaging import retention, services, variants
 
@@ -125,3 +130,84 @@ def _winner_due(sender, *, message_id: int, run_after=None, **kwargs) -> None:
     # Any due test is decided, not just this one: the task needs no message of its own.
     if task_ := _prepared(decide_ab_winners, run_after, 0):
         task_.enqueue()
+
+
+@receiver(services.queued_work_wanted, dispatch_uid="herald-take-queued-work")
+def _queued_work_wanted(sender, *, message_id: int, **kwargs) -> services.QueuedWork | None:
+    return take_queued_work(message_id)
+
+
+_TAKEN_TASKS = {
+    send_message_deliveries.module_path: "send",
+    fan_out_message.module_path: "fan_out",
+}
+
+
+def take_queued_work(message_id: int) -> services.QueuedWork | None:
+    """Take the message's own send or fan-out task off the queue, for the send task already
+    sending it, when it is the task a worker would take next: the first ready task of the
+    send tasks' queue, by db_worker's own order (priority, then run_after, then age).
+    Anything that ranks above it (another message's first chunk, say) is left to the
+    workers, and so is everything on backends other than the database's.
+
+    One statement: the row is locked with SKIP LOCKED (a worker taking it meanwhile keeps
+    it) and marked done, so no worker runs it again; `task_started` and `task_finished`
+    go out as for a task a worker ran, for the task log.
+    """
+    task_ = send_message_deliveries
+    try:
+        from django_tasks_db import DatabaseBackend
+        from django_tasks_db.models import DBTaskResult, get_date_max
+    except ImportError:  # pragma: no cover - the database backend is a dependency
+        return None
+    backend = task_.get_backend()
+    if not isinstance(backend, DatabaseBackend):
+        return None
+    connection = connections[router.db_for_write(DBTaskResult)]
+    table = connection.ops.quote_name(DBTaskResult._meta.db_table)
+    now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    if connection.vendor == "postgresql":
+        lock, ours = "FOR UPDATE SKIP LOCKED", "args_kwargs -> 'args' -> 0 = %s::jsonb"
+    else:
+        lock, ours = "", "json_extract(args_kwargs, '$.args[0]') = %s"
+    sql = f"""
+        UPDATE {table} SET status = %s, started_at = %s, finished_at = %s, return_value = %s
+        WHERE id = (
+            SELECT id FROM {table}
+            WHERE status = %s AND backend_name = %s AND queue_name = %s
+              AND (run_after = %s OR run_after <= %s)
+            ORDER BY priority DESC, run_after, enqueued_at
+            LIMIT 1 {lock}
+        ) AND status = %s AND task_path IN (%s, %s) AND {ours}
+        RETURNING *
+    """  # noqa: S608
+    params = [
+        TaskResultStatus.SUCCESSFUL,
+        adapt(now),
+        adapt(now),
+        json.dumps({"taken_by_running_send": True}),
+        TaskResultStatus.READY,
+        task_.backend,
+        task_.queue_name,
+        adapt(get_date_max()),
+        adapt(now),
+        TaskResultStatus.READY,
+        *_TAKEN_TASKS,
+        json.dumps(message_id) if connection.vendor == "postgresql" else message_id,
+    ]
+    taken = list(DBTaskResult.objects.using(connection.alias).raw(sql, params))
+    if not taken:
+        return None
+    row = taken[0]
+    row.status = TaskResultStatus.RUNNING
+    started = row.task_result
+    task_started.send(sender=type(backend), task_result=started)
+
+    def done() -> None:
+        row.status = TaskResultStatus.SUCCESSFUL
+        task_finished.send(sender=type(backend), task_result=row.task_result)
+
+    return services.QueuedWork(
+        task=_TAKEN_TASKS[row.task_path], args=tuple(row.args_kwargs["args"]), done=done
+    )
