@@ -741,7 +741,7 @@ class _CurlHeaders:
 class CurlFcmClient(FcmClient):
     """The same client over libcurl (pycurl): HTTP/2 multiplexing, the HTTP work in C.
 
-    Chosen with ``HERALD_FCM_TRANSPORT=curl`` (it needs ``pip install pycurl``; its
+    The default transport (``HERALD_FCM_TRANSPORT=curl``; pycurl is a dependency, its
     wheels bundle a libcurl with HTTP/2). ``send_many`` drives up to ``pool_size``
     requests at once from the calling thread through curl's multi interface: over
     HTTPS they become streams of a few HTTP/2 connections (FCM's front ends allow about
@@ -762,7 +762,8 @@ class CurlFcmClient(FcmClient):
         except ImportError:
             raise FcmError(
                 CONFIGURATION,
-                "HERALD_FCM_TRANSPORT is 'curl' but pycurl is not installed (pip install pycurl).",
+                "HERALD_FCM_TRANSPORT is 'curl' but pycurl is not installed (pip install pycurl, "
+                "or HERALD_FCM_TRANSPORT=urllib3).",
                 permanent=True,
             ) from None
         self._curl = pycurl
@@ -964,9 +965,9 @@ class CurlFcmClient(FcmClient):
 def make_client(
     *, service_account_info: dict, api_url: str | None = None, pool_size: int = 32, timeout: float = 10.0
 ) -> FcmClient:
-    """An FcmClient over the transport HERALD_FCM_TRANSPORT names: "urllib3" (the default)
-    or "curl" (CurlFcmClient; needs pycurl)."""
-    transport = getattr(settings, "HERALD_FCM_TRANSPORT", "urllib3")
+    """An FcmClient over the transport HERALD_FCM_TRANSPORT names: "curl" (CurlFcmClient,
+    the default) or "urllib3" (FcmClient, the fallback)."""
+    transport = getattr(settings, "HERALD_FCM_TRANSPORT", "curl")
     if transport not in TRANSPORTS:
         raise FcmError(
             CONFIGURATION,

@@ -2,11 +2,15 @@
 
 The sandbox speaks HTTP/1.1 over plain HTTP, so here the curl transport runs its
 HTTP/1.1 path; its HTTP/2 streams over TLS are exercised by bench/http_clients.py
-against nginx. Both transports must give the same answers.
+against nginx. Both transports must give the same answers; curl is the default.
 """
 
+import os
 import socket
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +43,25 @@ def client(transport, sandbox_service_account, fcm_sandbox):
 
 def test_the_setting_chooses_the_transport(client, transport):
     assert type(client) is {"urllib3": FcmClient, "curl": CurlFcmClient}[transport]
+
+
+def test_curl_is_the_transport_unless_the_environment_names_urllib3():
+    env = {key: value for key, value in os.environ.items() if key != "HERALD_FCM_TRANSPORT"}
+    code = "import config.settings as s; print(s.HERALD_FCM_TRANSPORT)"
+
+    def configured(**extra) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=Path(__file__).resolve().parents[2],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert configured() == "curl"
+    assert configured(HERALD_FCM_TRANSPORT="urllib3") == "urllib3"
 
 
 def test_an_unknown_transport_is_a_configuration_error(settings, sandbox_service_account):
