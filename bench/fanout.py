@@ -710,7 +710,8 @@ def main() -> None:
                     )
 
     fcm_name = (
-        f"nginx fake FCM over TLS (HTTP/2 where the client offers it){f' +{args.latency_ms:g} ms' if args.latency_ms else ''}"
+        "nginx fake FCM over TLS (HTTP/2 where the client offers it)"
+        + (f" +{args.latency_ms:g} ms" if args.latency_ms else "")
         if args.fcm == "nginx"
         else f"fake_fcm.py over HTTP/1.1 +{args.latency_ms:g} ms"
     )
@@ -720,7 +721,8 @@ def main() -> None:
         f"{args.rounds} round(s) interleaved"
     )
     print(
-        f"{'devices':>10} {'config':<22} {'wall s':>8} {'msgs/s':>9} {'peak MB':>8} {'worker CPU ms/msg':>18} "
+        f"{'devices':>10} {'config':<22} {'wall s':>8} {'msgs/s':>9} {'peak MB':>8} "
+        f"{'worker CPU ms/msg':>18} "
         f"{'db CPU ms/msg':>14} {'statements/1000':>16} {'load':>10}"
     )
     for (n, config), runs in results.items():
@@ -729,7 +731,8 @@ def main() -> None:
         for r in runs:
             db_cpu = "-" if r["db_cpu_ms"] is None else f"{r['db_cpu_ms']:.3f}"
             print(
-                f"{n:>10,} {label(config):<22} {r['seconds']:>8.1f} {r['msgs_per_s']:>9,.0f} {r['peak_mb']:>8.0f} "
+                f"{n:>10,} {label(config):<22} {r['seconds']:>8.1f} {r['msgs_per_s']:>9,.0f} "
+                f"{r['peak_mb']:>8.0f} "
                 f"{r['worker_cpu_ms']:>18.3f} {db_cpu:>14} {r['statements_per_1000']:>16.1f} "
                 f"{r['load'][0]:>4.1f}–{r['load'][1]:<4.1f}"
             )
@@ -762,7 +765,8 @@ def main() -> None:
                 cpu, _ = median_of(runs, lambda r: r["cpu_ms_per_msg"])
                 print(
                     f"| {args.yardstick_messages:,} msgs | firebase-admin send_each, batches of 500 | "
-                    f"{rate:,.0f} [{brackets}] | 1.00x | {cpu:.3f} (no database) | – | – | – | – | – | – | {load_text} |"
+                    f"{rate:,.0f} [{brackets}] | 1.00x | {cpu:.3f} (no database) | – | – | – | – | – | – "
+                    f"| {load_text} |"
                 )
                 continue
             ratio = f"{rate / yard_rate:.2f}x" if yard_rate else "–"
@@ -785,7 +789,8 @@ def main() -> None:
             table_text = f"{statistics.median(table):,.0f}" if table else "–"
             print(
                 f"| {n:,} | {label(config)} | {rate:,.0f} [{brackets}] | {ratio} | {worker_cpu:.3f} | "
-                f"{db_text} | {statements:.1f} | {peak:.0f} | {cores} | {growth_text} | {table_text} | {load_text} |"
+                f"{db_text} | {statements:.1f} | {peak:.0f} | {cores} | {growth_text} | {table_text} "
+                f"| {load_text} |"
             )
     print("\nWorker memory over time (RSS MB of the first worker and its children, last round):")
     for (n, config), runs in results.items():
