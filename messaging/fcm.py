@@ -867,7 +867,12 @@ class CurlFcmClient(FcmClient):
             if validate_only:
                 body["validate_only"] = True
             payloads.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
-        token = self.access_token()
+        # A token that cannot be had is every message's answer, as it is in `send` (a
+        # worker retries each delivery), not an exception that fails the whole chunk.
+        try:
+            token = self.access_token()
+        except FcmError as error:
+            return [error] * len(payloads)
         results: list = self._exchange(payloads, range(len(payloads)), token)
         rejected = [
             i
@@ -875,7 +880,12 @@ class CurlFcmClient(FcmClient):
             if isinstance(result, FcmError) and result.code == UNAUTHENTICATED
         ]
         if rejected:
-            token = self._replace_rejected_token(token)
+            try:
+                token = self._replace_rejected_token(token)
+            except FcmError as error:
+                for i in rejected:
+                    results[i] = error
+                return results
             for i, result in zip(rejected, self._exchange(payloads, rejected, token), strict=True):
                 results[i] = result
         return results

@@ -136,6 +136,21 @@ def test_send_many_reports_a_fresh_token_rejected_too(transport, sandbox_service
     client.close()
 
 
+def test_send_many_answers_every_message_with_the_error_of_a_token_it_cannot_get(
+    transport, sandbox_service_account, fcm_sandbox
+):
+    from fcm_sandbox.accounts import generate_private_key_pem
+
+    forged = {**sandbox_service_account, "private_key": generate_private_key_pem()}
+    client = make_client(service_account_info=forged, api_url=fcm_sandbox.url)
+
+    results = client.send_many([message("device-1"), message("device-2")])
+    client.close()
+
+    assert [(r.code, r.permanent) for r in results] == [("UNAUTHENTICATED", True)] * 2
+    assert not SandboxMessage.objects.exists()
+
+
 def test_a_slow_fcm_is_a_retryable_timeout_in_send_and_send_many(
     transport, sandbox_service_account, fcm_sandbox
 ):
