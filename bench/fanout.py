@@ -627,6 +627,7 @@ def main() -> None:
     parser.add_argument("--yardstick-messages", type=int, default=20_000)
     parser.add_argument("--no-yardstick", action="store_true")
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process statement count")
+    parser.add_argument("--memory-points", type=int, default=10, help="moments of the memory series")
     args = parser.parse_args()
     sizes_ = [int(n) for n in args.devices.split(",")]
     configs = [
@@ -795,7 +796,7 @@ def main() -> None:
     print("\nWorker memory over time (RSS MB of the first worker and its children, last round):")
     for (n, config), runs in results.items():
         if config[0] != "send_each":
-            print(f"{n:,} {label(config)}: {memory_series(runs[-1]['memory'])}")
+            print(f"{n:,} {label(config)}: {memory_series(runs[-1]['memory'], args.memory_points)}")
     yard = [r for (n, config), runs in results.items() if config[0] == "send_each" for r in runs]
     if yard:
         best = max(r["msgs_per_s"] for (n, c), runs in results.items() if c[0] != "send_each" for r in runs)
