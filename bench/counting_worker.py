@@ -2,19 +2,24 @@
 """`manage.py <command>` that counts the SQL statements it sends, for fanout.py.
 
     python bench/counting_worker.py STATS_FILE db_worker --batch ...
+    python bench/counting_worker.py STATS_FILE rqworker --job-class django_tasks_rq.Job default
 
 Every database connection the command opens gets an execute wrapper; `executemany`
 counts once per parameter set (each is a statement on the server). At exit the count is
 written to STATS_FILE as JSON, with a breakdown by kind of statement ("kinds": the verb
 and the first table it names, e.g. "UPDATE messaging_delivery") and, with
-HERALD_COUNT_SQL_TIME=1, the client-side milliseconds each kind took. Bench only: the
-product never loads this.
+HERALD_COUNT_SQL_TIME=1, the client-side milliseconds each kind took. A forked child that
+runs tasks (RQ's work horse, which leaves with `os._exit` and so never reaches atexit)
+appends what each of its tasks sent to STATS_FILE + ".tasks", one JSON line per task.
+SIGUSR2 zeroes the count (fanout.py sends it once the worker has started, so that start-up
+and idle polling do not count). Bench only: the product never loads this.
 """
 
 import atexit
 import json
 import os
 import re
+import signal
 import sys
 import time
 from collections import Counter
@@ -48,6 +53,10 @@ def kind(sql: str) -> str:
     return f"{verb} {table.group(1) if table else ''}".strip()
 
 
+MAIN_PID = os.getpid()
+_task_start: dict = {}
+
+
 def count(execute, sql, params, many, context):
     n = len(params) if many and params is not None else 1
     counts["calls"] += 1
@@ -69,6 +78,8 @@ def attach(sender, connection, **kwargs):
 
 
 def write_stats(path: str) -> None:
+    if os.getpid() != MAIN_PID:
+        return
     stats = {**counts, "kinds": dict(kinds.most_common())}
     if timed:
         stats["milliseconds"] = {k: round(v, 1) for k, v in milliseconds.most_common()}
@@ -81,13 +92,54 @@ def write_stats(path: str) -> None:
             print(f"  {n:>7} {100 * n / total:5.1f} % {ms}  {name}", file=sys.stderr)
 
 
+def task_started(sender, **kwargs):
+    _task_start.update(counts)
+
+
+def task_finished(sender, *, stats_file: str, **kwargs):
+    if os.getpid() == MAIN_PID:  # counted at exit
+        return
+    delta = {key: counts[key] - _task_start.get(key, 0) for key in counts}
+    with open(stats_file + ".tasks", "a") as out:  # one short line: an atomic append
+        out.write(json.dumps(delta) + "\n")
+
+
+def zero(signum, frame):
+    counts.update(statements=0, calls=0)
+    kinds.clear()
+    milliseconds.clear()
+
+
+def total_statements(stats_file: Path) -> int:
+    """What the worker (and its forked children) counted: for fanout.py."""
+    total = json.loads(stats_file.read_text())["statements"] if stats_file.exists() else 0
+    tasks = Path(str(stats_file) + ".tasks")
+    if tasks.exists():
+        total += sum(json.loads(line)["statements"] for line in tasks.read_text().splitlines() if line)
+    return total
+
+
 if __name__ == "__main__":
     stats_file = sys.argv.pop(1)
     atexit.register(write_stats, stats_file)
+    signal.signal(signal.SIGUSR2, zero)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
     from django.db.backends.signals import connection_created
 
     connection_created.connect(attach)
+    # django.tasks' signals (the database backend) and django_tasks' (django-tasks-rq's).
+    for module in ("django.tasks.signals", "django_tasks.signals"):
+        try:
+            signals = __import__(module, fromlist=["task_started"])
+        except ImportError:
+            continue
+        signals.task_started.connect(task_started, weak=False)
+        signals.task_finished.connect(
+            lambda sender, **kwargs: task_finished(sender, stats_file=stats_file, **kwargs), weak=False
+        )
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

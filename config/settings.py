@@ -259,10 +259,12 @@ HERALD_ENCRYPTION_KEYS = env.list("HERALD_ENCRYPTION_KEYS", default=[])
 FCM_HTTP_POOL_SIZE = env.int("FCM_HTTP_POOL_SIZE", default=128)
 # Seconds to wait for FCM (connect, then each read) before a send fails with TIMEOUT.
 FCM_HTTP_TIMEOUT = env.float("FCM_HTTP_TIMEOUT", default=10.0)
-# How the FCM client speaks HTTP: "urllib3" (a keep-alive pool, one request per thread) or
-# "curl" (libcurl through pycurl, `pip install pycurl`: HTTP/2 streams, the HTTP work in C,
-# about a tenth of the CPU per message; see bench/README.md, "HTTP clients").
-HERALD_FCM_TRANSPORT = env.str("HERALD_FCM_TRANSPORT", default="urllib3")
+# How the FCM client speaks HTTP: "curl" (libcurl through pycurl: HTTP/2 streams, the HTTP
+# work in C; a worker hands it whole batches through send_many from one thread) or
+# "urllib3" (a keep-alive pool, one request per SEND_CONCURRENCY thread), the fallback. On
+# the whole send path curl costs a worker about a fifth of urllib3's CPU per delivery and
+# sends ~1.7x as fast (bench/README.md, "Fan-out figures", issue 16).
+HERALD_FCM_TRANSPORT = env.str("HERALD_FCM_TRANSPORT", default="curl")
 # FCM_SANDBOX_URL (above): where `manage.py fcm_sandbox` listens by default and where
 # `sandbox_credentials` points a tenant's token_uri. Set FCM_API_URL to the same URL to
 # send to the sandbox.

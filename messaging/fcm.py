@@ -741,7 +741,7 @@ class _CurlHeaders:
 class CurlFcmClient(FcmClient):
     """The same client over libcurl (pycurl): HTTP/2 multiplexing, the HTTP work in C.
 
-    Chosen with ``HERALD_FCM_TRANSPORT=curl`` (it needs ``pip install pycurl``; its
+    The default transport (``HERALD_FCM_TRANSPORT=curl``; pycurl is a dependency, its
     wheels bundle a libcurl with HTTP/2). ``send_many`` drives up to ``pool_size``
     requests at once from the calling thread through curl's multi interface: over
     HTTPS they become streams of a few HTTP/2 connections (FCM's front ends allow about
@@ -762,7 +762,8 @@ class CurlFcmClient(FcmClient):
         except ImportError:
             raise FcmError(
                 CONFIGURATION,
-                "HERALD_FCM_TRANSPORT is 'curl' but pycurl is not installed (pip install pycurl).",
+                "HERALD_FCM_TRANSPORT is 'curl' but pycurl is not installed (pip install pycurl, "
+                "or HERALD_FCM_TRANSPORT=urllib3).",
                 permanent=True,
             ) from None
         self._curl = pycurl
@@ -866,7 +867,12 @@ class CurlFcmClient(FcmClient):
             if validate_only:
                 body["validate_only"] = True
             payloads.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
-        token = self.access_token()
+        # A token that cannot be had is every message's answer, as it is in `send` (a
+        # worker retries each delivery), not an exception that fails the whole chunk.
+        try:
+            token = self.access_token()
+        except FcmError as error:
+            return [error] * len(payloads)
         results: list = self._exchange(payloads, range(len(payloads)), token)
         rejected = [
             i
@@ -874,7 +880,12 @@ class CurlFcmClient(FcmClient):
             if isinstance(result, FcmError) and result.code == UNAUTHENTICATED
         ]
         if rejected:
-            token = self._replace_rejected_token(token)
+            try:
+                token = self._replace_rejected_token(token)
+            except FcmError as error:
+                for i in rejected:
+                    results[i] = error
+                return results
             for i, result in zip(rejected, self._exchange(payloads, rejected, token), strict=True):
                 results[i] = result
         return results
@@ -964,9 +975,9 @@ class CurlFcmClient(FcmClient):
 def make_client(
     *, service_account_info: dict, api_url: str | None = None, pool_size: int = 32, timeout: float = 10.0
 ) -> FcmClient:
-    """An FcmClient over the transport HERALD_FCM_TRANSPORT names: "urllib3" (the default)
-    or "curl" (CurlFcmClient; needs pycurl)."""
-    transport = getattr(settings, "HERALD_FCM_TRANSPORT", "urllib3")
+    """An FcmClient over the transport HERALD_FCM_TRANSPORT names: "curl" (CurlFcmClient,
+    the default) or "urllib3" (FcmClient, the fallback)."""
+    transport = getattr(settings, "HERALD_FCM_TRANSPORT", "curl")
     if transport not in TRANSPORTS:
         raise FcmError(
             CONFIGURATION,

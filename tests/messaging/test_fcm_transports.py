@@ -2,11 +2,15 @@
 
 The sandbox speaks HTTP/1.1 over plain HTTP, so here the curl transport runs its
 HTTP/1.1 path; its HTTP/2 streams over TLS are exercised by bench/http_clients.py
-against nginx. Both transports must give the same answers.
+against nginx. Both transports must give the same answers; curl is the default.
 """
 
+import os
 import socket
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +43,25 @@ def client(transport, sandbox_service_account, fcm_sandbox):
 
 def test_the_setting_chooses_the_transport(client, transport):
     assert type(client) is {"urllib3": FcmClient, "curl": CurlFcmClient}[transport]
+
+
+def test_curl_is_the_transport_unless_the_environment_names_urllib3():
+    env = {key: value for key, value in os.environ.items() if key != "HERALD_FCM_TRANSPORT"}
+    code = "import config.settings as s; print(s.HERALD_FCM_TRANSPORT)"
+
+    def configured(**extra) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=Path(__file__).resolve().parents[2],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert configured() == "curl"
+    assert configured(HERALD_FCM_TRANSPORT="urllib3") == "urllib3"
 
 
 def test_an_unknown_transport_is_a_configuration_error(settings, sandbox_service_account):
@@ -111,6 +134,21 @@ def test_send_many_reports_a_fresh_token_rejected_too(transport, sandbox_service
     if transport == "curl":  # one batch, one token, one replacement (urllib3's threads each ask)
         assert fcm_sandbox.state.token_requests == 2
     client.close()
+
+
+def test_send_many_answers_every_message_with_the_error_of_a_token_it_cannot_get(
+    transport, sandbox_service_account, fcm_sandbox
+):
+    from fcm_sandbox.accounts import generate_private_key_pem
+
+    forged = {**sandbox_service_account, "private_key": generate_private_key_pem()}
+    client = make_client(service_account_info=forged, api_url=fcm_sandbox.url)
+
+    results = client.send_many([message("device-1"), message("device-2")])
+    client.close()
+
+    assert [(r.code, r.permanent) for r in results] == [("UNAUTHENTICATED", True)] * 2
+    assert not SandboxMessage.objects.exists()
 
 
 def test_a_slow_fcm_is_a_retryable_timeout_in_send_and_send_many(
