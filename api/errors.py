@@ -7,6 +7,7 @@ plus ``"field"`` when one field is to blame, so that clients can branch on
 
 import json
 import logging
+import re
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -63,8 +64,14 @@ def parse_json(raw: bytes):
         raise ApiError(f"The body is not valid JSON: {exc}", code="malformed_json") from None
     except RecursionError:  # [[[[…]]]]: a few KB can nest deeper than the parser goes
         raise ApiError("The body is nested too deeply.", code="malformed_json") from None
-    _reject_lone_surrogates(data)
+    if _SURROGATE_ESCAPE.search(raw):
+        _reject_lone_surrogates(data)
     return data
+
+
+# The only way a surrogate (U+D800–U+DFFF) gets into the parsed body: a \uD800–\uDFFF escape
+# (strict UTF-8 decoding refuses an encoded one). A body without one needs no walk.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
 
 def _has_surrogate(text: str) -> bool:

@@ -300,7 +300,8 @@ async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
     )
     measure_from, stop_at = spec["measure_from"], spec["stop_at"]
     reader = writer = None
-    n, chain = 0, 0
+    # A refresh client goes on from the token its device holds after the previous runs.
+    n, chain = 0, spec.get("chains", {}).get(str(client), 0)
     # With --rate, each client sends on a schedule, and a request's latency counts from its
     # scheduled time: a slow answer delays the next ones, and that wait counts too.
     interval = spec["interval"]
@@ -351,10 +352,11 @@ async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
             reader = writer = None
     if writer is not None:
         writer.close()
+    results["chains"][str(client)] = chain
 
 
 async def run_clients(spec: dict) -> dict:
-    results = {"latencies_us": [], "errors": {}, "accepted": 0}
+    results = {"latencies_us": [], "errors": {}, "accepted": 0, "chains": {}}
     await asyncio.gather(
         *(
             run_client(spec, client, spec["port"], results)
@@ -373,8 +375,23 @@ def client_main(spec_json: str) -> None:
 
 
 def run_scenario(
-    kind: str, args, port: int, run: str, tenant_id: str, api_key: str, server: subprocess.Popen
+    kind: str,
+    args,
+    port: int,
+    run: str,
+    tenant_id: str,
+    api_key: str,
+    server: subprocess.Popen | None = None,
+    *,
+    rate: float | None = None,
+    chains: dict | None = None,
 ) -> dict:
+    """One scenario for args.duration seconds after args.warmup: as fast as answered, or at
+    `rate` requests/s (default args.rate; 0 for as fast as answered). `chains` (client → the
+    step its device's token is at) is read and brought up to date for refresh clients."""
+    rate = args.rate if rate is None else rate
+    chains = {} if chains is None else chains
+    load = os.getloadavg()[0]
     now = time.time()
     measure_from = now + 1 + args.warmup
     stop_at = measure_from + args.duration
@@ -392,7 +409,8 @@ def run_scenario(
             "clients": count,
             "measure_from": measure_from,
             "stop_at": stop_at,
-            "interval": args.clients / args.rate if args.rate else 0.0,
+            "interval": args.clients / rate if rate else 0.0,
+            "chains": chains,
         }
         processes.append(
             subprocess.Popen(
@@ -400,15 +418,19 @@ def run_scenario(
             )
         )
     time.sleep(max(0.0, measure_from - time.time()))
-    cpu_before = cpu_sample(server, args.redis_url)
+    cpu_before = cpu_sample(server, args.redis_url) if server is not None else None
     time.sleep(max(0.0, stop_at - time.time()))
-    cpu = cpu_used(cpu_before, cpu_sample(server, args.redis_url))
+    if cpu_before is not None:
+        cpu = cpu_used(cpu_before, cpu_sample(server, args.redis_url))
+    else:
+        cpu = {"gunicorn": 0.0, "postgres": 0.0, "redis": 0.0}
     merged = {"latencies_us": [], "errors": {}, "accepted": 0}
     for process in processes:
         out, _ = process.communicate(timeout=args.warmup + args.duration + 60)
         result = json.loads(out.strip().splitlines()[-1])
         merged["latencies_us"] += result["latencies_us"]
         merged["accepted"] += result["accepted"]
+        chains.update(result["chains"])
         for name, count in result["errors"].items():
             merged["errors"][name] = merged["errors"].get(name, 0) + count
     latencies = sorted(merged["latencies_us"])
@@ -418,6 +440,8 @@ def run_scenario(
 
     return {
         "scenario": kind,
+        "rate": rate,
+        "load": load,
         "requests": len(latencies),
         "rps": len(latencies) / args.duration,
         "p50_ms": percentile(0.50),
@@ -447,6 +471,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--scenarios", default="floor,events,refresh")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of every scenario, interleaved (the order alternates each round); medians",
+    )
+    parser.add_argument(
+        "--paced",
+        type=float,
+        default=0.0,
+        help="then run each scenario again at this share (e.g. 0.8) of its median saturating "
+        "req/s, for p50/p99 at that load",
+    )
+    parser.add_argument(
+        "--goals",
+        action="store_true",
+        help="issue 16's goals in one run: --rounds 3 --paced 0.8 (unless given), then a summary",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the seeded tenant and its rows")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument(
@@ -461,6 +503,11 @@ def main() -> None:
         return client_main(args.client)
     if not args.database_url.startswith(("postgres://", "postgresql://")):
         raise SystemExit("api_load measures Herald on PostgreSQL: pass a postgres:// --database-url")
+    if args.goals:
+        args.rounds = max(args.rounds, 3)
+        args.paced = args.paced or 0.8
+    if args.paced and args.rate:
+        raise SystemExit("--paced measures the saturating rate first: leave out --rate")
     forget_redis_if_silent(args)
 
     load_before = os.getloadavg()[0]  # others' work on this machine skews the figures
@@ -471,15 +518,27 @@ def main() -> None:
     tenant_id, api_key = seed(run, args.clients)
     port = free_port()
     server = start_gunicorn(args, env, port)
-    rows = []
+    kinds = args.scenarios.split(",")
+    rows, paced, chains = [], [], {}
     try:
-        for kind in args.scenarios.split(","):
-            print(
-                f"{SCENARIOS[kind][0]}: {args.clients} clients, {args.warmup:g} s warm-up, "
-                f"{args.duration:g} s measured ...",
-                flush=True,
-            )
-            rows.append(run_scenario(kind, args, port, run, tenant_id, api_key, server))
+        for r in range(args.rounds):
+            for kind in kinds if r % 2 == 0 else kinds[::-1]:
+                print(
+                    f"round {r + 1}/{args.rounds}, {SCENARIOS[kind][0]}: {args.clients} clients, "
+                    f"{args.warmup:g} s warm-up, {args.duration:g} s measured ...",
+                    flush=True,
+                )
+                rows.append(
+                    {"round": r + 1}
+                    | run_scenario(kind, args, port, run, tenant_id, api_key, server, chains=chains)
+                )
+        if args.paced:
+            for kind in kinds:
+                rate = args.paced * median(row["rps"] for row in rows if row["scenario"] == kind)
+                print(f"paced, {SCENARIOS[kind][0]}: {rate:.0f} req/s ...", flush=True)
+                paced.append(
+                    run_scenario(kind, args, port, run, tenant_id, api_key, server, rate=rate, chains=chains)
+                )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -496,32 +555,84 @@ def main() -> None:
         f"\nHerald API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}, PostgreSQL {pg_version}, gunicorn gthread "
         f"{args.workers}x{args.threads}, rate-limit counters in {'Redis' if args.redis_url else 'memory'}, "
-        f"{args.clients} clients, {args.duration:g} s each, load average before {load_before:.2f}\n"
+        f"{args.clients} clients, {args.duration:g} s each, load average before {load_before:.2f}, "
+        f"after {os.getloadavg()[0]:.2f}\n"
     )
-    print(
-        f"{'scenario':<30} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'errors':>7}   CPU ms per request: {'gunicorn':>8} {'postgres':>8} {'redis*':>7} {'total':>7}"
-    )
-    for row in rows:
-        total = row["cpu_gunicorn_ms"] + row["cpu_postgres_ms"] + row["cpu_redis_ms"]
-        print(
-            f"{SCENARIOS[row['scenario']][1]:<30} {row['requests']:>9} {row['rps']:>8.0f} "
-            f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['max_ms']:>8.1f} {row['errors']:>7}   "
-            f"{'':>19} {row['cpu_gunicorn_ms']:>8.2f} {row['cpu_postgres_ms']:>8.2f} "
-            f"{row['cpu_redis_ms']:>7.2f} {total:>7.2f}"
-            + (f"  {row['error_kinds']}" if row["errors"] else "")
-        )
+    print_rows(rows + paced, rounds=args.rounds > 1)
     print("* Redis: the whole server's CPU, so others' use of it on this machine counts too")
+    if args.rounds > 1 or paced:
+        print_goals(rows, paced, kinds)
     if args.json:
         print(
-            "JSON " + json.dumps({"load_before": load_before, "load_after": os.getloadavg()[0], "rows": rows})
+            "JSON "
+            + json.dumps(
+                {"load_before": load_before, "load_after": os.getloadavg()[0], "rows": rows, "paced": paced}
+            )
         )
-    by_kind = {row["scenario"]: row for row in rows}
     for kind, what, table in (("events", "events", "events"), ("refresh", "token rotations", "rotations")):
-        if kind in by_kind:
-            accepted = by_kind[kind]["accepted_total"]
+        accepted = sum(row["accepted_total"] for row in rows + paced if row["scenario"] == kind)
+        if kind in kinds:
             ok = "" if counts[table] == accepted else "  <-- MISMATCH"
             print(f"{what} accepted (warm-up included): {accepted}, stored: {counts[table]}{ok}")
+
+
+def total_cpu(row: dict) -> float:
+    return row["cpu_gunicorn_ms"] + row["cpu_postgres_ms"] + row["cpu_redis_ms"]
+
+
+def median(values) -> float:
+    import statistics
+
+    values = list(values)
+    return statistics.median(values) if values else 0.0
+
+
+def print_rows(rows: list[dict], *, rounds: bool) -> None:
+    print(
+        f"{'scenario':<30} {'round':>5} {'load':>5} {'rate':>6} {'requests':>9} {'req/s':>8} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'max ms':>8} {'errors':>7}   CPU ms/request: {'gunicorn':>8} {'postgres':>8} "
+        f"{'redis*':>7} {'total':>7}"
+    )
+    for row in rows:
+        print(
+            f"{SCENARIOS[row['scenario']][1]:<30} {row.get('round', '-')!s:>5} {row['load']:>5.1f} "
+            f"{(f'{row["rate"]:.0f}' if row['rate'] else 'max'):>6} {row['requests']:>9} {row['rps']:>8.0f} "
+            f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['max_ms']:>8.1f} {row['errors']:>7}   "
+            f"{'':>15} {row['cpu_gunicorn_ms']:>8.2f} {row['cpu_postgres_ms']:>8.2f} "
+            f"{row['cpu_redis_ms']:>7.2f} {total_cpu(row):>7.2f}"
+            + (f"  {row['error_kinds']}" if row["errors"] else "")
+        )
+
+
+def print_goals(rows: list[dict], paced: list[dict], kinds: list[str]) -> None:
+    """Issue 16's goals: req/s beside the floor's in the same round, CPU per request, and the
+    tail at a share of the saturating rate (medians over the rounds)."""
+    print("\nAgainst the goals (medians over the rounds; ratios are each round's, then their median):")
+    floor = {row["round"]: row["rps"] for row in rows if row["scenario"] == "floor"}
+    print(
+        f"{'scenario':<30} {'req/s':>8} {'vs floor':>9} {'ratios by round':<22} CPU ms/request: "
+        f"{'gunicorn':>8} {'postgres':>8} {'redis*':>7} {'total':>7}"
+    )
+    for kind in kinds:
+        mine = [row for row in rows if row["scenario"] == kind]
+        ratios = [row["rps"] / floor[row["round"]] for row in mine if floor.get(row["round"])]
+        print(
+            f"{SCENARIOS[kind][1]:<30} {median(r['rps'] for r in mine):>8.0f} "
+            f"{(f'{100 * median(ratios):.0f} %' if ratios and kind != 'floor' else '-'):>9} "
+            f"{', '.join(f'{100 * x:.0f}' for x in ratios) if kind != 'floor' else '':<22} {'':>15} "
+            + " ".join(
+                f"{median(r[side] for r in mine):>{width}.2f}"
+                for side, width in (("cpu_gunicorn_ms", 8), ("cpu_postgres_ms", 8), ("cpu_redis_ms", 7))
+            )
+            + f" {median(total_cpu(r) for r in mine):>7.2f}"
+        )
+    if paced:
+        print(f"\n{'paced':<30} {'rate':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/request':>15}")
+        for row in paced:
+            print(
+                f"{SCENARIOS[row['scenario']][1]:<30} {row['rate']:>6.0f} {row['rps']:>8.0f} "
+                f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {total_cpu(row):>15.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -68,13 +68,16 @@ MIDDLEWARE = [
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "api.metrics.RequestMetricsMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A plainly valid POST /events or /devices/refresh-token is answered here; what follows
+    # serves the admin's pages and the DRF views (tenants.auth.PlainPathMiddleware).
+    "tenants.auth.PlainPathMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "api.throttling.AuthFailureLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]

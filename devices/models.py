@@ -24,7 +24,8 @@ class Platform(models.TextChoices):
 class AppUser(models.Model):
     """A user of a tenant's app, known by the app's own id or by an anonymous one Herald made."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="app_users")
+    # No index of its own: every index and unique constraint here leads with tenant (see Event).
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="app_users", db_index=False)
     app_user_id = models.CharField(max_length=255)
     is_anonymous = models.BooleanField(
         default=False, help_text="Herald generated the id because the app sent none."
@@ -69,7 +70,8 @@ class Device(models.Model):
         REGISTRATION = "registration", "FCM registration token"
         FID = "fid", "Firebase installation ID"
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="devices")
+    # No index of its own: every index and unique constraint here leads with tenant (see Event).
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="devices", db_index=False)
     user = models.ForeignKey(AppUser, on_delete=models.CASCADE, related_name="devices")
     token = models.TextField()
     token_hash = models.CharField(max_length=64, editable=False)
@@ -173,7 +175,11 @@ class TokenRotation(models.Model):
 class Event(models.Model):
     """Something a user did in the app, as POST /events reported it."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the unique (tenant, fingerprint) and the indexes below all lead with
+    # tenant, so they serve its lookups and cascades; one more index on it cost every /events
+    # call an index insertion (the device's update too, which is never HOT: last_seen_at is
+    # indexed) for nothing.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="events", db_index=False)
     user = models.ForeignKey(AppUser, on_delete=models.CASCADE, related_name="events")
     device = models.ForeignKey(Device, on_delete=models.SET_NULL, null=True, related_name="events")
     name = models.CharField(max_length=200)

@@ -226,17 +226,24 @@ def _record_event_postgresql(
             RECORD_EVENT_SQL, [_lock_keys(tenant=tenant, token_hashes=[token_hash]), json.dumps(arguments)]
         )
         device_id, user_id = cursor.fetchone()
-    return Event(
-        tenant=tenant,
-        user_id=user_id,
-        device_id=device_id,
-        name=event.event_name,
-        occurred_at=event.event_time,
-        session_id=event.session_id,
-        params=params,
-        fingerprint=fingerprint,
-        received_at=now,
-    )
+    # Positional arguments, in the fields' order: Model.__init__ takes keywords (and a related
+    # object) at twice the cost, a measurable share of this path.
+    values = {
+        "id": None,
+        "tenant_id": tenant.pk,
+        "user_id": user_id,
+        "device_id": device_id,
+        "name": event.event_name,
+        "occurred_at": event.event_time,
+        "received_at": now,
+        "session_id": event.session_id,
+        "params": params,
+        "fingerprint": fingerprint,
+    }
+    return Event(*(values[name] for name in _EVENT_ATTNAMES))
+
+
+_EVENT_ATTNAMES = [field.attname for field in Event._meta.concrete_fields]
 
 
 def _record_event_portable(

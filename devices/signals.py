@@ -13,7 +13,7 @@ from django.dispatch import Signal
 devices_deactivated = Signal()
 
 # A device's token was swapped by POST /devices/refresh-token. Arguments: device, at.
-token_rotated = Signal()
+token_rotated = Signal(use_caching=True)
 
 # Sent inside erase_app_user's transaction, before the user's rows are deleted, with
 # tenant, app_user_id, device_ids and tokens (current and past). A receiver removes what
@@ -23,4 +23,4 @@ app_user_erasing = Signal()
 # An event was stored (sent after its transaction commits, from the request that recorded
 # it). Arguments: tenant_id, name. Campaigns listen to queue their matching; receivers must
 # stay cheap: /events waits for them.
-event_recorded = Signal()
+event_recorded = Signal(use_caching=True)

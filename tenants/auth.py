@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpResponse
+from django.urls import Resolver404, resolve
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, exceptions, permissions
@@ -259,16 +260,14 @@ def _with_plain_path(endpoint: type[AppEndpoint], drf_view):
     """
     allow = ", ".join(endpoint().allowed_methods)
 
-    @functools.wraps(drf_view)
-    def view(request, *args, **kwargs):
+    def plain_response(request) -> HttpResponse | None:
+        """The plain path's answer to the request, or None: then the DRF view is to answer.
+        Tried once per request (PlainPathMiddleware may have tried it already)."""
+        if getattr(request, "_herald_plain_tried", False):
+            return None
+        request._herald_plain_tried = True
         answer = _plain_answer(endpoint, request)
-        if answer is None:
-            if not getattr(request, "_herald_auth_failures_checked", False):
-                refusal = throttling.refuse_after_auth_failures(request, cors_headers=endpoint.cors_headers)
-                if refusal is not None:
-                    return refusal
-            return drf_view(request, *args, **kwargs)
-        if isinstance(answer, HttpResponse):
+        if answer is None or isinstance(answer, HttpResponse):
             return answer
         response = HttpResponse(
             _renderer.render(answer, "application/json", {}), content_type="application/json"
@@ -278,9 +277,67 @@ def _with_plain_path(endpoint: type[AppEndpoint], drf_view):
             response[header] = value
         return response
 
+    @functools.wraps(drf_view)
+    def view(request, *args, **kwargs):
+        response = plain_response(request)
+        if response is not None:
+            return response
+        if not getattr(request, "_herald_auth_failures_checked", False):
+            refusal = throttling.refuse_after_auth_failures(request, cors_headers=endpoint.cors_headers)
+            if refusal is not None:
+                return refusal
+        return drf_view(request, *args, **kwargs)
+
     # AuthFailureLimitMiddleware leaves the budget to this view (one round trip with the limits).
     view.limits_auth_failures = True
+    view.plain_response = plain_response
     return view
+
+
+class PlainPathMiddleware:
+    """Answers a plainly valid app request (see _with_plain_path) before the middleware that
+    only the admin's pages and the DRF views need.
+
+    It sits after the middleware that shape every answer (security headers, CSP, metrics,
+    Content-Length, X-Frame-Options), which so treat its answers as they treat any view's,
+    and before sessions, CSRF, authentication, messages and the sign-in lockout, which do
+    nothing to such a request or its JSON answer but cost a quarter of /events' Python time
+    when run. A request the plain path does not take goes on down the chain unchanged, to
+    the DRF view (which does not try the plain path a second time).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self._by_path: dict[str, tuple | None] = {}
+
+    def __call__(self, request):
+        if request.method == "POST":
+            found = self._plain_view(request.path_info)
+            if found is not None:
+                plain_response, match = found
+                response = plain_response(request)
+                if response is not None:
+                    request.resolver_match = match  # for the metrics, as the handler would set it
+                    return response
+        return self.get_response(request)
+
+    def _plain_view(self, path: str) -> tuple | None:
+        """(the view's plain_response, its ResolverMatch) for a path served by an endpoint with
+        a plain path, else None; remembered per path."""
+        try:
+            return self._by_path[path]
+        except KeyError:
+            pass
+        try:
+            match = resolve(path)
+        except Resolver404:
+            match = None
+        plain_response = getattr(match.func, "plain_response", None) if match is not None else None
+        found = (plain_response, match) if plain_response is not None else None
+        if len(self._by_path) >= 1000:  # paths with ids in them: start over rather than grow
+            self._by_path.clear()
+        self._by_path[path] = found
+        return found
 
 
 def _plain_answer(endpoint: type[AppEndpoint], request) -> dict | HttpResponse | None:

@@ -92,6 +92,22 @@ def test_a_lone_surrogate_in_a_push_is_a_400_naming_the_field(server_key, path, 
     assert not Message.objects.exists()
 
 
+def test_a_lone_surrogate_written_in_capitals_is_a_400_too(tenant, app_key):
+    body = json.dumps(event(tenant, app_key))[:-1] + ', "params": {"k": "\\uDBFF"}}'
+
+    response = post_raw("/events", body)
+
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == "params"
+
+
+def test_an_escaped_backslash_before_ud800_is_text_and_welcome(tenant, app_key):
+    body = json.dumps(event(tenant, app_key, event_name="\\ud800"))  # a backslash, then "ud800"
+
+    assert post_raw("/events", body).status_code == 200
+    assert Event.objects.get().name == "\\ud800"
+
+
 def test_a_proper_surrogate_pair_is_an_emoji_and_welcome(tenant, app_key):
     body = json.dumps(event(tenant, app_key, event_name="\U0001f600"))  # written as "\ud83d\ude00"
 

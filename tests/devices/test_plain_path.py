@@ -231,3 +231,103 @@ def test_with_redis_the_plain_path_counts_in_the_same_counters_as_the_drf_view(s
     (counter,) = other_process.scan_iter("herald:rl:appip:*:192.0.2.46:*")
     assert other_process.get(counter) == b"3"
     assert 0 < other_process.ttl(counter) <= 61
+
+
+@pytest.fixture
+def admin_middleware_calls(monkeypatch):
+    """Counts the requests that reached the middleware only the admin and the DRF views need."""
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.middleware.csrf import CsrfViewMiddleware
+
+    calls = {"session": 0, "csrf": 0}
+    for name, cls, hook in (
+        ("session", SessionMiddleware, "process_request"),
+        ("csrf", CsrfViewMiddleware, "process_view"),
+    ):
+        original = getattr(cls, hook)
+
+        def counted(self, request, *args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(self, request, *args)
+
+        monkeypatch.setattr(cls, hook, counted)
+    return calls
+
+
+def test_a_plain_answer_is_given_before_the_session_and_csrf_middleware_run(post, admin_middleware_calls):
+    post("/events", {**EVENT, "event_name": "first"})  # the DRF view's: the key is not remembered yet
+    admin_middleware_calls.update(session=0, csrf=0)
+
+    assert post("/events", EVENT).status_code == 200
+    assert (
+        post("/devices/refresh-token", {"old_token": EVENT["device_token"], "new_token": "n"}).status_code
+        == 200
+    )
+
+    assert admin_middleware_calls == {"session": 0, "csrf": 0}
+
+
+def test_a_request_the_plain_path_does_not_take_goes_down_the_whole_chain_and_is_judged_once(
+    post, admin_middleware_calls, monkeypatch
+):
+    post("/events", {**EVENT, "event_name": "first"})
+    admin_middleware_calls.update(session=0, csrf=0)
+    asked = []
+    original = EventsView.plain_post
+    monkeypatch.setattr(
+        EventsView,
+        "plain_post",
+        staticmethod(lambda *, key, data: asked.append(1) or original(key=key, data=data)),
+    )
+
+    response = post("/events", {**EVENT, "timezone": "Mars/Olympus"})
+
+    assert response.status_code == 400
+    assert response.json()["field"] == "timezone"
+    assert asked == [1]  # by the middleware; the view went straight to DRF
+    assert admin_middleware_calls == {"session": 1, "csrf": 1}
+
+
+def test_metrics_count_a_plain_answer_under_its_route(post, settings):
+    from tests.scrape import TOKEN, scrape, value
+
+    settings.METRICS_TOKEN = TOKEN
+    post("/events", {**EVENT, "event_name": "first"})
+    before = scrape()
+
+    post("/events", EVENT)
+
+    after = scrape()
+    labels = {"endpoint": "events", "method": "POST", "status": "200"}
+    assert (
+        value(after, "herald_api_requests_total", **labels)
+        - value(before, "herald_api_requests_total", **labels)
+        == 1
+    )
+
+
+def test_the_plain_answer_carries_every_header_the_outer_middleware_gives(post):
+    post("/events", {**EVENT, "event_name": "first"})
+
+    response = post("/events", EVENT)
+
+    assert [name for name, _ in response.items()] == [
+        "Content-Type",
+        "Allow",
+        *CORS_HEADER_NAMES,
+        "X-Frame-Options",
+        "Content-Length",
+        "Content-Security-Policy",
+        "X-Content-Type-Options",
+        "Referrer-Policy",
+        "Cross-Origin-Opener-Policy",
+    ]
+
+
+CORS_HEADER_NAMES = [
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Methods",
+    "Access-Control-Allow-Headers",
+    "Access-Control-Expose-Headers",
+    "Access-Control-Max-Age",
+]
