@@ -643,10 +643,18 @@ def fan_out(
                     assigned = plan.assign(rows, phase=phase)
                     if not assigned:
                         continue
+                    # The first chunk a caller may send itself is not marked queued: if that
+                    # caller dies, herald_beat resumes it after the usual grace.
+                    holding = send_here and rank == first_chunk and not continued
                     # Counts only new rows: an interrupted run may have made some already.
                     if limited:
                         created = sum(
-                            _insert_deliveries(message_id=message.pk, assigned=group, now=due)
+                            _insert_deliveries(
+                                message_id=message.pk,
+                                assigned=group,
+                                now=due,
+                                queued=due <= now and not holding,
+                            )
                             for due, group in limits.hold_back(
                                 message=message, rows=rows, assigned=assigned, now=now
                             )
@@ -654,25 +662,27 @@ def fan_out(
                         if not created:
                             continue
                     else:
-                        _insert_deliveries(message_id=message.pk, assigned=assigned, now=now)
+                        _insert_deliveries(
+                            message_id=message.pk, assigned=assigned, now=now, queued=not holding
+                        )
                     send = {
                         "first_device_id": assigned[0][0],
                         "last_device_id": assigned[-1][0],
                         "rank": rank,
                     }
                     rank += 1
-                    if send_here and rank == first_chunk + 1 and not continued:
+                    if holding:
                         held.append(send)  # the first chunk: the caller's to send, if it stays the only one
                         continue
                     for queued in (*held, send):  # a second chunk: the message is queued as usual
-                        send_due.send(Message, message_id=message.pk, **queued)
+                        _queue_chunk(message.pk, **queued)
                     held.clear()
             finally:
                 chunks.close()  # on PostgreSQL: the server-side cursor
             if read < limit or not full:
                 break  # the devices ran out in this task
             for queued in held:  # more to come: the held first chunk is queued as usual
-                send_due.send(Message, message_id=message.pk, **queued)
+                _queue_chunk(message.pk, **queued)
             held.clear()
             if _continue_fan_out(message.pk, after_device_id=last_read, first_chunk=rank):
                 return []
@@ -718,6 +728,22 @@ def snapshot_audience(message: Message) -> None:
             "ON CONFLICT (message_id, device_id) DO NOTHING",
             [message.pk, *params],
         )
+
+
+def _queue_chunk(message_id: int, *, first_device_id: int, last_device_id: int, rank: int) -> None:
+    """Queue the send of a chunk the fan-out wrote (marked QUEUED); where no backend could
+    queue it, take the mark off, so that herald_beat resumes it after the usual grace."""
+    answers = send_due.send(
+        Message,
+        message_id=message_id,
+        first_device_id=first_device_id,
+        last_device_id=last_device_id,
+        rank=rank,
+    )
+    if not any(queued for _, queued in answers):
+        Delivery.objects.filter(
+            message_id=message_id, device_id__range=(first_device_id, last_device_id), claim=QUEUED
+        ).update(claim="", claimed_until=None)
 
 
 def _continue_fan_out(message_id: int, *, after_device_id: int, first_chunk: int) -> bool:
@@ -829,10 +855,18 @@ def _planner_settings(**values: str):
             cursor.execute("; ".join(f"RESET {name}" for name in values))
 
 
-def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]], now: datetime) -> int:
-    """Create pending deliveries for these (device_id, variant, language) and count the new
-    ones (an interrupted run may have made some already) into the message's targeted_count;
-    return how many.
+def _insert_deliveries(
+    *, message_id: int, assigned: list[tuple[int, int, str]], now: datetime, queued: bool = False
+) -> int:
+    """Create pending deliveries for these (device_id, variant, language), due at `now`, and
+    count the new ones (an interrupted run may have made some already) into the message's
+    targeted_count; return how many.
+
+    `queued`: their send task is being queued now. They are marked as herald_beat marks the
+    sends it queues (QUEUED, claimed_until just before `now`: any worker may claim them),
+    so that its passes leave them to that task for DELIVERY_CLAIM_SECONDS, not the 30 s
+    grace: a big message's later chunks, waiting their turn in a busy queue, are not taken
+    for stalled and queued a second time.
 
     Multi-row INSERT … ON CONFLICT DO NOTHING with only the values that differ per
     row as parameters: bulk_create's model objects and per-field preparation were most
@@ -852,12 +886,14 @@ def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]],
             "status",
             "attempts",
             "claim",
+            "claimed_until",
             "fcm_message_name",
             "error_code",
             "error_detail",
         )
     )
-    constants = "'pending', 0, '', '', '', ''"
+    constants = "'pending', 0, %s, %s, '', '', ''"
+    claim, claimed_until = (QUEUED, now - QUEUED_BEFORE) if queued else ("", None)
     if connection.vendor == "postgresql":
         # The rows as four arrays: the statement's text stays short and the same (psycopg
         # parses a query's placeholders on every call when the text is long, 50 ms for 500
@@ -874,6 +910,8 @@ def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]],
                 [
                     message_id,
                     now,
+                    claim,
+                    claimed_until,
                     [device_id for device_id, _, _ in assigned],
                     [new_tracking_token() for _ in assigned],
                     [variant for _, variant, _ in assigned],
@@ -884,7 +922,8 @@ def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]],
             return cursor.fetchone()[0]
     row = f"(%s, %s, %s, %s, %s, %s, {constants})"
     at = connection.ops.adapt_datetimefield_value(now)
-    per_statement = (connection.features.max_query_params or 100_000) // 6
+    claimed_until = connection.ops.adapt_datetimefield_value(claimed_until)
+    per_statement = (connection.features.max_query_params or 100_000) // 8
     created = 0
     with connection.cursor() as cursor:
         for start in range(0, len(assigned), per_statement):
@@ -892,7 +931,16 @@ def _insert_deliveries(*, message_id: int, assigned: list[tuple[int, int, str]],
             params = [
                 v
                 for device_id, variant, language in batch
-                for v in (message_id, device_id, at, new_tracking_token(), variant, language)
+                for v in (
+                    message_id,
+                    device_id,
+                    at,
+                    new_tracking_token(),
+                    variant,
+                    language,
+                    claim,
+                    claimed_until,
+                )
             ]
             insert = (
                 f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(batch))} "  # noqa: S608
@@ -1726,8 +1774,14 @@ def _wait_for_credential(message: Message, first_device_id, last_device_id, erro
     pending = message.deliveries.unfinished().unclaimed(timezone.now())
     if first_device_id is not None:
         pending = pending.filter(device_id__gte=first_device_id, device_id__lte=last_device_id)
-    pending.filter(next_attempt_at__lt=retry_at).update(
-        next_attempt_at=retry_at, error_code=error.code, error_detail=error.detail[:2000]
+    pending.filter(
+        next_attempt_at__lt=retry_at
+    ).update(  # the task that was queued for them ran: no QUEUED mark
+        next_attempt_at=retry_at,
+        error_code=error.code,
+        error_detail=error.detail[:2000],
+        claim="",
+        claimed_until=None,
     )
     _schedule_retries(message, first_device_id, last_device_id)
 
@@ -1829,7 +1883,7 @@ def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
         Delivery.objects.unfinished()
         .filter(message__status=Message.Status.SENDING, next_attempt_at__lte=now - grace)
         .unclaimed(now)
-        .exclude(claim=RESUMED, claimed_until__gte=now - timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS))
+        .exclude(claim=QUEUED, claimed_until__gte=now - timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS))
         .values_list("message_id", flat=True)
         .distinct()
     )
@@ -1844,10 +1898,12 @@ def recover_stalled(*, grace: timedelta | None = None) -> dict[str, int]:
     return dict(counts)
 
 
-# The claim of the deliveries herald_beat queued sends for, claimed_until the moment it did:
-# already past, so any worker may claim them, while a later pass leaves them to those sends
-# for DELIVERY_CLAIM_SECONDS (as long as a worker's claim lasts).
-RESUMED = "resumed"
+# The claim of deliveries whose send task was queued (by the fan-out, or by herald_beat
+# resuming them), claimed_until the moment it was (just before: already past, so any worker
+# may claim them, even at a frozen clock), while herald_beat's later passes leave them to
+# that task for DELIVERY_CLAIM_SECONDS (as long as a worker's claim lasts).
+QUEUED = "queued"
+QUEUED_BEFORE = timedelta(microseconds=1)
 
 
 def _resume_stalled_deliveries(message_id: int, *, now: datetime, grace: timedelta | None = None) -> int:
@@ -1860,7 +1916,7 @@ def _resume_stalled_deliveries(message_id: int, *, now: datetime, grace: timedel
     and another tenant's new message goes first. A message-wide task would send all that
     is left in one go, holding a worker for as long.
 
-    The deliveries queued are marked (RESUMED): a later pass finding them still waiting in
+    The deliveries queued are marked (QUEUED): a later pass finding them still waiting in
     a busy queue adds nothing, until DELIVERY_CLAIM_SECONDS have passed (then the queue is
     taken to have lost the sends). A message whose message-wide task is queued and due (a
     retry, a fan-out's continuation) is left to it. Deliveries of no device (a topic or a
@@ -1875,15 +1931,15 @@ def _resume_stalled_deliveries(message_id: int, *, now: datetime, grace: timedel
         Delivery.objects.unfinished()
         .unclaimed(now)
         .filter(message_id=message_id, next_attempt_at__lte=now - grace)
-        .exclude(claim=RESUMED, claimed_until__gte=stale)
+        .exclude(claim=QUEUED, claimed_until__gte=stale)
     )
     queued = 0
     if stalled.filter(device__isnull=True).exists() and _queue_message_task(message_id):
         queued += 1
     # The UPDATE takes them: of two passes at once, each marks (and queues) its own.
-    if not stalled.filter(device__isnull=False).update(claim=RESUMED, claimed_until=now):
+    if not stalled.filter(device__isnull=False).update(claim=QUEUED, claimed_until=now):
         return queued
-    resumed = Delivery.objects.filter(message_id=message_id, claim=RESUMED, claimed_until=now)
+    resumed = Delivery.objects.filter(message_id=message_id, claim=QUEUED, claimed_until=now)
     sends = 0
     for rank, (first, last) in enumerate(_chunk_ranges(resumed), start=RETRY_RANK):
         answers = send_due.send(

@@ -195,6 +195,28 @@ def test_resumed_sends_the_queue_lost_are_queued_again_once_a_claims_time_has_pa
     assert len(send_tasks(message)) == 2
 
 
+def test_a_big_messages_chunks_waiting_their_turn_in_a_busy_queue_are_not_queued_twice(
+    db, database_tasks, tenant, make_device, settings
+):
+    settings.FANOUT_CHUNK_SIZE = 2
+    for i in range(6):
+        make_device(f"big-{i}", user=f"big{i}")
+    message, _ = create_message(tenant=tenant, spec=MessageInput(title="Big", body="x"))
+    services.fan_out(message_id=message.pk)  # three chunks, each its send task queued
+    assert len(send_tasks(message)) == 3
+
+    # Other work holds the workers for minutes: herald_beat passes, well past its grace.
+    for seconds in (60, 120, settings.DELIVERY_CLAIM_SECONDS - 5):
+        with time_machine.travel(timezone.now() + timedelta(seconds=seconds)):
+            recover_stalled()
+    assert len(send_tasks(message)) == 3, "their tasks are in the queue: none queued again"
+
+    DBTaskResult.objects.all().delete()  # but the queue lost them
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS + 5)):
+        recover_stalled()
+    assert len(send_tasks(message)) == 3, "resumed once a claim's time has passed"
+
+
 def test_a_resumed_message_is_queued_a_chunk_per_task_sent_once_each_and_after_a_new_tenants_push(
     sandbox_server, database_tasks, tenant, make_device, settings, inbox
 ):
