@@ -131,17 +131,31 @@ def test_a_queued_send_task_whose_chunk_was_sent_ends_at_once_sending_nothing(
     assert not any("dbtaskresult" in sql for sql in statements), "it takes no other task"
 
 
+def database_sessions() -> int:
+    """Other sessions connected to the test database now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
 @pytest.mark.skipif("connection.vendor != 'postgresql'", reason="needs PostgreSQL (set DATABASE_URL)")
 def test_two_workers_pipelining_one_message_send_each_device_one_push(sandbox_server, tenant, make_device):
     for i in range(200):
         make_device(f"tok-{i:03}", user=f"u{i}")
     sandbox_server.state.configure(latency_ms=5)
-    message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="There"))
     env = workers.worker_env(
         FCM_API_URL=sandbox_server.url, FANOUT_CHUNK_SIZE=10, FANOUT_TASK_CHUNKS=2, SEND_CONCURRENCY=4
     )
+    before = database_sessions()
     pair = [workers.start("db_worker", "--no-startup-delay", "--interval", "0.05", env=env) for _ in range(2)]
     try:
+        # Both polling the queue before the message exists: on a loaded machine one worker
+        # could otherwise send all of it while the other was still starting.
+        workers.wait_for(lambda: database_sessions() >= before + 2, timeout=60, what="both workers polling")
+        message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="There"))
         workers.wait_for(
             lambda: Message.objects.get(pk=message.pk).is_final, timeout=120, what="the message to finish"
         )
