@@ -361,6 +361,19 @@ def worker_command(backend: str, stats_file: Path, index: int) -> list[str]:
     return [*command, "db_worker", "--no-startup-delay", "--interval", "0.05"]
 
 
+def print_kinds(stats_files: list[Path], count: int, label: str) -> None:
+    """HERALD_COUNT_SQL_PRINT=1: the workers' statements per 1,000 deliveries by kind."""
+    kinds: dict[str, int] = {}
+    for path in stats_files:
+        if path.exists():
+            for name, n in json.loads(path.read_text()).get("kinds", {}).items():
+                kinds[name] = kinds.get(name, 0) + n
+    print(f"statements per 1,000 deliveries by kind ({label}):")
+    for name, n in sorted(kinds.items(), key=lambda item: -item[1]):
+        print(f"  {1000 * n / count:7.2f}  {n:>7}  {name}")
+    print(f"  {1000 * sum(kinds.values()) / count:7.2f}  {sum(kinds.values()):>7}  total")
+
+
 def stop(processes) -> None:
     for process in processes:
         if process.poll() is None:
@@ -528,6 +541,8 @@ def run_once(
             f"{message.failed_count} failed ({transport}, {backend}, {workers} workers):\n"
             + (stats_dir / "workers.log").read_text()[-3000:]
         )
+    if os.environ.get("HERALD_COUNT_SQL_PRINT") == "1":
+        print_kinds(stats_files, count, f"{transport}, {backend}, {workers} worker(s)")
     shutil.rmtree(stats_dir, ignore_errors=True)
     wall = (message.completed_at.timestamp() if message.completed_at else finished) - started
     size_after = sizes()
