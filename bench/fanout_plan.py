@@ -55,7 +55,7 @@ def main() -> None:
     from audiences.rules import parse
     from messaging.models import Message
     from messaging.selectors import message_devices
-    from messaging.services import _device_chunks, _planner_settings
+    from messaging.services import _device_chunks, _fan_out_reads, _planner_settings
     from tenants.models import Tenant
 
     big = Tenant.objects.create(name="Big", tenant_id="plan-big")
@@ -95,7 +95,10 @@ def main() -> None:
     message = Message(tenant=big, audience="filter", audience_params={"platforms": ["android"]})
     devices = message_devices(message).order_by("pk").values_list("pk", "user_id", "user__language")
     middle = big.devices.order_by("pk").values_list("pk", flat=True)[args.devices // 2]
-    in_id_order = {"enable_bitmapscan": "off", "enable_sort": "off"}  # what _device_chunks sets for a page
+    in_id_order = {
+        "enable_bitmapscan": "off",
+        "enable_sort": "off",
+    }  # what _fan_out_reads sets for a task's pages
 
     def explain(label: str, queryset, *, planner=None, runs: int = 2, quiet: bool = False) -> float:
         sql, params = queryset.query.sql_with_params()
@@ -119,10 +122,11 @@ def main() -> None:
         times, rows = [], 0
         reader = _device_chunks(queryset, 500, paged=paged)
         try:
-            for chunk in itertools.islice(reader, chunks):
-                now = time.perf_counter()
-                times.append(now - started)
-                started, rows = now, rows + len(chunk)
+            with _fan_out_reads(paged=paged):  # the task's planner settings, as fan_out sets them
+                for chunk in itertools.islice(reader, chunks):
+                    now = time.perf_counter()
+                    times.append(now - started)
+                    started, rows = now, rows + len(chunk)
         finally:
             reader.close()
         cpu = 1000 * (time.process_time() - cpu)

@@ -549,6 +549,58 @@ def audience_target(*, audience: str, params: dict) -> fcm.FcmTarget:
 # --- Fan-out ----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _planner_settings(**values: str):
+    """PostgreSQL plans the statements run inside with these settings, set back after.
+
+    Session SET and RESET, not SET LOCAL: in autocommit a SET LOCAL is gone before the next
+    statement, and inside a transaction it would outlast the block, into whatever the caller
+    runs next. A block that ends in a failed transaction is not RESET (the statement would
+    fail too): the rollback that must follow takes back the SET, made in that transaction
+    (a SET made before a transaction began is never in a failed one at the block's end:
+    the transactions begun inside it have ended).
+    """
+    previous = getattr(connection, "herald_planner_settings", None)
+    with connection.cursor() as cursor:
+        cursor.execute("; ".join(f"SET {name} = {value}" for name, value in values.items()))
+        connection.herald_planner_settings = values
+        try:
+            yield
+        finally:
+            connection.herald_planner_settings = previous
+            if not _in_failed_transaction():
+                cursor.execute("; ".join(f"RESET {name}" for name in values))
+
+
+@contextlib.contextmanager
+def _planner_defaults():
+    """A task's statements under the planner's defaults, even when it runs inside a fan-out's
+    reads (a task backend that runs each task as it is queued): those settings are set back
+    for the task and again after it. Costs nothing otherwise."""
+    values = getattr(connection, "herald_planner_settings", None)
+    if not values:
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("; ".join(f"RESET {name}" for name in values))
+    connection.herald_planner_settings = None
+    try:
+        yield
+    finally:
+        connection.herald_planner_settings = values
+        if not _in_failed_transaction():
+            with connection.cursor() as cursor:
+                cursor.execute("; ".join(f"SET {name} = {value}" for name, value in values.items()))
+
+
+def _in_failed_transaction() -> bool:
+    from psycopg.pq import TransactionStatus  # only ever asked on PostgreSQL
+
+    raw = connection.connection
+    return raw is not None and raw.info.transaction_status == TransactionStatus.INERROR
+
+
+@_planner_defaults()
 def fan_out(
     *, message_id: int, after_device_id: int | None = None, first_chunk: int = 0, send_here: bool = False
 ) -> list[tuple[int, int]]:
@@ -626,67 +678,72 @@ def fan_out(
         # The rank is the chunk's place in its own message: a message's first chunk goes
         # first, whatever else its tenant has sending; a big message's later ones go back.
         rank, continued = first_chunk, after_device_id is not None
-        while True:
-            last_read, full, read = None, False, 0
-            limit = max(1, settings.FANOUT_TASK_CHUNKS)
-            chunks = _device_chunks(
-                devices,
-                chunk,
-                after=after_device_id or 0,
-                key=page_key(message),
-                paged=message.audience in PAGED_AUDIENCES,
-            )
-            try:
-                for rows in itertools.islice(chunks, limit):
-                    read += 1
-                    last_read, full = rows[-1][0], len(rows) >= chunk
-                    assigned = plan.assign(rows, phase=phase)
-                    if not assigned:
-                        continue
-                    # The first chunk a caller may send itself is not marked queued: if that
-                    # caller dies, herald_beat resumes it after the usual grace.
-                    holding = send_here and rank == first_chunk and not continued
-                    # Counts only new rows: an interrupted run may have made some already.
-                    if limited:
-                        created = sum(
-                            _insert_deliveries(
-                                message_id=message.pk,
-                                assigned=group,
-                                now=due,
-                                queued=due <= now and not holding,
-                            )
-                            for due, group in limits.hold_back(
-                                message=message, rows=rows, assigned=assigned, now=now
-                            )
-                        )
-                        if not created:
+        # The device reads' planner settings (PostgreSQL) are set once for the task's reads
+        # and set back as it ends them, whatever ends them.
+        with _fan_out_reads(paged=message.audience in PAGED_AUDIENCES):
+            while True:
+                last_read, full, read = None, False, 0
+                limit = max(1, settings.FANOUT_TASK_CHUNKS)
+                chunks = _device_chunks(
+                    devices,
+                    chunk,
+                    after=after_device_id or 0,
+                    key=page_key(message),
+                    paged=message.audience in PAGED_AUDIENCES,
+                )
+                try:
+                    for rows in itertools.islice(chunks, limit):
+                        read += 1
+                        last_read, full = rows[-1][0], len(rows) >= chunk
+                        assigned = plan.assign(rows, phase=phase)
+                        if not assigned:
                             continue
-                    else:
-                        _insert_deliveries(
-                            message_id=message.pk, assigned=assigned, now=now, queued=not holding
-                        )
-                    send = {
-                        "first_device_id": assigned[0][0],
-                        "last_device_id": assigned[-1][0],
-                        "rank": rank,
-                    }
-                    rank += 1
-                    if holding:
-                        held.append(send)  # the first chunk: the caller's to send, if it stays the only one
-                        continue
-                    for queued in (*held, send):  # a second chunk: the message is queued as usual
-                        _queue_chunk(message.pk, **queued)
-                    held.clear()
-            finally:
-                chunks.close()  # on PostgreSQL: the server-side cursor
-            if read < limit or not full:
-                break  # the devices ran out in this task
-            for queued in held:  # more to come: the held first chunk is queued as usual
-                _queue_chunk(message.pk, **queued)
-            held.clear()
-            if _continue_fan_out(message.pk, after_device_id=last_read, first_chunk=rank):
-                return []
-            after_device_id = last_read  # a backend that cannot queue it: go on here
+                        # The first chunk a caller may send itself is not marked queued: if that
+                        # caller dies, herald_beat resumes it after the usual grace.
+                        holding = send_here and rank == first_chunk and not continued
+                        # Counts only new rows: an interrupted run may have made some already.
+                        if limited:
+                            created = sum(
+                                _insert_deliveries(
+                                    message_id=message.pk,
+                                    assigned=group,
+                                    now=due,
+                                    queued=due <= now and not holding,
+                                )
+                                for due, group in limits.hold_back(
+                                    message=message, rows=rows, assigned=assigned, now=now
+                                )
+                            )
+                            if not created:
+                                continue
+                        else:
+                            _insert_deliveries(
+                                message_id=message.pk, assigned=assigned, now=now, queued=not holding
+                            )
+                        send = {
+                            "first_device_id": assigned[0][0],
+                            "last_device_id": assigned[-1][0],
+                            "rank": rank,
+                        }
+                        rank += 1
+                        if holding:
+                            held.append(
+                                send
+                            )  # the first chunk: the caller's to send, if it stays the only one
+                            continue
+                        for queued in (*held, send):  # a second chunk: the message is queued as usual
+                            _queue_chunk(message.pk, **queued)
+                        held.clear()
+                finally:
+                    chunks.close()  # on PostgreSQL: the server-side cursor
+                if read < limit or not full:
+                    break  # the devices ran out in this task
+                for queued in held:  # more to come: the held first chunk is queued as usual
+                    _queue_chunk(message.pk, **queued)
+                held.clear()
+                if _continue_fan_out(message.pk, after_device_id=last_read, first_chunk=rank):
+                    return []
+                after_device_id = last_read  # a backend that cannot queue it: go on here
         if continued:
             _queue_stalled_sends(message.pk)
         if phase == "test":
@@ -803,11 +860,8 @@ def _device_chunks(devices, size: int, *, after: int = 0, key: str = "pk", paged
 
     `paged` (PAGED_AUDIENCES), and on SQLite always: each chunk is its own query, resuming
     after the last pk. SQLite cannot keep a read open while the senders write (another
-    connection: "database is locked"). On PostgreSQL each page is planned with bitmap scans
-    and sorts off, so that it walks the index in id order and stops at `size` rows whatever
-    the statistics say: a fresh, never-analyzed table otherwise reads and sorts every device
-    of the tenant for each page (1–3 s a page at a million devices, against 1 ms;
-    bench/README.md).
+    connection: "database is locked"). On PostgreSQL the pages are to be read inside
+    `_fan_out_reads`, which plans them with bitmap scans and sorts off.
 
     Otherwise, on PostgreSQL, one query read through a server-side cursor, planned once per task.
     """
@@ -823,15 +877,9 @@ def _device_chunks(devices, size: int, *, after: int = 0, key: str = "pk", paged
             yield first
             yield from batches
         return
-    on_postgresql, last = connection.vendor == "postgresql", after
+    last = after
     while True:
-        page = devices.filter(**{f"{key}__gt": last})[:size]
-        with (
-            _planner_settings(enable_bitmapscan="off", enable_sort="off")
-            if on_postgresql
-            else contextlib.nullcontext()
-        ):
-            rows = list(page)
+        rows = list(devices.filter(**{f"{key}__gt": last})[:size])
         if rows:
             yield rows
         if len(rows) < size:
@@ -840,19 +888,24 @@ def _device_chunks(devices, size: int, *, after: int = 0, key: str = "pk", paged
 
 
 @contextlib.contextmanager
-def _planner_settings(**values: str):
-    """PostgreSQL plans the statements run inside with these settings, set back after.
+def _fan_out_reads(*, paged: bool):
+    """A fan-out task's paged device reads (PostgreSQL): planned with bitmap scans and sorts
+    off, so that each page walks the index in id order and stops at its rows whatever the
+    statistics say (a fresh, never-analyzed table otherwise reads and sorts every device of
+    the tenant for each page: 1–3 s a page at a million devices, against 1 ms;
+    bench/README.md).
 
-    Session SET and RESET, not SET LOCAL: in autocommit a SET LOCAL is gone before the next
-    statement, and inside a transaction it would outlast the block, into the fan-out's
-    inserts and whatever the caller runs next.
+    Set once for the task's reads, not around each page (a SET and a RESET per page were 2
+    statements per 1,000 deliveries): the task's own inserts and enqueues between pages run
+    under them too, which plans them no differently (they read no table by a range). Set
+    back as the block ends, however it ends; a task run at once inside it (a backend that
+    runs tasks as they are queued) runs under the defaults (`_planner_defaults`).
     """
-    with connection.cursor() as cursor:
-        cursor.execute("; ".join(f"SET {name} = {value}" for name, value in values.items()))
-        try:
-            yield
-        finally:
-            cursor.execute("; ".join(f"RESET {name}" for name in values))
+    if not paged or connection.vendor != "postgresql":
+        yield
+        return
+    with _planner_settings(enable_bitmapscan="off", enable_sort="off"):
+        yield
 
 
 def _insert_deliveries(
@@ -958,6 +1011,7 @@ def _insert_deliveries(
 # --- Sending ----------------------------------------------------------------------
 
 
+@_planner_defaults()
 def send_deliveries(
     *, message_id: int, first_device_id: int | None = None, last_device_id: int | None = None
 ) -> None:

@@ -6,8 +6,10 @@ settings that make it so hold for those reads only."""
 from contextlib import contextmanager
 
 import pytest
-from django.db import connection
+from django.db import DataError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from audiences.rules import parse
 from devices.models import AppUser, Device, hash_token
@@ -15,6 +17,7 @@ from messaging import services
 from messaging.models import Message, MessageRecipient
 from messaging.services import MessageInput, create_message
 from tenants.models import Tenant
+from tests.task_queue import run_queue
 
 pytestmark = pytest.mark.postgres
 
@@ -179,8 +182,49 @@ def test_a_campaign_sends_fan_out_probes_its_list_per_device_instead_of_joining_
     assert message.deliveries.count() == Device.objects.targetable().filter(user__in=listed).count() > 0
 
 
-def test_the_planner_settings_of_the_fan_outs_device_reads_hold_for_those_reads_only(
-    devices, tenant, settings
+@pytest.fixture
+def inside_fan_out(monkeypatch):
+    """Whether a fan-out task (services.fan_out, a worker's or one a send task runs inline) is
+    running now."""
+    depth = []
+    fan_out = services.fan_out
+
+    def tracked(**kwargs):
+        depth.append(1)
+        try:
+            return fan_out(**kwargs)
+        finally:
+            depth.pop()
+
+    monkeypatch.setattr(services, "fan_out", tracked)
+    return lambda: bool(depth)
+
+
+@contextmanager
+def settings_by_statement(where):
+    """For every statement but SET and RESET: (where(), whether it reads devices, the planner
+    settings in force)."""
+    seen = []
+
+    def look(execute, sql, params, many, context):
+        if not sql.lstrip().startswith(("SET", "RESET")):
+            with connection.connection.cursor() as raw:
+                raw.execute(
+                    "SELECT current_setting('enable_bitmapscan'), current_setting('enable_sort'), "
+                    "current_setting('cursor_tuple_fraction')"
+                )
+                seen.append((where(), reads_devices(sql), raw.fetchone()))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(look):
+        yield seen
+
+
+IN_ID_ORDER = ("off", "off", DEFAULTS["cursor_tuple_fraction"])
+
+
+def test_the_planner_settings_of_the_fan_outs_device_reads_hold_for_the_fan_out_task_only(
+    devices, tenant, settings, inside_fan_out
 ):
     settings.FANOUT_TASK_CHUNKS = 2  # the reads stop with devices left: a continuation is queued
     forget_statistics()
@@ -191,11 +235,107 @@ def test_the_planner_settings_of_the_fan_outs_device_reads_hold_for_those_reads_
         spec=MessageInput(title="Hi", body="x", audience="rules", audience_params={"rules": rules}),
     )
 
-    with settings_around_other_statements() as seen:
+    with (
+        CaptureQueriesContext(connection) as queries,
+        settings_by_statement(inside_fan_out) as seen,
+    ):
         for message in (plain, segment):
             services.fan_out(message_id=message.pk)
+            Message.objects.get(pk=message.pk)  # the caller's next statement
 
-    assert seen == {tuple(DEFAULTS.values())}
+    assert {s for inside, _, s in seen if not inside} == {tuple(DEFAULTS.values())}
+    assert {s for _, reads, s in seen if reads} == {IN_ID_ORDER}
+    sets = [q["sql"] for q in queries if q["sql"].startswith("SET enable_")]
+    assert len(sets) == 2, "one SET for each task's reads, not one per page"
     assert current_settings() == DEFAULTS
     for message in (plain, segment):
         assert message.deliveries.count() == 200, "two chunks of 100: the task's share"
+
+
+def test_the_planner_settings_are_set_back_when_a_fan_out_fails_mid_task(
+    devices, tenant, settings, monkeypatch
+):
+    message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="x"))
+    insert = services._insert_deliveries
+    calls = []
+
+    def fails_the_second_time(**kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the worker's bug")
+        return insert(**kwargs)
+
+    monkeypatch.setattr(services, "_insert_deliveries", fails_the_second_time)
+
+    with pytest.raises(RuntimeError, match="the worker's bug"):
+        services.fan_out(message_id=message.pk)
+
+    assert current_settings() == DEFAULTS
+
+
+def test_the_planner_settings_are_taken_back_with_a_fan_out_whose_transaction_fails(
+    devices, tenant, settings, monkeypatch
+):
+    message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="x"))
+    insert = services._insert_deliveries
+
+    def fails_in_the_database(**kwargs):
+        insert(**kwargs)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 / 0")
+
+    monkeypatch.setattr(services, "_insert_deliveries", fails_in_the_database)
+
+    # A caller's transaction: the failed statement aborts it, its rollback takes the SET back.
+    with pytest.raises(DataError), transaction.atomic():
+        services.fan_out(message_id=message.pk)
+
+    assert current_settings() == DEFAULTS
+
+
+def test_a_task_run_as_it_is_queued_inside_a_fan_outs_reads_runs_under_the_planners_defaults(
+    devices, tenant, settings, inside_fan_out, monkeypatch
+):
+    settings.TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+    message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="x"), send=False)
+    Message.objects.filter(pk=message.pk).update(status="sending", started_at=timezone.now())
+    sending = []
+    send_deliveries = services.send_deliveries
+
+    def send(**kwargs):  # each chunk's send task, run by the backend as the fan-out queues it
+        sending.append(1)
+        try:
+            return send_deliveries(**kwargs)
+        finally:
+            sending.pop()
+
+    monkeypatch.setattr(services, "send_deliveries", send)
+
+    with settings_by_statement(lambda: "send" if sending else "fan-out") as seen:
+        services.fan_out(message_id=message.pk)
+
+    assert {s for where, _, s in seen if where == "send"} == {tuple(DEFAULTS.values())}
+    assert {s for _, reads, s in seen if reads} == {IN_ID_ORDER}, "the fan-out's own reads did not"
+    assert current_settings() == DEFAULTS
+
+
+def test_a_send_task_running_a_fan_out_continuation_inline_sends_on_under_the_planners_defaults(
+    postgres_only, sandbox_server, tenant, settings, inside_fan_out
+):
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+    settings.FANOUT_CHUNK_SIZE = 2
+    settings.FANOUT_TASK_CHUNKS = 2
+    make_devices(tenant, 12, prefix="p")
+    message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="x"))
+
+    with settings_by_statement(lambda: "fan-out" if inside_fan_out() else "other") as seen:
+        run_queue()
+
+    message.refresh_from_db()
+    assert message.status == "completed"
+    assert DBTaskResult.objects.filter(
+        task_path="messaging.tasks.fan_out_message", return_value={"taken_by_running_send": True}
+    ).exists(), "a send task ran a fan-out continuation"
+    assert {s for where, _, s in seen if where == "other"} == {tuple(DEFAULTS.values())}
+    assert {s for _, reads, s in seen if reads} == {IN_ID_ORDER}
+    assert current_settings() == DEFAULTS
