@@ -22,7 +22,8 @@ SNAPSHOT_AUDIENCES = (Audience.SEGMENT, Audience.RULES)
 
 
 def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QuerySet[Device]:
-    """The targetable devices of an audience (none for topics and conditions: FCM fans those out).
+    """The targetable devices of an audience (none for topics and conditions: FCM fans those out),
+    narrowed by its listed users or tokens and its optional filters.
 
     A segment's or ad-hoc rules' membership is evaluated at `now` (the send time), in the query.
     """
@@ -34,11 +35,6 @@ def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QueryS
         if rules is None:  # the segment was deleted: nobody
             return devices.none()
         devices = audience_selectors.devices_matching(tenant, rules, now)
-    return narrowed(devices, audience=audience, params=params)
-
-
-def narrowed(devices: QuerySet[Device], *, audience: str, params: dict) -> QuerySet[Device]:
-    """`devices` narrowed by an audience's listed users or tokens and its optional filters."""
     if audience == Audience.USERS:
         devices = devices.filter(user__app_user_id__in=params.get("app_user_ids") or [])
     elif audience == Audience.TOKENS:
