@@ -119,7 +119,7 @@ def audience_size(*, tenant, audience: str, params: dict) -> int | None:
     """How many devices an audience reaches now; None when FCM decides (topic, condition)."""
     if audience in (Audience.TOPIC, Audience.CONDITION):
         return None
-    with audience_selectors.counting():
+    with audience_selectors.jit_off():
         return audience_devices(tenant=tenant, audience=audience, params=params).count()
 
 
@@ -131,7 +131,7 @@ def audience_users(*, tenant, audience: str, params: dict) -> int | None:
     rules = _rules(tenant=tenant, audience=audience, params=params)
     if rules is None:
         return 0
-    with audience_selectors.counting():
+    with audience_selectors.jit_off():
         return audience_selectors.users_matching(tenant, rules).count()
 
 

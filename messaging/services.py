@@ -778,7 +778,7 @@ def snapshot_audience(message: Message) -> None:
         return  # the segment was deleted: nobody
     table = connection.ops.quote_name(SnapshotDevice._meta.db_table)
     # `WHERE true`: SQLite needs it to read ON CONFLICT after INSERT … SELECT.
-    with audience_selectors.counting(), connection.cursor() as cursor:
+    with audience_selectors.jit_off(), connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (message_id, device_id) "  # noqa: S608
             f"SELECT %s, m.member FROM ({select}) AS m WHERE true "
