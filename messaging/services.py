@@ -787,9 +787,13 @@ def snapshot_audience(message: Message) -> None:
         )
 
 
-def _queue_chunk(message_id: int, *, first_device_id: int, last_device_id: int, rank: int) -> None:
-    """Queue the send of a chunk the fan-out wrote (marked QUEUED); where no backend could
-    queue it, take the mark off, so that herald_beat resumes it after the usual grace."""
+def _queue_chunk(
+    message_id: int, *, first_device_id: int, last_device_id: int, rank: int, marked=None
+) -> bool:
+    """Queue the send of a chunk whose deliveries are marked QUEUED (by the fan-out that wrote
+    them, or herald_beat resuming them: `marked`, by default the message's deliveries so
+    marked); where no backend could queue it, take the mark off the chunk's, so that
+    herald_beat resumes them after the usual grace. Returns whether it was queued."""
     answers = send_due.send(
         Message,
         message_id=message_id,
@@ -797,10 +801,15 @@ def _queue_chunk(message_id: int, *, first_device_id: int, last_device_id: int, 
         last_device_id=last_device_id,
         rank=rank,
     )
-    if not any(queued for _, queued in answers):
-        Delivery.objects.filter(
-            message_id=message_id, device_id__range=(first_device_id, last_device_id), claim=QUEUED
-        ).update(claim="", claimed_until=None)
+    if any(queued for _, queued in answers):
+        return True
+    if marked is None:
+        marked = Delivery.objects.filter(message_id=message_id, claim=QUEUED)
+    # Not device_id__range: Django has no range lookup on a foreign key (a FieldError).
+    marked.filter(device_id__gte=first_device_id, device_id__lte=last_device_id).update(
+        claim="", claimed_until=None
+    )
+    return False
 
 
 def _continue_fan_out(message_id: int, *, after_device_id: int, first_chunk: int) -> bool:
@@ -1994,14 +2003,11 @@ def _resume_stalled_deliveries(message_id: int, *, now: datetime, grace: timedel
     if not stalled.filter(device__isnull=False).update(claim=QUEUED, claimed_until=now):
         return queued
     resumed = Delivery.objects.filter(message_id=message_id, claim=QUEUED, claimed_until=now)
-    sends = 0
-    for rank, (first, last) in enumerate(_chunk_ranges(resumed), start=RETRY_RANK):
-        answers = send_due.send(
-            Message, message_id=message_id, first_device_id=first, last_device_id=last, rank=rank
-        )
-        sends += any(answered for _, answered in answers)
-    if not sends:  # nothing listens (no task backend): the next pass tries again
-        resumed.update(claim="", claimed_until=None)
+    # A chunk no backend queues (nothing listens) loses its mark: the next pass tries again.
+    sends = sum(
+        _queue_chunk(message_id, first_device_id=first, last_device_id=last, rank=rank, marked=resumed)
+        for rank, (first, last) in enumerate(_chunk_ranges(resumed), start=RETRY_RANK)
+    )
     return queued + sends
 
 

@@ -5,6 +5,7 @@ backlog (django-tasks-db takes tasks by priority, then run_after, then age)."""
 from datetime import timedelta
 
 import time_machine
+from django.dispatch import Signal
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -250,3 +251,24 @@ def test_a_resumed_message_is_queued_a_chunk_per_task_sent_once_each_and_after_a
         **{f"big-{i}": 1 for i in range(6)},
         "small-1": 1,
     }
+
+
+def test_chunks_no_backend_queued_lose_their_queued_mark_and_herald_beat_queues_them_later(
+    db, database_tasks, tenant, make_device, settings, monkeypatch
+):
+    settings.FANOUT_CHUNK_SIZE = 2
+    for i in range(4):
+        make_device(f"tok-{i}", user=f"u{i}")
+    message, _ = create_message(tenant=tenant, spec=MessageInput(title="Hi", body="x"))
+
+    with monkeypatch.context() as nothing_listens:
+        nothing_listens.setattr(services, "send_due", Signal())
+        services.fan_out(message_id=message.pk)  # two chunks, neither queued
+        assert not Delivery.objects.filter(message=message, claim="queued").exists()
+        recover_stalled(grace=timedelta(0))  # its resumed sends are not queued either
+        assert not Delivery.objects.filter(message=message, claim="queued").exists()
+        assert send_tasks(message) == []
+
+    recover_stalled(grace=timedelta(0))
+
+    assert len(send_tasks(message)) == 2, "unmarked, so the next pass resumes them at once"
