@@ -83,7 +83,9 @@ winner_due = Signal()
 # A send task whose sends are going asks for its message's next queued task (message_id):
 # messaging.tasks answers with a QueuedWork, taken off the queue, when the task the queue
 # would hand a worker next is this message's own send or fan-out; with None otherwise, and
-# on backends that cannot tell (RQ, immediate). See `send_deliveries`.
+# on backends that cannot tell (RQ, immediate). With `rank`, the send task holds a chunk
+# of that rank never queued (a fan-out it ran handed it over): NOTHING_AHEAD when nothing
+# queued would run before it. See `send_deliveries`.
 queued_work_wanted = Signal()
 # Retries and herald_beat's recoveries: behind every message's first chunk.
 RETRY_RANK = 1
@@ -114,6 +116,10 @@ class QueuedWork:
     task: str
     args: tuple
     done: Callable[[], None] = lambda: None
+
+
+# The answer to `queued_work_wanted` with a rank: nothing queued goes before the chunk held.
+NOTHING_AHEAD = QueuedWork(task="", args=())
 
 
 @dataclass(kw_only=True)
@@ -602,7 +608,12 @@ def _in_failed_transaction() -> bool:
 
 @_planner_defaults()
 def fan_out(
-    *, message_id: int, after_device_id: int | None = None, first_chunk: int = 0, send_here: bool = False
+    *,
+    message_id: int,
+    after_device_id: int | None = None,
+    first_chunk: int = 0,
+    send_here: bool = False,
+    handed: deque | None = None,
 ) -> list[tuple[int, int]]:
     """Turn a message into deliveries, a chunk of devices at a time, and queue their sending.
 
@@ -621,6 +632,12 @@ def fan_out(
     range is returned (`[(first, last)]`) for the caller to `send_deliveries` at once. A
     caller that dies first leaves due, unclaimed deliveries: `recover_stalled` queues them.
     Otherwise (and for bigger messages) the sends are queued and `[]` returned.
+
+    `handed` (a send task running the fan-out in its pipeline, `_Feed`): no chunk's send is
+    queued; each is appended as (first_device_id, last_device_id, rank) for that task to
+    send (it queues those it leaves), their deliveries not marked QUEUED: no task in the
+    queue stands for them, so were that worker killed, herald_beat resumes them after the
+    usual grace. A queued send and the task that takes it were 2 statements a chunk.
     """
     now = timezone.now()
     _free_task_slot(message_id, now)
@@ -701,6 +718,7 @@ def fan_out(
                         # The first chunk a caller may send itself is not marked queued: if that
                         # caller dies, herald_beat resumes it after the usual grace.
                         holding = send_here and rank == first_chunk and not continued
+                        unqueued = holding or handed is not None
                         # Counts only new rows: an interrupted run may have made some already.
                         if limited:
                             created = sum(
@@ -708,7 +726,7 @@ def fan_out(
                                     message_id=message.pk,
                                     assigned=group,
                                     now=due,
-                                    queued=due <= now and not holding,
+                                    queued=due <= now and not unqueued,
                                 )
                                 for due, group in limits.hold_back(
                                     message=message, rows=rows, assigned=assigned, now=now
@@ -718,7 +736,7 @@ def fan_out(
                                 continue
                         else:
                             _insert_deliveries(
-                                message_id=message.pk, assigned=assigned, now=now, queued=not holding
+                                message_id=message.pk, assigned=assigned, now=now, queued=not unqueued
                             )
                         send = {
                             "first_device_id": assigned[0][0],
@@ -726,10 +744,11 @@ def fan_out(
                             "rank": rank,
                         }
                         rank += 1
-                        if holding:
-                            held.append(
-                                send
-                            )  # the first chunk: the caller's to send, if it stays the only one
+                        if holding:  # the first chunk: the caller's to send, if it stays the only one
+                            held.append(send)
+                            continue
+                        if handed is not None:  # a send task running this fan-out sends it
+                            handed.append((send["first_device_id"], send["last_device_id"], send["rank"]))
                             continue
                         for queued in (*held, send):  # a second chunk: the message is queued as usual
                             _queue_chunk(message.pk, **queued)
@@ -1093,6 +1112,7 @@ class _Feed:
         self.stopped = False  # the message stopped sending
         self.taken = 0  # queued tasks taken
         self.sent_any = False
+        self.handed: deque = deque()  # (first, last, rank): chunks a fan-out run here left to it
 
     def span(self) -> tuple:
         """The device-id range this task covered (the taken chunks follow each other), or
@@ -1123,21 +1143,36 @@ class _Feed:
                 if not self.sent_any:
                     return []  # a task whose chunk another task sent: that one goes on, not this
             if not self._take_queued():
+                self._queue_handed()
                 return []
         return []
 
     def _take_queued(self) -> bool:
         if self.clock() >= self.until:
             return False
-        work = next((w for _, w in queued_work_wanted.send(Message, message_id=self.message.pk) if w), None)
+        rank = self.handed[0][2] if self.handed else None
+        work = next(
+            (w for _, w in queued_work_wanted.send(Message, message_id=self.message.pk, rank=rank) if w),
+            None,
+        )
         if work is None:
             return False
+        if work is NOTHING_AHEAD:  # the chunk a fan-out run here wrote goes next, unqueued
+            first, last, _ = self.handed.popleft()
+            self.current = (first, last)
+            self.ranges.append(self.current)
+            return True
         self.taken += 1
         try:
             if work.task == "fan_out":
                 after, first_chunk = (*work.args[1:], None, 0)[:2]
                 try:
-                    fan_out(message_id=self.message.pk, after_device_id=after, first_chunk=first_chunk)
+                    fan_out(
+                        message_id=self.message.pk,
+                        after_device_id=after,
+                        first_chunk=first_chunk,
+                        handed=self.handed,
+                    )
                 except Exception:
                     # Not this task's sends to lose: the fan-out is left to herald_beat's
                     # recovery (a message not fanned out is fanned out again), as if its
@@ -1154,6 +1189,19 @@ class _Feed:
         finally:
             work.done()
         return True
+
+    def _queue_handed(self) -> None:
+        """Queue the sends of the chunks handed over that this task leaves (its time is up, or
+        another message's work goes first), marked as the fan-out marks what it queues."""
+        if not self.handed or self.stopped:
+            return  # a message that stopped sending: nothing to queue
+        first, last = self.handed[0][0], self.handed[-1][1]
+        Delivery.objects.unfinished().filter(
+            message_id=self.message.pk, device_id__gte=first, device_id__lte=last, claim=""
+        ).update(claim=QUEUED, claimed_until=timezone.now() - QUEUED_BEFORE)
+        while self.handed:
+            first, last, rank = self.handed.popleft()
+            _queue_chunk(self.message.pk, first_device_id=first, last_device_id=last, rank=rank)
 
 
 class _SingleChunk:

@@ -133,8 +133,8 @@ def _winner_due(sender, *, message_id: int, run_after=None, **kwargs) -> None:
 
 
 @receiver(services.queued_work_wanted, dispatch_uid="herald-take-queued-work")
-def _queued_work_wanted(sender, *, message_id: int, **kwargs) -> services.QueuedWork | None:
-    return take_queued_work(message_id)
+def _queued_work_wanted(sender, *, message_id: int, rank=None, **kwargs) -> services.QueuedWork | None:
+    return take_queued_work(message_id, rank=rank)
 
 
 _TAKEN_TASKS = {
@@ -143,7 +143,7 @@ _TAKEN_TASKS = {
 }
 
 
-def take_queued_work(message_id: int) -> services.QueuedWork | None:
+def take_queued_work(message_id: int, *, rank: int | None = None) -> services.QueuedWork | None:
     """Take the message's own send or fan-out task off the queue, for the send task already
     sending it, when it is the task a worker would take next: the first ready task of the
     send tasks' queue, by db_worker's own order (priority, then run_after, then age).
@@ -153,6 +153,12 @@ def take_queued_work(message_id: int) -> services.QueuedWork | None:
     One statement: the row is locked with SKIP LOCKED (a worker taking it meanwhile keeps
     it) and marked done, so no worker runs it again; `task_started` and `task_finished`
     go out as for a task a worker ran, for the task log.
+
+    `rank`: the send task holds a chunk of that rank that was never queued (a fan-out it
+    ran handed it over). The queue's first task is read (one statement): when nothing in
+    the queue would run before that chunk, had it been queued now (nothing of a higher
+    priority, nor another message's of the same), the answer is NOTHING_AHEAD (send it);
+    when it is this message's own, it is taken as above; otherwise None.
     """
     task_ = send_message_deliveries
     try:
@@ -171,15 +177,37 @@ def take_queued_work(message_id: int) -> services.QueuedWork | None:
         lock, ours = "FOR UPDATE SKIP LOCKED", "args_kwargs -> 'args' -> 0 = %s::jsonb"
     else:
         lock, ours = "", "json_extract(args_kwargs, '$.args[0]') = %s"
-    sql = f"""
-        UPDATE {table} SET status = %s, started_at = %s, finished_at = %s, return_value = %s
-        WHERE id = (
+    message = json.dumps(message_id) if connection.vendor == "postgresql" else message_id
+    first_ready = f"""
             SELECT id FROM {table}
             WHERE status = %s AND backend_name = %s AND queue_name = %s
               AND (run_after = %s OR run_after <= %s)
             ORDER BY priority DESC, run_after, enqueued_at
             LIMIT 1 {lock}
-        ) AND status = %s AND task_path IN (%s, %s) AND {ours}
+    """  # noqa: S608
+    first_ready_params = [
+        TaskResultStatus.READY,
+        task_.backend,
+        task_.queue_name,
+        adapt(get_date_max()),
+        adapt(now),
+    ]
+    if rank is not None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT priority, task_path IN (%s, %s) AND {ours} FROM {table} "  # noqa: S608
+                f"WHERE id = ({first_ready})",
+                [*_TAKEN_TASKS, message, *first_ready_params],
+            )
+            head = cursor.fetchone()
+        floor = max(TASK_MIN_PRIORITY, -rank)  # the priority the chunk would have been queued at
+        if head is None or head[0] < floor or (head[0] == floor and head[1]):
+            return services.NOTHING_AHEAD
+        if not head[1]:
+            return None
+    sql = f"""
+        UPDATE {table} SET status = %s, started_at = %s, finished_at = %s, return_value = %s
+        WHERE id = ({first_ready}) AND status = %s AND task_path IN (%s, %s) AND {ours}
         RETURNING *
     """  # noqa: S608
     params = [
@@ -187,14 +215,10 @@ def take_queued_work(message_id: int) -> services.QueuedWork | None:
         adapt(now),
         adapt(now),
         json.dumps({"taken_by_running_send": True}),
-        TaskResultStatus.READY,
-        task_.backend,
-        task_.queue_name,
-        adapt(get_date_max()),
-        adapt(now),
+        *first_ready_params,
         TaskResultStatus.READY,
         *_TAKEN_TASKS,
-        json.dumps(message_id) if connection.vendor == "postgresql" else message_id,
+        message,
     ]
     taken = list(DBTaskResult.objects.using(connection.alias).raw(sql, params))
     if not taken:

@@ -3,6 +3,7 @@ chunks (and fan-out) off the queue while they are what a worker would take next,
 never passes anything that ranks above them."""
 
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -12,7 +13,7 @@ from django_tasks_db.models import DBTaskResult
 from fcm_sandbox.models import SandboxMessage
 from messaging import services
 from messaging.models import Delivery, Message
-from messaging.services import MessageInput, create_message
+from messaging.services import MessageInput, create_message, recover_stalled
 from tenants.models import Tenant
 from tests.messaging import workers
 from tests.messaging.test_send_queue import run_queue
@@ -57,9 +58,11 @@ def test_a_send_task_sends_its_messages_next_chunks_and_fan_out_in_the_same_task
     assert received_per_token() == {f"big-{i:02}": 1 for i in range(12)}
     assert len(run_by_a_worker("messaging.tasks.fan_out_message")) == 1, "only the first fan-out"
     assert len(run_by_a_worker("messaging.tasks.send_message_deliveries")) == 1, "only the first chunk"
-    assert len(taken_by_a_send()) == 5 + 3, "the other five chunks and three fan-out continuations"
+    assert len(taken_by_a_send()) == 1 + 3, "the second chunk and three fan-out continuations"
+    sends = DBTaskResult.objects.filter(task_path="messaging.tasks.send_message_deliveries")
+    assert sends.count() == 2, "the continuations handed their four chunks to the send task, unqueued"
     assert not DBTaskResult.objects.filter(status="READY").exists()
-    assert [name for name, _ in ran].count("send_message_deliveries") == 6, "each taken task is logged"
+    assert [name for name, _ in ran].count("send_message_deliveries") == 2, "each taken task is logged"
 
 
 def test_a_send_task_leaves_its_next_chunk_queued_when_another_messages_first_chunk_waits(
@@ -169,3 +172,78 @@ def test_two_workers_pipelining_one_message_send_each_device_one_push(sandbox_se
     assert received_per_token() == {f"tok-{i:03}": 1 for i in range(200)}
     assert taken_by_a_send(), "the workers pipelined"
     assert len({t.worker_ids[0] for t in DBTaskResult.objects.exclude(worker_ids=[])}) == 2, "both worked"
+
+
+def test_a_send_task_queues_the_chunks_a_fan_out_handed_it_once_another_messages_first_chunk_waits(
+    sandbox_server, database_tasks, big_message, make_device, monkeypatch
+):
+    small_tenant = Tenant.objects.create(name="Small", tenant_id="small")
+    make_device("small-1", user="s1", owner=small_tenant)
+    fan_out = services.fan_out
+    smalls = []
+
+    def fan_out_then_a_small_message(**kwargs):
+        result = fan_out(**kwargs)
+        if kwargs.get("handed") is not None and not smalls:  # the first continuation run inline
+            smalls.append(create_message(tenant=small_tenant, spec=MessageInput(title="Small", body="x"))[0])
+        return result
+
+    monkeypatch.setattr(services, "fan_out", fan_out_then_a_small_message)
+    run_queue(max_tasks=1)  # the first fan-out task: chunks 0 and 1 queued
+
+    run_queue(max_tasks=1)  # chunk 0's task takes chunk 1, runs the continuation: chunks 2, 3 handed
+
+    [small] = smalls
+    ready = [(t.task_path.rsplit(".", 1)[1], t.args_kwargs["args"]) for t in DBTaskResult.objects.ready()]
+    assert ready[0] == ("fan_out_message", [small.pk]), "the small message's fan-out goes next"
+    handed = sorted(args for name, args in ready if name == "send_message_deliveries")
+    assert len(handed) == 2 and all(args[0] == big_message.pk for args in handed), "chunks 2 and 3 queued"
+    assert Delivery.objects.filter(message=big_message, status="sent").count() == 4
+    assert Delivery.objects.filter(message=big_message, claim="queued").count() == 4, "marked as queued"
+
+    run_queue()
+
+    big_message.refresh_from_db()
+    assert (big_message.status, big_message.sent_count) == ("completed", 12)
+    assert received_per_token() == {**{f"big-{i:02}": 1 for i in range(12)}, **received_small()}
+
+
+def received_small() -> dict:
+    return {token: n for token, n in received_per_token().items() if token.startswith("small")}
+
+
+class Killed(BaseException):
+    """The worker's process ends here (SIGKILL): nothing after runs."""
+
+
+def test_chunks_a_fan_out_handed_to_a_send_task_that_dies_are_resumed_by_herald_beat_after_its_grace(
+    sandbox_server, database_tasks, big_message, monkeypatch
+):
+    fan_out = services.fan_out
+
+    def fan_out_then_die(**kwargs):
+        fan_out(**kwargs)
+        if kwargs.get("handed"):
+            raise Killed
+
+    monkeypatch.setattr(services, "fan_out", fan_out_then_die)
+    run_queue(max_tasks=1)  # the first fan-out task: chunks 0 and 1 queued
+    [chunk_0, _] = sorted(
+        t.args_kwargs["args"] for t in DBTaskResult.objects.ready() if "send" in t.task_path
+    )
+    with pytest.raises(Killed):
+        services.send_deliveries(
+            message_id=big_message.pk, first_device_id=chunk_0[1], last_device_id=chunk_0[2]
+        )
+    monkeypatch.undo()
+    handed = list(Delivery.objects.filter(message=big_message, status="pending", claim=""))
+    assert len(handed) == 4, "chunks 2 and 3: written, unclaimed, not marked as queued"
+
+    assert recover_stalled() == {}, "within the grace: left alone"
+    run_queue()  # the continuation the fan-out queued before the kill: chunks 4 and 5
+    recover_stalled(grace=timedelta(0))  # herald_beat, the grace over
+    run_queue()
+
+    sent = Delivery.objects.filter(pk__in=[d.pk for d in handed], status="sent").select_related("device")
+    assert len(sent) == 4
+    assert all(received_per_token()[d.device.token] == 1 for d in sent), "each sent once"

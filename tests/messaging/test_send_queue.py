@@ -137,13 +137,13 @@ def test_a_one_device_push_queued_during_a_big_fan_out_is_sent_before_the_big_me
         ]
 
     big_sends = sends(big)
-    assert len(big_sends) == 6
+    # Chunks 0 and 1, queued by the first fan-out task; the send task of chunk 1 runs the
+    # continuations, which hand it chunks 2 to 5 unqueued.
+    assert len(big_sends) == 2
     for small in smalls:
         [small_send] = sends(small)
         assert small_send < big_sends[1], "behind the big message's first chunk at most"
     big_fan_outs = [args for name, args in ran if name == "fan_out_message" and args[0] == big.pk]
-    assert len(big_sends) == 6
-    assert small_send < big_sends[1], "behind the big message's first chunk at most"
     assert [args[1:] for args in big_fan_outs][:1] == [[]] and len(big_fan_outs) == 4, big_fan_outs
     big.refresh_from_db()
     assert (big.status, big.sent_count) == ("completed", 12)
