@@ -364,13 +364,18 @@ def worker_command(backend: str, stats_file: Path, index: int) -> list[str]:
 def print_kinds(stats_files: list[Path], count: int, label: str) -> None:
     """HERALD_COUNT_SQL_PRINT=1: the workers' statements per 1,000 deliveries by kind."""
     kinds: dict[str, int] = {}
+    ms: dict[str, float] = {}  # with HERALD_COUNT_SQL_TIME=1: client-side ms by kind
     for path in stats_files:
         if path.exists():
-            for name, n in json.loads(path.read_text()).get("kinds", {}).items():
+            stats = json.loads(path.read_text())
+            for name, n in stats.get("kinds", {}).items():
                 kinds[name] = kinds.get(name, 0) + n
+            for name, t in stats.get("milliseconds", {}).items():
+                ms[name] = ms.get(name, 0.0) + t
     print(f"statements per 1,000 deliveries by kind ({label}):")
     for name, n in sorted(kinds.items(), key=lambda item: -item[1]):
-        print(f"  {1000 * n / count:7.2f}  {n:>7}  {name}")
+        timed = f"{ms[name]:9.0f} ms" if name in ms else ""
+        print(f"  {1000 * n / count:7.2f}  {n:>7}  {timed}  {name}")
     print(f"  {1000 * sum(kinds.values()) / count:7.2f}  {sum(kinds.values()):>7}  total")
 
 
