@@ -290,10 +290,12 @@ DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=6)
 # request and the commit of their result: what a worker killed mid-send can deliver twice
 # (each resend carries the first one's collapse key, so the device shows it once). Each
 # batch is one statement; the cap leaves room for sends to go on while a batch is written.
-# 500 / 0.5 s / 640 (a batch + 128 in flight + slack): two statements per 1,000 deliveries.
+# 500 / 0.5 s / 1,000: two statements per 1,000 deliveries. The curl transport records one
+# batch while the next is in flight, so its batches are at most half the cap (at 640, 320
+# rows: one statement more per 1,000); README.md, "The crash window", has the trade-off.
 DELIVERY_RESULT_BATCH = env.int("DELIVERY_RESULT_BATCH", default=500)
 DELIVERY_RESULT_INTERVAL = env.float("DELIVERY_RESULT_INTERVAL", default=0.5)
-DELIVERY_MAX_UNRECORDED = env.int("DELIVERY_MAX_UNRECORDED", default=640)
+DELIVERY_MAX_UNRECORDED = env.int("DELIVERY_MAX_UNRECORDED", default=1000)
 # A send task goes on with its message's next queued chunks (and fan-out) while they are
 # next in the queue, for at most this many seconds: sends stay in flight from chunk to
 # chunk, and the worker is back at the queue (and can be stopped) every so often.
