@@ -1097,9 +1097,11 @@ class _Feed:
     until DELIVERY_PIPELINE_SECONDS have passed since the task began, the message's next
     queued task whenever it is the one the queue would hand a worker next (the queue's
     ranks decide, so the fairness of the queue holds): a send task's range is claimed here,
-    a fan-out continuation runs here (its chunks' send tasks are then next in the queue).
-    The task taken is marked done in the queue; were this worker killed, its deliveries
-    wait unclaimed (or their claims run out) and `recover_stalled` queues them again.
+    a fan-out continuation runs here and hands its chunks over unqueued (`handed`): each
+    is sent when nothing queued would have run before it, had it been queued (one read of
+    the queue's first task); those left when the task stops are queued then. The task
+    taken is marked done in the queue; were this worker killed, its deliveries wait
+    unclaimed (or their claims run out) and `recover_stalled` queues them again.
     """
 
     clock = staticmethod(time.monotonic)  # tests put a scripted one here
