@@ -23,6 +23,15 @@ from devices.models import AppUser, Device, Event, TokenRotation, hash_token
 from devices.signals import app_user_erasing, devices_deactivated, event_recorded, token_rotated
 from tenants.models import Tenant
 
+# An event writes its device's and its user's last_seen_at only when the stored value is older
+# than this (or when something else in the row changes): a device sending ten events a minute
+# gets one new row version a minute instead of ten, each of which rewrote the device's index
+# entries (last_seen_at is indexed, so the update is never HOT). Everything that reads
+# last_seen_at asks in days (segments' first_seen/last_seen rules, dormancy, stale devices,
+# campaign health) or shows it to the minute (the admin); the data API's seen_after and
+# seen_before filters see it up to this much behind (README.md, "Data API").
+LAST_SEEN_GRANULARITY = timedelta(seconds=60)
+
 
 class DeviceError(Exception):
     """A refresh or registration that cannot be done as asked."""
@@ -190,11 +199,12 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
     return stored
 
 
-# POST /events on PostgreSQL: one round trip, one transaction. The function (see migration
-# devices 0006) takes the token's advisory lock, then in one statement upserts the user,
-# upserts the device and inserts the event; in READ COMMITTED that statement reads what the
-# last holder of the lock committed, exactly as the separate statements of
-# _record_event_portable do. Its arguments travel as one jsonb document.
+# POST /events on PostgreSQL: one round trip, one transaction. The function (migrations
+# devices 0006 and 0008) takes the token's advisory lock, then reads the device, writes the
+# user and the device only where the event changes them (or their last_seen_at is older than
+# LAST_SEEN_GRANULARITY) and inserts the event; in READ COMMITTED each statement reads what
+# the last holder of the lock committed, exactly as the statements of _record_event_portable
+# do. Its arguments travel as one jsonb document.
 RECORD_EVENT_SQL = "SELECT recorded_device, recorded_user FROM herald_record_event(%s::bigint[], %s::jsonb)"
 
 
@@ -211,6 +221,7 @@ def _record_event_postgresql(
         "country": event.country,
         "timezone": event.timezone,
         "now": now.isoformat(),
+        "seen_since": (now - LAST_SEEN_GRANULARITY).isoformat(),
         "token": event.device_token,
         "token_kind": event.token_kind,
         "platform": event.platform,
@@ -252,30 +263,43 @@ def _record_event_portable(
     """record_event through the ORM, for SQLite: its IMMEDIATE transactions admit one writer."""
     token_hash = hash_token(event.device_token)
     profile = {"language": event.language, "country": event.country, "timezone": event.timezone}
+    seen_since = now - LAST_SEEN_GRANULARITY
     with transaction.atomic():
         _lock_tokens(tenant=tenant, token_hashes=[token_hash])
         device = _locked_device(tenant=tenant, token_hash=token_hash)
-        if event.app_user_id:
-            user = _upsert_user(tenant=tenant, app_user_id=event.app_user_id, now=now, **profile)
-        elif device is not None:
+        if device is not None and event.app_user_id in ("", device.user.app_user_id):
             user = device.user
-            AppUser.objects.filter(pk=user.pk).update(last_seen_at=now, **profile)
         else:
-            anonymous = anonymous_user_id(tenant=tenant, token=event.device_token)
-            user = _upsert_user(tenant=tenant, app_user_id=anonymous, anonymous=True, now=now, **profile)
+            app_user_id = event.app_user_id or anonymous_user_id(tenant=tenant, token=event.device_token)
+            user = AppUser.objects.filter(tenant=tenant, app_user_id=app_user_id).first()
+            if user is None:
+                user = _upsert_user(
+                    tenant=tenant,
+                    app_user_id=app_user_id,
+                    anonymous=not event.app_user_id,
+                    now=now,
+                    **profile,
+                )
+        if user.last_seen_at != now and _differs(user, profile, seen_since):
+            AppUser.objects.filter(pk=user.pk).update(last_seen_at=now, **profile)
 
         if device is None:
             device = _create_device(tenant=tenant, user=user, event=event, now=now)
-        if device.last_seen_at != now:  # an existing row (or one a concurrent request made)
+        changes = {
+            "user_id": user.pk,
+            "platform": event.platform,
+            "push_permission": event.push_permission_granted,
+            "token_kind": event.token_kind,
+            "last_session_id": event.session_id,
+            "is_active": True,
+            "deactivated_at": None,
+            "deactivation_reason": "",
+        }
+        # An existing row (or one a concurrent request made) that the event changes or that
+        # was last seen over LAST_SEEN_GRANULARITY ago: one UPDATE of those fields.
+        if device.last_seen_at != now and _differs(device, changes, seen_since):
+            Device.objects.filter(pk=device.pk).update(last_seen_at=now, **changes)
             device.user = user
-            device.platform = event.platform
-            device.push_permission = event.push_permission_granted
-            device.token_kind = event.token_kind
-            device.last_session_id = event.session_id
-            device.last_seen_at = now
-            if not device.is_active:
-                device.reactivate()
-            device.save()
 
         stored = Event(
             tenant=tenant,
@@ -291,6 +315,12 @@ def _record_event_portable(
         # The same event again (a client retry) is stored already: ON CONFLICT DO NOTHING.
         Event.objects.bulk_create([stored], ignore_conflicts=True)
     return stored
+
+
+def _differs(row, values: dict, seen_since: datetime) -> bool:
+    """Whether writing these values and a new last_seen_at would change the row (see
+    LAST_SEEN_GRANULARITY): a value differs, or last_seen_at is older than seen_since."""
+    return row.last_seen_at < seen_since or any(getattr(row, k) != v for k, v in values.items())
 
 
 def _create_device(*, tenant: Tenant, user: AppUser, event: EventInput, now: datetime) -> Device:
