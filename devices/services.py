@@ -12,6 +12,7 @@ needs no more: its IMMEDIATE transactions (see settings) admit one writer at a t
 
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,7 +21,13 @@ from django.utils import timezone
 
 from api import metrics
 from devices.models import AppUser, Device, Event, TokenRotation, hash_token
-from devices.signals import app_user_erasing, devices_deactivated, event_recorded, token_rotated
+from devices.signals import (
+    app_user_erasing,
+    devices_deactivated,
+    event_recorded,
+    token_rotated,
+    token_rotated_may_write,
+)
 from tenants.models import Tenant
 
 # An event writes its device's and its user's last_seen_at only when the stored value is older
@@ -367,9 +374,12 @@ def refresh_token(
     if old_token == new_token:
         raise IdenticalTokens
     if connection.vendor == "postgresql":
-        # One transaction, so that what the rooms above write on token_rotated (a webhook's
-        # outbox row) commits or rolls back with the rotation.
-        with transaction.atomic():
+        # A transaction of its own only when a receiver of token_rotated may write for the tenant
+        # (a webhook's outbox row), so that what it writes commits or rolls back with the
+        # rotation; otherwise the swap is one statement in autocommit: one round trip, no BEGIN
+        # and COMMIT.
+        atomic = transaction.atomic() if token_rotated_may_write(tenant.pk) else nullcontext()
+        with atomic:
             device = _refresh_token_postgresql(
                 tenant=tenant,
                 old_token=old_token,
