@@ -12,16 +12,33 @@ needs no more: its IMMEDIATE transactions (see settings) admit one writer at a t
 
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from api import metrics
 from devices.models import AppUser, Device, Event, TokenRotation, hash_token
-from devices.signals import app_user_erasing, devices_deactivated, event_recorded, token_rotated
+from devices.signals import (
+    app_user_erasing,
+    devices_deactivated,
+    event_recorded,
+    token_rotated,
+    token_rotated_may_write,
+)
 from tenants.models import Tenant
+
+# An event writes its device's and its user's last_seen_at only when the stored value is older
+# than this (or when something else in the row changes): a device sending ten events a minute
+# gets one new row version a minute instead of ten, each of which rewrote the device's index
+# entries (last_seen_at is indexed, so the update is never HOT). Everything that reads
+# last_seen_at asks in days (segments' first_seen/last_seen rules, dormancy, stale devices,
+# campaign health) or shows it to the minute (the admin); the data API's seen_after and
+# seen_before filters see it up to this much behind (README.md, "Data API").
+LAST_SEEN_GRANULARITY = timedelta(seconds=60)
 
 
 class DeviceError(Exception):
@@ -190,11 +207,36 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
     return stored
 
 
-# POST /events on PostgreSQL: one round trip, one transaction. The function (see migration
-# devices 0006) takes the token's advisory lock, then in one statement upserts the user,
-# upserts the device and inserts the event; in READ COMMITTED that statement reads what the
-# last holder of the lock committed, exactly as the separate statements of
-# _record_event_portable do. Its arguments travel as one jsonb document.
+class _PreparedCursor(psycopg.Cursor):
+    def execute(self, query, params=None, **kwargs):
+        return super().execute(query, params, prepare=True)
+
+
+def _prepared_cursor():
+    """A cursor whose statements PostgreSQL parses and plans once per connection.
+
+    Django's cursors bind parameters client-side (psycopg quotes them into the text, and the
+    server parses and plans each statement anew). The two calls below are the same text on
+    every request, so they go with server-side binding, as prepared statements (psycopg keeps
+    them per connection; a migration replacing the function invalidates their plans). Wrapped
+    as Django wraps its own, so that errors, query logging and test captures are the same.
+    """
+    connection.ensure_connection()
+    if connection.connection.prepare_threshold is None:
+        # Django turns psycopg's preparing off (for connection poolers that lose prepared
+        # statements): allow it, for these statements only. Django's own cursors bind
+        # client-side and never prepare, whatever the threshold.
+        connection.connection.prepare_threshold = 2**31 - 1
+    raw = _PreparedCursor(connection.connection)
+    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+
+
+# POST /events on PostgreSQL: one round trip, one transaction. The function (migrations
+# devices 0006 and 0008) takes the token's advisory lock, then reads the device, writes the
+# user and the device only where the event changes them (or their last_seen_at is older than
+# LAST_SEEN_GRANULARITY) and inserts the event; in READ COMMITTED each statement reads what
+# the last holder of the lock committed, exactly as the statements of _record_event_portable
+# do. Its arguments travel as one jsonb document.
 RECORD_EVENT_SQL = "SELECT recorded_device, recorded_user FROM herald_record_event(%s::bigint[], %s::jsonb)"
 
 
@@ -211,6 +253,7 @@ def _record_event_postgresql(
         "country": event.country,
         "timezone": event.timezone,
         "now": now.isoformat(),
+        "seen_since": (now - LAST_SEEN_GRANULARITY).isoformat(),
         "token": event.device_token,
         "token_kind": event.token_kind,
         "platform": event.platform,
@@ -221,7 +264,7 @@ def _record_event_postgresql(
         "params": params,
         "fingerprint": fingerprint,
     }
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         cursor.execute(
             RECORD_EVENT_SQL, [_lock_keys(tenant=tenant, token_hashes=[token_hash]), json.dumps(arguments)]
         )
@@ -252,30 +295,43 @@ def _record_event_portable(
     """record_event through the ORM, for SQLite: its IMMEDIATE transactions admit one writer."""
     token_hash = hash_token(event.device_token)
     profile = {"language": event.language, "country": event.country, "timezone": event.timezone}
+    seen_since = now - LAST_SEEN_GRANULARITY
     with transaction.atomic():
         _lock_tokens(tenant=tenant, token_hashes=[token_hash])
         device = _locked_device(tenant=tenant, token_hash=token_hash)
-        if event.app_user_id:
-            user = _upsert_user(tenant=tenant, app_user_id=event.app_user_id, now=now, **profile)
-        elif device is not None:
+        if device is not None and event.app_user_id in ("", device.user.app_user_id):
             user = device.user
-            AppUser.objects.filter(pk=user.pk).update(last_seen_at=now, **profile)
         else:
-            anonymous = anonymous_user_id(tenant=tenant, token=event.device_token)
-            user = _upsert_user(tenant=tenant, app_user_id=anonymous, anonymous=True, now=now, **profile)
+            app_user_id = event.app_user_id or anonymous_user_id(tenant=tenant, token=event.device_token)
+            user = AppUser.objects.filter(tenant=tenant, app_user_id=app_user_id).first()
+            if user is None:
+                user = _upsert_user(
+                    tenant=tenant,
+                    app_user_id=app_user_id,
+                    anonymous=not event.app_user_id,
+                    now=now,
+                    **profile,
+                )
+        if user.last_seen_at != now and _differs(user, profile, seen_since):
+            AppUser.objects.filter(pk=user.pk).update(last_seen_at=now, **profile)
 
         if device is None:
             device = _create_device(tenant=tenant, user=user, event=event, now=now)
-        if device.last_seen_at != now:  # an existing row (or one a concurrent request made)
+        changes = {
+            "user_id": user.pk,
+            "platform": event.platform,
+            "push_permission": event.push_permission_granted,
+            "token_kind": event.token_kind,
+            "last_session_id": event.session_id,
+            "is_active": True,
+            "deactivated_at": None,
+            "deactivation_reason": "",
+        }
+        # An existing row (or one a concurrent request made) that the event changes or that
+        # was last seen over LAST_SEEN_GRANULARITY ago: one UPDATE of those fields.
+        if device.last_seen_at != now and _differs(device, changes, seen_since):
+            Device.objects.filter(pk=device.pk).update(last_seen_at=now, **changes)
             device.user = user
-            device.platform = event.platform
-            device.push_permission = event.push_permission_granted
-            device.token_kind = event.token_kind
-            device.last_session_id = event.session_id
-            device.last_seen_at = now
-            if not device.is_active:
-                device.reactivate()
-            device.save()
 
         stored = Event(
             tenant=tenant,
@@ -291,6 +347,12 @@ def _record_event_portable(
         # The same event again (a client retry) is stored already: ON CONFLICT DO NOTHING.
         Event.objects.bulk_create([stored], ignore_conflicts=True)
     return stored
+
+
+def _differs(row, values: dict, seen_since: datetime) -> bool:
+    """Whether writing these values and a new last_seen_at would change the row (see
+    LAST_SEEN_GRANULARITY): a value differs, or last_seen_at is older than seen_since."""
+    return row.last_seen_at < seen_since or any(getattr(row, k) != v for k, v in values.items())
 
 
 def _create_device(*, tenant: Tenant, user: AppUser, event: EventInput, now: datetime) -> Device:
@@ -337,9 +399,12 @@ def refresh_token(
     if old_token == new_token:
         raise IdenticalTokens
     if connection.vendor == "postgresql":
-        # One transaction, so that what the rooms above write on token_rotated (a webhook's
-        # outbox row) commits or rolls back with the rotation.
-        with transaction.atomic():
+        # A transaction of its own only when a receiver of token_rotated may write for the tenant
+        # (a webhook's outbox row), so that what it writes commits or rolls back with the
+        # rotation; otherwise the swap is one statement in autocommit: one round trip, no BEGIN
+        # and COMMIT.
+        atomic = transaction.atomic() if token_rotated_may_write(tenant.pk) else nullcontext()
+        with atomic:
             device = _refresh_token_postgresql(
                 tenant=tenant,
                 old_token=old_token,
@@ -384,7 +449,7 @@ def _refresh_token_postgresql(*, tenant, old_token, new_token, app_user_id, plat
         "platform": platform,
         "now": timezone.now().isoformat(),
     }
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         cursor.execute(
             REFRESH_TOKEN_SQL,
             [_lock_keys(tenant=tenant, token_hashes=[old_hash, new_hash]), json.dumps(arguments)],

@@ -11,7 +11,7 @@ from django.db.models import signals as model_signals
 from django.dispatch import receiver
 
 from devices.models import AppUser, Device
-from devices.signals import devices_deactivated, token_rotated
+from devices.signals import devices_deactivated, token_rotated, writes_on_token_rotated_when
 from messaging.models import Delivery, Message
 from messaging.signals import beat, deliveries_recorded, message_completed, push_opened
 from webhooks import tasks
@@ -118,6 +118,7 @@ def on_devices_deactivated(sender, *, tenant_id, device_ids, reason, at, **kwarg
 
 
 @receiver(token_rotated)
+@writes_on_token_rotated_when(lambda tenant_id: is_subscribed(tenant_id, EventType.DEVICE_TOKEN_ROTATED))
 def on_token_rotated(sender, *, device, at, **kwargs):
     if not is_subscribed(device.tenant_id, EventType.DEVICE_TOKEN_ROTATED):
         return

@@ -67,3 +67,20 @@ def test_a_token_refresh_is_one_statement_on_postgresql(
     assert len(work) == 1, work
     assert Device.objects.get().token == "rotated"
     assert TokenRotation.objects.get().old_token == EVENT["device_token"]
+
+
+@pytest.mark.postgres
+def test_a_token_refresh_no_receiver_writes_for_opens_no_transaction_of_its_own(
+    postgres_only, known_device, api
+):
+    body = {"old_token": EVENT["device_token"], "new_token": "rotated", "app_user_id": EVENT["app_user_id"]}
+
+    with CaptureQueriesContext(connection) as queries:
+        assert api("/devices/refresh-token", body).status_code == 200
+
+    # No webhook endpoint of the tenant wants device.token_rotated: the swap is its own
+    # statement (in autocommit outside tests), without BEGIN, COMMIT or a savepoint.
+    sent = [q["sql"] for q in queries.captured_queries if '"webhooks_endpoint"' not in q["sql"]]
+    assert len(sent) == 1, sent
+    assert "herald_refresh_token" in sent[0]
+    assert Device.objects.get().token == "rotated"

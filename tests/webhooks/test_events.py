@@ -3,6 +3,7 @@ rotations through the app API, and the signed POSTs a tenant's back end receives
 
 import json
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from standardwebhooks.webhooks import Webhook
@@ -152,3 +153,23 @@ def test_a_storm_of_deliveries_is_written_in_bulk_and_posted_in_batches(
     assert len(receiver.events()) == 250
     assert len(receiver.requests) <= 5
     assert max(len(json.loads(r["body"])["data"]) for r in receiver.requests) <= 100
+
+
+@pytest.mark.postgres
+def test_a_token_rotation_a_webhook_wants_is_recorded_in_the_rotations_transaction(
+    postgres_only, make_device, make_endpoint, api
+):
+    make_endpoint("https://hooks.example.com/herald", event_types=["device.token_rotated"])
+    device = make_device("tok-old", user="alice")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = api("/devices/refresh-token", {"old_token": "tok-old", "new_token": "tok-new"})
+
+    assert response.status_code == 200, response.content
+    sent = [q["sql"] for q in queries.captured_queries if '"webhooks_endpoint"' not in q["sql"]]
+    swap = next(i for i, sql in enumerate(sent) if "herald_refresh_token" in sql)
+    outbox = next(i for i, sql in enumerate(sent) if sql.startswith('INSERT INTO "webhooks_event"'))
+    opened = max(i for i, sql in enumerate(sent[:swap]) if sql.startswith("SAVEPOINT"))
+    released = min(i for i, sql in enumerate(sent) if i > outbox and sql.startswith("RELEASE SAVEPOINT"))
+    assert opened < swap < outbox < released
+    assert Event.objects.get().data["device_id"] == device.pk
