@@ -16,7 +16,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -207,30 +206,6 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
     return stored
 
 
-class _PreparedCursor(psycopg.Cursor):
-    def execute(self, query, params=None, **kwargs):
-        return super().execute(query, params, prepare=True)
-
-
-def _prepared_cursor():
-    """A cursor whose statements PostgreSQL parses and plans once per connection.
-
-    Django's cursors bind parameters client-side (psycopg quotes them into the text, and the
-    server parses and plans each statement anew). The two calls below are the same text on
-    every request, so they go with server-side binding, as prepared statements (psycopg keeps
-    them per connection; a migration replacing the function invalidates their plans). Wrapped
-    as Django wraps its own, so that errors, query logging and test captures are the same.
-    """
-    connection.ensure_connection()
-    if connection.connection.prepare_threshold is None:
-        # Django turns psycopg's preparing off (for connection poolers that lose prepared
-        # statements): allow it, for these statements only. Django's own cursors bind
-        # client-side and never prepare, whatever the threshold.
-        connection.connection.prepare_threshold = 2**31 - 1
-    raw = _PreparedCursor(connection.connection)
-    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
-
-
 # POST /events on PostgreSQL: one round trip, one transaction. The function (migrations
 # devices 0006 and 0008) takes the token's advisory lock, then reads the device, writes the
 # user and the device only where the event changes them (or their last_seen_at is older than
@@ -264,7 +239,7 @@ def _record_event_postgresql(
         "params": params,
         "fingerprint": fingerprint,
     }
-    with _prepared_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(
             RECORD_EVENT_SQL, [_lock_keys(tenant=tenant, token_hashes=[token_hash]), json.dumps(arguments)]
         )
@@ -449,7 +424,7 @@ def _refresh_token_postgresql(*, tenant, old_token, new_token, app_user_id, plat
         "platform": platform,
         "now": timezone.now().isoformat(),
     }
-    with _prepared_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(
             REFRESH_TOKEN_SQL,
             [_lock_keys(tenant=tenant, token_hashes=[old_hash, new_hash]), json.dumps(arguments)],
