@@ -59,7 +59,10 @@ class LimitedJSONParser(parsers.JSONParser):
 def parse_json(raw: bytes):
     """A JSON body (UTF-8), as every API endpoint reads it; ApiError (400) naming what is wrong."""
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+        if text.startswith("\ufeff"):  # json.loads' own check, worded as it words it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        data = _decoder.decode(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(f"The body is not valid JSON: {exc}", code="malformed_json") from None
     except RecursionError:  # [[[[…]]]]: a few KB can nest deeper than the parser goes
@@ -107,6 +110,10 @@ def _reject_lone_surrogates(data) -> None:
 
 def _reject_constant(name):
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every body: json.loads with a keyword builds a new one (and its scanner) per call.
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def body_object(request) -> dict:

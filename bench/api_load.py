@@ -95,6 +95,9 @@ def server_env(args) -> dict:
         "ALLOWED_HOSTS": LOOPBACK,
         "RATE_LIMIT_PER_IP": no_limit,
         "RATE_LIMIT_PER_KEY": no_limit,
+        # /events and the refresh count against this one (per tenant and IP, 12,000/min by
+        # default), which a run past ~200 req/s would otherwise reach within its minute.
+        "RATE_LIMIT_APP_PER_IP": no_limit,
         "LOG_LEVEL": "WARNING",
         "TASK_BACKEND": "database",
         # The API serves no static files; an empty directory keeps WhiteNoise from warning.
@@ -497,8 +500,16 @@ def main() -> None:
         default=0.0,
         help="requests/s per scenario, spread over the clients (0: as fast as answered)",
     )
+    parser.add_argument(
+        "--tree",
+        help="serve another Herald checkout (its migrations and code; run this script with that "
+        "tree's .venv/bin/python so that its gunicorn serves): before/after in one pass",
+    )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tree:
+        global ROOT
+        ROOT = Path(args.tree).resolve()
     if args.client:
         return client_main(args.client)
     if not args.database_url.startswith(("postgres://", "postgresql://")):

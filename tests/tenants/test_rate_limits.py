@@ -204,3 +204,30 @@ def test_a_redis_counter_expires_just_after_its_window(settings, post_event, app
     (counter,) = other_process.scan_iter("herald:rl:appip:*:192.0.2.45:*")
     assert other_process.get(counter) == b"2"
     assert 0 < other_process.ttl(counter) <= 61
+
+
+@pytest.mark.redis
+def test_a_redis_that_does_not_know_the_script_yet_still_counts_every_request(
+    settings, post_event, app_key, monkeypatch
+):
+    import uuid
+
+    import redis
+
+    from api import throttling
+
+    # A script this server has never loaded (as after a restart or SCRIPT FLUSH, which would
+    # touch every other user of the server): the call by hash is refused, then loaded and run.
+    monkeypatch.setattr(
+        throttling, "HIT_UNLESS_SCRIPT", throttling.HIT_UNLESS_SCRIPT + f"-- {uuid.uuid4()}\n"
+    )
+    monkeypatch.setattr(throttling, "_unless_script", None)
+    settings.RATE_LIMIT_APP_PER_IP = "5/min"
+    failures = throttling.breaker.failures
+
+    assert [post_event(app_key, ip="192.0.2.46").status_code for _ in range(2)] == [200, 200]
+
+    other_process = redis.Redis.from_url(settings.REDIS_URL)
+    (counter,) = other_process.scan_iter("herald:rl:appip:*:192.0.2.46:*")
+    assert other_process.get(counter) == b"2"
+    assert throttling.breaker.failures == failures
