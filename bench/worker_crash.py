@@ -55,6 +55,9 @@ def setup_django(database_url: str, fcm_url: str) -> None:
             "DATABASE_URL": database_url,
             "FCM_API_URL": fcm_url,
             "FCM_SANDBOX_ENABLED": "1",
+            # The sandbox's token endpoint is the only token_uri Herald will fetch besides
+            # Google's: this one's, on its free port.
+            "FCM_SANDBOX_URL": fcm_url,
             "TASK_BACKEND": "database",
             "DJANGO_SETTINGS_MODULE": "config.settings",
         }
