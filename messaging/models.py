@@ -285,7 +285,8 @@ class Delivery(models.Model):
         VALIDATED = "validated", "Validated (dry run)"
         FAILED = "failed", "Failed"
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    # No index of its own: the unique constraint and delivery_work_idx lead with message_id.
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     # SET_NULL: a device merged away or deleted keeps its delivery history.
     device = models.ForeignKey(
         Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
@@ -301,7 +302,9 @@ class Delivery(models.Model):
     error_code = models.CharField(max_length=64, blank=True)
     error_detail = models.TextField(blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
-    tracking_token = models.CharField(max_length=32, unique=True, default=new_tracking_token)
+    # Unique through a constraint, not unique=True: on PostgreSQL that would add a second,
+    # varchar_pattern_ops index for LIKE, which nothing asks of a token.
+    tracking_token = models.CharField(max_length=32, default=new_tracking_token)
     opened_at = models.DateTimeField(null=True, blank=True)
     # What this device was sent, set at fan-out: the per-variant and per-language statistics.
     variant = models.PositiveSmallIntegerField(default=0)
@@ -313,6 +316,7 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         constraints = [
             models.UniqueConstraint(fields=["message", "device"], name="delivery_unique_message_device"),
+            models.UniqueConstraint(fields=["tracking_token"], name="delivery_unique_tracking_token"),
         ]
         indexes = [
             models.Index(fields=["message", "status", "next_attempt_at"], name="delivery_work_idx"),
@@ -321,7 +325,9 @@ class Delivery(models.Model):
                 name="delivery_due_idx",
                 condition=Q(status__in=["pending", "retrying"]),
             ),
-            models.Index(fields=["sent_at"], name="delivery_sent_at_idx"),
+            # The dashboard's days of sent and validated deliveries (`sent_at >= start`); the
+            # rows not sent yet (every row as the fan-out writes it) need no entry.
+            models.Index(fields=["sent_at"], name="delivery_sent_idx", condition=Q(sent_at__isnull=False)),
         ]
 
     def __str__(self) -> str:
