@@ -5,8 +5,11 @@ row version that is not a HOT update goes into every index of the table:
 
 - the message's own foreign-key index goes: the unique (message, device) constraint and
   delivery_work_idx lead with message_id and serve every lookup and cascade by message;
-- the tracking token stays unique through a named constraint instead of unique=True, which
-  on PostgreSQL also kept a varchar_pattern_ops index for LIKE that nothing uses;
+- a new delivery's tracking token is derived from its id (Delivery.tracking_token) and not
+  stored, so it goes into no index: a random token went into a random page of a unique
+  index twice per delivery (its INSERT, its result). The column keeps the tokens of the
+  deliveries written before, unique where set; its LIKE index (unique=True on PostgreSQL)
+  goes, nothing used it;
 - sent_at is indexed only where it is set: the dashboard counts the days of sent deliveries
   (`sent_at >= start` implies it is not null), and a row is written twice before it is sent;
 - on PostgreSQL the table keeps half of each new page free (fillfactor 50). The claim
@@ -14,15 +17,15 @@ row version that is not a HOT update goes into every index of the table:
   only if the new row versions fit in the page: at the default fillfactor (100) a page has
   no room and almost no claim was HOT; at 70, about a third of them; at 50, nearly all.
 
-On PostgreSQL the indexes are built and dropped CONCURRENTLY and the unique constraint is
-renamed, not rebuilt, so a large table keeps taking writes (hence atomic = False). The
+On PostgreSQL the indexes are built and dropped CONCURRENTLY, so a large table keeps taking
+writes (hence atomic = False). Backwards, the deliveries without a token get their derived
+one stored, which their pushes carried, before the token is unique everywhere again. The
 fillfactor applies to pages written from now on. Elsewhere, Django's own operations.
 """
 
 import django.db.models.deletion
 from django.db import migrations, models
 
-import messaging.models
 
 TABLE = "messaging_delivery"
 
@@ -79,8 +82,28 @@ def without_blocking(schema_editor):
     for column in ("message_id", "tracking_token"):
         for name in _names(schema_editor, PLAIN_INDEXES, column):
             execute(f"DROP INDEX CONCURRENTLY {qn(name)}")
+    execute(
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS delivery_unique_stored_tracking_token "
+        f"ON {TABLE} (tracking_token) WHERE tracking_token <> ''"
+    )
     for name in _names(schema_editor, UNIQUE_CONSTRAINTS, "tracking_token"):
-        execute(f"ALTER TABLE {TABLE} RENAME CONSTRAINT {qn(name)} TO delivery_unique_tracking_token")
+        execute(f"ALTER TABLE {TABLE} DROP CONSTRAINT {qn(name)}")
+
+
+def store_derived_tokens(apps, schema_editor):
+    """Backwards: each delivery without a stored token gets the one its push carried."""
+    from messaging.models import derived_tracking_token
+
+    with schema_editor.connection.cursor() as cursor:
+        while True:
+            cursor.execute(f"SELECT id FROM {TABLE} WHERE tracking_token = '' LIMIT 10000")  # noqa: S608
+            ids = [pk for (pk,) in cursor.fetchall()]
+            if not ids:
+                return
+            cursor.executemany(
+                f"UPDATE {TABLE} SET tracking_token = %s WHERE id = %s",  # noqa: S608
+                [(derived_tracking_token(pk), pk) for pk in ids],
+            )
 
 
 def leave_room_for_hot_claims(apps, schema_editor):
@@ -121,7 +144,17 @@ class Migration(migrations.Migration):
                 migrations.AlterField(
                     model_name="delivery",
                     name="tracking_token",
-                    field=models.CharField(default=messaging.models.new_tracking_token, max_length=32),
+                    field=models.CharField(blank=True, max_length=32),
+                ),
+                migrations.RenameField(
+                    model_name="delivery",
+                    old_name="tracking_token",
+                    new_name="stored_tracking_token",
+                ),
+                migrations.AlterField(
+                    model_name="delivery",
+                    name="stored_tracking_token",
+                    field=models.CharField(blank=True, db_column="tracking_token", max_length=32),
                 ),
                 migrations.AddIndex(
                     model_name="delivery",
@@ -132,11 +165,14 @@ class Migration(migrations.Migration):
                 migrations.AddConstraint(
                     model_name="delivery",
                     constraint=models.UniqueConstraint(
-                        fields=("tracking_token",), name="delivery_unique_tracking_token"
+                        condition=models.Q(("stored_tracking_token", ""), _negated=True),
+                        fields=("stored_tracking_token",),
+                        name="delivery_unique_stored_tracking_token",
                     ),
                 ),
             ],
             postgresql=without_blocking,
         ),
+        migrations.RunPython(migrations.RunPython.noop, store_derived_tokens, elidable=False),
         migrations.RunPython(leave_room_for_hot_claims, fill_pages, elidable=False),
     ]
