@@ -94,3 +94,18 @@ def test_a_token_stored_before_tokens_were_derived_still_marks_its_delivery_open
     assert delivery.opened_at is not None
     message.refresh_from_db()
     assert message.opened_count == 1
+
+
+def test_a_push_sent_before_a_secret_key_rotation_is_opened_while_the_old_key_is_a_fallback(
+    delivered, api, settings
+):
+    message, tokens = delivered
+    old_key = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-new-key-" + "x" * 50, [old_key]
+
+    assert api("/pushes/opened", {"tracking_token": tokens[0]}).status_code == 200
+
+    settings.SECRET_KEY_FALLBACKS = []
+    assert api("/pushes/opened", {"tracking_token": tokens[1]}).status_code == 404
+    message.refresh_from_db()
+    assert message.opened_count == 1
