@@ -12,10 +12,11 @@ row version that is not a HOT update goes into every index of the table:
   goes, nothing used it;
 - sent_at is indexed only where it is set: the dashboard counts the days of sent deliveries
   (`sent_at >= start` implies it is not null), and a row is written twice before it is sent;
-- on PostgreSQL the table keeps half of each new page free (fillfactor 50). The claim
+- on PostgreSQL the table keeps 55 % of each new page free (fillfactor 45). The claim
   changes only unindexed columns (claim, claimed_until), so it can be a HOT update, but
-  only if the new row versions fit in the page: at the default fillfactor (100) a page has
-  no room and almost no claim was HOT; at 70, about a third of them; at 50, nearly all.
+  only if its row version fits in the row's page: at the default fillfactor (100) 0.6 % of
+  claims were HOT; at 70, 38 %; at 50, 86 % (94 % with 16-character claim tokens); at 45,
+  all of them (bench/README.md).
 
 On PostgreSQL the indexes are built and dropped CONCURRENTLY, so a large table keeps taking
 writes (hence atomic = False). Backwards, the deliveries without a token get their derived
@@ -108,7 +109,7 @@ def store_derived_tokens(apps, schema_editor):
 
 def leave_room_for_hot_claims(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f"ALTER TABLE {TABLE} SET (fillfactor = 50)")
+        schema_editor.execute(f"ALTER TABLE {TABLE} SET (fillfactor = 45)")
 
 
 def fill_pages(apps, schema_editor):
