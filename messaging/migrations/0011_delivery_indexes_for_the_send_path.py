@@ -15,7 +15,7 @@ row version that is not a HOT update goes into every index of the table:
 - on PostgreSQL the table keeps 55 % of each new page free (fillfactor 45). The claim
   changes only unindexed columns (claim, claimed_until), so it can be a HOT update, but
   only if its row version fits in the row's page: at the default fillfactor (100) 0.6 % of
-  claims were HOT; at 70, 38 %; at 50, 86 % (94 % with 16-character claim tokens); at 45,
+  claims were HOT; at 70, 38 %; at 50, 83–86 % (94 % with 16-character claim tokens); at 45,
   all of them (bench/README.md).
 
 On PostgreSQL the indexes are built and dropped CONCURRENTLY, so a large table keeps taking
