@@ -1,3 +1,4 @@
+import base64
 import re
 import secrets
 import zoneinfo
@@ -10,6 +11,7 @@ from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from api.fields import ReadableDateTimeField
 from devices.models import Device
@@ -19,7 +21,38 @@ MAX_TTL = timedelta(weeks=4)  # FCM keeps a message at most four weeks
 
 
 def new_tracking_token() -> str:
+    """A random token, as deliveries were given before their tokens were derived from
+    their ids (the early migrations name this function)."""
     return secrets.token_urlsafe(16)
+
+
+# A derived token: the delivery's id and a MAC of it, in characters a Web Push Topic takes.
+_DERIVED_TOKEN = re.compile(r"^([1-9][0-9]{0,18})_([A-Za-z0-9_-]{16})$")
+_TOKEN_SALT = "herald.messaging.tracking_token"
+
+
+def _token_mac(delivery_id: int, secret: str) -> str:
+    digest = salted_hmac(_TOKEN_SALT, str(delivery_id), secret=secret, algorithm="sha256").digest()
+    return base64.urlsafe_b64encode(digest[:12]).decode()
+
+
+def derived_tracking_token(delivery_id: int) -> str:
+    """The tracking token of a delivery that has none stored: its id and a MAC of the id
+    (SECRET_KEY's), so it needs no unique index and cannot be guessed from another one."""
+    return f"{delivery_id}_{_token_mac(delivery_id, settings.SECRET_KEY)}"
+
+
+def delivery_id_of(tracking_token: str) -> int | None:
+    """The delivery id a derived tracking token carries, if its MAC holds (under SECRET_KEY
+    or one of SECRET_KEY_FALLBACKS); None for any other string."""
+    match = _DERIVED_TOKEN.match(tracking_token)
+    if match is None:
+        return None
+    delivery_id = int(match[1])
+    for secret in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS):
+        if constant_time_compare(match[2], _token_mac(delivery_id, secret)):
+            return delivery_id
+    return None
 
 
 # Schemes that run code or read local files where a link is opened (a web push, a WebView).
@@ -285,7 +318,8 @@ class Delivery(models.Model):
         VALIDATED = "validated", "Validated (dry run)"
         FAILED = "failed", "Failed"
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    # No index of its own: the unique constraint and delivery_work_idx lead with message_id.
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     # SET_NULL: a device merged away or deleted keeps its delivery history.
     device = models.ForeignKey(
         Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
@@ -301,7 +335,9 @@ class Delivery(models.Model):
     error_code = models.CharField(max_length=64, blank=True)
     error_detail = models.TextField(blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
-    tracking_token = models.CharField(max_length=32, unique=True, default=new_tracking_token)
+    # The random token of a delivery written before tokens were derived from ids; blank for
+    # the others, which then need no entry in its unique index (`tracking_token`).
+    stored_tracking_token = models.CharField(max_length=32, blank=True, db_column="tracking_token")
     opened_at = models.DateTimeField(null=True, blank=True)
     # What this device was sent, set at fan-out: the per-variant and per-language statistics.
     variant = models.PositiveSmallIntegerField(default=0)
@@ -313,6 +349,11 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         constraints = [
             models.UniqueConstraint(fields=["message", "device"], name="delivery_unique_message_device"),
+            models.UniqueConstraint(
+                fields=["stored_tracking_token"],
+                name="delivery_unique_stored_tracking_token",
+                condition=~Q(stored_tracking_token=""),
+            ),
         ]
         indexes = [
             models.Index(fields=["message", "status", "next_attempt_at"], name="delivery_work_idx"),
@@ -321,11 +362,22 @@ class Delivery(models.Model):
                 name="delivery_due_idx",
                 condition=Q(status__in=["pending", "retrying"]),
             ),
-            models.Index(fields=["sent_at"], name="delivery_sent_at_idx"),
+            # The dashboard's days of sent and validated deliveries (`sent_at >= start`); the
+            # rows not sent yet (every row as the fan-out writes it) need no entry.
+            models.Index(fields=["sent_at"], name="delivery_sent_idx", condition=Q(sent_at__isnull=False)),
         ]
 
     def __str__(self) -> str:
         return f"{self.message_id}→{self.device_id}: {self.status}"
+
+    @property
+    def tracking_token(self) -> str:
+        """The token in this delivery's push data, which the app posts back when it is opened."""
+        return self.stored_tracking_token or derived_tracking_token(self.pk)
+
+    @tracking_token.setter
+    def tracking_token(self, value: str) -> None:
+        self.stored_tracking_token = value
 
 
 class MessageContent(models.Model):

@@ -45,7 +45,7 @@ from messaging.models import (
     Message,
     SnapshotDevice,
     VariantMode,
-    new_tracking_token,
+    delivery_id_of,
     zone_of,
 )
 from messaging.selectors import (
@@ -961,7 +961,6 @@ def _insert_deliveries(
             "message_id",
             "device_id",
             "next_attempt_at",
-            "tracking_token",
             "variant",
             "language",
             "status",
@@ -971,9 +970,10 @@ def _insert_deliveries(
             "fcm_message_name",
             "error_code",
             "error_detail",
+            "tracking_token",  # none stored: a new delivery's token is derived from its id
         )
     )
-    constants = "'pending', 0, %s, %s, '', '', ''"
+    constants = "'pending', 0, %s, %s, '', '', '', ''"
     claim, claimed_until = (QUEUED, now - QUEUED_BEFORE) if queued else ("", None)
     if connection.vendor == "postgresql":
         # The rows as four arrays: the statement's text stays short and the same (psycopg
@@ -982,9 +982,9 @@ def _insert_deliveries(
         with connection.cursor() as cursor:
             cursor.execute(
                 f"WITH ins AS (INSERT INTO {table} ({columns}) "  # noqa: S608
-                f"SELECT %s, r.device_id, %s, r.token, r.variant, r.language, {constants} "
-                "FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::text[]) "
-                "AS r(device_id, token, variant, language) "
+                f"SELECT %s, r.device_id, %s, r.variant, r.language, {constants} "
+                "FROM unnest(%s::bigint[], %s::int[], %s::text[]) "
+                "AS r(device_id, variant, language) "
                 "ON CONFLICT DO NOTHING RETURNING 1), n AS (SELECT count(*) AS n FROM ins), "
                 f"m AS (UPDATE {messages} SET targeted_count = targeted_count + n.n "
                 "FROM n WHERE id = %s AND n.n > 0) SELECT n FROM n",
@@ -994,17 +994,16 @@ def _insert_deliveries(
                     claim,
                     claimed_until,
                     [device_id for device_id, _, _ in assigned],
-                    [new_tracking_token() for _ in assigned],
                     [variant for _, variant, _ in assigned],
                     [language for _, _, language in assigned],
                     message_id,
                 ],
             )
             return cursor.fetchone()[0]
-    row = f"(%s, %s, %s, %s, %s, %s, {constants})"
+    row = f"(%s, %s, %s, %s, %s, {constants})"
     at = connection.ops.adapt_datetimefield_value(now)
     claimed_until = connection.ops.adapt_datetimefield_value(claimed_until)
-    per_statement = (connection.features.max_query_params or 100_000) // 8
+    per_statement = (connection.features.max_query_params or 100_000) // 7
     created = 0
     with connection.cursor() as cursor:
         for start in range(0, len(assigned), per_statement):
@@ -1016,7 +1015,6 @@ def _insert_deliveries(
                     message_id,
                     device_id,
                     at,
-                    new_tracking_token(),
                     variant,
                     language,
                     claim,
@@ -1251,7 +1249,10 @@ def _claim_chunk(message, first_device_id, last_device_id) -> tuple[list[Deliver
     whether the chunk is full).
     """
     now = timezone.now()
-    token = secrets.token_hex(16)
+    # 64 random bits tell concurrent claims apart; 16 characters, not 32, keep the claimed
+    # row version small enough that a page the fan-out half filled takes one for each row
+    # (a claim that stays in its page is a HOT update: no index entries).
+    token = secrets.token_hex(8)
     until = now + timedelta(seconds=settings.DELIVERY_CLAIM_SECONDS)
     if connection.vendor == "postgresql":
         return _claim_returning(message, first_device_id, last_device_id, now=now, token=token, until=until)
@@ -1275,7 +1276,15 @@ def _claim_chunk(message, first_device_id, last_device_id) -> tuple[list[Deliver
 
 
 # What a claim loads, in the models' field order (Model.from_db takes values in that order).
-_CLAIMED_DELIVERY_FIELDS = ("id", "device_id", "status", "attempts", "tracking_token", "variant", "language")
+_CLAIMED_DELIVERY_FIELDS = (
+    "id",
+    "device_id",
+    "status",
+    "attempts",
+    "stored_tracking_token",
+    "variant",
+    "language",
+)
 _CLAIMED_DEVICE_FIELDS = ("user_id", "token", "token_kind", "platform")
 
 
@@ -1283,7 +1292,7 @@ def _claim_sql(*, in_range: bool) -> str:
     qn = connection.ops.quote_name
     delivery, device = qn(Delivery._meta.db_table), qn(Device._meta.db_table)
     message, tenant = qn(Message._meta.db_table), qn(Tenant._meta.db_table)
-    returned = ", ".join(f"d.{qn(f)}" for f in _CLAIMED_DELIVERY_FIELDS)
+    returned = ", ".join(f"d.{qn(Delivery._meta.get_field(f).column)}" for f in _CLAIMED_DELIVERY_FIELDS)
     devices = ", ".join(f"dev.{qn(f)}" for f in _CLAIMED_DEVICE_FIELDS)
     in_range = "AND device_id BETWEEN %(first)s AND %(last)s" if in_range else ""
     return f"""
@@ -1353,14 +1362,15 @@ def _loaded(model, values) -> models.Model:
 def _payload(message: Message, template: dict, delivery: Delivery) -> dict:
     """A delivery's FCM message: the message's own, plus its target and tracking token."""
     payload = dict(template)
-    payload["data"] = {**template.get("data", {}), "tracking_token": delivery.tracking_token}
+    tracking_token = delivery.tracking_token  # derived: one MAC
+    payload["data"] = {**template.get("data", {}), "tracking_token": tracking_token}
     if delivery.device is None:
         payload.update(audience_target(audience=message.audience, params=message.audience_params).as_fields())
     else:
         payload.update(device_target(delivery.device).as_fields())
     # A delivery sent again (its first answer was lost in a crash) replaces its first copy
     # on the device instead of showing twice. A message's own collapse_key stays.
-    return fcm.with_collapse_key(payload, delivery.tracking_token)
+    return fcm.with_collapse_key(payload, tracking_token)
 
 
 class _Senders:
@@ -1949,11 +1959,14 @@ def finalize_if_done(*, message_id: int) -> None:
 
 def record_open(*, tenant: Tenant, tracking_token: str) -> bool:
     """Mark a delivery opened, once. Returns False when no such delivery is in the tenant."""
-    delivery = (
-        Delivery.objects.filter(tracking_token=tracking_token, message__tenant=tenant)
-        .only("pk", "message_id")
-        .first()
-    )
+    delivery_id = delivery_id_of(tracking_token)
+    if delivery_id is not None:  # a derived token: found by the id it carries
+        found = Delivery.objects.filter(pk=delivery_id)
+    elif tracking_token:  # a token stored before tokens were derived
+        found = Delivery.objects.filter(stored_tracking_token=tracking_token)
+    else:
+        return False
+    delivery = found.filter(message__tenant=tenant).only("pk", "message_id").first()
     if delivery is None:
         return False
     now = timezone.now()

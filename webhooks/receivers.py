@@ -12,7 +12,7 @@ from django.dispatch import receiver
 
 from devices.models import AppUser, Device
 from devices.signals import devices_deactivated, token_rotated, writes_on_token_rotated_when
-from messaging.models import Delivery, Message
+from messaging.models import Delivery, Message, derived_tracking_token
 from messaging.signals import beat, deliveries_recorded, message_completed, push_opened
 from webhooks import tasks
 from webhooks.models import Endpoint, EventType, rfc3339
@@ -66,7 +66,13 @@ def on_push_opened(sender, *, tenant_id, delivery_id, at, **kwargs):
         return
     row = (
         Delivery.objects.filter(pk=delivery_id)
-        .values("message_id", "tracking_token", "device_id", "device__platform", "device__user__app_user_id")
+        .values(
+            "message_id",
+            "stored_tracking_token",
+            "device_id",
+            "device__platform",
+            "device__user__app_user_id",
+        )
         .first()
     )
     if row is None:
@@ -79,7 +85,7 @@ def on_push_opened(sender, *, tenant_id, delivery_id, at, **kwargs):
             {
                 "message_id": row["message_id"],
                 "delivery_id": delivery_id,
-                "tracking_token": row["tracking_token"],
+                "tracking_token": row["stored_tracking_token"] or derived_tracking_token(delivery_id),
                 "device_id": row["device_id"],
                 "platform": row["device__platform"],
                 "app_user_id": row["device__user__app_user_id"],

@@ -58,7 +58,7 @@ def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_nothing_marked_sent
     )
 
     kill_a_worker_mid_send(env, once_sent=8)
-    sent_before_kill = set(Delivery.objects.filter(status="sent").values_list("tracking_token", flat=True))
+    sent_before_kill = {d.tracking_token for d in Delivery.objects.filter(status="sent")}
     assert 0 < len(sent_before_kill) < len(devices), "the kill must land mid-message"
 
     finish_with_a_new_worker(env, message)
@@ -68,7 +68,7 @@ def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_nothing_marked_sent
     assert (message.targeted_count, message.sent_count, message.failed_count) == (60, 60, 0)
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
     received = Counter(m.message["data"]["tracking_token"] for m in SandboxMessage.objects.all())
-    assert set(received) == set(Delivery.objects.values_list("tracking_token", flat=True))
+    assert set(received) == {d.tracking_token for d in Delivery.objects.all()}
     assert all(received[token] == 1 for token in sent_before_kill)
 
 
