@@ -119,6 +119,17 @@ def listed_variant(message: Message) -> Subquery:
     )
 
 
+def deliveries_to_users(message_id: int, user_ids: list[int]) -> list[tuple[int, int, int]]:
+    """(device_id, user_id, variant) of a message's deliveries to the devices of these users."""
+    if not user_ids:
+        return []
+    return list(
+        Delivery.objects.filter(message_id=message_id, device__user_id__in=user_ids).values_list(
+            "device_id", "device__user_id", "variant"
+        )
+    )
+
+
 def audience_size(*, tenant, audience: str, params: dict) -> int | None:
     """How many devices an audience reaches now; None when FCM decides (topic, condition)."""
     if audience in (Audience.TOPIC, Audience.CONDITION):

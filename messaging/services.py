@@ -52,6 +52,7 @@ from messaging.selectors import (
     SNAPSHOT_AUDIENCES,
     audience_devices,
     audience_size,
+    deliveries_to_users,
     listed_variant,
     message_devices,
     page_key,
@@ -640,7 +641,10 @@ def fan_out(
                 for rows in itertools.islice(chunks, limit):
                     read += 1
                     last_read, full = rows[-1][0], len(rows) >= chunk
-                    assigned = plan.assign(rows, phase=phase)
+                    earlier = ()
+                    if phase == "rest":  # whom the test reached: one query a chunk
+                        earlier = deliveries_to_users(message.pk, plan.in_test_share(rows))
+                    assigned = plan.assign(rows, phase=phase, earlier=earlier)
                     if not assigned:
                         continue
                     # The first chunk a caller may send itself is not marked queued: if that
