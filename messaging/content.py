@@ -106,27 +106,26 @@ class ContentPlan:
             or self.contents[(0, self.message.language)]
         )
 
-    def in_test_share(self, rows) -> list[int]:
-        """The users of the rows (device_id, user_id, ...) whom the split puts in the test group."""
-        message_id, percent = self.message.pk, self.ab_test.test_percent
-        return sorted({row[1] for row in rows if in_test_group(message_id, row[1], percent)})
+    def in_test_share(self, user_id: int) -> bool:
+        """Whether the split puts the user in the A/B test's group."""
+        return in_test_group(self.message.pk, user_id, self.ab_test.test_percent)
 
-    def assign(self, rows, *, phase: str = "all", earlier=()) -> list[tuple[int, int, str]]:
+    def assign(
+        self, rows, *, phase: str = "all", sent=frozenset(), variant_of=None
+    ) -> list[tuple[int, int, str]]:
         """(device_id, variant, language) for the rows (device_id, user_id, user_language)
         that this phase sends to: "all" (no A/B test), "test" (the test group, its variants
         split evenly) or "rest" (everyone the test did not reach, the winner). A row may carry
         a fourth value, the variant a "recipients" message lists for the user (a campaign's
         rotation), which wins when not None.
 
-        `earlier`, for "rest": the message's deliveries (device_id, user_id, variant) to the
-        devices of the rows' users in the test's share (`selectors.deliveries_to_users`). The
-        rest is whoever is in the audience when it goes out, not the complement of the split:
-        a device already sent to gets nothing more; a new device of a user the test reached
-        gets that user's variant (a user's devices agree); everyone else, a newcomer whose
-        hash falls in the test's share included, gets the winner."""
+        The rest is whoever is in the audience when it goes out, not the complement of the
+        split: a device in `sent` (the test sent to it) gets nothing more; a device of a user
+        in `variant_of` (a user the test reached on another device: a device added since)
+        gets that user's variant, so that a user's devices agree; everyone else, a newcomer
+        whose hash falls in the test's share included, gets the winner."""
         message_id, count = self.message.pk, self.message.variant_count
-        sent = {device_id for device_id, _, _ in earlier}
-        variant_of = {user_id: variant for _, user_id, variant in earlier}
+        variant_of = variant_of or {}
         out = []
         for device_id, user_id, user_language, *listed in rows:
             if listed and listed[0] is not None and listed[0] < count:
@@ -134,12 +133,12 @@ class ContentPlan:
             elif phase == "all":
                 variant = variant_for(message_id, user_id, count)
             elif phase == "test":
-                if not in_test_group(message_id, user_id, self.ab_test.test_percent):
+                if not self.in_test_share(user_id):
                     continue
                 variant = variant_for(message_id, user_id, count)
             else:
                 if device_id in sent:
-                    continue  # the test's push (or, after a restart, the rest's)
+                    continue
                 variant = variant_of.get(user_id, self.ab_test.winner)
             out.append((device_id, variant, self.language_for(user_language)))
         return out
