@@ -106,24 +106,40 @@ class ContentPlan:
             or self.contents[(0, self.message.language)]
         )
 
-    def assign(self, rows, *, phase: str = "all") -> list[tuple[int, int, str]]:
+    def in_test_share(self, user_id: int) -> bool:
+        """Whether the split puts the user in the A/B test's group."""
+        return in_test_group(self.message.pk, user_id, self.ab_test.test_percent)
+
+    def assign(
+        self, rows, *, phase: str = "all", sent=frozenset(), variant_of=None
+    ) -> list[tuple[int, int, str]]:
         """(device_id, variant, language) for the rows (device_id, user_id, user_language)
         that this phase sends to: "all" (no A/B test), "test" (the test group, its variants
-        split evenly) or "rest" (everyone else, the winner). A row may carry a fourth value,
-        the variant a "recipients" message lists for the user (a campaign's rotation), which
-        wins when not None."""
+        split evenly) or "rest" (everyone the test did not reach, the winner). A row may carry
+        a fourth value, the variant a "recipients" message lists for the user (a campaign's
+        rotation), which wins when not None.
+
+        The rest is whoever is in the audience when it goes out, not the complement of the
+        split: a device in `sent` (the test sent to it) gets nothing more; a device of a user
+        in `variant_of` (a user the test reached on another device: a device added since)
+        gets that user's variant, so that a user's devices agree; everyone else, a newcomer
+        whose hash falls in the test's share included, gets the winner."""
         message_id, count = self.message.pk, self.message.variant_count
+        variant_of = variant_of or {}
         out = []
         for device_id, user_id, user_language, *listed in rows:
             if listed and listed[0] is not None and listed[0] < count:
                 variant = listed[0]
             elif phase == "all":
                 variant = variant_for(message_id, user_id, count)
-            else:
-                tested = in_test_group(message_id, user_id, self.ab_test.test_percent)
-                if tested != (phase == "test"):
+            elif phase == "test":
+                if not self.in_test_share(user_id):
                     continue
-                variant = variant_for(message_id, user_id, count) if tested else self.ab_test.winner
+                variant = variant_for(message_id, user_id, count)
+            else:
+                if device_id in sent:
+                    continue
+                variant = variant_of.get(user_id, self.ab_test.winner)
             out.append((device_id, variant, self.language_for(user_language)))
         return out
 

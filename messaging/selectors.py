@@ -115,6 +115,32 @@ def listed_variant(message: Message) -> Subquery:
     )
 
 
+def delivered_devices(message_id: int, *, first: int, last: int) -> set[int]:
+    """The devices with ids from `first` to `last` that a message has a delivery for: one
+    range of the deliveries' unique (message, device) index, whatever the message's size."""
+    return set(
+        Delivery.objects.filter(message_id=message_id, device_id__gte=first, device_id__lte=last).values_list(
+            "device_id", flat=True
+        )
+    )
+
+
+def user_variants(message_id: int, user_ids: list[int]) -> dict[int, int]:
+    """The variant a message gave each of these users that it reached (on any device): a
+    probe of the deliveries' unique index per device of theirs, never a scan of the
+    message's deliveries."""
+    if not user_ids:
+        return {}
+    sent = Delivery.objects.filter(message_id=message_id, device_id=OuterRef("pk")).values("variant")[:1]
+    rows = (
+        Device.objects.filter(user_id__in=user_ids)
+        .annotate(variant=Subquery(sent))
+        .filter(variant__isnull=False)
+        .values_list("user_id", "variant")
+    )
+    return dict(rows)
+
+
 def audience_size(*, tenant, audience: str, params: dict) -> int | None:
     """How many devices an audience reaches now; None when FCM decides (topic, condition)."""
     if audience in (Audience.TOPIC, Audience.CONDITION):

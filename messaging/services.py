@@ -52,9 +52,11 @@ from messaging.selectors import (
     SNAPSHOT_AUDIENCES,
     audience_devices,
     audience_size,
+    delivered_devices,
     listed_variant,
     message_devices,
     page_key,
+    user_variants,
 )
 from messaging.signals import deliveries_recorded, message_completed, push_opened
 from tenants.credentials import (
@@ -712,7 +714,11 @@ def fan_out(
                     for rows in itertools.islice(chunks, limit):
                         read += 1
                         last_read, full = rows[-1][0], len(rows) >= chunk
-                        assigned = plan.assign(rows, phase=phase)
+                        if phase == "rest":
+                            sent, variant_of = _reached_by_test(plan, rows)
+                            assigned = plan.assign(rows, phase=phase, sent=sent, variant_of=variant_of)
+                        else:
+                            assigned = plan.assign(rows, phase=phase)
                         if not assigned:
                             continue
                         # The first chunk a caller may send itself is not marked queued: if that
@@ -774,6 +780,21 @@ def fan_out(
     log.info("fan-out done", extra={"message_id": message.pk})
     finalize_if_done(message_id=message.pk)
     return [(h["first_device_id"], h["last_device_id"]) for h in held]
+
+
+def _reached_by_test(plan: content.ContentPlan, rows) -> tuple[set[int], dict[int, int]]:
+    """What an A/B test's rest must know of the test for a chunk of rows (device_id,
+    user_id, ...): the devices in the test's share it sent to (one range of the deliveries'
+    index, the chunk's), and the variant of each user in the share it reached on another
+    device, for a device of theirs added since (a second query, only when the share has
+    devices without a delivery: newcomers, mostly, who get the winner)."""
+    share = [row for row in rows if plan.in_test_share(row[1])]
+    if not share:
+        return set(), {}
+    delivered = delivered_devices(plan.message.pk, first=rows[0][0], last=rows[-1][0])
+    sent = {row[0] for row in share if row[0] in delivered}
+    unsent = sorted({row[1] for row in share if row[0] not in delivered})
+    return sent, user_variants(plan.message.pk, unsent)
 
 
 def snapshot_audience(message: Message) -> None:

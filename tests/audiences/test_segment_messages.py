@@ -271,14 +271,22 @@ def test_an_ab_tests_rest_is_drawn_from_the_members_the_test_was_drawn_from_and_
 
     fan_out(message_id=message.pk)  # the test group
     tested = set(message.deliveries.values_list("device__token", flat=True))
-    late = make_device("tr-late", user="tr-late", language="tr")
+    # Newcomers on both sides of the split: the test's share has gone out, yet they get the rest.
+    late = {}
+    for i in range(64):
+        device = make_device(f"tr-late-{i}", user=f"tr-late-{i}", language="tr")
+        side = in_test_group(message.pk, device.user_id, 50)
+        if side in late:
+            device.user.delete()  # one newcomer on each side
+            continue
+        late[side] = device.token
+        if len(late) == 2:
+            break
     AbTest.objects.filter(message=message).update(winner=1)
     fan_out(message_id=message.pk)  # the rest
 
-    # A newcomer whom the split puts in the test group, which has gone out, gets nothing.
-    late_gets_it = not in_test_group(message.pk, late.user_id, 50)
-    expected = {f"tr-{i}" for i in range(10)} | ({"tr-late"} if late_gets_it else set())
-    assert 0 < len(tested) < 10
+    expected = {f"tr-{i}" for i in range(10)} | set(late.values())
+    assert 0 < len(tested) < 10 and len(late) == 2
     assert set(message.deliveries.values_list("device__token", flat=True)) == expected
     assert message.deliveries.count() == len(expected)
     assert set(message.deliveries.exclude(device__token__in=tested).values_list("variant", flat=True)) == {1}

@@ -3,9 +3,11 @@ it through the FCM sandbox, read its figures per variant and per language, and p
 winner by hand for the rest of the audience."""
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from fcm_sandbox.models import SandboxMessage
 from messaging.content import variants_of
@@ -264,6 +266,7 @@ def test_the_segment_list_fits_the_screen_at_both_widths_even_with_a_long_name(o
 
     page.goto("/admin/audiences/segment/")
     page.locator("#result_list", has_text="Turkish speakers on Android").wait_for()
+    sizes_filled_in(page, 4)
     screenshot(page, "segments")
     assert_no_sideways_page_scroll(page)
     # At phone width each row is a card (as in every list), its long name wrapped: nothing to
@@ -275,3 +278,66 @@ def test_the_segment_list_fits_the_screen_at_both_widths_even_with_a_long_name(o
         )
         <= 0
     )
+
+
+def sizes_filled_in(page, rows: int) -> dict[str, str]:
+    """Wait until every row of the segment list shows its size; {name: size}."""
+    page.locator("#result_list tbody tr").nth(rows - 1).scroll_into_view_if_needed()
+    page.wait_for_function(
+        "(rows) => { const cells = [...document.querySelectorAll('#result_list .segment-size')];"
+        " return cells.length === rows && cells.every((c) => / users? · /.test(c.textContent)); }",
+        arg=rows,
+    )
+    page.evaluate("window.scrollTo(0, 0)")
+    return {
+        row.locator(".field-name").inner_text(): row.locator(".field-size").inner_text()
+        for row in page.locator("#result_list tbody tr").all()
+    }
+
+
+@pytest.mark.parametrize("viewport", [None, PHONE], ids=["1280", "390"])
+def test_the_segment_list_is_drawn_before_any_count_and_each_row_then_shows_its_size(
+    open_page, tenant, viewport
+):
+    from audiences.services import create_segment
+    from devices.models import AppUser
+    from fcm_sandbox.management.commands.demo import DEMO_SEGMENTS
+
+    user = User.objects.create_user("eddie", "eddie@example.com", PASSWORD, is_staff=True)
+    Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.VIEWER)
+    for name, rules in DEMO_SEGMENTS.items():
+        create_segment(tenant=tenant, name=name, rules=rules)
+    for i in range(12):  # more rows than a phone shows at once
+        create_segment(tenant=tenant, name=f"everyone {i:02}", rules={})
+    make_device(tenant, "browser-segment-size-a-" + "l" * 30, user="ayse")
+    make_device(tenant, "browser-segment-size-b-" + "l" * 30, user="ayse", platform="ios")
+    make_device(tenant, "browser-segment-size-c-" + "l" * 30, user="john", language="en")
+    AppUser.objects.filter(app_user_id="john").update(last_seen_at=timezone.now() - timedelta(days=30))
+    page = open_page(viewport) if viewport else open_page()
+    errors = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    log_in(page, "eddie")
+
+    drawn = page.request.get("/admin/audiences/segment/").text()
+    assert drawn.count("Counting …") == 15, "the page comes with no size counted"
+    page.goto("/admin/audiences/segment/")
+    sizes = sizes_filled_in(page, 15)
+
+    assert sizes["Turkish speakers on Android"] == "1 user · 2 devices"
+    assert sizes["dormant 7 days"] == "1 user · 1 device"
+    assert sizes["bought over 50 in 14 days"] == "0 users · 0 devices"
+    assert sizes["everyone 11"] == "2 users · 3 devices"
+    screenshot(page, "segment-sizes")
+    assert_no_sideways_page_scroll(page)
+    assert not errors, errors
+
+    # A count that fails says so, and can be asked again.
+    turkish = page.locator("#result_list tbody tr", has_text="Turkish speakers on Android")
+    page.route("**/preview/?segment=*", lambda route: route.fulfill(status=502, body="Bad gateway"))
+    page.reload()
+    turkish.locator(".segment-size", has_text="Not counted").wait_for()
+    screenshot(page, "segment-size-not-counted")
+    assert_no_sideways_page_scroll(page)
+    page.unroute("**/preview/?segment=*")
+    turkish.get_by_role("button", name="Count again").click()
+    turkish.locator(".segment-size", has_text="1 user · 2 devices").wait_for()

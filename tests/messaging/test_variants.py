@@ -15,6 +15,7 @@ from messaging.content import bucket_of, in_test_group, variant_for
 from messaging.models import AbTest, Delivery, Message
 from messaging.services import fan_out, recover_stalled
 from messaging.variants import VariantTally, choose_winner, decide_due_winners, decide_winner
+from tests.task_queue import run_queue
 
 A = {"title": "Sale A", "body": "Body A"}
 B = {"title": "Sale B", "body": "Body B"}
@@ -206,6 +207,58 @@ def test_an_ab_test_sends_the_test_group_evenly_then_the_winner_to_the_rest(serv
     assert message.deliveries.count() == 1000
     message.refresh_from_db()
     assert message.targeted_count == 1000 and message.fanned_out_at is not None
+
+
+def newcomer(make_device, message, *, tested: bool, name: str):
+    """A device of a new user whom the split puts in the test's share (or out of it)."""
+    for i in range(64):  # half the users fall on each side: never 64 misses in practice
+        device = make_device(f"{name}-{i}", user=f"{name}-{i}", language="en")
+        if in_test_group(message.pk, device.user_id, 50) == tested:
+            return device
+        device.user.delete()
+    raise AssertionError("no user fell on that side of the split")
+
+
+def test_everyone_in_the_audience_when_the_rest_goes_out_gets_exactly_one_push(
+    sandbox_server, database_tasks, server, make_device, inbox
+):
+    for i in range(12):
+        make_device(f"tok-{i}", user=f"u{i}", language="en")
+    message = send(
+        server,
+        variants=[A, B, C],
+        variant_mode="ab_test",
+        ab_test={"test_percent": 50, "wait_seconds": 60, "min_opens": 5, "fallback_variant": 1},
+    )
+    run_queue()  # the test group's fan-out and sends
+    ab = AbTest.objects.get(message=message)
+    tested = dict(message.deliveries.values_list("device__token", "variant"))
+    assert ab.test_sent_at is not None and 0 < len(tested) < 12
+    # After the test went out: new users on both sides of the split, and a second device of
+    # a user the test reached.
+    late_in_share = newcomer(make_device, message, tested=True, name="late-in")
+    late_out = newcomer(make_device, message, tested=False, name="late-out")
+    reached = message.deliveries.select_related("device__user").first().device.user
+    second = make_device("second-device", user=reached.app_user_id, language="en")
+
+    with time_machine.travel(ab.decide_at + timedelta(seconds=1)):
+        run_queue()  # the decider (too few opens: B), then the rest's fan-out and sends
+
+    ab.refresh_from_db()
+    assert ab.winner == 1
+    received = inbox()
+    everyone = {f"tok-{i}" for i in range(12)} | {late_in_share.token, late_out.token, second.token}
+    assert set(received) == everyone and all(len(pushes) == 1 for pushes in received.values())
+    titles = {token: pushes[0]["data"]["title"] for token, pushes in received.items()}
+    assert all(titles[token] == [A, B, C][variant]["title"] for token, variant in tested.items())
+    assert titles[late_in_share.token] == titles[late_out.token] == "Sale B"  # the winner, whatever the hash
+    assert titles[second.token] == titles[reached.devices.exclude(pk=second.pk).get().token]
+    # The figures count each push under the variant it carried.
+    delivered = Counter(message.deliveries.values_list("variant", flat=True))
+    figures = server.get(f"/api/v1/messages/{message.pk}").json()["per_variant"]
+    assert {v["variant"]: v["sent"] for v in figures} == {i: delivered[i] for i in range(3)}
+    assert sum(delivered.values()) == len(everyone)
+    assert message.deliveries.get(device=late_in_share).variant == 1
 
 
 def test_too_few_opens_send_the_fallback_variant_to_the_rest(server, tenant, no_sending):
