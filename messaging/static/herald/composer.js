@@ -142,13 +142,19 @@
     clearTimeout(audienceTimer);
     audienceTimer = setTimeout(() => {
       const mine = ++audienceRequest;
+      // Never the last answer under a new choice: a segment's count takes a good part of a
+      // second at a million users, and the page renders none (the dropdown names them only).
+      sizeOut.textContent = "Counting …";
+      sizeOut.parentElement.classList.remove("hd-warn-text");
       sizeOut.parentElement.classList.add("hd-busy");
       post(null, form.dataset.audienceUrl).then((answer) => {
         if (mine !== audienceRequest) return;
         sizeOut.textContent = answer.text;
         sizeOut.parentElement.classList.toggle("hd-warn-text", !answer.ok || answer.size === 0);
       }).catch((error) => {
-        if (mine === audienceRequest) sizeOut.textContent = "Could not count the audience: " + error.message;
+        if (mine !== audienceRequest) return;
+        sizeOut.textContent = "Could not count the audience: " + error.message;
+        sizeOut.parentElement.classList.add("hd-warn-text");
       }).finally(() => {
         if (mine === audienceRequest) sizeOut.parentElement.classList.remove("hd-busy");
       });
