@@ -133,4 +133,19 @@ class SegmentAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         segment = self.get_queryset(request).select_related("tenant").filter(pk=pk).first()
         if segment is None or not self.has_view_permission(request, segment):
             raise Http404("No such segment.")
-        return JsonResponse({"ok": True, **selectors.count(segment.tenant, segment.rules)})
+        try:
+            rules = rule_doc.stored(segment.rules)
+        except rule_doc.RuleError as exc:
+            return JsonResponse(unusable_rules(exc), status=400)
+        return JsonResponse({"ok": True, **selectors.count(segment.tenant, rules)})
+
+
+def unusable_rules(fault: rule_doc.RuleError) -> dict:
+    """The JSON answer (a 400) for a saved segment whose stored rules cannot be used: the
+    list shows it in the segment's row (segment_sizes.js) instead of a size."""
+    return {
+        "ok": False,
+        "path": fault.path,
+        "error": fault.message,
+        "text": f"The segment's saved rules cannot be used ({fault}); correct them in the segment editor.",
+    }

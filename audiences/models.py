@@ -20,7 +20,8 @@ class Segment(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="segments")
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, max_length=2000)
-    # Always a document audiences.rules.parse accepted, in its normalised form.
+    # Saved as audiences.rules.parse normalised it, but an older row or an operator's edit may
+    # hold less or other: read it through audiences.rules.stored, never as it is.
     rules = models.JSONField(default=no_rules)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

@@ -72,6 +72,11 @@ def event_retention_days() -> int:
 
 def parse(document) -> dict:
     """Check a rule document and return it normalised; raise RuleError with the path at fault."""
+    return _document(document, retention=event_retention_days())
+
+
+def _document(document, *, retention: int | None) -> dict:
+    """`parse`'s work; `retention`: the longest event window allowed (None: any)."""
     if not isinstance(document, dict):
         raise RuleError("", "the rules must be a JSON object")
     _only(document, "", {"version", "include", "exclude"})
@@ -84,13 +89,29 @@ def parse(document) -> dict:
         raw = document.get(side, [])
         if not isinstance(raw, list):
             raise RuleError(side, "must be a list of groups (lists of rules)")
-        groups[side] = [_group(group, f"{side}[{i}]", counter) for i, group in enumerate(raw)]
+        groups[side] = [_group(group, f"{side}[{i}]", counter, retention) for i, group in enumerate(raw)]
     if len(groups["include"]) + len(groups["exclude"]) > MAX_GROUPS:
         raise RuleError("", f"too many groups: at most {MAX_GROUPS}")
     return {"version": VERSION, **groups}
 
 
-def _group(group, path: str, counter: dict) -> list[dict]:
+def stored(document) -> dict:
+    """A rule document read back from the database (a segment's, or a message's or a
+    campaign's own rules), ready to evaluate: every reader of stored rules goes through here.
+
+    The database holds what was saved then: an older Herald's document, or an operator's edit,
+    may lack keys (they take their defaults: version 1, no include group, no exclude group) or
+    say what no Herald accepts. It is checked and normalised as `parse` does; one that cannot be
+    used raises RuleError with the path at fault, for the caller to report. It is never read
+    as "everyone", nor left to fail while it is evaluated.
+
+    One check is not made again: that an event window fits the event retention. That rule
+    keeps a new window from promising events that are gone; a saved one, the retention
+    shortened since, only finds fewer events, and must not stop the messages aimed at it."""
+    return _document(document, retention=None)
+
+
+def _group(group, path: str, counter: dict, retention: int | None) -> list[dict]:
     if not isinstance(group, list):
         raise RuleError(path, "a group must be a list of rules")
     if not group:
@@ -100,20 +121,20 @@ def _group(group, path: str, counter: dict) -> list[dict]:
         counter["rules"] += 1
         if counter["rules"] > MAX_RULES:
             raise RuleError(f"{path}[{i}]", f"too many rules: at most {MAX_RULES} in a document")
-        rules.append(_rule(rule, f"{path}[{i}]"))
+        rules.append(_rule(rule, f"{path}[{i}]", retention))
     return rules
 
 
-def _rule(rule, path: str) -> dict:
+def _rule(rule, path: str, retention: int | None) -> dict:
     if not isinstance(rule, dict):
         raise RuleError(path, "a rule must be a JSON object")
     kind = rule.get("type")
     if kind == "property":
         return _property(rule, path)
     if kind == "event":
-        return _event(rule, path)
+        return _event(rule, path, retention)
     if kind == "event_count":
-        return _event_count(rule, path)
+        return _event_count(rule, path, retention)
     raise RuleError(f"{path}.type", f"unknown rule type {_show(kind)}; use property, event or event_count")
 
 
@@ -149,7 +170,7 @@ def _property(rule: dict, path: str) -> dict:
     return {"type": "property", "property": prop, "op": op, "value": value}
 
 
-def _event(rule: dict, path: str) -> dict:
+def _event(rule: dict, path: str, retention: int | None) -> dict:
     _only(rule, path, {"type", "event", "op", "within_days", "params"})
     op = _op(rule, path)
     if op not in EVENT_OPS:
@@ -158,12 +179,12 @@ def _event(rule: dict, path: str) -> dict:
         "type": "event",
         "event": _event_name(rule, path),
         "op": op,
-        **_window(rule, path),
+        **_window(rule, path, retention),
         "params": _params(rule, path),
     }
 
 
-def _event_count(rule: dict, path: str) -> dict:
+def _event_count(rule: dict, path: str, retention: int | None) -> dict:
     _only(rule, path, {"type", "event", "op", "value", "within_days", "params"})
     op = _op(rule, path)
     if op not in COUNT_OPS:
@@ -185,7 +206,7 @@ def _event_count(rule: dict, path: str) -> dict:
         "event": _event_name(rule, path),
         "op": op,
         "value": value,
-        **_window(rule, path),
+        **_window(rule, path, retention),
         "params": _params(rule, path),
     }
 
@@ -197,12 +218,11 @@ def _event_name(rule: dict, path: str) -> str:
     return _clean(name, f"{path}.event", 200)
 
 
-def _window(rule: dict, path: str) -> dict:
+def _window(rule: dict, path: str, retention: int | None) -> dict:
     if rule.get("within_days") is None:
         return {}
-    retention = event_retention_days()
     days = _whole(rule["within_days"], f"{path}.within_days", 1, None, "a number of days")
-    if days > retention:
+    if retention is not None and days > retention:
         raise RuleError(
             f"{path}.within_days", f"{days} days is longer than the {retention} days events are kept"
         )

@@ -344,7 +344,11 @@ def sample_users(tenant, rules: dict, now: datetime | None = None, limit: int = 
 
 
 def segment_rules(*, tenant, segment_id) -> dict | None:
-    """A segment's rules, or None when the tenant has no such segment (any more)."""
+    """A segment's rules, ready to evaluate (`rules.stored`), or None when the tenant has no
+    such segment (any more); raises RuleError when its stored rules cannot be used."""
     if not isinstance(segment_id, int) or isinstance(segment_id, bool):
         return None
-    return Segment.objects.filter(tenant=tenant, pk=segment_id).values_list("rules", flat=True).first()
+    found = Segment.objects.filter(tenant=tenant, pk=segment_id).values_list("rules", flat=True)
+    if not found:
+        return None
+    return rule_doc.stored(found[0])

@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 from api.errors import ApiError, body_object
 from api.openapi import ERROR_RESPONSES
 from api.pagination import StrictPages
+from audiences import rules as rule_doc
 from audiences import selectors, services
 from audiences.models import Segment
 from audiences.serializers import (
@@ -119,12 +120,24 @@ class SegmentCountView(ServerEndpoint, APIView):
     @extend_schema(
         operation_id="count_segment",
         summary="A segment's size now",
-        responses={200: SizeSerializer, **ERROR_RESPONSES(401, 403, 404)},
+        description="409 `unusable_rules`: the segment's stored rules (an older Herald's, or "
+        "edited in the database) cannot be used; `field` names the fault. Saving new rules fixes it.",
+        responses={200: SizeSerializer, **ERROR_RESPONSES(401, 403, 404, 409)},
         tags=["segments"],
     )
     def get(self, request, pk):
         segment = get_object_or_404(Segment, pk=pk, tenant=request.auth.tenant)
-        return Response(selectors.count(request.auth.tenant, segment.rules))
+        try:
+            rules = rule_doc.stored(segment.rules)
+        except rule_doc.RuleError as exc:
+            field = f"rules.{exc.path}" if exc.path else "rules"
+            raise ApiError(
+                f"The segment's saved rules cannot be used: {field}: {exc.message}",
+                code="unusable_rules",
+                status=409,
+                field=field,
+            ) from None
+        return Response(selectors.count(request.auth.tenant, rules))
 
 
 class AdHocCountView(ServerEndpoint, APIView):

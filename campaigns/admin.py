@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from audiences import rules as rule_doc
 from audiences import selectors as audience_selectors
 from campaigns import health, schedule, services
 from campaigns.forms import CampaignForm
@@ -90,7 +91,7 @@ def audience_size(tenant, campaign: Campaign) -> dict | None:
     else:
         rules = {"version": 1, "include": [], "exclude": []}
     try:
-        return audience_selectors.count(tenant, rules)
+        return audience_selectors.count(tenant, rule_doc.stored(rules))
     except Exception:  # rules the editor has not finished  # noqa: BLE001
         return None
 

@@ -35,6 +35,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
+from audiences import rules as rule_doc
 from audiences import selectors as audience_selectors
 from campaigns.models import (
     COOLDOWN_SECONDS,
@@ -303,16 +304,24 @@ def _changed(campaign: Campaign, what: str) -> None:
 
 
 def audience_users(campaign: Campaign, *, now: datetime) -> QuerySet[AppUser]:
-    """The tenant's users in the campaign's audience at `now` (a deleted segment: nobody)."""
+    """The tenant's users in the campaign's audience at `now` (a deleted segment: nobody;
+    stored rules that cannot be used: nobody, and a warning logged)."""
     users = AppUser.objects.filter(tenant_id=campaign.tenant_id)
     if campaign.audience == AudienceKind.ALL:
         return users
-    if campaign.audience == AudienceKind.SEGMENT:
-        rules = audience_selectors.segment_rules(tenant=campaign.tenant, segment_id=campaign.segment_id)
-    else:
-        rules = campaign.rules
-    if not rules:
-        return users.none() if campaign.audience == AudienceKind.SEGMENT else users
+    try:
+        if campaign.audience == AudienceKind.SEGMENT:
+            rules = audience_selectors.segment_rules(tenant=campaign.tenant, segment_id=campaign.segment_id)
+        else:
+            rules = rule_doc.stored(campaign.rules)
+    except rule_doc.RuleError as exc:
+        log.warning(
+            "campaign audience: stored rules cannot be used",
+            extra={"campaign_id": campaign.pk, "audience": campaign.audience, "fault": str(exc)},
+        )
+        return users.none()
+    if rules is None:
+        return users.none()
     return audience_selectors.users_matching(campaign.tenant, rules, now)
 
 

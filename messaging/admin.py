@@ -21,9 +21,15 @@ from audiences.models import Segment
 from devices.models import Platform
 from messaging import charts, checks, content, services, variants
 from messaging.exports import DELIVERY_EXPORT_COLUMNS, delivery_export_rows
-from messaging.forms import ComposeForm
+from messaging.forms import UNUSABLE_RULES, ComposeForm
 from messaging.models import Audience, Delivery, Message
-from messaging.selectors import audience_size, audience_users, content_stats, error_breakdown
+from messaging.selectors import (
+    UnusableAudience,
+    audience_size,
+    audience_users,
+    content_stats,
+    error_breakdown,
+)
 from tenants import admin as tenants_admin
 from tenants.codes import LANGUAGES
 from tenants.models import FirebaseCredential, Membership
@@ -271,11 +277,7 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         waiting = message.status in (Message.Status.SCHEDULED, Message.Status.DRAFT) or (
             message.status == Message.Status.CANCELLED and message.started_at is None
         )
-        audience_now = (
-            audience_size(tenant=message.tenant, audience=message.audience, params=message.audience_params)
-            if waiting
-            else None
-        )
+        audience_now, audience_error = audience_now_of(message) if waiting else (None, "")
         return self._page(
             request,
             "admin/messaging/message/detail.html",
@@ -286,6 +288,7 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             breakdown=breakdown,
             waiting=waiting,
             audience_now=audience_now,
+            audience_error=audience_error,
             failures=page,
             failure_code=failure_code,
             audience_text=describe_audience(message.audience, message.audience_params),
@@ -370,7 +373,10 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     def send_view(self, request, object_id):
         message = self._message(request, object_id, Role.EDITOR)
-        size = audience_size(tenant=message.tenant, audience=message.audience, params=message.audience_params)
+        size, error = audience_now_of(message)
+        if error:  # it would reach nobody: say why on the message page, send nothing
+            messages.error(request, error)
+            return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[message.pk]))
         return self._confirm_or_act(
             request,
             message,
@@ -488,9 +494,11 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             raise PermissionDenied
         form = ComposeForm(request.POST if request.method == "POST" else request.GET, user=request.user)
         form.is_valid()
-        for name, errors in form.errors.items():
+        for name, errors in form.errors.as_data().items():
             if name in AUDIENCE_FIELDS:
-                return JsonResponse({"size": None, "ok": False, "text": str(errors[0])})
+                # A segment whose stored rules cannot be used is no choice to correct here: a 400.
+                status = 400 if errors[0].code == UNUSABLE_RULES else 200
+                return JsonResponse({"size": None, "ok": False, "text": errors[0].messages[0]}, status=status)
         c = form.cleaned_data
         params = form.audience_params()
         size = audience_size(tenant=c["tenant"], audience=c["audience"], params=params)
@@ -505,6 +513,16 @@ class MessageAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         else:
             text = f"{size:,} device{'s' if size != 1 else ''} will get it"
         return JsonResponse({"size": size, "ok": True, "text": text})
+
+
+def audience_now_of(message: Message) -> tuple[int | None, str]:
+    """How many devices a waiting message would reach now (None: FCM decides), and "" or why
+    it reaches nobody: its segment's (or its own) stored rules cannot be used."""
+    try:
+        size = audience_size(tenant=message.tenant, audience=message.audience, params=message.audience_params)
+    except UnusableAudience as exc:
+        return None, f"{exc}; it would reach nobody."
+    return size, ""
 
 
 def reach_text(users: int, devices: int) -> str:

@@ -27,6 +27,8 @@ from tenants.scoping import Role, tenants_for
 
 TTL_UNITS = [("60", "minutes"), ("3600", "hours"), ("86400", "days"), ("604800", "weeks")]
 MAX_DATA_PAIRS = 50
+# The code of the segment field's error when the segment's stored rules cannot be used.
+UNUSABLE_RULES = "unusable_rules"
 # The API's field names where the form's differ.
 FORM_FIELDS = {"ttl_seconds": "ttl_value", "kind": "audience", "segment_id": "segment"}
 
@@ -248,6 +250,14 @@ class ComposeForm(forms.Form):
             return None
         if segment is not None and tenant is not None and segment.tenant_id != tenant.pk:
             raise forms.ValidationError("This segment belongs to another tenant.", code="invalid_choice")
+        if segment is not None:
+            try:
+                rule_doc.stored(segment.rules)
+            except rule_doc.RuleError as exc:
+                raise forms.ValidationError(
+                    f"This segment's saved rules cannot be used ({exc}); correct them in the segment editor.",
+                    code=UNUSABLE_RULES,
+                ) from None
         return segment
 
     def clean_rules(self):

@@ -12,6 +12,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from audiences import rules as rule_doc
 from audiences import selectors as audience_selectors
 from devices.models import Device, Platform, TokenRotation, hash_token
 from messaging import charts, fcm
@@ -25,7 +26,8 @@ def audience_devices(*, tenant, audience: str, params: dict, now=None) -> QueryS
     """The targetable devices of an audience (none for topics and conditions: FCM fans those out),
     narrowed by its listed users or tokens and its optional filters.
 
-    A segment's or ad-hoc rules' membership is evaluated at `now` (the send time), in the query.
+    A segment's or ad-hoc rules' membership is evaluated at `now` (the send time), in the query;
+    stored rules that cannot be used raise UnusableAudience.
     """
     devices = Device.objects.targetable().filter(tenant=tenant)
     if audience in (Audience.TOPIC, Audience.CONDITION, Audience.RECIPIENTS):
@@ -99,11 +101,21 @@ def listed_user(message_id: int) -> RawSQL:
     )
 
 
+class UnusableAudience(ValueError):
+    """A segment or rules audience whose stored rules cannot be used (audiences.rules.stored):
+    it reaches nobody until they are corrected. The message says whose rules and the fault."""
+
+
 def _rules(*, tenant, audience: str, params: dict) -> dict | None:
-    """A rules audience's document, or its segment's (None: no such segment any more)."""
-    if audience == Audience.RULES:
-        return params.get("rules")
-    return audience_selectors.segment_rules(tenant=tenant, segment_id=params.get("segment_id"))
+    """A rules audience's document, or its segment's (None: no such segment any more), read
+    as stored rules are; raises UnusableAudience when they cannot be used."""
+    try:
+        if audience == Audience.RULES:
+            return rule_doc.stored(params.get("rules"))
+        return audience_selectors.segment_rules(tenant=tenant, segment_id=params.get("segment_id"))
+    except rule_doc.RuleError as exc:
+        whose = "segment's" if audience == Audience.SEGMENT else "message's"
+        raise UnusableAudience(f"The {whose} saved rules cannot be used ({exc})") from None
 
 
 def listed_variant(message: Message) -> Subquery:
@@ -142,7 +154,8 @@ def user_variants(message_id: int, user_ids: list[int]) -> dict[int, int]:
 
 
 def audience_size(*, tenant, audience: str, params: dict) -> int | None:
-    """How many devices an audience reaches now; None when FCM decides (topic, condition)."""
+    """How many devices an audience reaches now; None when FCM decides (topic, condition).
+    Raises UnusableAudience when a segment's or rules audience's stored rules cannot be used."""
     if audience in (Audience.TOPIC, Audience.CONDITION):
         return None
     with audience_selectors.jit_off():
@@ -151,7 +164,8 @@ def audience_size(*, tenant, audience: str, params: dict) -> int | None:
 
 def audience_users(*, tenant, audience: str, params: dict) -> int | None:
     """How many app users a segment or rules audience matches now (None for other audiences),
-    counted as the segment editor counts them: matching users, with or without a pushable device."""
+    counted as the segment editor counts them: matching users, with or without a pushable device.
+    Raises UnusableAudience as `audience_size` does."""
     if audience not in (Audience.SEGMENT, Audience.RULES):
         return None
     rules = _rules(tenant=tenant, audience=audience, params=params)

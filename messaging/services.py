@@ -50,6 +50,7 @@ from messaging.models import (
 )
 from messaging.selectors import (
     SNAPSHOT_AUDIENCES,
+    UnusableAudience,
     audience_devices,
     audience_size,
     delivered_devices,
@@ -684,7 +685,13 @@ def fan_out(
             phase = "test" if plan.ab_test.winner is None else "rest"
         chunk = settings.FANOUT_CHUNK_SIZE
         if message.audience in SNAPSHOT_AUDIENCES and after_device_id is None:
-            snapshot_audience(message)  # again in a phase's or a restarted fan-out's first task: adds only
+            try:  # again in a phase's or a restarted fan-out's first task: adds only
+                snapshot_audience(message)
+            except UnusableAudience as exc:
+                # Stored rules no Herald can read (an operator's edit): nobody can say whom it
+                # was meant for. Stop it for good and say why, as for a lost schedule_at.
+                _cancel_unusable(message, reason=f"{exc}; the message was stopped.")
+                return []
         # The user's id and language come in the same query: assigning content costs no query.
         devices = message_devices(message).order_by("pk")
         if message.audience == Audience.RECIPIENTS:  # a campaign's send: each user's listed variant
@@ -797,6 +804,14 @@ def _reached_by_test(plan: content.ContentPlan, rows) -> tuple[set[int], dict[in
     return sent, user_variants(plan.message.pk, unsent)
 
 
+def _cancel_unusable(message: Message, *, reason: str) -> None:
+    try:
+        cancel_message(message=message, reason=reason)
+    except NotCancellable:  # finished or cancelled meanwhile
+        return
+    log.warning("message cancelled: unusable rules", extra={"message_id": message.pk, "reason": reason})
+
+
 def snapshot_audience(message: Message) -> None:
     """Write down which devices a segment or rules message reaches, as its fan-out begins:
     the targetable devices of the users its rules match at its send time become
@@ -805,7 +820,8 @@ def snapshot_audience(message: Message) -> None:
     (`selectors.message_devices`), so the audience is one snapshot however many tasks the
     fan-out takes, no rule is evaluated again per task, and a page costs what a page of
     everyone costs however sparse the segment. Idempotent (ON CONFLICT DO NOTHING); the
-    rows go once the fan-out is done."""
+    rows go once the fan-out is done. Raises UnusableAudience when the stored rules cannot
+    be used, having written nothing."""
     devices = audience_devices(
         tenant=message.tenant,
         audience=message.audience,

@@ -9,6 +9,7 @@ from api.errors import ApiError
 from api.openapi import ERROR_RESPONSES, ErrorSerializer
 from api.pagination import StrictPages
 from api.throttling import DeveloperPushThrottle
+from audiences.rules import RuleError
 from audiences.selectors import segment_rules
 from messaging import services, variants
 from messaging.models import Audience, Message
@@ -155,7 +156,7 @@ class MessageListView(ServerEndpoint, generics.ListAPIView):
         responses={
             202: MessageDetailSerializer,
             200: MessageDetailSerializer,
-            **ERROR_RESPONSES(400, 401, 403, 413, 415),
+            **ERROR_RESPONSES(400, 401, 403, 409, 413, 415),
         },
         tags=["messages"],
     )
@@ -168,14 +169,8 @@ class MessageListView(ServerEndpoint, generics.ListAPIView):
         if len(key) > 200:
             raise ApiError("Idempotency-Key is longer than 200 characters.", code="invalid_header")
         spec = serializer.to_input()
-        if (
-            spec.audience == Audience.SEGMENT
-            and segment_rules(tenant=request.auth.tenant, segment_id=spec.audience_params.get("segment_id"))
-            is None
-        ):
-            raise ApiError(
-                "No segment with this id in this tenant.", code="invalid_field", field="audience.segment_id"
-            )
+        if spec.audience == Audience.SEGMENT:
+            _check_segment(tenant=request.auth.tenant, segment_id=spec.audience_params.get("segment_id"))
         # One transaction for the insert and the answer: if the answer cannot be made, no row
         # stays behind an error.
         with transaction.atomic():
@@ -184,6 +179,24 @@ class MessageListView(ServerEndpoint, generics.ListAPIView):
             )
             answer = MessageDetailSerializer(message).data
         return Response(answer, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+
+
+def _check_segment(*, tenant, segment_id) -> None:
+    """A 400 for a segment the tenant does not have; a 409 for one whose stored rules cannot
+    be used (an older Herald's, or edited in the database): it would reach nobody."""
+    try:
+        rules = segment_rules(tenant=tenant, segment_id=segment_id)
+    except RuleError as exc:
+        raise ApiError(
+            f"The segment's saved rules cannot be used ({exc}); save new rules for it first.",
+            code="unusable_rules",
+            status=409,
+            field="audience.segment_id",
+        ) from None
+    if rules is None:
+        raise ApiError(
+            "No segment with this id in this tenant.", code="invalid_field", field="audience.segment_id"
+        )
 
 
 class MessageDetailView(ServerEndpoint, APIView):

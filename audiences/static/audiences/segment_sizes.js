@@ -24,7 +24,13 @@
       try {
         const response = await fetch(cell.dataset.url, {credentials: "same-origin",
                                                          headers: {Accept: "application/json"}});
-        const body = response.ok ? await response.json() : {};
+        const body = response.ok || response.status === 400 ? await response.json() : {};
+        if (response.status === 400 && body.text) {  // saved rules that cannot be used: counting again will not help
+          cell.textContent = "Rules cannot be used";
+          cell.title = body.text;
+          cell.classList.add("segment-size-unusable");
+          return;
+        }
         if (!body.ok) throw new Error(`HTTP ${response.status}`);
         cell.textContent = size(body.users, body.devices);
         cell.title = `Counted at ${new Date().toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"})}`;

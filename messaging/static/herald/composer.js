@@ -130,7 +130,11 @@
       method: "POST", body: data, credentials: "same-origin",
       headers: { "X-Requested-With": "fetch" },
     }).then((response) => {
-      if (!response.ok) throw new Error("The server answered " + response.status + ".");
+      // A 400 in JSON says what is wrong (a segment whose saved rules cannot be used): show it.
+      const json = (response.headers.get("Content-Type") || "").startsWith("application/json");
+      if (!response.ok && !(response.status === 400 && json)) {
+        throw new Error("The server answered " + response.status + ".");
+      }
       return response.json();
     });
   }
