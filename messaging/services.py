@@ -843,6 +843,16 @@ def snapshot_audience(message: Message) -> None:
         )
 
 
+def _queued(signal: Signal, **kwargs) -> bool:
+    """Send `signal` (send_due or fan_out_due, with `kwargs`) and say whether its task was queued.
+
+    Each receiver (messaging.tasks) answers whether it enqueued the task: False where its
+    backend cannot (a `run_after` it cannot defer). True if any did; False if none did or
+    nothing listens, for the caller to take back its marks so that herald_beat's recovery
+    finds the work."""
+    return any(queued for _, queued in signal.send(Message, **kwargs))
+
+
 def _queue_chunk(
     message_id: int, *, first_device_id: int, last_device_id: int, rank: int, marked=None
 ) -> bool:
@@ -850,14 +860,13 @@ def _queue_chunk(
     them, or herald_beat resuming them: `marked`, by default the message's deliveries so
     marked); where no backend could queue it, take the mark off the chunk's, so that
     herald_beat resumes them after the usual grace. Returns whether it was queued."""
-    answers = send_due.send(
-        Message,
+    if _queued(
+        send_due,
         message_id=message_id,
         first_device_id=first_device_id,
         last_device_id=last_device_id,
         rank=rank,
-    )
-    if any(queued for _, queued in answers):
+    ):
         return True
     if marked is None:
         marked = Delivery.objects.filter(message_id=message_id, claim=QUEUED)
@@ -878,14 +887,13 @@ def _continue_fan_out(message_id: int, *, after_device_id: int, first_chunk: int
     """
     now = timezone.now()
     Message.objects.filter(pk=message_id).update(task_due_at=now)
-    answers = fan_out_due.send(
-        Message,
+    if _queued(
+        fan_out_due,
         message_id=message_id,
         after_device_id=after_device_id,
         first_chunk=first_chunk,
         rank=first_chunk,
-    )
-    if any(queued for _, queued in answers):
+    ):
         return True
     Message.objects.filter(pk=message_id, task_due_at=now).update(task_due_at=None)
     return False
@@ -1893,10 +1901,7 @@ def _queue_message_task(
         task_due_at=due
     ):
         return False
-    answers = due_signal.send(
-        Message, message_id=message_id, run_after=due if due > now else None, rank=RETRY_RANK
-    )
-    if not any(queued for _, queued in answers):
+    if not _queued(due_signal, message_id=message_id, run_after=due if due > now else None, rank=RETRY_RANK):
         # Not queued (a backend that cannot defer): leave the slot to herald_beat's recovery.
         Message.objects.filter(pk=message_id, task_due_at=due).update(task_due_at=previous)
         return False
