@@ -310,3 +310,14 @@ def test_a_document_the_database_refuses_goes_to_the_dead_letter_stream_and_its_
     assert [fields[b"reason"] for _, fields in queue_mode.xrange(ingest.DEAD_LETTERS)] == [
         b"refused by the database (DataError)"
     ]
+
+
+def test_without_redis_a_refresh_in_queue_mode_goes_on_directly(queue_mode, api, event_body, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    api("/events", event_body)
+    api("/events", {**event_body, "event_name": "second"})  # the key is remembered: the plain path
+
+    response = api("/devices/refresh-token", {"old_token": "fcm-token-aaa", "new_token": "fcm-token-bbb"})
+
+    assert response.status_code == 200
+    assert Device.objects.get().token == "fcm-token-bbb"
