@@ -1,9 +1,10 @@
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
+from api import throttling
 from api.errors import ApiError
 from api.openapi import ERROR_RESPONSES
-from devices import services, validation
+from devices import ingest, services, validation
 from devices.serializers import (
     EventSerializer,
     FingerprintSerializer,
@@ -22,6 +23,18 @@ class EventsView(AppEndpoint):
         event = services.record_event(tenant=key.tenant, event=services.EventInput(**fields))
         return {"fingerprint": event.fingerprint}
 
+    @staticmethod
+    def plain_queue(*, key, data: dict) -> tuple[dict, throttling.StreamAppend] | None:
+        """In queue mode (EVENTS_INGEST=queue), the answer and the stream entry of a plainly
+        valid body, appended by the plain path in its rate limits' round trip; or None."""
+        if not ingest.queue_enabled():
+            return None
+        fields = validation.event_input(data)
+        if fields is None:  # the DRF view's serializer judges the body and words the error
+            return None
+        queued = ingest.prepare(tenant=key.tenant, event=services.EventInput(**fields))
+        return {"fingerprint": queued.fingerprint}, queued.append
+
     @extend_schema(
         operation_id="record_event",
         summary="Record an event; create or update the user and the device",
@@ -39,13 +52,29 @@ class EventsView(AppEndpoint):
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
             data.pop("tenant_id"), data.pop("api_key")
-        event = services.record_event(tenant=request.auth.tenant, event=services.EventInput(**data))
-        return Response({"fingerprint": event.fingerprint})
+        event = services.EventInput(**data)
+        if ingest.queue_enabled():  # queued (or, without Redis, written directly)
+            return Response({"fingerprint": ingest.accept_event(tenant=request.auth.tenant, event=event)})
+        stored = services.record_event(tenant=request.auth.tenant, event=event)
+        return Response({"fingerprint": stored.fingerprint})
 
 
 class RefreshTokenView(AppEndpoint):
     @staticmethod
-    def plain_post(*, key, data: dict) -> dict | None:
+    def plain_reads(*, key, data: dict) -> tuple[str, list[str]] | None:
+        """In queue mode, the pending markers of a plainly valid body's tokens, read in the rate
+        limits' round trip (devices/ingest.py, "Ordering with POST /devices/refresh-token")."""
+        if not ingest.queue_enabled():
+            return None
+        fields = validation.refresh_input(data)
+        if fields is None:
+            return None
+        return ingest.PENDING, ingest.marker_fields(
+            tenant=key.tenant, tokens=[fields["old_token"], fields["new_token"]]
+        )
+
+    @staticmethod
+    def plain_post(*, key, data: dict, read: list[str | None] | None = None) -> dict | None:
         fields = validation.refresh_input(data)
         if fields is None:  # the DRF view's serializer judges the body and words the error
             return None
@@ -56,6 +85,8 @@ class RefreshTokenView(AppEndpoint):
                 new_token=fields["new_token"],
                 app_user_id=fields.get("app_user_id", ""),
                 platform=fields.get("platform", ""),
+                # The markers plain_reads read, if it did (else the service reads them itself).
+                queued_entries=None if read is None else [entry_id for entry_id in read if entry_id],
             )
         except services.DeviceError:
             # Nothing changed: the DRF view runs the refresh again and words the 400, 404 or 409.
