@@ -94,6 +94,10 @@ INGEST_LOCK_KEY = int.from_bytes(b"herald:i", "big", signed=True)
 # How long a refresh waits for the ingest lock (a writer holds it for a batch, a few hundred ms
 # at most): past it the refresh goes on, and the queued events of its tokens come after it.
 REFRESH_LOCK_TIMEOUT_MS = 3000
+# At most this many batches applied by a refresh before its own write (a writer that keeps up
+# leaves under a second of arrivals queued: one or two batches).
+REFRESH_MAX_BATCHES = 4
+REFRESH_BATCH = 500
 MAX_BATCH = 5000  # the acknowledgement script unpacks ids into one Redis command
 
 
@@ -494,14 +498,25 @@ def write_queued_events_of(*, tenant: Tenant, tokens: list[str], queued: list[st
             return 0
         newest = max(queued, key=_stream_id)
         consumer = Consumer(
-            client=client, name=consumer_name("web"), batch=500, lock_timeout_ms=REFRESH_LOCK_TIMEOUT_MS
+            client=client,
+            name=consumer_name("web"),
+            batch=REFRESH_BATCH,
+            lock_timeout_ms=REFRESH_LOCK_TIMEOUT_MS,
         )
         handled = 0
-        while True:
+        for _ in range(REFRESH_MAX_BATCHES):
             entries, _ = consumer.consume()
             handled += len(entries)
             if not entries or _stream_id(entries[-1].id) >= _stream_id(newest):
                 return handled
+        # A backlog this long means no writer is keeping up: the refresh is not to become the
+        # writer for all of it (a request bounded by the backlog, not by itself).
+        log.warning(
+            "ingest: queued events of a refreshed token not written first: over %s entries before them",
+            REFRESH_MAX_BATCHES * consumer.batch,
+            extra={"handled": handled},
+        )
+        return handled
     except redis.RedisError as exc:
         throttling.breaker.trip()
         log.warning(

@@ -143,6 +143,25 @@ def test_a_refresh_right_after_a_queued_first_event_answers_200_and_leaves_one_d
     assert queue_mode.hlen(ingest.PENDING) == 0
 
 
+def test_a_refresh_behind_a_long_backlog_writes_only_its_share_of_it_and_goes_on(
+    queue_mode, api, event_body, monkeypatch
+):
+    monkeypatch.setattr(ingest, "REFRESH_BATCH", 1)
+    monkeypatch.setattr(ingest, "REFRESH_MAX_BATCHES", 2)
+    for n in range(3):  # no writer running: other devices' events pile up
+        api("/events", {**event_body, "device_token": f"fcm-token-other-{n}"})
+    api("/events", event_body)
+    tenant = Tenant.objects.get()
+
+    # Two batches of the backlog written, not all of it: its token's first event is still queued,
+    # so there is no device to rotate yet.
+    with pytest.raises(services.DeviceNotFound):
+        services.refresh_token(tenant=tenant, old_token="fcm-token-aaa", new_token="fcm-token-bbb")
+
+    assert Event.objects.count() == 2
+    assert queued(queue_mode) == 2
+
+
 def test_a_queued_old_token_event_is_not_applied_after_the_rotation(queue_mode, api, event_body):
     api("/events", event_body)
     write_queued_events()
