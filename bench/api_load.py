@@ -236,6 +236,27 @@ def start_writers(args, env: dict, count: int) -> list[subprocess.Popen]:
     return [subprocess.Popen(command, cwd=ROOT, env=env) for _ in range(count)]
 
 
+def wait_writers_ready(args, writers: list[subprocess.Popen], timeout: float = 60) -> None:
+    """Until the stream's consumer groups know as many consumers as there are writers (a
+    consumer is known from its first read): a writer still starting up (Django, its
+    connections: seconds on a loaded machine) is not to be measured."""
+    import redis
+
+    client = redis.Redis.from_url(args.redis_url)
+    stream, _ = queue_streams()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(writer.poll() is not None for writer in writers):
+            raise SystemExit("a herald_ingest writer exited; see above")
+        try:
+            if sum(group["consumers"] for group in client.xinfo_groups(stream)) >= len(writers):
+                return
+        except redis.ResponseError:  # no stream yet
+            pass
+        time.sleep(0.1)
+    print(f"warning: the writers have not all read the stream {timeout:g} s after starting", flush=True)
+
+
 def stop_writers(writers: list[subprocess.Popen]) -> None:
     """SIGTERM, then wait: a writer finishes the batch it holds and exits."""
     for writer in writers:
@@ -253,26 +274,33 @@ def stop_writers(writers: list[subprocess.Popen]) -> None:
 # --- The queue: its backlog in Redis, the events it has stored ---------------------------------
 
 
+def queue_streams() -> tuple[str, str]:
+    """The queue's stream and its dead-letter stream, as the served tree names them."""
+    try:
+        from devices import ingest
+    except ImportError:  # a tree without queued ingestion: the names of branch ingest
+        return "herald:ingest:events", "herald:ingest:dead"
+    return ingest.STREAM, getattr(ingest, "DEAD_LETTERS", "")
+
+
 def queue_backlog(redis_client) -> int:
-    """Events queued and not yet stored, over every stream in the benchmark's Redis database:
-    per consumer group, the entries not yet delivered to it (its lag) plus those delivered and
-    not yet acknowledged; a stream without a group counts its length (a writer that deletes
-    what it has stored)."""
-    total = 0
-    for key in redis_client.scan_iter(_type="STREAM", count=1000):
-        groups = redis_client.xinfo_groups(key)
-        if not groups:
-            total += redis_client.xlen(key)
-            continue
-        for group in groups:
-            lag = group.get("lag")
-            if lag is None:  # Redis could not tell (deleted entries in the range): count them
-                last = group["last-delivered-id"]
-                lag = len(
-                    redis_client.xrange(key, min=f"({last.decode() if isinstance(last, bytes) else last}")
-                )
-            total += lag + group["pending"]
-    return total
+    """Events queued and not yet stored: per consumer group of the queue's stream, the entries
+    not yet delivered to it (its lag) plus those delivered and not yet acknowledged; without a
+    group (no writer has started yet), or when Redis cannot tell the lag, the stream's length
+    (the writer deletes what it has stored and acknowledged)."""
+    stream, _ = queue_streams()
+    try:
+        groups = redis_client.xinfo_groups(stream)
+    except Exception:  # no such stream yet
+        return 0
+    if not groups or any(group.get("lag") is None for group in groups):
+        return redis_client.xlen(stream)
+    return sum(group["lag"] + group["pending"] for group in groups)
+
+
+def dead_letters(redis_client) -> int:
+    _, stream = queue_streams()
+    return redis_client.xlen(stream) if stream else 0
 
 
 class QueueWatch:
@@ -627,6 +655,7 @@ def run_scenario(
         grace_deadline = min(drain_deadline, time.time() + 5)
         while watch.pending and time.time() < grace_deadline:
             time.sleep(0.05)
+        dead = dead_letters(watch.redis)
         watch.close()
         stored_after = stored_events(tenant_pk)
         in_window = sorted(lag for at, lag in watch.seen if measure_from <= at < stop_at)
@@ -644,6 +673,7 @@ def run_scenario(
             "lag_p99_ms": 1000 * percentile(in_window, 0.99),
             "lag_max_ms": 1000 * percentile(in_window, 1.0),
             "stored": stored_after - stored_before,
+            "dead_letters": dead,
         }
     return row
 
@@ -803,6 +833,7 @@ def main() -> None:
             port = free_port()
             servers["queue"] = (start_gunicorn(args, queue_env, port), port)
             writers = start_writers(args, queue_env, args.writers)
+            wait_writers_ready(args, writers)
         rows, paced, chains = [], [], {}
 
         def scenario(kind: str, **options) -> dict:
@@ -951,6 +982,7 @@ def print_queue(rows: list[dict], args) -> None:
     )
     for row in queued:
         ok = "" if row["stored"] == row["accepted_total"] else "  <-- MISMATCH"
+        ok += f"  ({row['dead_letters']} in the dead-letter stream)" if row["dead_letters"] else ""
         behind = "  <-- BEHIND" if row["backlog_end"] > max(100, row["rps"]) else ""
         print(
             f"{SCENARIOS[row['scenario']][1]:<30} {row.get('round', '-')!s:>5} "
