@@ -1,7 +1,8 @@
 """GET /healthz: can Herald reach what it needs? For load balancers and monitors.
 
-200 "ok": everything answers. 200 "degraded": Redis does not answer; the API still serves
-(rate limits fall back to each process's memory), so a load balancer must keep sending
+200 "ok": everything answers. 200 "degraded": Redis does not answer, or a check an app
+registered fails (queued ingestion's backlog is too old, devices/ingest.py); the API still
+serves (rate limits fall back to each process's memory), so a load balancer must keep sending
 traffic. 503 "unhealthy": the database or the task queue fails, and Herald cannot do its job.
 
 The answer is public, so a failure says only which check failed and a short known reason;
@@ -73,6 +74,17 @@ def _tasks():
     return {"backend": settings.TASK_BACKEND}
 
 
+# Checks the apps above register (see register_check): name -> (check, when it applies).
+_extra_checks: dict = {}
+
+
+def register_check(name: str, check, *, applies=lambda: True) -> None:
+    """Add a check that /healthz runs when applies() says so. It returns a dict of figures or
+    raises (Unhealthy with a public reason); its failure makes the answer "degraded", never
+    "unhealthy": the API still serves."""
+    _extra_checks[name] = (check, applies)
+
+
 def _is_superuser(request) -> bool:
     """Whether the caller may see failure details; never fails, even with the database down."""
     if settings.SESSION_COOKIE_NAME not in request.COOKIES:
@@ -93,6 +105,9 @@ def healthz(request):
     }
     if settings.REDIS_URL:
         checks["redis"] = _timed("redis", _redis, details=details)
+    for name, (check, applies) in _extra_checks.items():
+        if applies():
+            checks[name] = _timed(name, check, details=details)
     essential = checks["database"]["ok"] and checks["tasks"]["ok"]
     status = "unhealthy" if not essential else "ok" if all(c["ok"] for c in checks.values()) else "degraded"
     return JsonResponse({"status": status, "checks": checks}, status=200 if essential else 503)

@@ -54,6 +54,11 @@ EVENTS_RECORDED = Counter(
     "herald_events_recorded",
     "Events accepted by POST /events (client retries included).",
 )
+EVENTS_QUEUED = Counter(
+    "herald_events_queued",
+    "Events POST /events appended to the ingest stream (EVENTS_INGEST=queue); herald_events_recorded "
+    "counts them when herald_ingest stores them (a client's retry of a stored event is not counted again).",
+)
 TOKEN_ROTATIONS = Counter("herald_token_rotations", "FCM token swaps stored by POST /devices/refresh-token.")
 DELIVERIES = Counter(
     "herald_deliveries",

@@ -20,6 +20,7 @@ DRF's throttles run after it, so a stream of bad keys would otherwise never be c
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import redis
 from django.conf import settings
@@ -213,6 +214,106 @@ def hit_unless(counters: list[tuple[str, int]], *, guard: tuple[str, int] | None
     if limit is not None and answer[0] >= limit:
         return None
     return answer[1:]
+
+
+# What hit_unless_then_append() does in one round trip: HIT_UNLESS_SCRIPT's counting, then, only
+# when the guard allowed and no counter went over its limit, XADD of one entry to a stream and
+# HSET of a marker field to the new entry's id. KEYS: the guard, the n counters, the stream, the
+# marker hash. ARGV: the guard's limit ('' for none), n, n periods (+1), n limits, the marker
+# field ('' for none), then the entry's field/value pairs. Answers {entry id, guard count,
+# counts...}: the id is '' when nothing was appended (and the counts are missing when the guard
+# refused).
+HIT_THEN_APPEND_SCRIPT = """
+local guard = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[1] ~= '' and guard >= tonumber(ARGV[1]) then return {'', guard} end
+local n = tonumber(ARGV[2])
+local answer = {'', guard}
+local within = true
+for i = 1, n do
+    local c = redis.call('INCR', KEYS[i + 1])
+    if c == 1 then redis.call('EXPIRE', KEYS[i + 1], ARGV[2 + i]) end
+    answer[i + 2] = c
+    if c > tonumber(ARGV[2 + n + i]) then within = false end
+end
+if within then
+    local fields = {}
+    for i = 2 * n + 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+    local id = redis.call('XADD', KEYS[n + 2], '*', unpack(fields))
+    if ARGV[2 * n + 3] ~= '' then redis.call('HSET', KEYS[n + 3], ARGV[2 * n + 3], id) end
+    answer[1] = id
+end
+return answer
+"""
+_append_script = None
+
+
+def _hit_then_append_script(client: redis.Redis):
+    global _append_script
+    script = _append_script
+    if script is None or script.registered_client is not client:
+        script = _append_script = client.register_script(HIT_THEN_APPEND_SCRIPT)
+    return script
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamAppend:
+    """An entry to append to a Redis stream (see hit_unless_then_append): its fields, and a
+    marker (hash key, field) set to the entry's id."""
+
+    stream: str
+    fields: tuple[str, ...]  # field, value, field, value, ...
+    marker_hash: str = ""
+    marker_field: str = ""
+
+
+def hit_unless_then_append(
+    counters: list[tuple[str, int, int]], *, guard: tuple[str, int] | None, append: StreamAppend
+) -> tuple[list[int] | None, str | None]:
+    """hit_unless() for counters of (key, period, limit), and in the same round trip, when the
+    guard allows and no count goes over its limit, append an entry to a stream.
+
+    Answers (counts, entry id). counts is None when the guard refused (nothing counted,
+    nothing appended). The entry id is None when nothing was appended: a count is over its
+    limit, or Redis failed or is shunned (then the counts are this process's own, as
+    hit_unless() keeps them, and the caller must do without the stream)."""
+    guard_key, limit = guard or ("", None)
+
+    def run(client):
+        keys = [
+            KEY_PREFIX + guard_key,
+            *(KEY_PREFIX + key for key, _, _ in counters),
+            append.stream,
+            append.marker_hash or append.stream,
+        ]
+        args = [
+            "" if limit is None else limit,
+            len(counters),
+            *(period + 1 for _, period, _ in counters),
+            *(most for _, _, most in counters),
+            append.marker_field if append.marker_hash else "",
+            *append.fields,
+        ]
+        return _evalsha(client, _hit_then_append_script(client), keys, args)
+
+    answer = _call_redis(run)
+    if answer is None:
+        return hit_unless([(key, period) for key, period, _ in counters], guard=guard), None
+    entry_id = answer[0].decode() if answer[0] else None
+    if limit is not None and answer[1] >= limit:
+        return None, None
+    return answer[2:], entry_id
+
+
+def append_to_stream(append: StreamAppend) -> str | None:
+    """Append the entry (and set its marker) in one round trip: the new entry's id, or None
+    when Redis failed or is shunned."""
+    return hit_unless_then_append([], guard=None, append=append)[1]
+
+
+def redis_client() -> redis.Redis | None:
+    """The client the rate limits use (short timeouts, no retries), or None without REDIS_URL.
+    The circuit breaker is the caller's to heed (see _call_redis)."""
+    return _redis()
 
 
 def count(key: str) -> int:

@@ -160,6 +160,18 @@ if TASK_BACKEND == "rq":
     INSTALLED_APPS.append("django_rq")
     RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600} for name in ("default", "webhooks")}
 
+# How POST /events writes: "direct" (the request stores the event, its user and its device before
+# it answers) or "queue" (the request appends the event to a Redis stream and answers; `manage.py
+# herald_ingest` writes the stream to the database in batches). A 200 then means "queued": the
+# event is as durable as Redis is (README.md, "Queued ingestion").
+EVENTS_INGEST = env.str("EVENTS_INGEST", default="direct")
+if EVENTS_INGEST not in ("direct", "queue"):
+    raise environ.ImproperlyConfigured(f"EVENTS_INGEST must be direct or queue, not {EVENTS_INGEST!r}")
+if EVENTS_INGEST == "queue" and not REDIS_URL:
+    raise environ.ImproperlyConfigured("EVENTS_INGEST=queue needs REDIS_URL (the queue is a Redis stream)")
+# /healthz reports "degraded" when the oldest queued event has waited longer than this (seconds).
+EVENTS_INGEST_STALE_SECONDS = env.float("EVENTS_INGEST_STALE_SECONDS", default=60.0)
+
 # --- Cache ---------------------------------------------------------------------------
 # Shared through Redis when REDIS_URL is set. Rate limits talk to REDIS_URL directly (one
 # round trip per check, see api/throttling.py) and use this cache only without Redis,

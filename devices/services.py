@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -215,11 +216,13 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
 RECORD_EVENT_SQL = "SELECT recorded_device, recorded_user FROM herald_record_event(%s::bigint[], %s::jsonb)"
 
 
-def _record_event_postgresql(
-    *, tenant: Tenant, event: EventInput, params: dict, fingerprint: str, now: datetime
-) -> Event:
-    token_hash = hash_token(event.device_token)
-    arguments = {
+def event_document(
+    *, tenant: Tenant, event: EventInput, params: dict, fingerprint: str, now: datetime, token_hash: str
+) -> dict:
+    """The arguments of herald_record_event for this event, as one JSON-able document: what
+    POST /events writes, computed at the time `now` the request was accepted. Queued
+    ingestion (devices/ingest.py) stores exactly this document in its stream."""
+    return {
         "tenant": tenant.pk,
         "token_hash": token_hash,
         "app_user_id": event.app_user_id or anonymous_user_id(tenant=tenant, token=event.device_token),
@@ -239,6 +242,15 @@ def _record_event_postgresql(
         "params": params,
         "fingerprint": fingerprint,
     }
+
+
+def _record_event_postgresql(
+    *, tenant: Tenant, event: EventInput, params: dict, fingerprint: str, now: datetime
+) -> Event:
+    token_hash = hash_token(event.device_token)
+    arguments = event_document(
+        tenant=tenant, event=event, params=params, fingerprint=fingerprint, now=now, token_hash=token_hash
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             RECORD_EVENT_SQL, [_lock_keys(tenant=tenant, token_hashes=[token_hash]), json.dumps(arguments)]
@@ -373,6 +385,12 @@ def refresh_token(
     """
     if old_token == new_token:
         raise IdenticalTokens
+    if settings.EVENTS_INGEST == "queue":
+        # Queued events of either token are stored before the swap (devices/ingest.py, "Ordering
+        # with POST /devices/refresh-token"); imported here because ingest imports this module.
+        from devices import ingest
+
+        ingest.write_queued_events_of(tenant=tenant, tokens=[old_token, new_token])
     if connection.vendor == "postgresql":
         # A transaction of its own only when a receiver of token_rotated may write for the tenant
         # (a webhook's outbox row), so that what it writes commits or rolls back with the

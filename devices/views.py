@@ -1,9 +1,10 @@
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
+from api import throttling
 from api.errors import ApiError
 from api.openapi import ERROR_RESPONSES
-from devices import services, validation
+from devices import ingest, services, validation
 from devices.serializers import (
     EventSerializer,
     FingerprintSerializer,
@@ -22,6 +23,18 @@ class EventsView(AppEndpoint):
         event = services.record_event(tenant=key.tenant, event=services.EventInput(**fields))
         return {"fingerprint": event.fingerprint}
 
+    @staticmethod
+    def plain_queue(*, key, data: dict) -> tuple[dict, throttling.StreamAppend] | None:
+        """In queue mode (EVENTS_INGEST=queue), the answer and the stream entry of a plainly
+        valid body, appended by the plain path in its rate limits' round trip; or None."""
+        if not ingest.queue_enabled():
+            return None
+        fields = validation.event_input(data)
+        if fields is None:  # the DRF view's serializer judges the body and words the error
+            return None
+        queued = ingest.prepare(tenant=key.tenant, event=services.EventInput(**fields))
+        return {"fingerprint": queued.fingerprint}, queued.append
+
     @extend_schema(
         operation_id="record_event",
         summary="Record an event; create or update the user and the device",
@@ -39,7 +52,10 @@ class EventsView(AppEndpoint):
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
             data.pop("tenant_id"), data.pop("api_key")
-        event = services.record_event(tenant=request.auth.tenant, event=services.EventInput(**data))
+        event = services.EventInput(**data)
+        if ingest.queue_enabled():
+            return Response({"fingerprint": ingest.accept_event(tenant=request.auth.tenant, event=event)})
+        event = services.record_event(tenant=request.auth.tenant, event=event)
         return Response({"fingerprint": event.fingerprint})
 
 

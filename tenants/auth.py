@@ -24,7 +24,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api import throttling
+from api import metrics, throttling
 from api.errors import ApiError, body_object, parse_json
 from api.throttling import PerKeyThrottle, PerTenantIpThrottle
 from tenants.models import ApiKey, hash_key
@@ -167,6 +167,10 @@ class AppEndpoint(APIView):
     # The answer (a JSON-able dict) to a POST whose body is plainly valid, computed without
     # DRF, or None to let the DRF view take the request; see _with_plain_path.
     plain_post: Callable[..., dict | None] | None = None
+    # In queued ingestion: (the answer, the stream entry to append) for a plainly valid POST, or
+    # None to go on as without it (plain_post, or the DRF view); the plain path appends the entry
+    # in the round trip that counts the rate limits, only if none is exceeded (see _plain_answer).
+    plain_queue: Callable[..., tuple[dict, throttling.StreamAppend] | None] | None = None
 
     @classmethod
     def as_view(cls, **initkwargs):
@@ -370,10 +374,14 @@ def _plain_answer(endpoint: type[AppEndpoint], request) -> dict | HttpResponse |
     if key is None or key.tenant.tenant_id != tenant_id:
         return None
 
+    queued = endpoint.plain_queue(key=key, data=data) if endpoint.plain_queue is not None else None
+
     # The failed-authentication budget and the rate limits, in one round trip.
     guard = throttling.auth_failure_counter(request)
     request._herald_auth_failures_checked = True
     counters = [c for c in (throttle().counter(request, key) for throttle in endpoint.throttle_classes) if c]
+    if queued is not None:
+        return _queue_answer(endpoint, request, key, data, queued, guard, counters)
     if guard is not None or counters:
         counts = throttling.hit_unless(
             [(name, period) for name, period, _, _ in counters],
@@ -385,4 +393,26 @@ def _plain_answer(endpoint: type[AppEndpoint], request) -> dict | HttpResponse |
         if any(n > limit for (_, _, limit, _), n in zip(counters, counts, strict=True)):
             return None  # the DRF view's throttles read these counts and answer the 429
     key.touch()
+    return endpoint.plain_post(key=key, data=data)
+
+
+def _queue_answer(endpoint, request, key, data, queued, guard, counters) -> dict | HttpResponse | None:
+    """_plain_answer's end in queued ingestion: count the limits and, only if none is exceeded,
+    append the entry, in one round trip. Without Redis (an error, the breaker open) the limits
+    are counted in process memory and plain_post writes directly: never lost, never a 500."""
+    answer, append = queued
+    counts, entry_id = throttling.hit_unless_then_append(
+        [(name, period, limit) for name, period, limit, _ in counters],
+        guard=(guard[0], guard[2]) if guard is not None else None,
+        append=append,
+    )
+    if counts is None:
+        return throttling.auth_failures_refusal(guard[3], cors_headers=endpoint.cors_headers)
+    setattr(request, throttling.COUNTED, {c[0]: n for c, n in zip(counters, counts, strict=True)})
+    if any(n > limit for (_, _, limit, _), n in zip(counters, counts, strict=True)):
+        return None  # the DRF view's throttles read these counts and answer the 429; nothing queued
+    key.touch()
+    if entry_id is not None:
+        metrics.EVENTS_QUEUED.inc()
+        return answer
     return endpoint.plain_post(key=key, data=data)
