@@ -57,11 +57,11 @@ SCENARIOS = {
     "events": ("POST /events", "POST /events"),
     "events-queue": ("POST /events (queued)", "POST /events (queue)"),
     "refresh": ("POST /devices/refresh-token", "POST /devices/refresh-token"),
+    "refresh-queue": ("POST /devices/refresh-token (queue-mode server)", "refresh-token (queue mode)"),
 }
 PATHS = {
     "floor": "/bench/floor",
     "events": "/events",
-    "events-queue": "/events",
     "refresh": "/devices/refresh-token",
 }
 # Backends of the benchmark's own sampling connections: not the server's work, not counted.
@@ -237,24 +237,28 @@ def start_writers(args, env: dict, count: int) -> list[subprocess.Popen]:
 
 
 def wait_writers_ready(args, writers: list[subprocess.Popen], timeout: float = 60) -> None:
-    """Until the stream's consumer groups know as many consumers as there are writers (a
-    consumer is known from its first read): a writer still starting up (Django, its
-    connections: seconds on a loaded machine) is not to be measured."""
+    """Until the stream's consumer group exists and every writer is idle (its CPU time still
+    over half a second: started up, connected, waiting for entries): a writer still starting
+    up (Django, its connections: seconds on a loaded machine) is not to be measured."""
     import redis
 
     client = redis.Redis.from_url(args.redis_url)
     stream, _ = queue_streams()
     deadline = time.monotonic() + timeout
+    before = {}
     while time.monotonic() < deadline:
         if any(writer.poll() is not None for writer in writers):
             raise SystemExit("a herald_ingest writer exited; see above")
         try:
-            if sum(group["consumers"] for group in client.xinfo_groups(stream)) >= len(writers):
-                return
+            group = bool(client.xinfo_groups(stream))
         except redis.ResponseError:  # no stream yet
-            pass
-        time.sleep(0.1)
-    print(f"warning: the writers have not all read the stream {timeout:g} s after starting", flush=True)
+            group = False
+        now = {writer.pid: cpu_seconds(writer.pid) for writer in writers}
+        if group and now == before:
+            return
+        before = now
+        time.sleep(0.5)
+    print(f"warning: the writers were not idle {timeout:g} s after starting", flush=True)
 
 
 def stop_writers(writers: list[subprocess.Popen]) -> None:
@@ -464,7 +468,9 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
 
 
 async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
-    kind, path = spec["kind"], PATHS[spec["kind"]]
+    # "events-queue" and "refresh-queue" send what "events" and "refresh" do, to the queue-mode server.
+    kind = spec["kind"].removesuffix("-queue")
+    path = PATHS[kind]
     # Queued events: every lag_every-th accepted request's fingerprint and answer time go to
     # the orchestrator at once (a line on stdout), which polls the database for its row.
     lag_every = spec.get("lag_every", 0)
@@ -812,17 +818,17 @@ def main() -> None:
     tenant_pk = Tenant.objects.get(tenant_id=run).pk
     if args.writer_drain:
         return writer_drain(args, run, tenant_id, api_key, tenant_pk)
-    # Which /events: "events" (direct) and/or "events-queue", in the place of "events".
+    # Which server: "events" and "refresh" on the direct one, "events-queue" and "refresh-queue"
+    # (the refresh stays synchronous, but checks the queue for its tokens' events first) on the
+    # queue-mode one; with both, each of the two on each. The floor is served by either.
     kinds = []
     for kind in args.scenarios.split(","):
-        if kind == "events":
-            kinds += {"direct": ["events"], "queue": ["events-queue"], "both": ["events", "events-queue"]}[
+        if kind in ("events", "refresh"):
+            kinds += {"direct": [kind], "queue": [f"{kind}-queue"], "both": [kind, f"{kind}-queue"]}[
                 args.ingest
             ]
         else:
             kinds.append(kind)
-    # One server per mode: with both, the queue one serves the queued /events and the refresh
-    # (the deployment being measured), the direct one /events direct and the floor.
     servers, writers = {}, []
     try:
         if args.ingest != "queue":
@@ -837,11 +843,8 @@ def main() -> None:
         rows, paced, chains = [], [], {}
 
         def scenario(kind: str, **options) -> dict:
-            mode = (
-                "queue" if kind == "events-queue" or (kind != "events" and "queue" in servers) else "direct"
-            )
-            mode = mode if mode in servers else next(iter(servers))
-            server, port = servers[mode]
+            mode = "queue" if kind.endswith("-queue") else "direct"
+            server, port = servers[mode] if mode in servers else next(iter(servers.values()))
             if any(writer.poll() is not None for writer in writers):
                 raise SystemExit("a herald_ingest writer exited; see above")
             return run_scenario(
@@ -913,7 +916,7 @@ def main() -> None:
             )
         )
     for kind, what, table in (("events", "events", "events"), ("refresh", "token rotations", "rotations")):
-        mine = ("events", "events-queue") if kind == "events" else (kind,)
+        mine = (kind, f"{kind}-queue")
         accepted = sum(row["accepted_total"] for row in rows + paced if row["scenario"] in mine)
         if any(k in kinds for k in mine):
             ok = "" if counts[table] == accepted else "  <-- MISMATCH"
