@@ -304,6 +304,61 @@ def hit_unless_then_append(
     return answer[2:], entry_id
 
 
+# hit_unless(), then HMGET of some fields of a hash, in one script: KEYS are the guard, the n
+# counters and the hash; ARGV the guard's limit ('' for none), n, the n periods (+1), then the
+# fields. Answers {guard count, counts..., values...} ('' for a missing field), or {guard count}
+# when the guard refused (nothing counted, nothing read).
+HIT_THEN_READ_SCRIPT = """
+local guard = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[1] ~= '' and guard >= tonumber(ARGV[1]) then return {guard} end
+local n = tonumber(ARGV[2])
+local answer = {guard}
+for i = 1, n do
+    local c = redis.call('INCR', KEYS[i + 1])
+    if c == 1 then redis.call('EXPIRE', KEYS[i + 1], ARGV[2 + i]) end
+    answer[i + 1] = c
+end
+for i = n + 3, #ARGV do answer[#answer + 1] = redis.call('HGET', KEYS[n + 2], ARGV[i]) or '' end
+return answer
+"""
+_read_script = None
+
+
+def _hit_then_read_script(client: redis.Redis):
+    global _read_script
+    script = _read_script
+    if script is None or script.registered_client is not client:
+        script = _read_script = client.register_script(HIT_THEN_READ_SCRIPT)
+    return script
+
+
+def hit_unless_then_read(
+    counters: list[tuple[str, int]], *, guard: tuple[str, int] | None, hash_key: str, fields: list[str]
+) -> tuple[list[int] | None, list[str | None] | None]:
+    """hit_unless(), and in the same round trip the values of `fields` in the hash `hash_key`
+    (None for a missing field). Answers (counts, values): counts as hit_unless() answers them;
+    values None when Redis failed or is shunned (the counts are then this process's own)."""
+    guard_key, limit = guard or ("", None)
+
+    def run(client):
+        keys = [KEY_PREFIX + guard_key, *(KEY_PREFIX + key for key, _ in counters), hash_key]
+        args = [
+            "" if limit is None else limit,
+            len(counters),
+            *(period + 1 for _, period in counters),
+            *fields,
+        ]
+        return _evalsha(client, _hit_then_read_script(client), keys, args)
+
+    answer = _call_redis(run)
+    if answer is None:
+        return hit_unless(counters, guard=guard), None
+    if limit is not None and answer[0] >= limit:
+        return None, None
+    n = len(counters)
+    return answer[1 : n + 1], [value.decode() if value else None for value in answer[n + 1 :]]
+
+
 def append_to_stream(append: StreamAppend) -> str | None:
     """Append the entry (and set its marker) in one round trip: the new entry's id, or None
     when Redis failed or is shunned."""

@@ -53,7 +53,9 @@ applied by the next consumer to take the lock, before anything newer. Entries lo
 Redis (a Redis that restarts without its append-only file, or loses the last second of it
 with appendfsync everysec) are lost: a 200 meant "queued". Without Redis (an error, the
 circuit breaker open), a request writes its event directly, as in direct mode, and a refresh
-does not wait for queued events it cannot read.
+does not wait for queued events it cannot read. A refresh waits at most
+REFRESH_LOCK_TIMEOUT_MS for the ingest lock (a writer stopped while holding it must not hang
+the API): past it, the refresh goes on and its tokens' queued events are written after it.
 """
 
 import json
@@ -65,7 +67,7 @@ from datetime import datetime
 
 import redis
 from django.conf import settings
-from django.db import DataError, IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
@@ -85,6 +87,9 @@ PENDING = "herald:ingest:pending"  # "<tenant pk>:<token hash>" -> the id of its
 
 # The ingest lock's advisory-lock key: a constant far from the tokens' sha256-derived keys.
 INGEST_LOCK_KEY = int.from_bytes(b"herald:i", "big", signed=True)
+# How long a refresh waits for the ingest lock (a writer holds it for a batch, a few hundred ms
+# at most): past it the refresh goes on, and the queued events of its tokens come after it.
+REFRESH_LOCK_TIMEOUT_MS = 3000
 MAX_BATCH = 5000  # the acknowledgement script unpacks ids into one Redis command
 
 
@@ -254,9 +259,10 @@ def ensure_group(client: redis.Redis) -> None:
 class Consumer:
     """One consumer of the stream: `consume()` applies one batch (see the module's docstring)."""
 
-    def __init__(self, *, client: redis.Redis, name: str, batch: int = 500):
+    def __init__(self, *, client: redis.Redis, name: str, batch: int = 500, lock_timeout_ms: int = 0):
         self.client = client
         self.name = name
+        self.lock_timeout_ms = lock_timeout_ms  # 0: wait for the ingest lock as long as it takes
         self.batch = max(1, min(batch, MAX_BATCH))
         self._ack_script = client.register_script(ACK_SCRIPT)
         self._group_ready = False
@@ -270,7 +276,7 @@ class Consumer:
             ensure_group(self.client)
             self._group_ready = True
         with transaction.atomic():
-            _take_ingest_lock()
+            _take_ingest_lock(timeout_ms=self.lock_timeout_ms)
             entries, newest = self._read()
             if entries:
                 _apply(entries)
@@ -345,10 +351,14 @@ def _decoded(fields: dict) -> dict:
     }
 
 
-def _take_ingest_lock() -> None:
-    """One consumer at a time, until its transaction ends (SQLite: its IMMEDIATE transaction)."""
+def _take_ingest_lock(*, timeout_ms: int = 0) -> None:
+    """One consumer at a time, until its transaction ends (SQLite: its IMMEDIATE transaction).
+    With a timeout, every lock the transaction waits for (this one, its tokens') is waited for at
+    most that long (then OperationalError)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
+            if timeout_ms:
+                cursor.execute(f"SET LOCAL lock_timeout = {int(timeout_ms)}")
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INGEST_LOCK_KEY])
 
 
@@ -456,20 +466,32 @@ def _announce(entries) -> None:
 # --- Ordering with token refreshes ------------------------------------------------------------------
 
 
-def write_queued_events_of(*, tenant: Tenant, tokens: list[str]) -> int:
+def marker_fields(*, tenant: Tenant, tokens: list[str]) -> list[str]:
+    """The fields of these tokens' pending markers in PENDING."""
+    return [f"{tenant.pk}:{hash_token(token)}" for token in tokens]
+
+
+def write_queued_events_of(*, tenant: Tenant, tokens: list[str], queued: list[str] | None = None) -> int:
     """Before a token refresh: apply the queued events of these tokens (and every entry queued
     before them), consuming the stream as a consumer of its own. Returns the entries handled.
-    Without Redis, nothing (the queued events cannot be read; the refresh goes on)."""
+    `queued`: the ids in the tokens' markers, when the caller has read them (in its rate limits'
+    round trip); else they are read here. Without Redis, nothing (the queued events cannot be
+    read; the refresh goes on)."""
+    if queued is not None and not queued:
+        return 0
     client = throttling.redis_client()
     if client is None or throttling.breaker.is_open():
         return 0
-    fields = [f"{tenant.pk}:{hash_token(token)}" for token in tokens]
     try:
-        queued = [value.decode() for value in client.hmget(PENDING, fields) if value]
+        if queued is None:
+            fields = marker_fields(tenant=tenant, tokens=tokens)
+            queued = [value.decode() for value in client.hmget(PENDING, fields) if value]
         if not queued:
             return 0
         newest = max(queued, key=_stream_id)
-        consumer = Consumer(client=client, name=consumer_name("web"), batch=500)
+        consumer = Consumer(
+            client=client, name=consumer_name("web"), batch=500, lock_timeout_ms=REFRESH_LOCK_TIMEOUT_MS
+        )
         handled = 0
         while True:
             entries, _ = consumer.consume()
@@ -478,7 +500,18 @@ def write_queued_events_of(*, tenant: Tenant, tokens: list[str]) -> int:
                 return handled
     except redis.RedisError as exc:
         throttling.breaker.trip()
-        log.warning("ingest: queued events of a refreshed token not written first: Redis failed (%s)", exc)
+        log.warning(
+            "ingest: queued events of a refreshed token not written first: Redis failed (%s)",
+            type(exc).__name__,
+            extra={"error": type(exc).__name__},
+        )
+        return 0
+    except OperationalError as exc:  # the ingest lock not had within REFRESH_LOCK_TIMEOUT_MS
+        log.warning(
+            "ingest: queued events of a refreshed token not written first: %s",
+            type(exc).__name__,
+            extra={"error": type(exc).__name__},
+        )
         return 0
 
 

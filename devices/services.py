@@ -365,7 +365,13 @@ def _create_device(*, tenant: Tenant, user: AppUser, event: EventInput, now: dat
 
 
 def refresh_token(
-    *, tenant: Tenant, old_token: str, new_token: str, app_user_id: str = "", platform: str = ""
+    *,
+    tenant: Tenant,
+    old_token: str,
+    new_token: str,
+    app_user_id: str = "",
+    platform: str = "",
+    queued_entries: list[str] | None = None,
 ) -> Device:
     """Swap a rotated FCM token in place: the same device row now holds new_token.
 
@@ -382,6 +388,9 @@ def refresh_token(
       else to the other row's known user, else stays anonymous.
 
     Repeating a refresh that already happened (a client retry) succeeds again.
+
+    In queued ingestion, the queued events of both tokens are stored first; queued_entries, when
+    the caller read them already (the ids of their newest entries), saves asking Redis again.
     """
     if old_token == new_token:
         raise IdenticalTokens
@@ -390,7 +399,7 @@ def refresh_token(
         # with POST /devices/refresh-token"); imported here because ingest imports this module.
         from devices import ingest
 
-        ingest.write_queued_events_of(tenant=tenant, tokens=[old_token, new_token])
+        ingest.write_queued_events_of(tenant=tenant, tokens=[old_token, new_token], queued=queued_entries)
     if connection.vendor == "postgresql":
         # A transaction of its own only when a receiver of token_rotated may write for the tenant
         # (a webhook's outbox row), so that what it writes commits or rolls back with the

@@ -61,7 +61,20 @@ class EventsView(AppEndpoint):
 
 class RefreshTokenView(AppEndpoint):
     @staticmethod
-    def plain_post(*, key, data: dict) -> dict | None:
+    def plain_reads(*, key, data: dict) -> tuple[str, list[str]] | None:
+        """In queue mode, the pending markers of a plainly valid body's tokens, read in the rate
+        limits' round trip (devices/ingest.py, "Ordering with POST /devices/refresh-token")."""
+        if not ingest.queue_enabled():
+            return None
+        fields = validation.refresh_input(data)
+        if fields is None:
+            return None
+        return ingest.PENDING, ingest.marker_fields(
+            tenant=key.tenant, tokens=[fields["old_token"], fields["new_token"]]
+        )
+
+    @staticmethod
+    def plain_post(*, key, data: dict, read: list[str | None] | None = None) -> dict | None:
         fields = validation.refresh_input(data)
         if fields is None:  # the DRF view's serializer judges the body and words the error
             return None
@@ -72,6 +85,8 @@ class RefreshTokenView(AppEndpoint):
                 new_token=fields["new_token"],
                 app_user_id=fields.get("app_user_id", ""),
                 platform=fields.get("platform", ""),
+                # The markers plain_reads read, if it did (else the service reads them itself).
+                queued_entries=None if read is None else [entry_id for entry_id in read if entry_id],
             )
         except services.DeviceError:
             # Nothing changed: the DRF view runs the refresh again and words the 400, 404 or 409.

@@ -171,6 +171,10 @@ class AppEndpoint(APIView):
     # None to go on as without it (plain_post, or the DRF view); the plain path appends the entry
     # in the round trip that counts the rate limits, only if none is exceeded (see _plain_answer).
     plain_queue: Callable[..., tuple[dict, throttling.StreamAppend] | None] | None = None
+    # In queued ingestion: (hash, fields) a plainly valid POST reads in the same round trip (the
+    # pending markers of a refresh's tokens), handed to plain_post as read= (None when Redis
+    # failed); or None to read nothing.
+    plain_reads: Callable[..., tuple[str, list[str]] | None] | None = None
 
     @classmethod
     def as_view(cls, **initkwargs):
@@ -382,17 +386,28 @@ def _plain_answer(endpoint: type[AppEndpoint], request) -> dict | HttpResponse |
     counters = [c for c in (throttle().counter(request, key) for throttle in endpoint.throttle_classes) if c]
     if queued is not None:
         return _queue_answer(endpoint, request, key, data, queued, guard, counters)
-    if guard is not None or counters:
-        counts = throttling.hit_unless(
-            [(name, period) for name, period, _, _ in counters],
-            guard=(guard[0], guard[2]) if guard is not None else None,
-        )
+    reads = endpoint.plain_reads(key=key, data=data) if endpoint.plain_reads is not None else None
+    if guard is not None or counters or reads is not None:
+        if reads is None:
+            counts = throttling.hit_unless(
+                [(name, period) for name, period, _, _ in counters],
+                guard=(guard[0], guard[2]) if guard is not None else None,
+            )
+        else:
+            counts, read = throttling.hit_unless_then_read(
+                [(name, period) for name, period, _, _ in counters],
+                guard=(guard[0], guard[2]) if guard is not None else None,
+                hash_key=reads[0],
+                fields=reads[1],
+            )
         if counts is None:
             return throttling.auth_failures_refusal(guard[3], cors_headers=endpoint.cors_headers)
         setattr(request, throttling.COUNTED, {c[0]: n for c, n in zip(counters, counts, strict=True)})
         if any(n > limit for (_, _, limit, _), n in zip(counters, counts, strict=True)):
             return None  # the DRF view's throttles read these counts and answer the 429
     key.touch()
+    if reads is not None:
+        return endpoint.plain_post(key=key, data=data, read=read)
     return endpoint.plain_post(key=key, data=data)
 
 

@@ -2,6 +2,7 @@
 `manage.py herald_ingest` writes it (devices/ingest.py)."""
 
 import io
+import signal
 import threading
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from api import throttling
-from devices import ingest
+from devices import ingest, services, validation
 from devices.models import Device, Event
 from devices.signals import event_recorded
 from tenants.models import ApiKey, Tenant
@@ -266,3 +267,57 @@ def test_two_writers_draining_one_stream_at_once_store_each_event_once(queue_mod
     assert queued(queue_mode) == 0
     # the last event of each token decided its device's session (stream order)
     assert set(Device.objects.values_list("last_session_id", flat=True)) == {f"s{n}" for n in range(55, 60)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_lets_the_writer_finish_its_batch_and_exit(queue_mode, tenant, app_key):
+    client = APIClient()
+    for name in ("first", "second"):
+        body = {**EVENT, "tenant_id": tenant.tenant_id, "api_key": app_key, "event_name": name}
+        assert client.post("/events", body, format="json").status_code == 200
+
+    def terminate(sender, **kwargs):
+        signal.raise_signal(signal.SIGTERM)  # arrives while the first batch is being finished
+
+    event_recorded.connect(terminate)
+    try:
+        call_command("herald_ingest", "--batch", "1")  # long-running: returns only when stopped
+    finally:
+        event_recorded.disconnect(terminate)
+
+    assert list(Event.objects.values_list("name", flat=True)) == ["first"]
+    assert queued(queue_mode) == 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.postgres
+def test_a_document_the_database_refuses_goes_to_the_dead_letter_stream_and_its_batch_is_written(
+    queue_mode, api, event_body, tenant
+):
+    api("/events", event_body)
+    refused = ingest.prepare(
+        tenant=tenant,
+        event=services.EventInput(**{**validation.event_input(event_body), "event_name": "x" * 300}),
+    )
+    queue_mode.xadd(
+        ingest.STREAM, dict(zip(refused.append.fields[::2], refused.append.fields[1::2], strict=True))
+    )
+    api("/events", {**event_body, "event_name": "second"})
+
+    assert write_queued_events() == "2 events written\n"
+
+    assert sorted(Event.objects.values_list("name", flat=True)) == ["app_opened", "second"]
+    assert [fields[b"reason"] for _, fields in queue_mode.xrange(ingest.DEAD_LETTERS)] == [
+        b"refused by the database (DataError)"
+    ]
+
+
+def test_without_redis_a_refresh_in_queue_mode_goes_on_directly(queue_mode, api, event_body, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    api("/events", event_body)
+    api("/events", {**event_body, "event_name": "second"})  # the key is remembered: the plain path
+
+    response = api("/devices/refresh-token", {"old_token": "fcm-token-aaa", "new_token": "fcm-token-bbb"})
+
+    assert response.status_code == 200
+    assert Device.objects.get().token == "fcm-token-bbb"

@@ -3,11 +3,12 @@
 import logging
 import signal
 import threading
+import time
 
 import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 
 from devices import ingest
 
@@ -47,13 +48,30 @@ class Command(BaseCommand):
             previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         written = 0
         try:
+            failures = 0
             while not stopping:
-                entries, newest = consumer.consume()
-                written += sum(entry.applied for entry in entries)
-                if once or (drain and not entries):
-                    break
-                if len(entries) < consumer.batch and not stopping:
-                    consumer.wait(after=newest, block_ms=block_ms)
+                try:
+                    entries, newest = consumer.consume()
+                    written += sum(entry.applied for entry in entries)
+                    if once or (drain and not entries):
+                        break
+                    if len(entries) < consumer.batch and not stopping:
+                        consumer.wait(after=newest, block_ms=block_ms)
+                except (DatabaseError, redis.RedisError) as exc:
+                    if once or drain:
+                        raise
+                    # A batch not acknowledged is taken over by the next pass (or another
+                    # writer), which skips what was committed. Wait longer after each failure.
+                    failures += 1
+                    log.warning(
+                        "herald_ingest: a batch failed (%s); trying again",
+                        type(exc).__name__,
+                        extra={"error": type(exc).__name__},
+                    )
+                    time.sleep(min(0.5 * 2**failures, 10.0))
+                    connection.close()
+                    continue
+                failures = 0
                 if not connection.in_atomic_block:  # (a test's transaction is not to be closed)
                     close_old_connections()  # as between two requests
         finally:
