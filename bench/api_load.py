@@ -232,7 +232,7 @@ def start_gunicorn(args, env: dict, port: int) -> subprocess.Popen:
 
 def start_writers(args, env: dict, count: int) -> list[subprocess.Popen]:
     """`count` queue writers (``manage.py herald_ingest``) with the server's settings."""
-    command = [sys.executable, "manage.py", "herald_ingest", *args.writer_args.split()]
+    command = [sys.executable, *args.writer_command.split(), *args.writer_args.split()]
     return [subprocess.Popen(command, cwd=ROOT, env=env) for _ in range(count)]
 
 
@@ -768,6 +768,11 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=1, help="herald_ingest processes in queue mode")
     parser.add_argument(
         "--writer-args", default="", help="arguments for herald_ingest, e.g. '--batch 500 --block-ms 50'"
+    )
+    parser.add_argument(
+        "--writer-command",
+        default="manage.py herald_ingest",
+        help="what the writers run (with this interpreter, in the served tree): for experiments",
     )
     parser.add_argument(
         "--lag-every",
