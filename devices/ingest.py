@@ -28,7 +28,11 @@ re-delivered entry must not put an old device or user state back over a newer on
 commit the consumer acknowledges and deletes the entries (XACK, XDEL) and fires what the
 direct path fires on commit (metrics.EVENTS_RECORDED, devices.signals.event_recorded).
 Several herald_ingest processes may run: one applies, the others wait on the lock, which
-makes them stand-bys rather than extra throughput.
+makes them stand-bys rather than extra throughput. The lock also keeps campaign matching
+whole (campaigns/triggers.py): a queued event's received_at is the request's time, often
+older than CAMPAIGN_EVENT_SETTLE_SECONDS by the time it is written, so the matcher's cursor
+would pass a batch still uncommitted if another consumer committed higher ids meanwhile;
+consumers commit one at a time, so queued events' ids commit in order.
 
 A document that cannot be applied (not JSON, a field missing or of the wrong type, a tenant
 deleted since, a value the database refuses) goes to the dead-letter stream with the reason,

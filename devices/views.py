@@ -53,10 +53,10 @@ class EventsView(AppEndpoint):
             data = serializer.validated_data
             data.pop("tenant_id"), data.pop("api_key")
         event = services.EventInput(**data)
-        if ingest.queue_enabled():
+        if ingest.queue_enabled():  # queued (or, without Redis, written directly)
             return Response({"fingerprint": ingest.accept_event(tenant=request.auth.tenant, event=event)})
-        event = services.record_event(tenant=request.auth.tenant, event=event)
-        return Response({"fingerprint": event.fingerprint})
+        stored = services.record_event(tenant=request.auth.tenant, event=event)
+        return Response({"fingerprint": stored.fingerprint})
 
 
 class RefreshTokenView(AppEndpoint):
