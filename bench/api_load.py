@@ -21,6 +21,16 @@ that their cost (on the app endpoints, one Redis script per request counting bot
 reading the failed-authentication budget) is measured; with ``--redis-url``
 (the default, if Redis answers) the counters are in Redis, as in production.
 
+With ``--ingest queue`` the server runs with ``EVENTS_INGEST=queue`` (``/events`` appends to
+a Redis stream and answers) and the benchmark runs ``--writers`` processes of ``manage.py
+herald_ingest`` beside it, whose CPU (and their PostgreSQL backends') counts in the CPU per
+request; each queued scenario reports the stream's backlog (its maximum, and what was left
+when the measured window closed), how long it took to drain after the load stopped, and the
+visibility lag: from the answer of every ``--lag-every``-th request to its event's row being
+visible in the database. ``--ingest both`` runs ``/events`` in both modes in the same pass,
+interleaved with the floor. ``--writer-drain N`` measures the writers alone: N events queued
+with no writer running, then the time and CPU the writers take to store them.
+
 Everything stays on this machine: the server binds 127.0.0.1 and the clients connect
 nowhere else. The load generator (one asyncio process per ``--client-processes``) shares
 the machine's CPUs with gunicorn and PostgreSQL; it costs a few percent of a core.
@@ -45,8 +55,17 @@ DEVICES_PER_EVENTS_CLIENT = 20
 SCENARIOS = {
     "floor": ("POST /bench/floor", "bare Django view (floor)"),
     "events": ("POST /events", "POST /events"),
+    "events-queue": ("POST /events (queued)", "POST /events (queue)"),
     "refresh": ("POST /devices/refresh-token", "POST /devices/refresh-token"),
+    "refresh-queue": ("POST /devices/refresh-token (queue-mode server)", "refresh-token (queue mode)"),
 }
+PATHS = {
+    "floor": "/bench/floor",
+    "events": "/events",
+    "refresh": "/devices/refresh-token",
+}
+# Backends of the benchmark's own sampling connections: not the server's work, not counted.
+OWN_APPLICATION_NAME = "api_load-sampler"
 LOOPBACK = "127.0.0.1"
 
 
@@ -85,7 +104,7 @@ def forget_redis_if_silent(args) -> None:
         args.redis_url = ""
 
 
-def server_env(args) -> dict:
+def server_env(args, *, ingest: str = "direct") -> dict:
     no_limit = "1000000000/min"  # on, so that their cost is measured, but never reached
     env = {
         **os.environ,
@@ -106,6 +125,9 @@ def server_env(args) -> dict:
     env.pop("REDIS_URL", None)
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
+    env.pop("EVENTS_INGEST", None)
+    if ingest != "direct":
+        env["EVENTS_INGEST"] = ingest
     return env
 
 
@@ -208,6 +230,148 @@ def start_gunicorn(args, env: dict, port: int) -> subprocess.Popen:
     raise SystemExit("gunicorn did not answer /healthz within 30 s")
 
 
+def start_writers(args, env: dict, count: int) -> list[subprocess.Popen]:
+    """`count` queue writers (``manage.py herald_ingest``) with the server's settings."""
+    command = [sys.executable, *args.writer_command.split(), *args.writer_args.split()]
+    return [subprocess.Popen(command, cwd=ROOT, env=env) for _ in range(count)]
+
+
+def wait_writers_ready(args, writers: list[subprocess.Popen], timeout: float = 60) -> None:
+    """Until the stream's consumer group exists and every writer is idle (its CPU time still
+    over half a second: started up, connected, waiting for entries): a writer still starting
+    up (Django, its connections: seconds on a loaded machine) is not to be measured."""
+    import redis
+
+    client = redis.Redis.from_url(args.redis_url)
+    stream, _ = queue_streams()
+    deadline = time.monotonic() + timeout
+    before = {}
+    while time.monotonic() < deadline:
+        if any(writer.poll() is not None for writer in writers):
+            raise SystemExit("a herald_ingest writer exited; see above")
+        try:
+            group = bool(client.xinfo_groups(stream))
+        except redis.ResponseError:  # no stream yet
+            group = False
+        now = {writer.pid: cpu_seconds(writer.pid) for writer in writers}
+        if group and now == before:
+            return
+        before = now
+        time.sleep(0.5)
+    print(f"warning: the writers were not idle {timeout:g} s after starting", flush=True)
+
+
+def stop_writers(writers: list[subprocess.Popen]) -> None:
+    """SIGTERM, then wait: a writer finishes the batch it holds and exits."""
+    for writer in writers:
+        if writer.poll() is None:
+            writer.terminate()
+    for writer in writers:
+        try:
+            writer.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            print(f"writer {writer.pid} still running 30 s after SIGTERM: killed")
+            writer.kill()
+            writer.wait()
+
+
+# --- The queue: its backlog in Redis, the events it has stored ---------------------------------
+
+
+def queue_streams() -> tuple[str, str]:
+    """The queue's stream and its dead-letter stream, as the served tree names them."""
+    try:
+        from devices import ingest
+    except ImportError:  # a tree without queued ingestion: the names of branch ingest
+        return "herald:ingest:events", "herald:ingest:dead"
+    return ingest.STREAM, getattr(ingest, "DEAD_LETTERS", "")
+
+
+def queue_backlog(redis_client) -> int:
+    """Events queued and not yet stored: per consumer group of the queue's stream, the entries
+    not yet delivered to it (its lag) plus those delivered and not yet acknowledged; without a
+    group (no writer has started yet), or when Redis cannot tell the lag, the stream's length
+    (the writer deletes what it has stored and acknowledged)."""
+    stream, _ = queue_streams()
+    try:
+        groups = redis_client.xinfo_groups(stream)
+    except Exception:  # no such stream yet
+        return 0
+    if not groups or any(group.get("lag") is None for group in groups):
+        return redis_client.xlen(stream)
+    return sum(group["lag"] + group["pending"] for group in groups)
+
+
+def dead_letters(redis_client) -> int:
+    _, stream = queue_streams()
+    return redis_client.xlen(stream) if stream else 0
+
+
+class QueueWatch:
+    """Samples the queue's backlog (`interval` s) and polls the database for the events of
+    sampled requests (fingerprints fed by the clients), in a thread, while a scenario runs."""
+
+    def __init__(self, args, tenant_pk: int, *, poll: float = 0.02, interval: float = 0.1) -> None:
+        import threading
+
+        import psycopg
+        import redis
+
+        self.redis = redis.Redis.from_url(args.redis_url)
+        self.db = psycopg.connect(args.database_url, autocommit=True, application_name=OWN_APPLICATION_NAME)
+        self.tenant_pk, self.poll, self.interval = tenant_pk, poll, interval
+        self.pending: dict[str, float] = {}  # fingerprint -> time.time() of the answer
+        self.seen: list[tuple[float, float]] = []  # (answered at, lag s)
+        self.backlog: list[tuple[float, int]] = []  # (time, backlog)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def add(self, fingerprint: str, answered_at: float) -> None:
+        with self.lock:
+            self.pending[fingerprint] = answered_at
+
+    def backlog_now(self) -> int:
+        return queue_backlog(self.redis)
+
+    def _run(self) -> None:
+        next_backlog = 0.0
+        while not self.stopping.is_set():
+            now = time.time()
+            if now >= next_backlog:
+                self.backlog.append((now, self.backlog_now()))
+                next_backlog = now + self.interval
+            with self.lock:
+                wanted = list(self.pending)
+            if wanted:
+                found = self.db.execute(
+                    "SELECT fingerprint FROM devices_event WHERE tenant_id = %s AND fingerprint = ANY(%s)",
+                    [self.tenant_pk, wanted],
+                ).fetchall()
+                now = time.time()
+                with self.lock:
+                    for (fingerprint,) in found:
+                        answered_at = self.pending.pop(fingerprint, None)
+                        if answered_at is not None:
+                            self.seen.append((answered_at, max(0.0, now - answered_at)))
+            self.stopping.wait(self.poll)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        self.db.close()
+        self.redis.close()
+
+
+def stored_events(tenant_pk: int) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM devices_event WHERE tenant_id = %s", [tenant_pk])
+        return cursor.fetchone()[0]
+
+
 # --- CPU accounting: gunicorn's workers, the database's backends, Redis ------------------------
 
 
@@ -220,10 +384,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_sample(server: subprocess.Popen, redis_url: str) -> dict:
+def cpu_sample(server: subprocess.Popen, redis_url: str, writers: list | None = None) -> dict:
     """CPU so far of each gunicorn process, of each PostgreSQL backend serving the benchmark's
-    database (bar this process's own), and of the Redis server (the whole server: other users
-    of it count too)."""
+    database (bar this process's own: its connection and its samplers'), of each queue
+    writer, and of the Redis server (the whole server: other users of it count too). The
+    writers' backends are the database's, so they count in PostgreSQL's column."""
     from django.db import connection
 
     workers = {server.pid: cpu_seconds(server.pid)}
@@ -236,6 +401,8 @@ def cpu_sample(server: subprocess.Popen, redis_url: str) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND application_name <> %s",
+            [OWN_APPLICATION_NAME],
         )
         backends = {pid: cpu_seconds(pid) for (pid,) in cursor.fetchall()}
     redis_cpu = 0.0
@@ -244,7 +411,10 @@ def cpu_sample(server: subprocess.Popen, redis_url: str) -> dict:
 
         info = redis.Redis.from_url(redis_url).info("cpu")
         redis_cpu = info["used_cpu_user"] + info["used_cpu_sys"]
-    return {"gunicorn": workers, "postgres": backends, "redis": redis_cpu}
+    sample = {"gunicorn": workers, "postgres": backends, "redis": redis_cpu}
+    if writers is not None:
+        sample["writer"] = {w.pid: cpu_seconds(w.pid) for w in writers}
+    return sample
 
 
 def cpu_used(before: dict, after: dict) -> dict:
@@ -252,7 +422,8 @@ def cpu_used(before: dict, after: dict) -> dict:
     count whole; those that exited in between are lost, which CONN_MAX_AGE makes rare)."""
     return {
         side: sum(cpu - before[side].get(pid, 0.0) for pid, cpu in after[side].items())
-        for side in ("gunicorn", "postgres")
+        for side in ("gunicorn", "postgres", "writer")
+        if side in after
     } | {"redis": after["redis"] - before["redis"]}
 
 
@@ -297,10 +468,12 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
 
 
 async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
-    kind, path = (
-        spec["kind"],
-        {"floor": "/bench/floor", "events": "/events", "refresh": "/devices/refresh-token"}[spec["kind"]],
-    )
+    # "events-queue" and "refresh-queue" send what "events" and "refresh" do, to the queue-mode server.
+    kind = spec["kind"].removesuffix("-queue")
+    path = PATHS[kind]
+    # Queued events: every lag_every-th accepted request's fingerprint and answer time go to
+    # the orchestrator at once (a line on stdout), which polls the database for its row.
+    lag_every = spec.get("lag_every", 0)
     measure_from, stop_at = spec["measure_from"], spec["stop_at"]
     reader = writer = None
     # A refresh client goes on from the token its device holds after the previous runs.
@@ -334,7 +507,7 @@ async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
             if writer is None:
                 reader, writer = await asyncio.open_connection(LOOPBACK, port)
             writer.write(request)
-            status, _, keep_alive = await read_response(reader)
+            status, answer, keep_alive = await read_response(reader)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             results["errors"][type(exc).__name__] = results["errors"].get(type(exc).__name__, 0) + 1
             if writer is not None:
@@ -346,6 +519,13 @@ async def run_client(spec: dict, client: int, port: int, results: dict) -> None:
         if status == 200:
             results["accepted"] += 1
             chain += kind == "refresh"
+            if lag_every and results["accepted"] % lag_every == client % lag_every:
+                try:
+                    fingerprint = json.loads(answer)["fingerprint"]
+                except (ValueError, KeyError, TypeError):
+                    fingerprint = None
+                if fingerprint:
+                    print(f"LAG {fingerprint} {time.time():.6f}", flush=True)
         if time.time() >= measure_from:
             results["latencies_us"].append(int(elapsed * 1e6))
             if status != 200:
@@ -388,12 +568,21 @@ def run_scenario(
     *,
     rate: float | None = None,
     chains: dict | None = None,
+    writers: list[subprocess.Popen] | None = None,
+    tenant_pk: int | None = None,
 ) -> dict:
     """One scenario for args.duration seconds after args.warmup: as fast as answered, or at
     `rate` requests/s (default args.rate; 0 for as fast as answered). `chains` (client → the
-    step its device's token is at) is read and brought up to date for refresh clients."""
+    step its device's token is at) is read and brought up to date for refresh clients.
+
+    For ``events-queue`` (`writers` running, `tenant_pk` the seeded tenant's key), also the
+    queue's backlog while it runs, the drain after the load stops (up to args.drain_timeout),
+    the visibility lag of sampled requests, and whether every accepted event was stored."""
     rate = args.rate if rate is None else rate
     chains = {} if chains is None else chains
+    queued = kind == "events-queue"
+    watch = QueueWatch(args, tenant_pk) if queued else None
+    stored_before = stored_events(tenant_pk) if queued else 0
     load = os.getloadavg()[0]
     now = time.time()
     measure_from = now + 1 + args.warmup
@@ -414,23 +603,30 @@ def run_scenario(
             "stop_at": stop_at,
             "interval": args.clients / rate if rate else 0.0,
             "chains": chains,
+            "lag_every": args.lag_every if queued else 0,
         }
         processes.append(
             subprocess.Popen(
                 [sys.executable, __file__, "--client", json.dumps(spec)], stdout=subprocess.PIPE, text=True
             )
         )
+    readers = [_ClientReader(process, watch) for process in processes]
     time.sleep(max(0.0, measure_from - time.time()))
-    cpu_before = cpu_sample(server, args.redis_url) if server is not None else None
+    stored_at_start = stored_events(tenant_pk) if queued else 0
+    cpu_before = (
+        cpu_sample(server, args.redis_url, writers if queued else None) if server is not None else None
+    )
     time.sleep(max(0.0, stop_at - time.time()))
     if cpu_before is not None:
-        cpu = cpu_used(cpu_before, cpu_sample(server, args.redis_url))
+        cpu = cpu_used(cpu_before, cpu_sample(server, args.redis_url, writers if queued else None))
     else:
         cpu = {"gunicorn": 0.0, "postgres": 0.0, "redis": 0.0}
+    if queued:
+        backlog_end = watch.backlog_now()
+        stored_at_end = stored_events(tenant_pk)
     merged = {"latencies_us": [], "errors": {}, "accepted": 0}
-    for process in processes:
-        out, _ = process.communicate(timeout=args.warmup + args.duration + 60)
-        result = json.loads(out.strip().splitlines()[-1])
+    for reader in readers:
+        result = reader.result(timeout=args.warmup + args.duration + 60)
         merged["latencies_us"] += result["latencies_us"]
         merged["accepted"] += result["accepted"]
         chains.update(result["chains"])
@@ -438,23 +634,80 @@ def run_scenario(
             merged["errors"][name] = merged["errors"].get(name, 0) + count
     latencies = sorted(merged["latencies_us"])
 
-    def percentile(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] / 1000 if latencies else 0.0
+    def percentile(values: list, q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
 
-    return {
+    row = {
         "scenario": kind,
         "rate": rate,
         "load": load,
         "requests": len(latencies),
         "rps": len(latencies) / args.duration,
-        "p50_ms": percentile(0.50),
-        "p99_ms": percentile(0.99),
-        "max_ms": percentile(1.0),
+        "p50_ms": percentile(latencies, 0.50) / 1000,
+        "p99_ms": percentile(latencies, 0.99) / 1000,
+        "max_ms": percentile(latencies, 1.0) / 1000,
         "errors": sum(merged["errors"].values()),
         "error_kinds": merged["errors"],
         "accepted_total": merged["accepted"],
         **{f"cpu_{side}_ms": 1000 * seconds / max(1, len(latencies)) for side, seconds in cpu.items()},
     }
+    if queued:
+        # The drain: until nothing is queued (every accepted request's event has been read,
+        # stored and acknowledged), then until every sampled fingerprint has been seen.
+        drain_deadline = stop_at + args.drain_timeout
+        while (backlog := watch.backlog_now()) and time.time() < drain_deadline:
+            time.sleep(0.05)
+        drained_s = time.time() - stop_at if not backlog else None
+        grace_deadline = min(drain_deadline, time.time() + 5)
+        while watch.pending and time.time() < grace_deadline:
+            time.sleep(0.05)
+        dead = dead_letters(watch.redis)
+        watch.close()
+        stored_after = stored_events(tenant_pk)
+        in_window = sorted(lag for at, lag in watch.seen if measure_from <= at < stop_at)
+        backlog_window = [n for at, n in watch.backlog if measure_from <= at <= stop_at]
+        row |= {
+            "backlog_max": max(backlog_window, default=0),
+            "backlog_end": backlog_end,
+            "backlog_left": backlog,
+            "drain_s": drained_s,
+            "written_in_window": stored_at_end - stored_at_start,
+            "cpu_writer_per_written_ms": 1000 * cpu["writer"] / max(1, stored_at_end - stored_at_start),
+            "lag_samples": len(in_window),
+            "lag_unseen": len(watch.pending),
+            "lag_p50_ms": 1000 * percentile(in_window, 0.50),
+            "lag_p99_ms": 1000 * percentile(in_window, 0.99),
+            "lag_max_ms": 1000 * percentile(in_window, 1.0),
+            "stored": stored_after - stored_before,
+            "dead_letters": dead,
+        }
+    return row
+
+
+class _ClientReader:
+    """Reads a client process's output in a thread: lag samples go to `watch` as they come,
+    the last line is the client's result."""
+
+    def __init__(self, process: subprocess.Popen, watch: QueueWatch | None) -> None:
+        import threading
+
+        self.process, self.watch, self.last = process, watch, ""
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for line in self.process.stdout:
+            if line.startswith("LAG "):
+                _, fingerprint, answered_at = line.split()
+                if self.watch is not None:
+                    self.watch.add(fingerprint, float(answered_at))
+            elif line.strip():
+                self.last = line
+
+    def result(self, timeout: float) -> dict:
+        self.process.wait(timeout=timeout)
+        self.thread.join(timeout=timeout)
+        return json.loads(self.last)
 
 
 def main() -> None:
@@ -505,6 +758,42 @@ def main() -> None:
         help="serve another Herald checkout (its migrations and code; run this script with that "
         "tree's .venv/bin/python so that its gunicorn serves): before/after in one pass",
     )
+    parser.add_argument(
+        "--ingest",
+        choices=("direct", "queue", "both"),
+        default="direct",
+        help="how /events writes: direct (in the request), queue (EVENTS_INGEST=queue, with "
+        "--writers herald_ingest processes), or both, interleaved in one pass",
+    )
+    parser.add_argument("--writers", type=int, default=1, help="herald_ingest processes in queue mode")
+    parser.add_argument(
+        "--writer-args", default="", help="arguments for herald_ingest, e.g. '--batch 500 --block-ms 50'"
+    )
+    parser.add_argument(
+        "--writer-command",
+        default="manage.py herald_ingest",
+        help="what the writers run (with this interpreter, in the served tree): for experiments",
+    )
+    parser.add_argument(
+        "--lag-every",
+        type=int,
+        default=25,
+        help="queue mode: poll the database for the event of every Nth accepted request",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="queue mode: seconds to wait after each scenario for the queue to drain",
+    )
+    parser.add_argument(
+        "--writer-drain",
+        type=int,
+        default=0,
+        metavar="N",
+        help="measure the writers alone instead: queue N events with no writer running, then "
+        "time --writers writers storing them (events/s, CPU ms per event)",
+    )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tree:
@@ -520,6 +809,8 @@ def main() -> None:
     if args.paced and args.rate:
         raise SystemExit("--paced measures the saturating rate first: leave out --rate")
     forget_redis_if_silent(args)
+    if (args.ingest != "direct" or args.writer_drain) and not args.redis_url:
+        raise SystemExit("--ingest queue needs Redis (the queue is a Redis stream): pass --redis-url")
 
     load_before = os.getloadavg()[0]  # others' work on this machine skews the figures
     ensure_database(args.database_url)
@@ -527,11 +818,54 @@ def main() -> None:
     setup_django(env)
     run = f"load-{os.getpid()}"
     tenant_id, api_key = seed(run, args.clients)
-    port = free_port()
-    server = start_gunicorn(args, env, port)
-    kinds = args.scenarios.split(",")
-    rows, paced, chains = [], [], {}
+    from tenants.models import Tenant
+
+    tenant_pk = Tenant.objects.get(tenant_id=run).pk
+    if args.writer_drain:
+        return writer_drain(args, run, tenant_id, api_key, tenant_pk)
+    # Which server: "events" and "refresh" on the direct one, "events-queue" and "refresh-queue"
+    # (the refresh stays synchronous, but checks the queue for its tokens' events first) on the
+    # queue-mode one; with both, each of the two on each. The floor is served by either.
+    kinds = []
+    for kind in args.scenarios.split(","):
+        if kind in ("events", "refresh"):
+            kinds += {"direct": [kind], "queue": [f"{kind}-queue"], "both": [kind, f"{kind}-queue"]}[
+                args.ingest
+            ]
+        else:
+            kinds.append(kind)
+    servers, writers = {}, []
     try:
+        if args.ingest != "queue":
+            port = free_port()
+            servers["direct"] = (start_gunicorn(args, env, port), port)
+        if args.ingest != "direct":
+            queue_env = server_env(args, ingest="queue")
+            port = free_port()
+            servers["queue"] = (start_gunicorn(args, queue_env, port), port)
+            writers = start_writers(args, queue_env, args.writers)
+            wait_writers_ready(args, writers)
+        rows, paced, chains = [], [], {}
+
+        def scenario(kind: str, **options) -> dict:
+            mode = "queue" if kind.endswith("-queue") else "direct"
+            server, port = servers[mode] if mode in servers else next(iter(servers.values()))
+            if any(writer.poll() is not None for writer in writers):
+                raise SystemExit("a herald_ingest writer exited; see above")
+            return run_scenario(
+                kind,
+                args,
+                port,
+                run,
+                tenant_id,
+                api_key,
+                server,
+                chains=chains,
+                writers=writers,
+                tenant_pk=tenant_pk,
+                **options,
+            )
+
         for r in range(args.rounds):
             for kind in kinds if r % 2 == 0 else kinds[::-1]:
                 print(
@@ -539,20 +873,17 @@ def main() -> None:
                     f"{args.warmup:g} s warm-up, {args.duration:g} s measured ...",
                     flush=True,
                 )
-                rows.append(
-                    {"round": r + 1}
-                    | run_scenario(kind, args, port, run, tenant_id, api_key, server, chains=chains)
-                )
+                rows.append({"round": r + 1} | scenario(kind))
         if args.paced:
             for kind in kinds:
                 rate = args.paced * median(row["rps"] for row in rows if row["scenario"] == kind)
                 print(f"paced, {SCENARIOS[kind][0]}: {rate:.0f} req/s ...", flush=True)
-                paced.append(
-                    run_scenario(kind, args, port, run, tenant_id, api_key, server, rate=rate, chains=chains)
-                )
+                paced.append(scenario(kind, rate=rate))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
+        stop_writers(writers)
     counts = stored(run)
     if not args.keep:
         cleanup(run)
@@ -567,10 +898,19 @@ def main() -> None:
         f"Python {sys.version.split()[0]}, PostgreSQL {pg_version}, gunicorn gthread "
         f"{args.workers}x{args.threads}, rate-limit counters in {'Redis' if args.redis_url else 'memory'}, "
         f"{args.clients} clients, {args.duration:g} s each, load average before {load_before:.2f}, "
-        f"after {os.getloadavg()[0]:.2f}\n"
+        f"after {os.getloadavg()[0]:.2f}"
+        + (
+            f", /events ingest {args.ingest}: {args.writers} herald_ingest writer(s)"
+            + (f" ({args.writer_args})" if args.writer_args else "")
+            if args.ingest != "direct"
+            else ""
+        )
+        + "\n"
     )
     print_rows(rows + paced, rounds=args.rounds > 1)
     print("* Redis: the whole server's CPU, so others' use of it on this machine counts too")
+    if args.ingest != "direct":
+        print_queue(rows + paced, args)
     if args.rounds > 1 or paced:
         print_goals(rows, paced, kinds)
     if args.json:
@@ -581,14 +921,17 @@ def main() -> None:
             )
         )
     for kind, what, table in (("events", "events", "events"), ("refresh", "token rotations", "rotations")):
-        accepted = sum(row["accepted_total"] for row in rows + paced if row["scenario"] == kind)
-        if kind in kinds:
+        mine = (kind, f"{kind}-queue")
+        accepted = sum(row["accepted_total"] for row in rows + paced if row["scenario"] in mine)
+        if any(k in kinds for k in mine):
             ok = "" if counts[table] == accepted else "  <-- MISMATCH"
             print(f"{what} accepted (warm-up included): {accepted}, stored: {counts[table]}{ok}")
 
 
 def total_cpu(row: dict) -> float:
-    return row["cpu_gunicorn_ms"] + row["cpu_postgres_ms"] + row["cpu_redis_ms"]
+    return (
+        row["cpu_gunicorn_ms"] + row["cpu_postgres_ms"] + row["cpu_redis_ms"] + row.get("cpu_writer_ms", 0.0)
+    )
 
 
 def median(values) -> float:
@@ -598,11 +941,21 @@ def median(values) -> float:
     return statistics.median(values) if values else 0.0
 
 
+def _writer_column(rows: list[dict]) -> bool:
+    """Queue writers' CPU gets a column of its own only when some row has it."""
+    return any("cpu_writer_ms" in row for row in rows)
+
+
+def _writer_cpu(row: dict) -> str:
+    return f" {row['cpu_writer_ms']:>7.2f}" if "cpu_writer_ms" in row else f" {'-':>7}"
+
+
 def print_rows(rows: list[dict], *, rounds: bool) -> None:
+    writer = _writer_column(rows)
     print(
         f"{'scenario':<30} {'round':>5} {'load':>5} {'rate':>6} {'requests':>9} {'req/s':>8} {'p50 ms':>8} "
         f"{'p99 ms':>8} {'max ms':>8} {'errors':>7}   CPU ms/request: {'gunicorn':>8} {'postgres':>8} "
-        f"{'redis*':>7} {'total':>7}"
+        f"{'redis*':>7}" + (f" {'writer':>7}" if writer else "") + f" {'total':>7}"
     )
     for row in rows:
         print(
@@ -610,40 +963,181 @@ def print_rows(rows: list[dict], *, rounds: bool) -> None:
             f"{(f'{row["rate"]:.0f}' if row['rate'] else 'max'):>6} {row['requests']:>9} {row['rps']:>8.0f} "
             f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['max_ms']:>8.1f} {row['errors']:>7}   "
             f"{'':>15} {row['cpu_gunicorn_ms']:>8.2f} {row['cpu_postgres_ms']:>8.2f} "
-            f"{row['cpu_redis_ms']:>7.2f} {total_cpu(row):>7.2f}"
+            f"{row['cpu_redis_ms']:>7.2f}"
+            + (_writer_cpu(row) if writer else "")
+            + f" {total_cpu(row):>7.2f}"
             + (f"  {row['error_kinds']}" if row["errors"] else "")
+        )
+
+
+def print_queue(rows: list[dict], args) -> None:
+    """Each queued scenario: the backlog, the drain, the visibility lag and the stored check."""
+    queued = [row for row in rows if row["scenario"] == "events-queue"]
+    if not queued:
+        return
+    print(
+        f"\nQueued /events ({args.writers} writer(s){', ' + args.writer_args if args.writer_args else ''}): "
+        f"backlog = events queued and not yet stored (Redis), max over the measured window and when it "
+        f"closed; written/answered = rows stored / requests answered in the window; drain = seconds "
+        f"from the load's end to an empty queue; lag = from the answer of every {args.lag_every}th "
+        f"request (answered in the window) to its row being visible (polled every 20 ms)"
+    )
+    print(
+        f"{'scenario':<30} {'round':>5} {'rate':>6} {'req/s':>8} {'backlog max':>11} {'at end':>7} "
+        f"{'written/answered':>16} {'writer ms/written':>17} {'drain s':>8} {'lag p50':>8} {'p99':>8} "
+        f"{'max ms':>8} {'samples':>8} "
+        f"{'unseen':>6} {'accepted':>9} {'stored':>9}"
+    )
+    for row in queued:
+        ok = "" if row["stored"] == row["accepted_total"] else "  <-- MISMATCH"
+        ok += f"  ({row['dead_letters']} in the dead-letter stream)" if row["dead_letters"] else ""
+        behind = "  <-- BEHIND" if row["backlog_end"] > max(100, row["rps"]) else ""
+        print(
+            f"{SCENARIOS[row['scenario']][1]:<30} {row.get('round', '-')!s:>5} "
+            f"{(f'{row["rate"]:.0f}' if row['rate'] else 'max'):>6} {row['rps']:>8.0f} "
+            f"{row['backlog_max']:>11} {row['backlog_end']:>7} "
+            f"{row['written_in_window'] / max(1, row['requests']):>16.2f} "
+            f"{row['cpu_writer_per_written_ms']:>17.2f} "
+            f"{(f'{row["drain_s"]:.1f}' if row['drain_s'] is not None else f'>{args.drain_timeout:g}'):>8} "
+            f"{row['lag_p50_ms']:>8.0f} {row['lag_p99_ms']:>8.0f} {row['lag_max_ms']:>8.0f} "
+            f"{row['lag_samples']:>8} {row['lag_unseen']:>6} {row['accepted_total']:>9} {row['stored']:>9}"
+            + ok
+            + behind
         )
 
 
 def print_goals(rows: list[dict], paced: list[dict], kinds: list[str]) -> None:
     """Issue 16's goals: req/s beside the floor's in the same round, CPU per request, and the
     tail at a share of the saturating rate (medians over the rounds)."""
+    writer = _writer_column(rows + paced)
+    sides = (("cpu_gunicorn_ms", 8), ("cpu_postgres_ms", 8), ("cpu_redis_ms", 7))
     print("\nAgainst the goals (medians over the rounds; ratios are each round's, then their median):")
     floor = {row["round"]: row["rps"] for row in rows if row["scenario"] == "floor"}
     print(
         f"{'scenario':<30} {'req/s':>8} {'vs floor':>9} {'ratios by round':<22} CPU ms/request: "
-        f"{'gunicorn':>8} {'postgres':>8} {'redis*':>7} {'total':>7}"
+        f"{'gunicorn':>8} {'postgres':>8} {'redis*':>7}"
+        + (f" {'writer':>7}" if writer else "")
+        + f" {'total':>7}"
     )
     for kind in kinds:
         mine = [row for row in rows if row["scenario"] == kind]
         ratios = [row["rps"] / floor[row["round"]] for row in mine if floor.get(row["round"])]
+        mine_sides = sides + ((("cpu_writer_ms", 7),) if writer and kind == "events-queue" else ())
         print(
             f"{SCENARIOS[kind][1]:<30} {median(r['rps'] for r in mine):>8.0f} "
             f"{(f'{100 * median(ratios):.0f} %' if ratios and kind != 'floor' else '-'):>9} "
             f"{', '.join(f'{100 * x:.0f}' for x in ratios) if kind != 'floor' else '':<22} {'':>15} "
-            + " ".join(
-                f"{median(r[side] for r in mine):>{width}.2f}"
-                for side, width in (("cpu_gunicorn_ms", 8), ("cpu_postgres_ms", 8), ("cpu_redis_ms", 7))
-            )
+            + " ".join(f"{median(r[side] for r in mine):>{width}.2f}" for side, width in mine_sides)
+            + (f" {'-':>7}" if writer and kind != "events-queue" else "")
             + f" {median(total_cpu(r) for r in mine):>7.2f}"
         )
     if paced:
-        print(f"\n{'paced':<30} {'rate':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/request':>15}")
+        queued = any(row["scenario"] == "events-queue" for row in paced)
+        print(
+            f"\n{'paced':<30} {'rate':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/request':>15}"
+            + (f" {'lag p50':>8} {'lag p99':>8} {'backlog max':>11} {'at end':>7}" if queued else "")
+        )
         for row in paced:
             print(
                 f"{SCENARIOS[row['scenario']][1]:<30} {row['rate']:>6.0f} {row['rps']:>8.0f} "
                 f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {total_cpu(row):>15.2f}"
+                + (
+                    f" {row['lag_p50_ms']:>8.0f} {row['lag_p99_ms']:>8.0f} {row['backlog_max']:>11} "
+                    f"{row['backlog_end']:>7}"
+                    if row["scenario"] == "events-queue"
+                    else ""
+                )
             )
+
+
+def writer_drain(args, run: str, tenant_id: str, api_key: str, tenant_pk: int) -> None:
+    """The writers alone: queue `args.writer_drain` events through the queue server with no
+    writer running, then start `args.writers` writers and time them storing the backlog, with
+    their CPU and the database's (from the first stored batch to an empty queue)."""
+    import signal
+
+    import redis
+
+    client = redis.Redis.from_url(args.redis_url)
+    if queue_backlog(client):
+        raise SystemExit(f"the queue in {args.redis_url} is not empty: drain or clear it first")
+    env = server_env(args, ingest="queue")
+    port = free_port()
+    server = start_gunicorn(args, env, port)
+    load_before = os.getloadavg()[0]
+    writers: list[subprocess.Popen] = []
+    try:
+        print(f"queueing {args.writer_drain} events (no writer running) ...", flush=True)
+        spec = {
+            "kind": "events-queue",
+            "port": port,
+            "run": run,
+            "tenant_id": tenant_id,
+            "api_key": api_key,
+            "first_client": 0,
+            "clients": args.clients,
+            "measure_from": time.time(),
+            "stop_at": time.time() + 3600,
+            "interval": 0.0,
+            "chains": {},
+        }
+        filler = subprocess.Popen(
+            [sys.executable, __file__, "--client", json.dumps(spec)], stdout=subprocess.DEVNULL
+        )
+        started = time.time()
+        while (queued := queue_backlog(client)) < args.writer_drain:
+            if time.time() - started > 600:
+                raise SystemExit(f"only {queued} events queued in 600 s")
+            time.sleep(0.05)
+        filler.send_signal(signal.SIGTERM)
+        filler.wait()
+        time.sleep(0.5)
+        queued = queue_backlog(client)
+        stored_before = stored_events(tenant_pk)
+        print(
+            f"{queued} queued in {time.time() - started:.1f} s; starting {args.writers} writer(s) ...",
+            flush=True,
+        )
+        load_start = os.getloadavg()[0]
+        writers = start_writers(args, env, args.writers)
+        # From the first stored batch on: the writers' start-up (Django, connections) is not
+        # the drain.
+        while stored_events(tenant_pk) == stored_before:
+            if any(writer.poll() is not None for writer in writers):
+                raise SystemExit("a herald_ingest writer exited; see above")
+            time.sleep(0.005)
+        t0 = time.perf_counter()
+        stored_t0 = stored_events(tenant_pk)
+        cpu_before = cpu_sample(server, args.redis_url, writers)
+        deadline = time.time() + 600
+        while queue_backlog(client) and time.time() < deadline:
+            time.sleep(0.01)
+        cpu = cpu_used(cpu_before, cpu_sample(server, args.redis_url, writers))
+        elapsed = time.perf_counter() - t0
+        left = queue_backlog(client)
+    finally:
+        stop_writers(writers)
+        server.terminate()
+        server.wait(timeout=30)
+    stored_after = stored_events(tenant_pk)
+    drained = stored_after - stored_t0
+    if not args.keep:
+        cleanup(run)
+    print(
+        f"\nWriters alone, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs: {args.writers} "
+        f"herald_ingest writer(s) ({args.writer_args or 'defaults'}), load average {load_before:.2f} before, "
+        f"{load_start:.2f} at the drain's start, {os.getloadavg()[0]:.2f} after\n"
+        f"queued {queued}, stored {stored_after - stored_before}"
+        + ("" if not left else f", {left} LEFT")
+        + f"; from the first batch: {drained} events in {elapsed:.2f} s = {drained / elapsed:.0f} events/s "
+        f"({drained / elapsed / args.writers:.0f} per writer)\n"
+        f"CPU ms per event: writer {1000 * cpu['writer'] / drained:.3f} + PostgreSQL "
+        f"{1000 * cpu['postgres'] / drained:.3f} + Redis* {1000 * cpu['redis'] / drained:.3f} = "
+        f"{1000 * (cpu['writer'] + cpu['postgres'] + cpu['redis']) / drained:.3f} "
+        f"(gunicorn, idle: {1000 * cpu['gunicorn'] / drained:.3f})"
+    )
+    if args.json:
+        print("JSON " + json.dumps({"queued": queued, "drained": drained, "seconds": elapsed, "cpu": cpu}))
 
 
 if __name__ == "__main__":
