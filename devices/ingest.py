@@ -121,15 +121,7 @@ def prepare(*, tenant: Tenant, event: services.EventInput) -> QueuedEvent:
     services.record_event would pass to the database, with now = this moment."""
     now = timezone.now()
     params = event.params or {}
-    fingerprint = services.event_fingerprint(
-        tenant=tenant,
-        app_user_id=event.app_user_id,
-        device_token=event.device_token,
-        event_name=event.event_name,
-        event_time=event.event_time,
-        session_id=event.session_id,
-        params=params,
-    )
+    fingerprint = services.fingerprint_of(tenant=tenant, event=event, params=params)
     token_hash = hash_token(event.device_token)
     document = services.event_document(
         tenant=tenant, event=event, params=params, fingerprint=fingerprint, now=now, token_hash=token_hash

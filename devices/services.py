@@ -175,6 +175,20 @@ class EventInput:
     token_kind: str = Device.TokenKind.REGISTRATION
 
 
+def fingerprint_of(*, tenant: Tenant, event: EventInput, params: dict) -> str:
+    """event_fingerprint of an EventInput (`params`: its params, {} for none): what POST /events
+    answers, whether it writes the event (record_event) or queues it (devices/ingest.py)."""
+    return event_fingerprint(
+        tenant=tenant,
+        app_user_id=event.app_user_id,
+        device_token=event.device_token,
+        event_name=event.event_name,
+        event_time=event.event_time,
+        session_id=event.session_id,
+        params=params,
+    )
+
+
 def record_event(*, tenant: Tenant, event: EventInput) -> Event:
     """Store an event and, in the same transaction, create or update its user and device.
 
@@ -184,15 +198,7 @@ def record_event(*, tenant: Tenant, event: EventInput) -> Event:
     """
     now = timezone.now()
     params = event.params or {}
-    fingerprint = event_fingerprint(
-        tenant=tenant,
-        app_user_id=event.app_user_id,
-        device_token=event.device_token,
-        event_name=event.event_name,
-        event_time=event.event_time,
-        session_id=event.session_id,
-        params=params,
-    )
+    fingerprint = fingerprint_of(tenant=tenant, event=event, params=params)
     if connection.vendor == "postgresql":
         stored = _record_event_postgresql(
             tenant=tenant, event=event, params=params, fingerprint=fingerprint, now=now

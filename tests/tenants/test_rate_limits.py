@@ -223,7 +223,6 @@ def test_a_redis_that_does_not_know_the_script_yet_still_counts_every_request(
     monkeypatch.setattr(
         throttling, "HIT_UNLESS_SCRIPT", throttling.HIT_UNLESS_SCRIPT + f"-- {uuid.uuid4()}\n"
     )
-    monkeypatch.setattr(throttling, "_unless_script", None)
     settings.RATE_LIMIT_APP_PER_IP = "5/min"
     failures = throttling.breaker.failures
 
