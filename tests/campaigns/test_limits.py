@@ -17,6 +17,7 @@ pytest_plugins = ["tests.staff_fixtures"]  # viewer
 
 EVENING = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)  # 23:00 in Istanbul (UTC+3)
 ISTANBUL_MORNING = datetime(2026, 3, 3, 5, 0, tzinfo=UTC)  # 08:00 in Istanbul
+ISTANBUL_NOON = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # 12:00 in Istanbul
 
 
 @pytest.fixture
@@ -79,9 +80,12 @@ def test_the_cap_counts_campaign_sends_and_staff_messages_together(tenant, serve
     tenant.save()
     user = make_user(tenant, "ayse", timezone="Europe/Istanbul")
     campaign = make_campaign(tenant, kind="scheduled", trigger_event="")
-    now = datetime.now(UTC)
-    assert services.dispatch(campaign=campaign, user_ids=[user.pk], occurrence="a", now=now).sent == 1
-    assert api_message(server).targeted_count == 1
+    # All three within one day in the user's zone: on the real clock, an hour after 20:00 UTC
+    # was the next day in Istanbul, where the cap starts over.
+    now = ISTANBUL_NOON
+    with time_machine.travel(now, tick=False):
+        assert services.dispatch(campaign=campaign, user_ids=[user.pk], occurrence="a", now=now).sent == 1
+        assert api_message(server).targeted_count == 1
     result = services.dispatch(
         campaign=campaign, user_ids=[user.pk], occurrence="b", now=now + timedelta(hours=1)
     )
