@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis
 from django.conf import settings
@@ -151,19 +152,41 @@ def _hit_local(key: str, period: int) -> int:
         return 1
 
 
-# What hit_unless() does in one round trip: read the guard counter (KEYS[1]); unless it has
-# reached its limit (ARGV[1]; '' for no guard), count one request against each other counter
-# as HIT_SCRIPT does. Answers {guard count, counts...}, or {guard count} when it counted nothing.
+# Every app request's limits in one round trip, and what the request does in Redis once they
+# allow it. KEYS[1] is the failed-authentication guard: if its count has reached its limit
+# (ARGV[1]; '' for no guard), nothing is counted and the answer is {guard}. Otherwise each of the
+# n (ARGV[2]) counters KEYS[2..n+1] counts one request as HIT_SCRIPT does (ARGV[3..n+2]: the
+# periods + 1), and only if no count is over its limit (ARGV[n+3..2n+2]) the tail ARGV[2n+3] runs:
+#   ''        nothing;
+#   'append'  XADD of the fields ARGV[2n+5..] to the stream KEYS[n+2], and, unless the field
+#             ARGV[2n+4] is '', HSET of that field of the hash KEYS[n+3] to the new entry's id;
+#   'read'    HGET of the fields ARGV[2n+4..] of the hash KEYS[n+2] ('' for a missing one).
+# Answers {guard count, counts...}, followed by the tail's results when it ran: the entry's id,
+# or the values read.
 HIT_UNLESS_SCRIPT = """
 local guard = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[1] ~= '' and guard >= tonumber(ARGV[1]) then return {guard} end
-local counts = {guard}
-for i = 2, #KEYS do
-    local n = redis.call('INCR', KEYS[i])
-    if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[i]) end
-    counts[i] = n
+local n = tonumber(ARGV[2])
+local answer = {guard}
+local within = true
+for i = 1, n do
+    local c = redis.call('INCR', KEYS[i + 1])
+    if c == 1 then redis.call('EXPIRE', KEYS[i + 1], ARGV[2 + i]) end
+    answer[i + 1] = c
+    if c > tonumber(ARGV[2 + n + i]) then within = false end
 end
-return counts
+local tail = ARGV[2 * n + 3]
+if not within or tail == '' then return answer end
+if tail == 'append' then
+    local fields = {}
+    for i = 2 * n + 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+    local id = redis.call('XADD', KEYS[n + 2], '*', unpack(fields))
+    if ARGV[2 * n + 4] ~= '' then redis.call('HSET', KEYS[n + 3], ARGV[2 * n + 4], id) end
+    answer[n + 2] = id
+else
+    for i = 2 * n + 4, #ARGV do answer[#answer + 1] = redis.call('HGET', KEYS[n + 2], ARGV[i]) or '' end
+end
+return answer
 """
 
 
@@ -194,68 +217,10 @@ def _evalsha(client: redis.Redis, script, keys: list, args: list):
     return answer
 
 
-def hit_unless(counters: list[tuple[str, int]], *, guard: tuple[str, int] | None) -> list[int] | None:
-    """Count one request against each (key, period) of `counters`, unless the count under the
-    guard's key has reached its limit (guard: (key, limit)): then count nothing, answer None.
-    Otherwise the counts so far, in order.
-
-    One round trip to Redis (a script) where count() and a hit() per counter take one each:
-    an app request checks its client's failed-authentication budget and two rate limits."""
-    guard_key, limit = guard or ("", None)
-
-    def run(client):
-        keys = [KEY_PREFIX + guard_key, *(KEY_PREFIX + key for key, _ in counters)]
-        args = ["" if limit is None else limit, *(period + 1 for _, period in counters)]
-        return _evalsha(client, _hit_unless_script(client), keys, args)
-
-    answer = _call_redis(run)
-    if answer is None:  # without Redis: this process's own counters, as count() and hit() keep
-        if limit is not None and _local.get(guard_key, 0) >= limit:
-            return None
-        return [_hit_local(key, period) for key, period in counters]
-    if limit is not None and answer[0] >= limit:
-        return None
-    return answer[1:]
-
-
-# What hit_unless_then_append() does in one round trip: HIT_UNLESS_SCRIPT's counting, then, only
-# when the guard allowed and no counter went over its limit, XADD of one entry to a stream and
-# HSET of a marker field to the new entry's id. KEYS: the guard, the n counters, the stream, the
-# marker hash. ARGV: the guard's limit ('' for none), n, n periods (+1), n limits, the marker
-# field ('' for none), then the entry's field/value pairs. Answers {entry id, guard count,
-# counts...}: the id is '' when nothing was appended (and the counts are missing when the guard
-# refused).
-HIT_THEN_APPEND_SCRIPT = """
-local guard = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ARGV[1] ~= '' and guard >= tonumber(ARGV[1]) then return {'', guard} end
-local n = tonumber(ARGV[2])
-local answer = {'', guard}
-local within = true
-for i = 1, n do
-    local c = redis.call('INCR', KEYS[i + 1])
-    if c == 1 then redis.call('EXPIRE', KEYS[i + 1], ARGV[2 + i]) end
-    answer[i + 2] = c
-    if c > tonumber(ARGV[2 + n + i]) then within = false end
-end
-if within then
-    local fields = {}
-    for i = 2 * n + 4, #ARGV do fields[#fields + 1] = ARGV[i] end
-    local id = redis.call('XADD', KEYS[n + 2], '*', unpack(fields))
-    if ARGV[2 * n + 3] ~= '' then redis.call('HSET', KEYS[n + 3], ARGV[2 * n + 3], id) end
-    answer[1] = id
-end
-return answer
-"""
-
-
-def _hit_then_append_script(client: redis.Redis):
-    return _registered(client, HIT_THEN_APPEND_SCRIPT)
-
-
 @dataclass(frozen=True, kw_only=True)
 class StreamAppend:
-    """An entry to append to a Redis stream (see hit_unless_then_append): its fields, and a
-    marker (hash key, field) set to the entry's id."""
+    """An entry to append to a Redis stream once the limits allow (see hit_unless): its fields,
+    and a marker (hash key, field) set to the entry's id."""
 
     stream: str
     fields: tuple[str, ...]  # field, value, field, value, ...
@@ -263,98 +228,81 @@ class StreamAppend:
     marker_field: str = ""
 
 
-def hit_unless_then_append(
-    counters: list[tuple[str, int, int]], *, guard: tuple[str, int] | None, append: StreamAppend
-) -> tuple[list[int] | None, str | None]:
-    """hit_unless() for counters of (key, period, limit), and in the same round trip, when the
-    guard allows and no count goes over its limit, append an entry to a stream.
+@dataclass(frozen=True)
+class HashRead:
+    """Fields of a Redis hash to read once the limits allow (see hit_unless)."""
 
-    Answers (counts, entry id). counts is None when the guard refused (nothing counted,
-    nothing appended). The entry id is None when nothing was appended: a count is over its
-    limit, or Redis failed or is shunned (then the counts are this process's own, as
-    hit_unless() keeps them, and the caller must do without the stream)."""
+    hash_key: str
+    fields: tuple[str, ...]
+
+
+class Counted(NamedTuple):
+    """What hit_unless did. counts: the counts so far, in the counters' order, or None when the
+    guard refused (nothing counted, nothing done). then: the result of `then` (the appended
+    entry's id, or the values read, None for a missing field), or None when it was not done: a
+    count is over its limit, or Redis failed or is shunned (then the counts are this process's
+    own and the caller must do without Redis)."""
+
+    counts: list[int] | None
+    then: str | list[str | None] | None = None
+
+
+def hit_unless(
+    counters: list[tuple[str, int, int]],
+    *,
+    guard: tuple[str, int] | None,
+    then: StreamAppend | HashRead | None = None,
+) -> Counted:
+    """Count one request against each (key, period, limit) of `counters`, unless the count under
+    the guard's key has reached its limit (guard: (key, limit)); and, only when the guard allowed
+    and no count went over its limit, do `then`: append an entry to a stream, or read fields of
+    a hash.
+
+    One round trip to Redis (HIT_UNLESS_SCRIPT) where count() and a hit() per counter take one
+    each: an app request checks its client's failed-authentication budget and two rate limits,
+    and in queued ingestion appends its event or reads its tokens' pending markers."""
     guard_key, limit = guard or ("", None)
+    if not counters and guard is None and then is None:
+        return Counted([])
 
     def run(client):
-        keys = [
-            KEY_PREFIX + guard_key,
-            *(KEY_PREFIX + key for key, _, _ in counters),
-            append.stream,
-            append.marker_hash or append.stream,
-        ]
+        keys = [KEY_PREFIX + guard_key, *(KEY_PREFIX + key for key, _, _ in counters)]
         args = [
             "" if limit is None else limit,
             len(counters),
             *(period + 1 for _, period, _ in counters),
             *(most for _, _, most in counters),
-            append.marker_field if append.marker_hash else "",
-            *append.fields,
         ]
-        return _evalsha(client, _hit_then_append_script(client), keys, args)
+        if isinstance(then, StreamAppend):
+            keys += [then.stream, then.marker_hash or then.stream]
+            args += ["append", then.marker_field if then.marker_hash else "", *then.fields]
+        elif isinstance(then, HashRead):
+            keys.append(then.hash_key)
+            args += ["read", *then.fields]
+        else:
+            args.append("")
+        return _evalsha(client, _hit_unless_script(client), keys, args)
 
     answer = _call_redis(run)
-    if answer is None:
-        return hit_unless([(key, period) for key, period, _ in counters], guard=guard), None
-    entry_id = answer[0].decode() if answer[0] else None
-    if limit is not None and answer[1] >= limit:
-        return None, None
-    return answer[2:], entry_id
-
-
-# hit_unless(), then HMGET of some fields of a hash, in one script: KEYS are the guard, the n
-# counters and the hash; ARGV the guard's limit ('' for none), n, the n periods (+1), then the
-# fields. Answers {guard count, counts..., values...} ('' for a missing field), or {guard count}
-# when the guard refused (nothing counted, nothing read).
-HIT_THEN_READ_SCRIPT = """
-local guard = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ARGV[1] ~= '' and guard >= tonumber(ARGV[1]) then return {guard} end
-local n = tonumber(ARGV[2])
-local answer = {guard}
-for i = 1, n do
-    local c = redis.call('INCR', KEYS[i + 1])
-    if c == 1 then redis.call('EXPIRE', KEYS[i + 1], ARGV[2 + i]) end
-    answer[i + 1] = c
-end
-for i = n + 3, #ARGV do answer[#answer + 1] = redis.call('HGET', KEYS[n + 2], ARGV[i]) or '' end
-return answer
-"""
-
-
-def _hit_then_read_script(client: redis.Redis):
-    return _registered(client, HIT_THEN_READ_SCRIPT)
-
-
-def hit_unless_then_read(
-    counters: list[tuple[str, int]], *, guard: tuple[str, int] | None, hash_key: str, fields: list[str]
-) -> tuple[list[int] | None, list[str | None] | None]:
-    """hit_unless(), and in the same round trip the values of `fields` in the hash `hash_key`
-    (None for a missing field). Answers (counts, values): counts as hit_unless() answers them;
-    values None when Redis failed or is shunned (the counts are then this process's own)."""
-    guard_key, limit = guard or ("", None)
-
-    def run(client):
-        keys = [KEY_PREFIX + guard_key, *(KEY_PREFIX + key for key, _ in counters), hash_key]
-        args = [
-            "" if limit is None else limit,
-            len(counters),
-            *(period + 1 for _, period in counters),
-            *fields,
-        ]
-        return _evalsha(client, _hit_then_read_script(client), keys, args)
-
-    answer = _call_redis(run)
-    if answer is None:
-        return hit_unless(counters, guard=guard), None
+    if answer is None:  # without Redis: this process's own counters, as count() and hit() keep
+        if limit is not None and _local.get(guard_key, 0) >= limit:
+            return Counted(None)
+        return Counted([_hit_local(key, period) for key, period, _ in counters])
     if limit is not None and answer[0] >= limit:
-        return None, None
+        return Counted(None)
     n = len(counters)
-    return answer[1 : n + 1], [value.decode() if value else None for value in answer[n + 1 :]]
+    counts, tail = answer[1 : n + 1], answer[n + 1 :]
+    if then is None or any(count > most for count, (_, _, most) in zip(counts, counters, strict=True)):
+        return Counted(counts)
+    if isinstance(then, StreamAppend):
+        return Counted(counts, tail[0].decode())
+    return Counted(counts, [value.decode() if value else None for value in tail])
 
 
 def append_to_stream(append: StreamAppend) -> str | None:
     """Append the entry (and set its marker) in one round trip: the new entry's id, or None
     when Redis failed or is shunned."""
-    return hit_unless_then_append([], guard=None, append=append)[1]
+    return hit_unless([], guard=None, then=append).then
 
 
 def redis_client() -> redis.Redis | None:

@@ -137,14 +137,21 @@ def prepare(*, tenant: Tenant, event: services.EventInput) -> QueuedEvent:
     )
 
 
+def accepted(queued: QueuedEvent, entry_id: str | None, *, tenant: Tenant, event: services.EventInput) -> str:
+    """The fingerprint to answer for an event whose entry was appended to the stream as entry_id;
+    None when Redis failed or is shunned: then the event is written directly, so that an
+    accepted event is never lost."""
+    if entry_id is not None:
+        metrics.EVENTS_QUEUED.inc()
+        return queued.fingerprint
+    return services.record_event(tenant=tenant, event=event).fingerprint
+
+
 def accept_event(*, tenant: Tenant, event: services.EventInput) -> str:
     """Queue the event (one round trip to Redis) and return its fingerprint; without Redis
     (an error, the circuit breaker open) write it directly: an accepted event is never lost."""
     queued = prepare(tenant=tenant, event=event)
-    if throttling.append_to_stream(queued.append) is not None:
-        metrics.EVENTS_QUEUED.inc()
-        return queued.fingerprint
-    return services.record_event(tenant=tenant, event=event).fingerprint
+    return accepted(queued, throttling.append_to_stream(queued.append), tenant=tenant, event=event)
 
 
 # --- Reading and applying the stream ---------------------------------------------------------------

@@ -11,29 +11,31 @@ from devices.serializers import (
     RefreshTokenSerializer,
     SuccessSerializer,
 )
-from tenants.auth import AppEndpoint
+from tenants.auth import AppEndpoint, PlainWork
 
 
 class EventsView(AppEndpoint):
     @staticmethod
-    def plain_post(*, key, data: dict) -> dict | None:
+    def plain_prepare(*, key, data: dict) -> PlainWork | None:
+        """The plain path's work for a plainly valid body: write the event; in queue mode
+        (EVENTS_INGEST=queue), append it to the stream in the rate limits' round trip."""
         fields = validation.event_input(data)
         if fields is None:  # the DRF view's serializer judges the body and words the error
             return None
-        event = services.record_event(tenant=key.tenant, event=services.EventInput(**fields))
-        return {"fingerprint": event.fingerprint}
-
-    @staticmethod
-    def plain_queue(*, key, data: dict) -> tuple[dict, throttling.StreamAppend] | None:
-        """In queue mode (EVENTS_INGEST=queue), the answer and the stream entry of a plainly
-        valid body, appended by the plain path in its rate limits' round trip; or None."""
+        tenant, event = key.tenant, services.EventInput(**fields)
         if not ingest.queue_enabled():
-            return None
-        fields = validation.event_input(data)
-        if fields is None:  # the DRF view's serializer judges the body and words the error
-            return None
-        queued = ingest.prepare(tenant=key.tenant, event=services.EventInput(**fields))
-        return {"fingerprint": queued.fingerprint}, queued.append
+            return PlainWork(
+                answer=lambda _: {
+                    "fingerprint": services.record_event(tenant=tenant, event=event).fingerprint
+                }
+            )
+        queued = ingest.prepare(tenant=tenant, event=event)
+        return PlainWork(
+            then=queued.append,
+            answer=lambda entry_id: {
+                "fingerprint": ingest.accepted(queued, entry_id, tenant=tenant, event=event)
+            },
+        )
 
     @extend_schema(
         operation_id="record_event",
@@ -61,37 +63,37 @@ class EventsView(AppEndpoint):
 
 class RefreshTokenView(AppEndpoint):
     @staticmethod
-    def plain_reads(*, key, data: dict) -> tuple[str, list[str]] | None:
-        """In queue mode, the pending markers of a plainly valid body's tokens, read in the rate
-        limits' round trip (devices/ingest.py, "Ordering with POST /devices/refresh-token")."""
-        if not ingest.queue_enabled():
-            return None
-        fields = validation.refresh_input(data)
-        if fields is None:
-            return None
-        return ingest.PENDING, ingest.marker_fields(
-            tenant=key.tenant, tokens=[fields["old_token"], fields["new_token"]]
-        )
-
-    @staticmethod
-    def plain_post(*, key, data: dict, read: list[str | None] | None = None) -> dict | None:
+    def plain_prepare(*, key, data: dict) -> PlainWork | None:
+        """The plain path's work for a plainly valid body: the swap; in queue mode, first the
+        pending markers of its tokens, read in the rate limits' round trip (devices/ingest.py,
+        "Ordering with POST /devices/refresh-token")."""
         fields = validation.refresh_input(data)
         if fields is None:  # the DRF view's serializer judges the body and words the error
             return None
-        try:
-            services.refresh_token(
-                tenant=key.tenant,
-                old_token=fields["old_token"],
-                new_token=fields["new_token"],
-                app_user_id=fields.get("app_user_id", ""),
-                platform=fields.get("platform", ""),
-                # The markers plain_reads read, if it did (else the service reads them itself).
-                queued_entries=None if read is None else [entry_id for entry_id in read if entry_id],
-            )
-        except services.DeviceError:
-            # Nothing changed: the DRF view runs the refresh again and words the 400, 404 or 409.
-            return None
-        return {"success": True}
+        tenant, old_token, new_token = key.tenant, fields["old_token"], fields["new_token"]
+
+        def answer(markers: list[str | None] | None) -> dict | None:
+            try:
+                services.refresh_token(
+                    tenant=tenant,
+                    old_token=old_token,
+                    new_token=new_token,
+                    app_user_id=fields.get("app_user_id", ""),
+                    platform=fields.get("platform", ""),
+                    # The markers read with the limits, if they were (else the service reads them).
+                    queued_entries=None
+                    if markers is None
+                    else [entry_id for entry_id in markers if entry_id],
+                )
+            except services.DeviceError:
+                # Nothing changed: the DRF view runs the refresh again and words the 400, 404 or 409.
+                return None
+            return {"success": True}
+
+        if not ingest.queue_enabled():
+            return PlainWork(answer=answer)
+        markers = ingest.marker_fields(tenant=tenant, tokens=[old_token, new_token])
+        return PlainWork(then=throttling.HashRead(ingest.PENDING, tuple(markers)), answer=answer)
 
     @extend_schema(
         operation_id="refresh_token",

@@ -7,12 +7,14 @@ the Tenant) or a 401 that does not say which half was wrong.
 
 Body-key endpoints (`AppEndpoint`) answer CORS: browsers call them, and because the key is
 in the body, never in a cookie, any origin may. The busiest of them (/events, the token refresh)
-answer a plainly valid request without DRF (see `AppEndpoint.plain_post`).
+answer a plainly valid request without DRF (see `AppEndpoint.plain_prepare`).
 """
 
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -24,7 +26,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api import metrics, throttling
+from api import throttling
 from api.errors import ApiError, body_object, parse_json
 from api.throttling import PerKeyThrottle, PerTenantIpThrottle
 from tenants.models import ApiKey, hash_key
@@ -156,6 +158,21 @@ CORS_HEADERS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class PlainWork:
+    """What the plain path does for an app request whose body is plainly valid, once the rate
+    limits allow it. `then` is done in the round trip that counts the limits (queued ingestion
+    appends its event to the stream, a refresh reads its tokens' pending markers), and
+    answer(result) gives the JSON answer, called with what `then` gave (the entry's id, the
+    values read), or None when it was not done because Redis failed or is shunned (the answer
+    must then do without it: an event is written directly). answer() may answer None to let
+    the DRF view take the request after all (it words the 400, 404 or 409); the request has
+    been counted once already and is not counted again."""
+
+    answer: Callable[[Any], dict | None]
+    then: throttling.StreamAppend | throttling.HashRead | None = None
+
+
 class AppEndpoint(APIView):
     """An endpoint apps call with tenant_id + api_key in the body."""
 
@@ -164,22 +181,15 @@ class AppEndpoint(APIView):
     throttle_classes = [PerTenantIpThrottle, PerKeyThrottle]
     cors_headers = CORS_HEADERS  # answers the rate limiter gives before the view carry them too
 
-    # The answer (a JSON-able dict) to a POST whose body is plainly valid, computed without
-    # DRF, or None to let the DRF view take the request; see _with_plain_path.
-    plain_post: Callable[..., dict | None] | None = None
-    # In queued ingestion: (the answer, the stream entry to append) for a plainly valid POST, or
-    # None to go on as without it (plain_post, or the DRF view); the plain path appends the entry
-    # in the round trip that counts the rate limits, only if none is exceeded (see _plain_answer).
-    plain_queue: Callable[..., tuple[dict, throttling.StreamAppend] | None] | None = None
-    # In queued ingestion: (hash, fields) a plainly valid POST reads in the same round trip (the
-    # pending markers of a refresh's tokens), handed to plain_post as read= (None when Redis
-    # failed); or None to read nothing.
-    plain_reads: Callable[..., tuple[str, list[str]] | None] | None = None
+    # The plain path's work for a POST whose body is plainly valid (see _with_plain_path):
+    # plain_prepare(key=, data=) checks the body once and answers a PlainWork, or None to let
+    # the DRF view take the request (it judges the body and words the error).
+    plain_prepare: Callable[..., PlainWork | None] | None = None
 
     @classmethod
     def as_view(cls, **initkwargs):
         view = super().as_view(**initkwargs)
-        return view if cls.plain_post is None else _with_plain_path(cls, view)
+        return view if cls.plain_prepare is None else _with_plain_path(cls, view)
 
     def initial(self, request, *args, **kwargs):
         # The credentials are in the body, so a wrong method must be refused before they
@@ -260,8 +270,9 @@ def _with_plain_path(endpoint: type[AppEndpoint], drf_view):
     /events DRF's request and response handling, the throttles' separate round trips to
     Redis and the middleware's own one cost more than the work itself. The plain path reads
     the body with the same parser, takes the key only from the key cache, checks the
-    failed-authentication budget and counts both rate limits in one Redis call, and asks
-    `plain_post` for the answer, which it renders as DRF would. Whatever it does not take (a
+    failed-authentication budget and counts both rate limits in one Redis call (with the
+    work's own Redis step, if any), and asks the endpoint's `plain_prepare` for the work and
+    its answer, which it renders as DRF would. Whatever it does not take (a
     key not remembered, a limit reached, an invalid body, an OPTIONS) goes to the DRF view,
     which answers exactly as it always has, without counting the request twice. The DRF
     view stays what the URL names, so the OpenAPI schema is the same.
@@ -349,7 +360,7 @@ class PlainPathMiddleware:
 
 
 def _plain_answer(endpoint: type[AppEndpoint], request) -> dict | HttpResponse | None:
-    """What the plain path answers: a dict for plain_post's answer, a 429 when the client's
+    """What the plain path answers: a dict for the work's answer, a 429 when the client's
     failed-authentication budget is spent, or None when the DRF view is to take the request."""
     meta = request.META
     length = meta.get("CONTENT_LENGTH", "")
@@ -378,56 +389,23 @@ def _plain_answer(endpoint: type[AppEndpoint], request) -> dict | HttpResponse |
     if key is None or key.tenant.tenant_id != tenant_id:
         return None
 
-    queued = endpoint.plain_queue(key=key, data=data) if endpoint.plain_queue is not None else None
+    work = endpoint.plain_prepare(key=key, data=data)
+    if work is None:
+        return None
 
-    # The failed-authentication budget and the rate limits, in one round trip.
+    # The failed-authentication budget, the rate limits and the work's `then`, in one round trip.
     guard = throttling.auth_failure_counter(request)
     request._herald_auth_failures_checked = True
     counters = [c for c in (throttle().counter(request, key) for throttle in endpoint.throttle_classes) if c]
-    if queued is not None:
-        return _queue_answer(endpoint, request, key, data, queued, guard, counters)
-    reads = endpoint.plain_reads(key=key, data=data) if endpoint.plain_reads is not None else None
-    if guard is not None or counters or reads is not None:
-        if reads is None:
-            counts = throttling.hit_unless(
-                [(name, period) for name, period, _, _ in counters],
-                guard=(guard[0], guard[2]) if guard is not None else None,
-            )
-        else:
-            counts, read = throttling.hit_unless_then_read(
-                [(name, period) for name, period, _, _ in counters],
-                guard=(guard[0], guard[2]) if guard is not None else None,
-                hash_key=reads[0],
-                fields=reads[1],
-            )
-        if counts is None:
-            return throttling.auth_failures_refusal(guard[3], cors_headers=endpoint.cors_headers)
-        setattr(request, throttling.COUNTED, {c[0]: n for c, n in zip(counters, counts, strict=True)})
-        if any(n > limit for (_, _, limit, _), n in zip(counters, counts, strict=True)):
-            return None  # the DRF view's throttles read these counts and answer the 429
-    key.touch()
-    if reads is not None:
-        return endpoint.plain_post(key=key, data=data, read=read)
-    return endpoint.plain_post(key=key, data=data)
-
-
-def _queue_answer(endpoint, request, key, data, queued, guard, counters) -> dict | HttpResponse | None:
-    """_plain_answer's end in queued ingestion: count the limits and, only if none is exceeded,
-    append the entry, in one round trip. Without Redis (an error, the breaker open) the limits
-    are counted in process memory and plain_post writes directly: never lost, never a 500."""
-    answer, append = queued
-    counts, entry_id = throttling.hit_unless_then_append(
+    counted = throttling.hit_unless(
         [(name, period, limit) for name, period, limit, _ in counters],
         guard=(guard[0], guard[2]) if guard is not None else None,
-        append=append,
+        then=work.then,
     )
-    if counts is None:
+    if counted.counts is None:
         return throttling.auth_failures_refusal(guard[3], cors_headers=endpoint.cors_headers)
-    setattr(request, throttling.COUNTED, {c[0]: n for c, n in zip(counters, counts, strict=True)})
-    if any(n > limit for (_, _, limit, _), n in zip(counters, counts, strict=True)):
+    setattr(request, throttling.COUNTED, {c[0]: n for c, n in zip(counters, counted.counts, strict=True)})
+    if any(n > limit for (_, _, limit, _), n in zip(counters, counted.counts, strict=True)):
         return None  # the DRF view's throttles read these counts and answer the 429; nothing queued
     key.touch()
-    if entry_id is not None:
-        metrics.EVENTS_QUEUED.inc()
-        return answer
-    return endpoint.plain_post(key=key, data=data)
+    return work.answer(counted.then)

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 from api import throttling
 from devices.models import Device, Event
 from devices.views import EventsView, RefreshTokenView
+from tenants.auth import PlainWork
 from tests.devices.conftest import EVENT
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
@@ -21,14 +22,21 @@ def plain_answers(monkeypatch):
     """Counts the answers the plain path gives, per endpoint."""
     answered = {"events": 0, "refresh": 0}
     for name, view in (("events", EventsView), ("refresh", RefreshTokenView)):
-        original = view.plain_post
+        original = view.plain_prepare
 
         def counted(*, key, data, _original=original, _name=name):
-            answer = _original(key=key, data=data)
-            answered[_name] += answer is not None
-            return answer
+            work = _original(key=key, data=data)
+            if work is None:
+                return None
 
-        monkeypatch.setattr(view, "plain_post", staticmethod(counted))
+            def answer(result):
+                answer = work.answer(result)
+                answered[_name] += answer is not None
+                return answer
+
+            return PlainWork(answer=answer, then=work.then)
+
+        monkeypatch.setattr(view, "plain_prepare", staticmethod(counted))
     return answered
 
 
@@ -38,7 +46,7 @@ def without_plain_path(monkeypatch):
 
     def off():
         for view in (EventsView, RefreshTokenView):
-            monkeypatch.setattr(view, "plain_post", staticmethod(lambda *, key, data: None))
+            monkeypatch.setattr(view, "plain_prepare", staticmethod(lambda *, key, data: None))
 
     return off
 
@@ -273,10 +281,10 @@ def test_a_request_the_plain_path_does_not_take_goes_down_the_whole_chain_and_is
     post("/events", {**EVENT, "event_name": "first"})
     admin_middleware_calls.update(session=0, csrf=0)
     asked = []
-    original = EventsView.plain_post
+    original = EventsView.plain_prepare
     monkeypatch.setattr(
         EventsView,
-        "plain_post",
+        "plain_prepare",
         staticmethod(lambda *, key, data: asked.append(1) or original(key=key, data=data)),
     )
 
