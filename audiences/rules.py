@@ -65,9 +65,11 @@ class RuleError(ValueError):
         self.message = message
 
 
-def event_retention_days() -> int:
-    """How far back events go: settings.RETENTION_EVENTS_DAYS, else 180 days."""
-    return int(getattr(settings, "RETENTION_EVENTS_DAYS", DEFAULT_EVENT_RETENTION_DAYS))
+def event_retention_days() -> int | None:
+    """How far back events go: settings.RETENTION_EVENTS_DAYS, else 180 days; None when they
+    are kept forever (0)."""
+    days = int(getattr(settings, "RETENTION_EVENTS_DAYS", DEFAULT_EVENT_RETENTION_DAYS))
+    return days or None
 
 
 def parse(document) -> dict:
@@ -221,7 +223,9 @@ def _event_name(rule: dict, path: str) -> str:
 def _window(rule: dict, path: str, retention: int | None) -> dict:
     if rule.get("within_days") is None:
         return {}
-    days = _whole(rule["within_days"], f"{path}.within_days", 1, None, "a number of days")
+    # Never more than MAX_SEEN_DAYS, even with events kept forever or in a stored document that
+    # skips the retention check: a window is a date to compute, and dates are bounded.
+    days = _whole(rule["within_days"], f"{path}.within_days", 1, MAX_SEEN_DAYS, "a number of days")
     if retention is not None and days > retention:
         raise RuleError(
             f"{path}.within_days", f"{days} days is longer than the {retention} days events are kept"
