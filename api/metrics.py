@@ -59,6 +59,11 @@ EVENTS_QUEUED = Counter(
     "Events POST /events appended to the ingest stream (EVENTS_INGEST=queue); herald_events_recorded "
     "counts them when herald_ingest stores them (a client's retry of a stored event is not counted again).",
 )
+EVENTS_QUEUE_FULL = Counter(
+    "herald_events_queue_full",
+    "Events POST /events wrote directly because the ingest stream held EVENTS_INGEST_MAX_QUEUED "
+    "entries (EVENTS_INGEST=queue): no writer has kept up for a long while.",
+)
 TOKEN_ROTATIONS = Counter("herald_token_rotations", "FCM token swaps stored by POST /devices/refresh-token.")
 DELIVERIES = Counter(
     "herald_deliveries",

@@ -158,8 +158,9 @@ def _hit_local(key: str, period: int) -> int:
 # n (ARGV[2]) counters KEYS[2..n+1] counts one request as HIT_SCRIPT does (ARGV[3..n+2]: the
 # periods + 1), and only if no count is over its limit (ARGV[n+3..2n+2]) the tail ARGV[2n+3] runs:
 #   ''        nothing;
-#   'append'  XADD of the fields ARGV[2n+5..] to the stream KEYS[n+2], and, unless the field
-#             ARGV[2n+4] is '', HSET of that field of the hash KEYS[n+3] to the new entry's id;
+#   'append'  unless the stream KEYS[n+2] holds ARGV[2n+4] entries already ('' for no bound),
+#             XADD of the fields ARGV[2n+6..] to it, and, unless the field ARGV[2n+5] is '',
+#             HSET of that field of the hash KEYS[n+3] to the new entry's id (or '' when full);
 #   'read'    HGET of the fields ARGV[2n+4..] of the hash KEYS[n+2] ('' for a missing one).
 # Answers {guard count, counts...}, followed by the tail's results when it ran: the entry's id,
 # or the values read.
@@ -178,10 +179,14 @@ end
 local tail = ARGV[2 * n + 3]
 if not within or tail == '' then return answer end
 if tail == 'append' then
+    if ARGV[2 * n + 4] ~= '' and redis.call('XLEN', KEYS[n + 2]) >= tonumber(ARGV[2 * n + 4]) then
+        answer[n + 2] = ''
+        return answer
+    end
     local fields = {}
-    for i = 2 * n + 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+    for i = 2 * n + 6, #ARGV do fields[#fields + 1] = ARGV[i] end
     local id = redis.call('XADD', KEYS[n + 2], '*', unpack(fields))
-    if ARGV[2 * n + 4] ~= '' then redis.call('HSET', KEYS[n + 3], ARGV[2 * n + 4], id) end
+    if ARGV[2 * n + 5] ~= '' then redis.call('HSET', KEYS[n + 3], ARGV[2 * n + 5], id) end
     answer[n + 2] = id
 else
     for i = 2 * n + 4, #ARGV do answer[#answer + 1] = redis.call('HGET', KEYS[n + 2], ARGV[i]) or '' end
@@ -220,12 +225,14 @@ def _evalsha(client: redis.Redis, script, keys: list, args: list):
 @dataclass(frozen=True, kw_only=True)
 class StreamAppend:
     """An entry to append to a Redis stream once the limits allow (see hit_unless): its fields,
-    and a marker (hash key, field) set to the entry's id."""
+    and a marker (hash key, field) set to the entry's id; nothing is appended when the stream
+    holds max_length entries already."""
 
     stream: str
     fields: tuple[str, ...]  # field, value, field, value, ...
     marker_hash: str = ""
     marker_field: str = ""
+    max_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -239,9 +246,9 @@ class HashRead:
 class Counted(NamedTuple):
     """What hit_unless did. counts: the counts so far, in the counters' order, or None when the
     guard refused (nothing counted, nothing done). then: the result of `then` (the appended
-    entry's id, or the values read, None for a missing field), or None when it was not done: a
-    count is over its limit, or Redis failed or is shunned (then the counts are this process's
-    own and the caller must do without Redis)."""
+    entry's id, '' when the stream was full, or the values read, None for a missing field), or
+    None when it was not done: a count is over its limit, or Redis failed or is shunned (then
+    the counts are this process's own and the caller must do without Redis)."""
 
     counts: list[int] | None
     then: str | list[str | None] | None = None
@@ -275,7 +282,12 @@ def hit_unless(
         ]
         if isinstance(then, StreamAppend):
             keys += [then.stream, then.marker_hash or then.stream]
-            args += ["append", then.marker_field if then.marker_hash else "", *then.fields]
+            args += [
+                "append",
+                "" if then.max_length is None else then.max_length,
+                then.marker_field if then.marker_hash else "",
+                *then.fields,
+            ]
         elif isinstance(then, HashRead):
             keys.append(then.hash_key)
             args += ["read", *then.fields]
@@ -294,14 +306,14 @@ def hit_unless(
     counts, tail = answer[1 : n + 1], answer[n + 1 :]
     if then is None or any(count > most for count, (_, _, most) in zip(counts, counters, strict=True)):
         return Counted(counts)
-    if isinstance(then, StreamAppend):
+    if isinstance(then, StreamAppend):  # '' when the stream was full
         return Counted(counts, tail[0].decode())
     return Counted(counts, [value.decode() if value else None for value in tail])
 
 
 def append_to_stream(append: StreamAppend) -> str | None:
-    """Append the entry (and set its marker) in one round trip: the new entry's id, or None
-    when Redis failed or is shunned."""
+    """Append the entry (and set its marker) in one round trip: the new entry's id, '' when the
+    stream was full, or None when Redis failed or is shunned."""
     return hit_unless([], guard=None, then=append).then
 
 

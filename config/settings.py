@@ -171,6 +171,11 @@ if EVENTS_INGEST == "queue" and not REDIS_URL:
     raise environ.ImproperlyConfigured("EVENTS_INGEST=queue needs REDIS_URL (the queue is a Redis stream)")
 # /healthz reports "degraded" when the oldest queued event has waited longer than this (seconds).
 EVENTS_INGEST_STALE_SECONDS = env.float("EVENTS_INGEST_STALE_SECONDS", default=60.0)
+# The most events the stream holds: past it (no writer keeping up for a long while) a request
+# writes its event directly, as in direct mode, instead of growing Redis without bound.
+EVENTS_INGEST_MAX_QUEUED = env.int("EVENTS_INGEST_MAX_QUEUED", default=1_000_000)
+if EVENTS_INGEST_MAX_QUEUED < 1:
+    raise environ.ImproperlyConfigured("EVENTS_INGEST_MAX_QUEUED must be at least 1")
 
 # --- Cache ---------------------------------------------------------------------------
 # Shared through Redis when REDIS_URL is set. Rate limits talk to REDIS_URL directly (one

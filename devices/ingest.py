@@ -133,15 +133,18 @@ def prepare(*, tenant: Tenant, event: services.EventInput) -> QueuedEvent:
             fields=("t", str(tenant.pk), "d", json.dumps(document)),
             marker_hash=PENDING,
             marker_field=f"{tenant.pk}:{token_hash}",
+            max_length=settings.EVENTS_INGEST_MAX_QUEUED,
         ),
     )
 
 
 def accepted(queued: QueuedEvent, entry_id: str | None, *, tenant: Tenant, event: services.EventInput) -> str:
-    """The fingerprint to answer for an event whose entry was appended to the stream as entry_id;
-    None when Redis failed or is shunned: then the event is written directly, so that an
-    accepted event is never lost."""
-    if entry_id is not None:
+    """The fingerprint to answer for an event whose entry was appended to the stream as entry_id.
+    Not appended ('' when the stream held EVENTS_INGEST_MAX_QUEUED entries, None when Redis
+    failed or is shunned), the event is written directly: an accepted event is never lost."""
+    if entry_id == "":
+        metrics.EVENTS_QUEUE_FULL.inc()
+    elif entry_id is not None:
         metrics.EVENTS_QUEUED.inc()
         return queued.fingerprint
     return services.record_event(tenant=tenant, event=event).fingerprint

@@ -103,6 +103,23 @@ def test_without_redis_a_queued_event_is_written_directly(queue_mode, api, event
     assert first.json()["fingerprint"] == Event.objects.get(name="app_opened").fingerprint
 
 
+def test_a_full_stream_takes_no_more_and_the_event_is_written_directly(queue_mode, api, event_body, settings):
+    from tests.scrape import TOKEN, scrape, value
+
+    settings.METRICS_TOKEN = TOKEN
+    settings.EVENTS_INGEST_MAX_QUEUED = 2
+    before = value(scrape(), "herald_events_queue_full_total")
+    answers = [api("/events", {**event_body, "event_name": f"e{i}"}) for i in range(4)]  # DRF, then plain
+
+    assert [answer.status_code for answer in answers] == [200] * 4
+    assert queued(queue_mode) == 2
+    assert sorted(Event.objects.values_list("name", flat=True)) == ["e2", "e3"]
+    assert value(scrape(), "herald_events_queue_full_total") == before + 2
+    write_queued_events()
+    stored = dict(Event.objects.values_list("name", "fingerprint"))
+    assert stored == {f"e{i}": answers[i].json()["fingerprint"] for i in range(4)}
+
+
 def test_a_batch_delivered_again_after_a_crash_stores_each_event_once_and_keeps_the_newer_device_state(
     queue_mode, api, event_body, settings, monkeypatch
 ):
