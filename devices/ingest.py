@@ -4,7 +4,7 @@ stores the stream in batches.
 Why: the synchronous write of an event costs the web process ~1.5 ms of CPU and PostgreSQL
 ~1 ms, and /events could not reach half of a bare Django view's throughput with it
 (bench/README.md, issue 16). Queued, the request validates, authenticates, counts its rate
-limits and appends the event in one Redis round trip (api.throttling.hit_unless_then_append),
+limits and appends the event in one Redis round trip (api.throttling.hit_unless),
 and `manage.py herald_ingest` writes hundreds of events per transaction. A 200 then means
 "queued": the event is as durable as Redis is.
 
@@ -60,6 +60,8 @@ circuit breaker open), a request writes its event directly, as in direct mode, a
 does not wait for queued events it cannot read. A refresh waits at most
 REFRESH_LOCK_TIMEOUT_MS for the ingest lock (a writer stopped while holding it must not hang
 the API): past it, the refresh goes on and its tokens' queued events are written after it.
+The stream is bounded (EVENTS_INGEST_MAX_QUEUED): when it is full, as when Redis is down, a
+request writes its event directly, ahead of its device's older queued events.
 """
 
 import json
