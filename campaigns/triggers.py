@@ -214,7 +214,9 @@ def _claim(now: datetime, batch: int) -> tuple[str, list[PendingTrigger]] | None
     PendingTrigger.objects.filter(pk__in=ids, state=PendingTrigger.State.PENDING).filter(unclaimed).update(
         claim=token, claimed_until=lease
     )
-    return token, list(PendingTrigger.objects.filter(claim=token, state=PendingTrigger.State.PENDING))
+    # By primary key: the claim column has no index (read by it alone, every pending trigger).
+    claimed = PendingTrigger.objects.filter(pk__in=ids, claim=token, state=PendingTrigger.State.PENDING)
+    return token, list(claimed)
 
 
 def _fire(

@@ -1316,7 +1316,9 @@ def _claim_chunk(message, first_device_id, last_device_id) -> tuple[list[Deliver
     Delivery.objects.filter(pk__in=ids, message_id__in=sending.values("pk")).unfinished().unclaimed(
         now
     ).update(claim=token, claimed_until=until)
-    claimed = list(Delivery.objects.filter(claim=token).select_related("device"))
+    # By primary key: the claim column has no index, and reading by it alone scanned the whole
+    # table for every chunk (~0.3 s a chunk at 1,000,000 deliveries).
+    claimed = list(Delivery.objects.filter(pk__in=ids, claim=token).select_related("device"))
     return claimed, len(ids) >= settings.FANOUT_CHUNK_SIZE
 
 
