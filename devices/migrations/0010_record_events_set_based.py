@@ -98,19 +98,28 @@ BEGIN
                dd.last_session_id, dd.is_active, dd.deactivated_at, dd.deactivation_reason, dd.last_seen_at,
                du.app_user_id AS user_key
         FROM dk
-        LEFT JOIN devices_device dd ON dd.tenant_id = dk.tenant AND dd.token_hash = dk.token_hash
-        LEFT JOIN devices_appuser du ON du.id = dd.user_id
+        -- each row by its index, whatever the statistics say (LIMIT 1: a lookup per row, not a join)
+        LEFT JOIN LATERAL (
+            SELECT * FROM devices_device dd0
+            WHERE dd0.tenant_id = dk.tenant AND dd0.token_hash = dk.token_hash LIMIT 1
+        ) AS dd ON true
+        LEFT JOIN LATERAL (
+            SELECT du0.app_user_id FROM devices_appuser du0 WHERE du0.id = dd.user_id LIMIT 1
+        ) AS du ON true
     ), uk AS MATERIALIZED (
         SELECT s.tenant, s.app_user_id, row_number() OVER ()::integer AS h
         FROM (SELECT a.tenant, a.app_user_id FROM a
               UNION SELECT dr.tenant, dr.user_key FROM dr WHERE dr.user_key IS NOT NULL) AS s
     ), ul AS MATERIALIZED (
         -- read FOR KEY SHARE, as herald_record_event reads a named user: an erasure waits for the batch
-        SELECT uu.id, uu.tenant_id, uu.app_user_id, uu.is_anonymous, uu.language, uu.country, uu.timezone,
-               uu.first_seen_at, uu.last_seen_at
-        FROM uk JOIN devices_appuser uu ON uu.tenant_id = uk.tenant AND uu.app_user_id = uk.app_user_id
-        ORDER BY uu.id
-        FOR KEY SHARE OF uu
+        SELECT uu.*
+        FROM uk CROSS JOIN LATERAL (
+            SELECT uu0.id, uu0.tenant_id, uu0.app_user_id, uu0.is_anonymous, uu0.language, uu0.country,
+                   uu0.timezone, uu0.first_seen_at, uu0.last_seen_at
+            FROM devices_appuser uu0 WHERE uu0.tenant_id = uk.tenant AND uu0.app_user_id = uk.app_user_id
+            LIMIT 1
+            FOR KEY SHARE
+        ) AS uu
     )
     SELECT
         (SELECT array_agg(ROW(
