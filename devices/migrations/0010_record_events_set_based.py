@@ -52,7 +52,11 @@ CREATE TYPE herald_ingest_device AS (
     last_seen_at timestamptz, last_n integer, new integer, first_n integer, dirty boolean
 );
 CREATE TYPE herald_ingest_user AS (
-    id bigint, tenant bigint, app_user_id text, is_anonymous boolean, language text, country text, timezone text,
+    id bigint, tenant bigint, app_user_id text, is_anonymous boolean,
+    -- typed as devices_appuser's columns: a document's value too long for one fails at the
+    -- assignment (DataError), as its write failed in herald_record_event, even if a later
+    -- document of the batch would overwrite it before the row is written
+    language varchar(2), country varchar(2), timezone varchar(64),
     first_seen_at timestamptz, last_seen_at timestamptz, new integer, dirty boolean
 );
 """

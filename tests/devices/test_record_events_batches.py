@@ -12,7 +12,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 
 from devices import services
 from devices.models import AppUser, Device, Event, hash_token
@@ -310,3 +310,37 @@ def test_a_batch_of_nothing_new_applies_nothing(tenant):
     assert as_batch([document], keys) == []
     assert as_batch([], []) == []
     assert Event.objects.count() == 1 and Device.objects.count() == 1 and AppUser.objects.count() == 1
+
+
+def test_a_value_the_database_refuses_fails_the_batch_even_if_a_later_document_overwrites_it(tenant):
+    """As herald_record_event failed on writing it: the writer then applies the batch one document
+    at a time and sends that one to the dead-letter stream (devices/ingest.py)."""
+
+    def document(language: str, fingerprint: str) -> dict:
+        return services.event_document(
+            tenant=tenant,
+            event=services.EventInput(
+                event_name="open",
+                event_time=BASE,
+                device_token="tok",
+                platform="android",
+                push_permission_granted=True,
+                timezone="UTC",
+                language=language,
+                country="GB",
+                session_id="s",
+                app_user_id="ann",
+            ),
+            params={},
+            fingerprint=fingerprint,
+            now=BASE,
+            token_hash=hash_token("tok"),
+        )
+
+    documents = [document("english", "a" * 32), document("en", "b" * 32)]
+    keys = lock_keys(documents, {tenant.pk: tenant})
+
+    for apply in (one_by_one, lambda docs: as_batch(docs, keys)):
+        with pytest.raises(DataError), transaction.atomic():
+            apply(documents)
+    assert as_batch(documents[1:], keys) == [0]
