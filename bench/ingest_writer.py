@@ -7,24 +7,28 @@ process and of its PostgreSQL backend, for several versions of herald_record_eve
 
 Each variant is a definition of the batch function: ``old`` is migration devices 0009's,
 ``new`` the one the migrations install last (devices 0010's), ``name=path.sql`` any file of SQL
-(run as is: it is to CREATE OR REPLACE herald_record_events and whatever it needs). Every
-round runs each variant once, the order reversed every other round, in this process:
+(run as is: it is to CREATE OR REPLACE herald_record_events and whatever it needs). Before the
+rounds, ``--ballast`` events of another tenant (a device and a user per ten), so that the tables
+are not toy-sized. Every round runs each variant once, the order reversed every other round, in
+this process:
 
-1. a fresh tenant; the variant's function is installed;
-2. warm-up (not measured): one event per token, drained, so that the devices and users exist
-   (``--new-devices`` leaves that share of the measured tokens unseen until the measured part);
-3. ``--events`` documents appended to the stream at once (no writer running), shaped as
+1. a fresh tenant; 0009's function installed for the warm-up: one event per token, 45 s of
+   request time before the measured ones, drained, so that the devices and users exist
+   (``--new-devices`` leaves that share of the tokens unseen until the measured part); then
+   VACUUM ANALYZE of the four tables (autovacuum may be off: every run plans with fresh
+   statistics and starts without the earlier runs' dead rows) and the variant's function;
+2. ``--events`` documents appended to the stream at once (no writer running), shaped as
    bench/api_load.py's clients send them: ``--clients`` clients of ``--devices`` devices
    each, every device with a named user of its own, the client's session id changing every 50
    of its events, the request times ``1 / --rate`` seconds apart (so a device's last_seen_at
    is written again once a minute, as on the direct path);
-4. ``manage.py herald_ingest --drain`` (``--batch``) in this process, timed: this process's
-   CPU (the writer's: parsing, Redis, the call) and its PostgreSQL backend's (from /proc), over
-   the events stored.
+3. ``manage.py herald_ingest --drain`` (``--batch``) in this process, timed: this process's
+   CPU (the writer's: parsing, Redis, the call) and its PostgreSQL backend's (from /proc, with
+   10 ms ticks: hence thousands of events per run), over the events stored.
 
-Then the medians per variant, and each variant's ratio to the first one's, round by round.
-Needs PostgreSQL and Redis (the database's and Redis db's contents other than its own tenants
-and the ingest streams are left alone; the streams must be empty at the start).
+Then the medians per variant, and each variant's ratio of PostgreSQL CPU to the first one's,
+round by round. Needs PostgreSQL and Redis (nothing but its own tenants is touched; the ingest
+stream must be empty at the start, and nothing else may consume it meanwhile).
 """
 
 import argparse
