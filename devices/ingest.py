@@ -392,8 +392,9 @@ def _apply(entries: list[Entry]) -> None:
             _apply_one_portable(entry, tenants)
 
 
-# The batch on PostgreSQL: one round trip (migration devices 0009). It takes every token lock of
-# the batch up front, in the one global order, then applies the documents in order.
+# The batch on PostgreSQL: one round trip (migrations devices 0009, 0010). It takes every token lock
+# of the batch up front, in the one global order, then applies the documents in order (0010: as
+# herald_record_event would one by one, with a fixed number of statements per batch).
 RECORD_EVENTS_SQL = "SELECT applied FROM herald_record_events(%s::bigint[], %s::jsonb) AS applied"
 
 
