@@ -214,6 +214,7 @@ def start_gunicorn(args, env: dict, port: int) -> subprocess.Popen:
         "2048",
         "--log-level",
         "warning",
+        *(["--config", str(Path(args.gunicorn_config).resolve())] if args.gunicorn_config else []),
     ]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
@@ -793,6 +794,11 @@ def main() -> None:
         metavar="N",
         help="measure the writers alone instead: queue N events with no writer running, then "
         "time --writers writers storing them (events/s, CPU ms per event)",
+    )
+    parser.add_argument(
+        "--gunicorn-config",
+        help="a gunicorn config file for the servers (hooks, e.g. bench/gunicorn_gc.py); "
+        "without it gunicorn reads the served tree's gunicorn.conf.py if there is one",
     )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/api_profile.py                  # PostgreSQL + Redis, 2,000 requests each
     .venv/bin/python bench/api_profile.py --requests 5000 --database-url postgres://...
+    .venv/bin/python bench/api_profile.py --ingest queue --scenarios events   # EVENTS_INGEST=queue
 
 Drives Herald's WSGI application in this process, as a gunicorn worker would (the same
 settings, middleware and views; no HTTP socket), with one client reporting for 20 devices
@@ -17,6 +18,11 @@ settings, middleware and views; no HTTP socket), with one client reporting for 2
   throttles, the service and each of its statements) as a share of the whole. cProfile
   slows function-call-heavy code (the ORM) more than C code, so read shares, not times.
   It is timed in CPU time, so waiting for PostgreSQL and Redis does not count.
+
+With ``--ingest queue`` (EVENTS_INGEST=queue) ``/events`` appends to the Redis stream in its rate
+limits' round trip and answers without the database; no writer runs, and the stream and its
+markers are emptied after each phase (XTRIM MAXLEN 0), outside the timed loops, so that the run
+leaves nothing queued behind.
 """
 
 import argparse
@@ -50,6 +56,12 @@ PARTS = [
     ("rate limits, DRF throttles (Redis, 1 call each)", [("rest_framework/views.py", "check_throttles")]),
     ("failed-auth budget + rate limits (1 Redis call)", [("api/throttling.py", "hit_unless")]),
     (
+        "failed-auth budget + rate limits + stream append (1 Redis call)",
+        [("api/throttling.py", "hit_unless_then_append")],
+    ),
+    ("  counters: names, client IP, rate settings", [("api/throttling.py", "counter")]),
+    ("  failed-auth counter: name, client IP", [("api/throttling.py", "auth_failure_counter")]),
+    (
         "validation",
         [
             ("rest_framework/serializers.py", "is_valid"),
@@ -57,6 +69,8 @@ PARTS = [
             ("devices/validation.py", "refresh_input"),
         ],
     ),
+    ("queue: the stream entry (ingest.prepare)", [("devices/ingest.py", "prepare")]),
+    ("  event document", [("devices/services.py", "event_document")]),
     ("service: record_event", [("devices/services.py", "record_event")]),
     ("  event fingerprint", [("devices/services.py", "event_fingerprint")]),
     (
@@ -69,8 +83,17 @@ PARTS = [
         [("devices/services.py", "_refresh_token_postgresql")],
     ),
     ("  transaction commit", [("django/db/backends/base/base.py", "commit")]),
+    ("response rendering (JSONRenderer)", [("rest_framework/renderers.py", "render")]),
     ("anywhere: cursor execute (driver, any statement)", [("psycopg/cursor.py", "execute")]),
     ("anywhere: Redis client calls", [("redis/client.py", "execute_command")]),
+    ("anywhere: Redis script call (_evalsha)", [("api/throttling.py", "_evalsha")]),
+    ("anywhere: json.dumps", [("json/__init__.py", "dumps")]),
+    ("anywhere: event time parsing (RFC3339DateTimeField)", [("api/fields.py", "to_internal_value")]),
+    (
+        "anywhere: prometheus observe + inc",
+        [("prometheus_client/metrics.py", "observe"), ("prometheus_client/metrics.py", "inc")],
+    ),
+    ("anywhere: HttpResponse construction", [("django/http/response.py", "__init__")]),
     ("anywhere: logging", [("logging/__init__.py", "_log")]),
 ]
 
@@ -195,11 +218,23 @@ def backend_pid() -> int:
         return cursor.fetchone()[0]
 
 
+def empty_queue(redis_client) -> None:
+    """Queue mode: drop what /events appended (no writer runs here); the stream and its consumer
+    group stay."""
+    if redis_client is None:
+        return
+    from devices.ingest import PENDING, STREAM
+
+    redis_client.xtrim(STREAM, maxlen=0)
+    redis_client.delete(PENDING)
+
+
 def measure(driver: Driver, kind: str, requests: int, redis_client) -> dict:
     from django.db import connection
 
     for n in range(200):  # warm: connection, key cache, plan caches
         driver.request(kind, n)
+    empty_queue(redis_client)
     pid = backend_pid() if connection.vendor == "postgresql" else None
     started = (
         time.process_time(),
@@ -217,17 +252,27 @@ def measure(driver: Driver, kind: str, requests: int, redis_client) -> dict:
     )
     if pid and backend_pid() != pid:
         print("  (the database connection was replaced during the run: its CPU is not counted)")
+    empty_queue(redis_client)
     per = [(e - s) * 1000 / requests for s, e in zip(started, ended, strict=True)]
     return {"python_ms": per[0], "postgres_ms": per[1], "redis_ms": per[2], "wall_ms": per[3]}
 
 
-def profile(driver: Driver, kind: str, requests: int) -> None:
+def profile(driver: Driver, kind: str, requests: int, top: int = 0) -> None:
     profiler = cProfile.Profile(time.process_time)  # CPU, not waits on the database
     profiler.enable()
     for n in range(10_000, 10_000 + requests):
         driver.request(kind, n)
     profiler.disable()
     stats = pstats.Stats(profiler).stats
+    if top:
+        print(f"  the {top} functions with the most time of their own (cProfile, per request):")
+        rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+        for (file, line, func), (_, calls, own, cumulative_time, _) in rows:
+            where = "/".join(file.split("/")[-2:])
+            print(
+                f"    {1000 * own / requests:6.3f} ms own {1000 * cumulative_time / requests:6.3f} ms cum "
+                f"{calls / requests:5.1f} calls  {where}:{line} {func}"
+            )
 
     def cumulative(*functions) -> float:
         return sum(
@@ -286,6 +331,13 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--scenarios", default="events,refresh")
+    parser.add_argument("--top", type=int, default=0, help="also list the N functions with most own time")
+    parser.add_argument(
+        "--ingest",
+        choices=("direct", "queue"),
+        default="direct",
+        help="EVENTS_INGEST: queue appends /events to the Redis stream (needs --redis-url)",
+    )
     parser.add_argument(
         "--without-rate-limits",
         action="store_true",
@@ -305,8 +357,11 @@ def main() -> None:
             "LOG_LEVEL": "WARNING",
             # One connection for the whole run, so that its backend's CPU can be read.
             "CONN_MAX_AGE": "3600",
+            "EVENTS_INGEST": args.ingest,
         }
     )
+    if args.ingest == "queue" and not args.redis_url:
+        raise SystemExit("--ingest queue needs Redis: pass --redis-url")
     if args.database_url.startswith(("postgres://", "postgresql://")):
         # bench/ (this script's directory) is on sys.path after ROOT, never before it:
         # bench/webhooks.py would hide the webhooks app.
@@ -328,7 +383,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(
         f"Herald API profile, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
-        f"load average {load:.2f}, {args.requests} requests per scenario"
+        f"load average {load:.2f}, {args.requests} requests per scenario, /events ingest {args.ingest}"
     )
     try:
         for kind in args.scenarios.split(","):
@@ -341,10 +396,12 @@ def main() -> None:
                 f"Redis (whole server) {cpu['redis_ms']:.3f} ms"
             )
             seen = round_trips(driver, kind, 5_000, 100)
+            empty_queue(redis_client)
             print(f"  PostgreSQL round trips per request: {sum(seen.values()) / 100:.2f}")
             for sql, count in seen.most_common():
                 print(f"    {count / 100:5.2f}  {sql}")
-            profile(driver, kind, min(args.requests, 1000))
+            profile(driver, kind, min(args.requests, 1000), top=args.top)
+            empty_queue(redis_client)
     finally:
         from tenants.models import Tenant
 

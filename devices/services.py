@@ -78,7 +78,7 @@ def event_fingerprint(
     params: dict,
 ) -> str:
     """A stable id of an event: the same event sent twice (a retry) gets the same one."""
-    canonical = json.dumps(
+    canonical = _CANONICAL_JSON.encode(
         [
             tenant.pk,
             app_user_id,
@@ -87,12 +87,14 @@ def event_fingerprint(
             event_time.astimezone(timezone.UTC).isoformat(),
             session_id,
             params,
-        ],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+        ]
     )
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+# What json.dumps(…, sort_keys=True, separators=(",", ":"), ensure_ascii=False) writes, with
+# the encoder built once: json.dumps builds one per call when given options.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _upsert_user(

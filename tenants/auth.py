@@ -22,6 +22,7 @@ from django.urls import Resolver404, resolve
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, exceptions, permissions
+from rest_framework.compat import LONG_SEPARATORS, SHORT_SEPARATORS
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -251,6 +252,19 @@ PLAIN_CONTENT_TYPES = frozenset(
 )
 _JSON_ACCEPTS = frozenset({"*/*", "application/*", "application/json"})
 _renderer = JSONRenderer()
+# What _renderer.render(answer, "application/json", {}) calls json.dumps with (no indent: the
+# plain path takes no Accept with parameters), as one encoder built once: json.dumps builds an
+# encoder per call when given options, and render() parses the media type for an indent first.
+_encoder = _renderer.encoder_class(
+    ensure_ascii=_renderer.ensure_ascii,
+    allow_nan=not _renderer.strict,
+    separators=SHORT_SEPARATORS if _renderer.compact else LONG_SEPARATORS,
+)
+
+
+def _render(answer: dict) -> bytes:
+    """The bytes DRF's JSONRenderer renders `answer` to for `Accept: application/json`."""
+    return _encoder.encode(answer).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode()
 
 
 def _accepts_plain_json(accept: str | None) -> bool:
@@ -288,9 +302,7 @@ def _with_plain_path(endpoint: type[AppEndpoint], drf_view):
         answer = _plain_answer(endpoint, request)
         if answer is None or isinstance(answer, HttpResponse):
             return answer
-        response = HttpResponse(
-            _renderer.render(answer, "application/json", {}), content_type="application/json"
-        )
+        response = HttpResponse(_render(answer), content_type="application/json")
         response["Allow"] = allow
         for header, value in endpoint.cors_headers.items():
             response[header] = value

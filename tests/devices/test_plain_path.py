@@ -339,3 +339,17 @@ CORS_HEADER_NAMES = [
     "Access-Control-Expose-Headers",
     "Access-Control-Max-Age",
 ]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"fingerprint": "0123456789abcdef0123456789abcdef"},
+        {"success": True},
+        {"text": "line\u2028paragraph\u2029 é ü 🚀", "number": 1.5, "nothing": None, "list": [1, "x"]},
+    ],
+)
+def test_the_plain_path_renders_an_answer_to_the_bytes_drfs_json_renderer_gives(answer):
+    from tenants.auth import _render, _renderer
+
+    assert _render(answer) == _renderer.render(answer, "application/json", {})

@@ -232,3 +232,21 @@ def test_a_redis_that_does_not_know_the_script_yet_still_counts_every_request(
     (counter,) = other_process.scan_iter("herald:rl:appip:*:192.0.2.46:*")
     assert other_process.get(counter) == b"2"
     assert throttling.breaker.failures == failures
+
+
+@pytest.mark.parametrize("proxies", [None, 0, 1, 2])
+@pytest.mark.parametrize(
+    "forwarded", [None, "", "203.0.113.7", "198.51.100.1, 203.0.113.7", " 10.0.0.1 ,10.0.0.2 "]
+)
+def test_the_rate_limits_name_a_client_by_the_address_drfs_get_ident_gives(settings, proxies, forwarded):
+    from django.test import RequestFactory
+    from rest_framework.throttling import BaseThrottle
+
+    from api.throttling import PerTenantIpThrottle, client_ip
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": proxies}
+    extra = {} if forwarded is None else {"HTTP_X_FORWARDED_FOR": forwarded}
+    request = RequestFactory().post("/events", REMOTE_ADDR="192.0.2.10", **extra)
+
+    assert client_ip(request) == BaseThrottle().get_ident(request)
+    assert PerTenantIpThrottle().get_ident(request) == BaseThrottle().get_ident(request)
