@@ -205,7 +205,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["api.throttling.PerIpThrottle", "api.throttling.PerKeyThrottle"],
     # Behind a proxy, the client IP is the N-th address from the right of X-Forwarded-For.
-    "NUM_PROXIES": env.int("NUM_PROXIES", default=None),
+    # 0 (the default): REMOTE_ADDR, whatever X-Forwarded-For says. DRF's own default (None)
+    # believes any X-Forwarded-For a client sends, so a client could name itself anew on every
+    # request and slip past the per-IP limits, the admin's sign-in lockout and
+    # METRICS_ALLOWED_NETWORKS.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 # Rate limits on every API endpoint ("count/s|min|hour|day"; empty for none). An app key
 # is shared by every install of an app, so its limit is high. On the server endpoints one
