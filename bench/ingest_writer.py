@@ -80,8 +80,7 @@ def variant_sql(spec: str) -> tuple[str, str]:
 
 def documents(args, tenant, *, start: datetime, tokens_from: int = 0) -> list[dict]:
     """The measured documents: api_load's clients' events, 1 / rate seconds apart."""
-    from devices import services
-    from devices.models import hash_token
+    from devices import ingest, services
 
     run = tenant.tenant_id
     docs = []
@@ -106,17 +105,7 @@ def documents(args, tenant, *, start: datetime, tokens_from: int = 0) -> list[di
             app_user_id=f"{run}-ev-user-{client}-{device}",
             params={"screen": "home", "n": n},
         )
-        fingerprint = services.fingerprint_of(tenant=tenant, event=event, params=event.params)
-        docs.append(
-            services.event_document(
-                tenant=tenant,
-                event=event,
-                params=event.params,
-                fingerprint=fingerprint,
-                now=now,
-                token_hash=hash_token(event.device_token),
-            )
-        )
+        docs.append(ingest.document_of(tenant=tenant, event=event, now=now))
     return docs
 
 

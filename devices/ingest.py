@@ -118,23 +118,31 @@ class QueuedEvent:
     append: throttling.StreamAppend
 
 
+def document_of(*, tenant: Tenant, event: services.EventInput, now: datetime) -> dict:
+    """The document services.record_event would pass to the database for this event, accepted
+    at `now`: what a stream entry carries (its fingerprint and token hash included)."""
+    params = event.params or {}
+    return services.event_document(
+        tenant=tenant,
+        event=event,
+        params=params,
+        fingerprint=services.fingerprint_of(tenant=tenant, event=event, params=params),
+        now=now,
+        token_hash=hash_token(event.device_token),
+    )
+
+
 def prepare(*, tenant: Tenant, event: services.EventInput) -> QueuedEvent:
     """The stream entry (and marker) of an accepted event, and its fingerprint: the document
     services.record_event would pass to the database, with now = this moment."""
-    now = timezone.now()
-    params = event.params or {}
-    fingerprint = services.fingerprint_of(tenant=tenant, event=event, params=params)
-    token_hash = hash_token(event.device_token)
-    document = services.event_document(
-        tenant=tenant, event=event, params=params, fingerprint=fingerprint, now=now, token_hash=token_hash
-    )
+    document = document_of(tenant=tenant, event=event, now=timezone.now())
     return QueuedEvent(
-        fingerprint=fingerprint,
+        fingerprint=document["fingerprint"],
         append=throttling.StreamAppend(
             stream=STREAM,
             fields=("t", str(tenant.pk), "d", json.dumps(document)),
             marker_hash=PENDING,
-            marker_field=f"{tenant.pk}:{token_hash}",
+            marker_field=f"{tenant.pk}:{document['token_hash']}",
             max_length=settings.EVENTS_INGEST_MAX_QUEUED,
         ),
     )

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import DataError, connection, transaction
 
-from devices import services
-from devices.models import AppUser, Device, Event, hash_token
+from devices import ingest, services
+from devices.models import AppUser, Device, Event
 from tenants.models import Tenant
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -108,17 +108,7 @@ def batch(rng: random.Random, tenants: list[Tenant], pools: dict[int, list[str]]
             params={"n": n % 3},
             token_kind=rng.choice(["registration", "registration", "fid"]),
         )
-        fingerprint = services.fingerprint_of(tenant=tenant, event=event, params=event.params)
-        documents.append(
-            services.event_document(
-                tenant=tenant,
-                event=event,
-                params=event.params,
-                fingerprint=fingerprint,
-                now=now,
-                token_hash=hash_token(token),
-            )
-        )
+        documents.append(ingest.document_of(tenant=tenant, event=event, now=now))
     return documents
 
 
@@ -285,25 +275,25 @@ def test_a_random_batch_leaves_the_rows_and_answers_of_applying_it_one_by_one(se
             transaction.set_rollback(True)
 
 
-def test_a_batch_of_nothing_new_applies_nothing(tenant):
-    document = services.event_document(
-        tenant=tenant,
-        event=services.EventInput(
-            event_name="open",
-            event_time=BASE,
-            device_token="tok",
-            platform="android",
-            push_permission_granted=True,
-            timezone="UTC",
-            language="en",
-            country="GB",
-            session_id="s",
-        ),
-        params={},
-        fingerprint="f" * 32,
-        now=BASE,
-        token_hash=hash_token("tok"),
+def opened(tenant, *, fingerprint: str, language: str = "en", app_user_id: str = "") -> dict:
+    """The document of an app_opened-like event of the token "tok" at BASE, fingerprint given."""
+    event = services.EventInput(
+        event_name="open",
+        event_time=BASE,
+        device_token="tok",
+        platform="android",
+        push_permission_granted=True,
+        timezone="UTC",
+        language=language,
+        country="GB",
+        session_id="s",
+        app_user_id=app_user_id,
     )
+    return {**ingest.document_of(tenant=tenant, event=event, now=BASE), "fingerprint": fingerprint}
+
+
+def test_a_batch_of_nothing_new_applies_nothing(tenant):
+    document = opened(tenant, fingerprint="f" * 32)
     keys = lock_keys([document], {tenant.pk: tenant})
 
     assert as_batch([document, document], keys) == [0]
@@ -316,28 +306,10 @@ def test_a_value_the_database_refuses_fails_the_batch_even_if_a_later_document_o
     """As herald_record_event failed on writing it: the writer then applies the batch one document
     at a time and sends that one to the dead-letter stream (devices/ingest.py)."""
 
-    def document(language: str, fingerprint: str) -> dict:
-        return services.event_document(
-            tenant=tenant,
-            event=services.EventInput(
-                event_name="open",
-                event_time=BASE,
-                device_token="tok",
-                platform="android",
-                push_permission_granted=True,
-                timezone="UTC",
-                language=language,
-                country="GB",
-                session_id="s",
-                app_user_id="ann",
-            ),
-            params={},
-            fingerprint=fingerprint,
-            now=BASE,
-            token_hash=hash_token("tok"),
-        )
-
-    documents = [document("english", "a" * 32), document("en", "b" * 32)]
+    documents = [
+        opened(tenant, language="english", app_user_id="ann", fingerprint="a" * 32),
+        opened(tenant, language="en", app_user_id="ann", fingerprint="b" * 32),
+    ]
     keys = lock_keys(documents, {tenant.pk: tenant})
 
     for apply in (one_by_one, lambda docs: as_batch(docs, keys)):
