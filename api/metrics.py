@@ -32,7 +32,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
-from rest_framework.throttling import BaseThrottle
+
+from api import throttling
 
 log = logging.getLogger("herald.metrics")
 
@@ -278,7 +279,7 @@ def _client_allowed(request) -> bool:
     try:
         # The client address as the rate limits see it (NUM_PROXIES decides whether to
         # believe X-Forwarded-For).
-        address = ipaddress.ip_address(BaseThrottle().get_ident(request).strip())
+        address = ipaddress.ip_address(throttling.client_ip(request).strip())
     except ValueError:
         return False
     return any(address in ipaddress.ip_network(network, strict=False) for network in networks)

@@ -8,12 +8,13 @@ anyone in (its keys are checked by ``tenants.auth``), so it is never locked out.
 from django.conf import settings
 from django.contrib import admin
 from django.shortcuts import render
-from rest_framework.throttling import BaseThrottle
+
+from api import throttling
 
 
 def client_ip(request) -> str | None:
     """The client's address, read as the API's rate limits read it (NUM_PROXIES)."""
-    return BaseThrottle().get_ident(request)
+    return throttling.client_ip(request)
 
 
 def lockout_response(request, original_response=None, credentials=None):
