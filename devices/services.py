@@ -140,6 +140,13 @@ def _lock_keys(*, tenant: Tenant, token_hashes: list[str]) -> list[int]:
     )
 
 
+def _lock_keys_literal(*, tenant: Tenant, token_hashes: list[str]) -> str:
+    """_lock_keys as PostgreSQL's array literal, for a ``%s::bigint[]`` parameter: psycopg adapts
+    a Python list through its generic array dumper, ~27 µs of client CPU per call on the
+    one-round-trip paths (/events, the refresh), against a string's ~0."""
+    return "{" + ",".join(map(str, _lock_keys(tenant=tenant, token_hashes=token_hashes))) + "}"
+
+
 # Takes the advisory locks in array order: callers pass _lock_keys() (sorted).
 LOCK_SQL = "SELECT pg_advisory_xact_lock(k) FROM unnest(%(lock_keys)s::bigint[]) AS k"
 
@@ -261,7 +268,8 @@ def _record_event_postgresql(
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            RECORD_EVENT_SQL, [_lock_keys(tenant=tenant, token_hashes=[token_hash]), json.dumps(arguments)]
+            RECORD_EVENT_SQL,
+            [_lock_keys_literal(tenant=tenant, token_hashes=[token_hash]), json.dumps(arguments)],
         )
         device_id, user_id = cursor.fetchone()
     # Positional arguments, in the fields' order: Model.__init__ takes keywords (and a related
@@ -462,7 +470,7 @@ def _refresh_token_postgresql(*, tenant, old_token, new_token, app_user_id, plat
     with connection.cursor() as cursor:
         cursor.execute(
             REFRESH_TOKEN_SQL,
-            [_lock_keys(tenant=tenant, token_hashes=[old_hash, new_hash]), json.dumps(arguments)],
+            [_lock_keys_literal(tenant=tenant, token_hashes=[old_hash, new_hash]), json.dumps(arguments)],
         )
         row = cursor.fetchone()
     if row is None:
