@@ -1409,7 +1409,7 @@ def _loaded(model, values) -> models.Model:
 def _payload(message: Message, template: dict, delivery: Delivery) -> dict:
     """A delivery's FCM message: the message's own, plus its target and tracking token."""
     payload = dict(template)
-    tracking_token = delivery.tracking_token  # derived: one MAC
+    tracking_token = delivery.tracking_token  # derived: one AES block
     payload["data"] = {**template.get("data", {}), "tracking_token": tracking_token}
     if delivery.device is None:
         payload.update(audience_target(audience=message.audience, params=message.audience_params).as_fields())

@@ -1,9 +1,12 @@
 """POST /pushes/opened: the app reports a tap; the message's open rate follows."""
 
+import base64
+
 import pytest
+from django.utils.crypto import salted_hmac
 from rest_framework.test import APIClient
 
-from messaging.models import Message
+from messaging.models import Message, delivery_id_of, derived_tracking_token
 from tenants.models import ApiKey, Tenant
 from tests.conftest import OMIT
 
@@ -69,16 +72,56 @@ def test_another_tenants_tracking_token_is_not_found(delivered):
     assert message.opened_count == 0
 
 
-def test_a_token_whose_mac_does_not_hold_is_not_found(delivered, api):
+@pytest.mark.parametrize("alter", ["one character", "the id in the clear"])
+def test_an_altered_or_forged_token_is_not_found(delivered, api, alter):
     message, tokens = delivered
-    delivery_id, mac = tokens[0].split("_", 1)
-    forged = f"{delivery_id}_{'A' * len(mac)}" if mac != "A" * len(mac) else f"{delivery_id}_{'B' * len(mac)}"
+    token = tokens[0]
+    if alter == "one character":
+        forged = token[:5] + ("B" if token[5] == "A" else "A") + token[6:]
+    else:  # the signed form's shape around a delivery's real id, with a made-up MAC
+        forged = f"{message.deliveries.order_by('pk').first().pk}_{'A' * 16}"
 
     response = api("/pushes/opened", {"tracking_token": forged})
 
     assert response.status_code == 404
     message.refresh_from_db()
     assert message.opened_count == 0
+
+
+def test_only_this_server_reads_its_tracking_tokens(delivered, settings):
+    message, tokens = delivered
+    assert sorted(map(delivery_id_of, tokens)) == sorted(message.deliveries.values_list("pk", flat=True))
+
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "another-key-" + "y" * 50, []
+
+    assert [delivery_id_of(token) for token in tokens] == [None, None]
+
+
+def test_a_tracking_token_does_not_show_its_delivery_id():
+    """An install must not count the server's deliveries from the tokens it receives."""
+    ids = range(10_000, 10_200)
+    tokens = [derived_tracking_token(delivery_id) for delivery_id in ids]
+
+    assert not [token for delivery_id, token in zip(ids, tokens, strict=True) if str(delivery_id) in token]
+    assert len({token[:3] for token in tokens}) > 150  # neighbours share no prefix either
+    assert [delivery_id_of(token) for token in tokens] == list(ids)
+
+
+def test_a_push_sent_with_a_signed_token_before_tokens_were_encrypted_is_still_opened(
+    delivered, api, settings
+):
+    message, _ = delivered
+    delivery = message.deliveries.order_by("pk").first()
+    mac = salted_hmac(
+        "herald.messaging.tracking_token", str(delivery.pk), secret=settings.SECRET_KEY, algorithm="sha256"
+    )
+    signed = f"{delivery.pk}_{base64.urlsafe_b64encode(mac.digest()[:12]).decode()}"  # as pushes carried it
+
+    response = api("/pushes/opened", {"tracking_token": signed})
+
+    assert response.status_code == 200
+    delivery.refresh_from_db()
+    assert delivery.opened_at is not None
 
 
 def test_a_token_stored_before_tokens_were_derived_still_marks_its_delivery_opened(delivered, api):
