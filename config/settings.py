@@ -446,7 +446,8 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_CLIENT_IP_CALLABLE = "tenants.staff_login.client_ip"
+# The client's address as the API's rate limits read it (NUM_PROXIES).
+AXES_CLIENT_IP_CALLABLE = "api.throttling.client_ip"
 AXES_LOCKOUT_CALLABLE = "tenants.staff_login.lockout_response"
 # A success must not wipe the address's failures: one valid login would reset a guesser's count.
 AXES_RESET_ON_SUCCESS = False

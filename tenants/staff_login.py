@@ -9,13 +9,6 @@ from django.conf import settings
 from django.contrib import admin
 from django.shortcuts import render
 
-from api import throttling
-
-
-def client_ip(request) -> str | None:
-    """The client's address, read as the API's rate limits read it (NUM_PROXIES)."""
-    return throttling.client_ip(request)
-
 
 def lockout_response(request, original_response=None, credentials=None):
     """The admin's login page, saying that sign-in is locked and how an operator unlocks it."""
