@@ -40,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.api_load import cpu_seconds, ensure_database  # noqa: E402
+
 # The parts of a request, as (label, [(file suffix, function name), ...]): the cumulative time
 # of those functions, so a part includes what it calls; indented parts are inside the one above.
 # Parts with no functions are derived in profile(). The top-level parts add up to the whole.
@@ -96,14 +98,6 @@ PARTS = [
     ("anywhere: HttpResponse construction", [("django/http/response.py", "__init__")]),
     ("anywhere: logging", [("logging/__init__.py", "_log")]),
 ]
-
-
-def cpu_of(pid: int) -> float:
-    """Seconds of CPU (user + system) process `pid` has used (0 once it has exited)."""
-    if not Path(f"/proc/{pid}/stat").exists():
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def redis_cpu(client) -> float:
@@ -238,7 +232,7 @@ def measure(driver: Driver, kind: str, requests: int, redis_client) -> dict:
     pid = backend_pid() if connection.vendor == "postgresql" else None
     started = (
         time.process_time(),
-        cpu_of(pid) if pid else 0.0,
+        cpu_seconds(pid) if pid else 0.0,
         redis_cpu(redis_client) if redis_client else 0.0,
         time.perf_counter(),
     )
@@ -246,7 +240,7 @@ def measure(driver: Driver, kind: str, requests: int, redis_client) -> dict:
         driver.request(kind, n)
     ended = (
         time.process_time(),
-        cpu_of(pid) if pid else 0.0,
+        cpu_seconds(pid) if pid else 0.0,
         redis_cpu(redis_client) if redis_client else 0.0,
         time.perf_counter(),
     )
@@ -363,10 +357,6 @@ def main() -> None:
     if args.ingest == "queue" and not args.redis_url:
         raise SystemExit("--ingest queue needs Redis: pass --redis-url")
     if args.database_url.startswith(("postgres://", "postgresql://")):
-        # bench/ (this script's directory) is on sys.path after ROOT, never before it:
-        # bench/webhooks.py would hide the webhooks app.
-        from api_load import ensure_database
-
         ensure_database(args.database_url)
     import django
 

@@ -31,11 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from bench.api_load import cpu_seconds  # noqa: E402
 
 
 def setup(database_url: str) -> None:
@@ -44,7 +42,6 @@ def setup(database_url: str) -> None:
     os.environ["CONN_MAX_AGE"] = "36000"  # one backend for the whole run: its CPU is read by pid
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
